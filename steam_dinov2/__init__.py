@@ -1,0 +1,24 @@
+"""steam-dinov2: find Steam games whose store banners look alike, with DINOv2 and DINO."""
+
+from .embed import Embeddings, embed_folder, embed_images, load_embeddings
+from .models import available_models, load_model
+from .plot import plot_image_grid, plot_matches
+from .preprocess import make_transform
+from .search import build_index, find_duplicate_groups, find_neighbors, match_all
+
+__version__ = "0.1.0"
+__all__ = [
+    "Embeddings",
+    "available_models",
+    "build_index",
+    "embed_folder",
+    "embed_images",
+    "find_duplicate_groups",
+    "find_neighbors",
+    "load_embeddings",
+    "load_model",
+    "make_transform",
+    "match_all",
+    "plot_image_grid",
+    "plot_matches",
+]

@@ -1,0 +1,188 @@
+"""Exact cosine k-NN with faiss: neighbours of one game, all-pairs matches, duplicate groups."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+
+from . import layout
+from .embed import Embeddings
+
+log = logging.getLogger(__name__)
+BLOCK = 4096  # queries per faiss call: bounds the result buffers whatever N is
+
+
+def build_index(vectors: np.ndarray):
+    """An exact inner-product faiss index over (N, D) L2-normalised rows: scores are cosines."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be (N, D), got shape {vectors.shape}")
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    return index
+
+
+def search_index(index, queries: np.ndarray, *, k: int = 10, self_rows=None):
+    """Top-k of each query, best first, never the query itself.
+
+    Args:
+        index: from ``build_index``.
+        queries: (Q, D) float32, L2-normalised.
+        k: neighbours wanted; more than the index holds gives what there is.
+        self_rows: (Q,) row of each query in the index (or -1 for an outside query); that row is
+            removed from its own results, even when an exact duplicate ties with it.
+
+    Returns:
+        ``(scores, rows)``: (Q, k') float32 cosines and int64 rows, k' = min(k, available);
+        rows are -1 (score -inf) where a query has fewer neighbours than k'.
+    """
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    want = min(k + (self_rows is not None), index.ntotal)
+    if want == 0 or len(queries) == 0:
+        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    scores, rows = index.search(queries, want)
+    if self_rows is not None:
+        is_self = rows == np.asarray(self_rows)[:, None]
+        # Stable sort on the flag moves the query's own row (wherever it ranked) to the end.
+        order = np.argsort(is_self, axis=1, kind="stable")
+        scores = np.take_along_axis(scores, order, 1)
+        rows = np.take_along_axis(rows, order, 1)
+        rows[np.take_along_axis(is_self, order, 1)] = -1
+    scores, rows = scores[:, : min(k, want)], rows[:, : min(k, want)]
+    scores[rows < 0] = -np.inf
+    return scores, rows
+
+
+def _candidates(emb: Embeddings, exclude) -> np.ndarray:
+    excluded = {str(e) for e in exclude}
+    return np.array([i for i, x in enumerate(emb.ids) if x not in excluded], dtype=np.int64)
+
+
+def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=()) -> pd.DataFrame:
+    """Neighbours of one image: by id (in the collection) or by a (D,) vector from outside it.
+
+    Args:
+        emb: embeddings from ``embed_folder`` or ``load_embeddings``.
+        query: an id in ``emb.ids``, or a (D,) float32 L2-normalised vector.
+        exclude: ids that must never appear as neighbours (they can still be the query).
+
+    Returns:
+        DataFrame with columns rank (1..k), id, score (cosine), best first.
+    """
+    cand = _candidates(emb, exclude)
+    index = build_index(emb.vectors[cand])
+    if isinstance(query, (str, int, np.integer)):
+        query = str(query)
+        try:
+            row = emb.ids.index(query)
+        except ValueError:
+            raise ValueError(
+                f"id {query!r} is not in the collection ({len(emb.ids)} images)"
+            ) from None
+        self_row = np.searchsorted(cand, row)
+        self_row = self_row if self_row < len(cand) and cand[self_row] == row else -1
+        scores, rows = search_index(index, emb.vectors[row], k=k, self_rows=[self_row])
+    else:
+        vector = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        if vector.shape[1] != emb.vectors.shape[1]:
+            raise ValueError(
+                f"query has {vector.shape[1]} dims, the collection {emb.vectors.shape[1]}"
+            )
+        scores, rows = search_index(index, vector, k=k)
+    ok = rows[0] >= 0
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, ok.sum() + 1),
+            "id": [emb.ids[cand[r]] for r in rows[0][ok]],
+            "score": scores[0][ok].astype(np.float32),
+        }
+    )
+
+
+def match_all(
+    emb: Embeddings,
+    *,
+    k: int = 10,
+    exclude=(),
+    data: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """All-pairs top-k: every image's k nearest neighbours, in blocks of queries (bounded memory).
+
+    Args:
+        emb: embeddings of one setting.
+        k: neighbours per query (itself excluded).
+        exclude: ids that never appear as neighbours; they are still queried.
+        data: when given, the table is also written to ``matches/<setting>/neighbors.parquet``.
+
+    Returns:
+        DataFrame ``query_id, rank, id, score`` (rank 1 is the best; score float32 cosine).
+    """
+    from tqdm.auto import tqdm
+
+    cand = _candidates(emb, exclude)
+    index = build_index(emb.vectors[cand])
+    self_rows = np.full(len(emb.ids), -1, np.int64)
+    self_rows[cand] = np.arange(len(cand))
+    parts = []
+    for start in tqdm(range(0, len(emb.ids), BLOCK), unit="block", disable=not progress):
+        stop = min(start + BLOCK, len(emb.ids))
+        scores, rows = search_index(
+            index, emb.vectors[start:stop], k=k, self_rows=self_rows[start:stop]
+        )
+        q, r = np.nonzero(rows >= 0)
+        parts.append((q + start, r + 1, cand[rows[q, r]], scores[q, r]))
+    ids = np.asarray(emb.ids, dtype=object)
+    q, r, n, s = (np.concatenate(x) for x in zip(*parts)) if parts else ([],) * 4
+    table = pd.DataFrame(
+        {
+            "query_id": pd.Series(ids[np.asarray(q, np.int64)], dtype="string"),
+            "rank": np.asarray(r, np.int16),
+            "id": pd.Series(ids[np.asarray(n, np.int64)], dtype="string"),
+            "score": np.asarray(s, np.float32),
+        }
+    )
+    if data is not None:
+        with layout.atomic_path(layout.neighbors_path(data, emb.setting)) as tmp:
+            table.to_parquet(tmp, index=False)
+    return table
+
+
+def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[int]]:
+    """Groups of rows whose cosine reaches ``threshold``, chained (connected components).
+
+    Args:
+        vectors: (N, D) float32, L2-normalised.
+        threshold: cosine in [-1, 1]; a pair at or above it is linked.
+
+    Returns:
+        Groups of two or more row indices, each sorted, ordered by their first row.
+    """
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    parent = np.arange(len(vectors))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    index = build_index(vectors)
+    # faiss's IP range search keeps scores strictly above the radius; step just below threshold.
+    radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+    for start in range(0, len(vectors), BLOCK):
+        lims, _, rows = index.range_search(vectors[start : start + BLOCK], radius)
+        for q in range(len(lims) - 1):
+            for r in rows[lims[q] : lims[q + 1]]:
+                a, b = root(start + q), root(int(r))
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(vectors)):
+        groups.setdefault(root(i), []).append(i)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
