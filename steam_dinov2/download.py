@@ -19,10 +19,10 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from steam_dinov2 import layout
-from steam_dinov2.manifest import ManifestBook
-from steam_dinov2.net import HttpError, SteamHttp
-from steam_dinov2.steam import STEAMSPY_WAIT, banner_url, fetch_store_items, list_apps
+from . import layout
+from .manifest import ManifestBook
+from .net import HttpError, SteamHttp
+from .steam import GETITEMS_BATCH, STEAMSPY_WAIT, banner_url, fetch_store_items, list_apps
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ def resize_banner(image: bytes | Image.Image, *, size: str = DEFAULT_SIZE) -> Im
                 img = img.resize(out, Image.Resampling.BICUBIC)
         else:
             img = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:
+        raise ValueError("not a decodable image: unknown format") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"not a decodable image: {e}") from None
     return img
 
@@ -124,7 +126,8 @@ def _download_one(app_id: int, url: str, http: SteamHttp, size: str, *, data) ->
     try:
         img = resize_banner(r.content, size=size)
     except ValueError as e:
-        return row | {"error": f"{e} ({r.headers.get('Content-Type', '?')})"}
+        kind = r.headers.get("Content-Type", "no Content-Type")
+        return row | {"error": f"{e} ({kind}, {len(r.content)} bytes)"}
     row |= {"status": "ok", "width": img.width, "height": img.height, "image": img}
     if data is not None:
         payload = encode_jpeg(img)
@@ -186,7 +189,6 @@ def download_banners(
     Returns:
         A ``DownloadReport``; also logged at INFO.
     """
-    parse_size(size)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     http = (http or SteamHttp()).with_pool(workers)
@@ -194,7 +196,8 @@ def download_banners(
     names = dict(zip(apps["app_id"].tolist(), apps["name"].tolist(), strict=True))
     start = time.monotonic()
     book = ManifestBook(data, names)
-    pending = [a for a in names if not book.is_done(a, size)]
+    target = parse_size(size)
+    pending = [a for a in names if not book.is_done(a, min(target) if target else None)]
     counts: Counter = Counter()
     bar = tqdm(total=len(pending), desc="banners", unit="app", disable=not progress)
 
@@ -209,8 +212,9 @@ def download_banners(
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="banner")
     try:
-        missing = _run(pool, pending, book.first_url, http, size, data, record)
-        nameless = [a for a in pending if not book.name(a)]
+        first_url = lambda a: book.url(a) or banner_url(a, http=http)  # noqa: E731
+        missing = _run(pool, pending, first_url, http, size, data, record)
+        nameless = [a for a in names if not book.name(a)]
         items = _lookup(pool, sorted(set(missing) | set(nameless)), http, record, missing)
         book.set_names({a: v["name"] for a, v in items.items() if v["name"]})
         urls = {}
@@ -266,8 +270,6 @@ def _run(pool, app_ids, url_of, http, size, data, record) -> list[int]:
 
 def _lookup(pool, app_ids, http, record, missing) -> dict[int, dict]:
     """GetItems for ``app_ids``; a failed batch turns its ``missing`` apps into error rows."""
-    from steam_dinov2.steam import GETITEMS_BATCH
-
     batches = [app_ids[i : i + GETITEMS_BATCH] for i in range(0, len(app_ids), GETITEMS_BATCH)]
     futures = {pool.submit(fetch_store_items, b, http=http): b for b in batches}
     items: dict[int, dict] = {}

@@ -38,6 +38,14 @@ def banner_path(data: str | os.PathLike, app_id: int | str) -> Path:
     return banners_dir(data) / f"{app_id}.jpg"
 
 
+def banner_files(data: str | os.PathLike) -> dict[int, Path]:
+    """``{app_id: path}`` of the finished banners (temporary files of a running write excluded)."""
+    folder = banners_dir(data)
+    if not folder.is_dir():
+        return {}
+    return {int(p.stem): p for p in folder.glob("[0-9]*.jpg") if p.stem.isdigit()}
+
+
 def manifest_path(data: str | os.PathLike) -> Path:
     return Path(data) / MANIFEST
 

@@ -198,10 +198,16 @@ def _load_weights_file(model: torch.nn.Module, path: str | os.PathLike) -> None:
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
     if filter_fn is not None:
         sd = filter_fn(sd, model)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        first = str(e).splitlines()[1:2] or [str(e)]
+        raise ValueError(
+            f"weights file {path} does not fit this model: {first[0].strip()}"
+        ) from None
     if missing or unexpected:
         raise ValueError(
-            f"weights file {path} does not fit {type(model).__name__}: "
+            f"weights file {path} does not fit this model: "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
 
@@ -222,7 +228,7 @@ def _load_hub(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module,
             f"hub:DIR:{entry}, and pass weights=PATH (CLI: --weights PATH) for the weights file."
         ) from e
     if weights is not None:
-        model.load_state_dict(_read_state_dict(weights))
+        _load_weights_file(model, weights)
     patch = getattr(model, "patch_size", None) or model.patch_embed.patch_size
     return model, {
         "arch": name,

@@ -144,15 +144,19 @@ class SteamHttp:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             wait = self.backoff * 2**attempt
+            failure = None
             try:
                 r = self.session.get(url, params=params, timeout=self.timeout)
                 _ = r.content  # read the body now, so a truncated one fails here
                 _check_length(r)
-            except (requests.ConnectionError, requests.Timeout, _ShortBody) as e:
-                msg = f"{type(e).__name__}: {redact(str(e), secret)}"
-                if last:
-                    raise HttpError(msg) from None
-                logger.debug("retrying after %s", msg)
+            except (*_TRANSIENT, requests.RequestException) as e:
+                failure = f"{_describe(e)}: {redact(str(e), secret)[:160]}"
+                final = last or not isinstance(e, _TRANSIENT)
+            if failure is not None:
+                # Raised outside the except block so no exception holding the URL is chained.
+                if final:
+                    raise HttpError(failure)
+                logger.debug("retrying after %s", failure)
             else:
                 if r.status_code not in _RETRY_STATUS or last:
                     return r
@@ -172,6 +176,24 @@ class SteamHttp:
 
 class _ShortBody(Exception):
     pass
+
+
+_TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    _ShortBody,
+)
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, requests.Timeout):
+        return "timeout"
+    if isinstance(e, _ShortBody | requests.exceptions.ChunkedEncodingError):
+        return "truncated body"
+    if isinstance(e, requests.ConnectionError):
+        return "connection error"
+    return type(e).__name__
 
 
 def _check_length(r: requests.Response) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from steam_dinov2.net import SteamHttp, get_api_key
+from .net import SteamHttp, get_api_key
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _list_store(key, include, limit, http: SteamHttp, progress) -> list[tuple[in
     with tqdm(desc="store app list", unit="app", disable=not progress) as bar:
         while True:
             page = STORE_PAGE_MAX if limit is None else min(STORE_PAGE_MAX, limit - len(apps))
-            p = dict(params, max_results=page, last_appid=last)
+            p = dict(params, key=key, max_results=page, last_appid=last)
             r = http.get(url, params=p, secret=key)
             if r.status_code in (401, 403):
                 raise ValueError(f"the Steam Web API rejected the key (HTTP {r.status_code})")

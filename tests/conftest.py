@@ -1,0 +1,48 @@
+import os
+
+# Before anything imports huggingface_hub: a hub call must fail at once, never retry for a minute.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+
+def make_banner(seed: int, size=(224, 336)) -> Image.Image:
+    """A banner-like RGB image: a two-colour gradient with random shapes, different for every seed."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    t = np.linspace(0, 1, h)[:, None, None]
+    img = Image.fromarray(((1 - t) * top + t * bottom).repeat(w, 1).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(4, 9))):
+        x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+        x1, y1 = x0 + int(rng.integers(15, w // 2)), y0 + int(rng.integers(15, h // 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x0, y0, x1, y1], fill=colour)
+    draw.text(
+        (int(rng.integers(5, w // 2)), int(rng.integers(5, h - 20))), f"GAME {seed}", fill="white"
+    )
+    return img
+
+
+@pytest.fixture
+def banner_dir(tmp_path):
+    """A folder of 8 distinct banners named by app id 10..80, plus 90: a re-encoded copy of 30."""
+    folder = tmp_path / "banners"
+    folder.mkdir()
+    for i in range(1, 9):
+        make_banner(i).save(folder / f"{i * 10}.jpg", quality=95)
+    make_banner(3).resize((216, 324)).resize((224, 336)).save(folder / "90.jpg", quality=80)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vits14():
+    """The real DINOv2 ViT-S/14 architecture with random (seeded) weights, on the CPU."""
+    from steam_dinov2 import load_model
+
+    return load_model("dinov2_vits14", pretrained=False, device="cpu")

@@ -1,0 +1,251 @@
+"""A fake Steam on 127.0.0.1 for tests and benchmarks: app lists, GetItems, SteamSpy, banners.
+
+It speaks the same shapes as the real endpoints (see ``steam_dinov2/steam.py``) and injects the
+faults the downloader must survive. Start it with ``with FakeSteam(apps) as server: ...`` and point
+``SteamHttp(api_base=server.base, assets_base=server.assets_base, steamspy_base=server.base)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from PIL import Image, ImageDraw
+
+KEY = "sk-TEST-0123456789ABCDEF"
+STEAMSPY_PAGE = 1000
+FORMATS = ("rgb", "gray", "cmyk", "png")
+
+
+@dataclasses.dataclass
+class App:
+    """One fake app.
+
+    Attributes:
+        banner: "rgb", "gray", "cmyk" (JPEGs) or "png" (PNG bytes served as .jpg); None for an
+            app without a library capsule.
+        hashed: art behind a content hash: the plain path 404s, GetItems gives the real one.
+        faults: transient faults consumed one per banner request: "429", "500", "slow", "reset".
+        broken: a fault on every request: "truncated", "html", "reset".
+    """
+
+    app_id: int
+    name: str = ""
+    kind: str = "game"
+    banner: str | None = "rgb"
+    hashed: bool = False
+    faults: list[str] = dataclasses.field(default_factory=list)
+    broken: str | None = None
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha1(str(self.app_id).encode()).hexdigest()
+
+
+def make_banner(app_id: int, fmt: str = "rgb", size=(600, 900)) -> bytes:
+    """A 600x900 banner whose colours depend on ``app_id``, encoded as ``fmt``."""
+    r, g, b = (app_id * 67) % 256, (app_id * 131) % 256, (app_id * 199) % 256
+    img = Image.new("RGB", size, (r, g, b))
+    d = ImageDraw.Draw(img)
+    d.rectangle([60, 90, 360 + app_id % 200, 500], fill=(255 - r, g // 2, 255 - b))
+    d.ellipse([100, 550, 500, 850], fill=(b, 255 - g, r))
+    buf = io.BytesIO()
+    if fmt == "gray":
+        img.convert("L").save(buf, "JPEG", quality=90)
+    elif fmt == "cmyk":
+        img.convert("CMYK").save(buf, "JPEG", quality=90)
+    elif fmt == "png":
+        img.save(buf, "PNG")
+    else:
+        img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+class FakeSteam:
+    """Threaded HTTP server speaking Steam's endpoints; counts what it served."""
+
+    def __init__(
+        self,
+        apps: list[App],
+        *,
+        key: str = KEY,
+        latency: float = 0.0,
+        retry_after: str = "0.3",
+        slow_seconds: float = 1.5,
+        banner_variants: int | None = None,
+    ):
+        self.apps = {a.app_id: a for a in apps}
+        self.key = key
+        self.latency = latency
+        self.retry_after = retry_after
+        self.slow_seconds = slow_seconds
+        self.banner_variants = banner_variants  # benchmarks: reuse a few encoded banners
+        self.hits: Counter = Counter()  # banner requests per app id
+        self.log: list[tuple[float, str, int]] = []  # (monotonic time, path, status)
+        self.lock = threading.Lock()
+        self._banners: dict[tuple[int, str], bytes] = {}
+        handler = type("Handler", (_Handler,), {"steam": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda request, address: None  # resets and timeouts are expected
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.assets_base = f"{self.base}/store_item_assets"
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> FakeSteam:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point the package at this server."""
+        return {
+            "STEAM_API_BASE": self.base,
+            "STEAM_ASSETS_BASE": self.assets_base,
+            "STEAMSPY_BASE": self.base,
+        }
+
+    def banner_bytes(self, app: App) -> bytes:
+        seed = app.app_id % self.banner_variants if self.banner_variants else app.app_id
+        k = (seed, app.banner)
+        if k not in self._banners:
+            self._banners[k] = make_banner(seed, app.banner)
+        return self._banners[k]
+
+    def reset_counts(self) -> None:
+        with self.lock:
+            self.hits.clear()
+            self.log.clear()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so the client's connection pool is exercised
+    steam: FakeSteam
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
+        with self.steam.lock:
+            self.steam.log.append((time.monotonic(), self.path, status))
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, obj, status: int = 200) -> None:
+        self._send(status, json.dumps(obj).encode(), "application/json")
+
+    def _reset(self) -> None:
+        # SO_LINGER 0: close() sends RST, the client sees "connection reset by peer".
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.steam.latency:
+            time.sleep(self.steam.latency)
+        url = urlsplit(self.path)
+        q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        path = url.path.rstrip("/")
+        if path == "/IStoreService/GetAppList/v1":
+            return self._app_list(q)
+        if path == "/IStoreBrowseService/GetItems/v1":
+            return self._get_items(q)
+        if path == "/api.php":
+            return self._steamspy(q)
+        parts = path.split("/")
+        if parts[1:4] == ["store_item_assets", "steam", "apps"] and parts[-1].endswith(".jpg"):
+            return self._banner(int(parts[4]), parts[5:-1], parts[-1])
+        self._send(404, b"not found", "text/plain")
+
+    def _app_list(self, q: dict) -> None:
+        if q.get("key") != self.steam.key:
+            return self._send(403, b"<html><body>Forbidden</body></html>", "text/html")
+        kinds = {
+            k for k, p in (("game", "include_games"), ("dlc", "include_dlc")) if q.get(p) == "true"
+        }
+        last, limit = int(q.get("last_appid", 0)), min(int(q.get("max_results", 10_000)), 50_000)
+        ids = sorted(a for a, app in self.steam.apps.items() if app.kind in kinds and a > last)
+        page = ids[:limit]
+        apps = [{"appid": a, "name": self.steam.apps[a].name, "last_modified": 1} for a in page]
+        body = {"apps": apps, "have_more_results": len(ids) > limit}
+        if page:
+            body["last_appid"] = page[-1]
+        self._json({"response": body})
+
+    def _get_items(self, q: dict) -> None:
+        query = json.loads(q["input_json"])
+        assert len(query["ids"]) <= 50, "GetItems takes at most 50 ids"
+        assert query["data_request"]["include_assets"] is True
+        items = []
+        for ident in query["ids"]:
+            app = self.steam.apps.get(int(ident["appid"]))
+            if app is None:
+                items.append({"item_type": 0, "id": int(ident["appid"]), "success": 42})
+                continue
+            assets = {"asset_url_format": f"steam/apps/{app.app_id}/${{FILENAME}}?t=1700000000"}
+            assets["header"] = "header.jpg"
+            if app.banner is not None:
+                folder = f"{app.hash}/" if app.hashed else ""
+                assets["library_capsule"] = f"{folder}library_600x900.jpg"
+            items.append(
+                {"item_type": 0, "id": app.app_id, "success": 1, "visible": True,
+                 "name": app.name, "appid": app.app_id, "type": 0, "assets": assets}
+            )  # fmt: skip
+        self._json({"response": {"store_items": items}})
+
+    def _steamspy(self, q: dict) -> None:
+        if q.get("request") != "all":
+            return self._json({})
+        page = int(q.get("page", 0))
+        ids = sorted(self.steam.apps)[page * STEAMSPY_PAGE : (page + 1) * STEAMSPY_PAGE]
+        self._json({str(a): {"appid": a, "name": self.steam.apps[a].name} for a in ids})
+
+    def _banner(self, app_id: int, folder: list[str], name: str) -> None:
+        app = self.steam.apps.get(app_id)
+        with self.steam.lock:
+            self.steam.hits[app_id] += 1
+            fault = app.faults.pop(0) if app and app.faults else (app.broken if app else None)
+        want = [app.hash] if app and app.hashed else []
+        if app is None or app.banner is None or folder != want or name != "library_600x900.jpg":
+            return self._send(404, b"<html>404</html>", "text/html")
+        if fault == "429":
+            return self._send(
+                429, b"slow down", "text/plain", {"Retry-After": self.steam.retry_after}
+            )
+        if fault == "500":
+            return self._send(500, b"oops", "text/plain")
+        if fault == "reset":
+            return self._reset()
+        if fault == "slow":
+            time.sleep(self.steam.slow_seconds)
+        if fault == "html":
+            return self._send(200, b"<!doctype html><html>Sorry</html>", "text/html")
+        body = self.steam.banner_bytes(app)
+        if fault == "truncated":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            return self._reset()
+        self._send(200, body, "image/jpeg")

@@ -1,0 +1,180 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_banner
+from PIL import Image
+
+import steam_dinov2.embed as embed_mod
+from steam_dinov2 import embed_folder, embed_images, load_embeddings, load_model, make_transform
+from steam_dinov2.embed import pool_tokens
+from steam_dinov2.models import forward_tokens
+
+
+@pytest.fixture(scope="module")
+def reg_model():
+    return load_model("dinov2_vits14_reg", pretrained=False, device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("pooling", "factor"), [("cls", 1), ("cls+avg", 2), ("last4cls", 4), ("gem", 1)]
+)
+def test_pooling_dims_and_norms(reg_model, pooling, factor):
+    x = torch.stack([make_transform("crop256")(make_banner(s)) for s in (1, 2, 3)])
+    with torch.inference_mode():
+        out = pool_tokens(reg_model, x, pooling)
+    assert out.shape == (3, 384 * factor) and out.dtype == torch.float32
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
+
+
+def test_register_tokens_are_not_patches(reg_model):
+    x = make_transform("full")(make_banner(1))[None]
+    with torch.inference_mode():
+        (cls, patches), *_ = forward_tokens(reg_model, x)
+        tokens = reg_model.forward_features(x)
+    assert patches.shape == (1, 16 * 24, 384)  # 224x336 at 14 px
+    assert tokens.shape[1] == 1 + 4 + 16 * 24
+    assert torch.equal(patches, tokens[:, 5:]) and torch.equal(cls, tokens[:, 0])
+
+
+def test_unknown_pooling_names_the_choices(vits14):
+    with pytest.raises(ValueError, match="unknown pooling 'max'.*cls\\+avg"):
+        pool_tokens(vits14, torch.zeros(1, 3, 224, 224), "max")
+
+
+def test_batch_size_does_not_change_results(vits14, banner_dir):
+    paths = sorted(banner_dir.iterdir())
+    one, kept1, _ = embed_images(paths, vits14, batch_size=1, num_workers=0)
+    many, kept4, _ = embed_images(paths, vits14, batch_size=4, num_workers=1)
+    assert kept1 == kept4 == list(range(len(paths)))
+    assert np.abs(one - many).max() < 1e-5
+
+
+def test_bad_images_are_skipped_and_reported(vits14, banner_dir, tmp_path):
+    good = sorted(banner_dir.iterdir())[:2]
+    data = (banner_dir / "10.jpg").read_bytes()
+    bad = {
+        "truncated.jpg": data[: len(data) // 2],
+        "empty.jpg": b"",
+        "text.jpg": b"<html>not a banner</html>",
+    }
+    for name, content in bad.items():
+        (tmp_path / name).write_bytes(content)
+    # A decompression bomb: 8000x8000 pixels in a few kilobytes.
+    Image.new("1", (8000, 8000)).save(tmp_path / "bomb.png")
+    paths = [good[0], *(tmp_path / n for n in [*bad, "bomb.png"]), good[1]]
+    vectors, kept, errors = embed_images(paths, vits14, batch_size=2, num_workers=0)
+    assert kept == [0, 5] and vectors.shape == (2, 384)
+    assert set(errors) == {str(p) for p in paths[1:5]}
+    assert "too large" in errors[str(tmp_path / "bomb.png")]
+    ref, _, _ = embed_images(good, vits14, num_workers=0)
+    assert np.abs(ref - vectors).max() < 1e-5
+
+
+def test_copy_is_the_nearest_neighbour(vits14, banner_dir):
+    paths = sorted(banner_dir.iterdir(), key=lambda p: int(p.stem))
+    vectors, _, _ = embed_images(paths, vits14, num_workers=0)
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -1)
+    ids = [p.stem for p in paths]
+    assert ids[int(sims[ids.index("90")].argmax())] == "30"
+
+
+def _count_embedded(monkeypatch):
+    calls = []
+    real = embed_mod.embed_images
+
+    def counting(paths, model, **kw):
+        calls.append([os.path.basename(p) for p in paths])
+        return real(paths, model, **kw)
+
+    monkeypatch.setattr(embed_mod, "embed_images", counting)
+    return calls
+
+
+def test_cache_reuse_append_drop(vits14, banner_dir, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    calls = _count_embedded(monkeypatch)
+    (banner_dir / "junk.jpg").write_bytes(b"junk")
+    first = embed_folder(banner_dir, data, model=vits14, num_workers=0)
+    assert sorted(first.ids, key=int) == ["10", "20", "30", "40", "50", "60", "70", "80", "90"]
+    assert set(first.errors) == {"junk"}
+    assert first.setting == "dinov2_vits14__crop256__cls__random"
+
+    # Rerun: nothing embedded, not even the bad file again, and the model is never loaded.
+    monkeypatch.setattr(embed_mod, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    again = embed_folder(banner_dir, data, model="dinov2_vits14", pretrained=False)
+    assert len(calls) == 1 and again.ids == first.ids and set(again.errors) == {"junk"}
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+
+    # Append one, drop one: only the new image is embedded.
+    make_banner(11).save(banner_dir / "110.jpg")
+    (banner_dir / "20.jpg").unlink()
+    grown = embed_folder(banner_dir, data, model=vits14, num_workers=0)
+    assert calls[-1] == ["110.jpg"]
+    assert "20" not in grown.ids and grown.ids[-1] == "110" and len(grown.ids) == 9
+    for i in grown.ids[:-1]:
+        np.testing.assert_array_equal(
+            grown.vectors[grown.ids.index(i)], first.vectors[first.ids.index(i)]
+        )
+    loaded = load_embeddings(data, grown.setting)
+    assert loaded.ids == grown.ids and np.array_equal(loaded.vectors, grown.vectors)
+    folder = data / "embeddings" / grown.setting
+    assert len(list(folder.glob("vectors-*.npy"))) == 1  # the old generation is gone
+
+    # A changed file is embedded again.
+    make_banner(12).save(banner_dir / "30.jpg")
+    embed_folder(banner_dir, data, model=vits14, num_workers=0)
+    assert calls[-1] == ["30.jpg"]
+
+
+def test_cache_of_other_options_is_never_mixed_in(vits14, banner_dir, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    emb = embed_folder(banner_dir, data, model=vits14, num_workers=0)
+    meta_file = data / "embeddings" / emb.setting / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "preset": "full"}))  # as if made by another preset
+    calls = _count_embedded(monkeypatch)
+    redone = embed_folder(banner_dir, data, model=vits14, num_workers=0)
+    assert len(calls[0]) == 9 and json.loads(meta_file.read_text())["preset"] == "crop256"
+    np.testing.assert_allclose(redone.vectors, emb.vectors, atol=1e-6)
+    other = embed_folder(banner_dir, data, model=vits14, pooling="gem", num_workers=0)
+    assert other.setting != emb.setting and len(calls) == 2
+
+
+def test_killed_write_keeps_the_old_cache(vits14, banner_dir, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    emb = embed_folder(banner_dir, data, model=vits14, num_workers=0)
+    make_banner(13).save(banner_dir / "130.jpg")
+
+    def dies(*a, **k):  # the process dies after the vectors, before meta.json is replaced
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embed_mod.layout, "write_text_atomic", dies)
+    with pytest.raises(KeyboardInterrupt):
+        embed_folder(banner_dir, data, model=vits14, num_workers=0)
+    monkeypatch.undo()
+    old = load_embeddings(data, emb.setting)
+    assert old.ids == emb.ids and np.array_equal(old.vectors, emb.vectors)
+    assert not list((data / "embeddings" / emb.setting).glob(".*tmp*"))
+
+
+def test_a_fresh_model_extends_the_cache_consistently(banner_dir, tmp_path):
+    data = tmp_path / "data"
+    (banner_dir / "80.jpg").rename(tmp_path / "80.jpg")
+    embed_folder(banner_dir, data, model="dinov2_vits14", pretrained=False, num_workers=0)
+    (tmp_path / "80.jpg").rename(banner_dir / "80.jpg")
+    extended = embed_folder(
+        banner_dir, data, model="dinov2_vits14", pretrained=False, num_workers=0
+    )
+    scratch = embed_folder(banner_dir, tmp_path / "other", model="dinov2_vits14", pretrained=False)
+    order = [scratch.ids.index(i) for i in extended.ids]
+    assert np.abs(extended.vectors - scratch.vectors[order]).max() < 1e-5
+
+
+def test_missing_cache_names_the_cached_settings(tmp_path, vits14, banner_dir):
+    embed_folder(banner_dir, tmp_path, model=vits14, num_workers=0)
+    with pytest.raises(ValueError, match="run `embed` first.*dinov2_vits14__crop256__cls__random"):
+        load_embeddings(tmp_path, "dinov2_vits14__crop256__cls")

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+from conftest import make_banner
+from PIL import Image
+from torchvision import transforms as T
+
+from steam_dinov2 import make_transform
+from steam_dinov2.preprocess import to_rgb
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+BICUBIC = T.InterpolationMode.BICUBIC
+
+
+@pytest.mark.parametrize(
+    ("preset", "geometry", "shape"),
+    [
+        ("crop256", [T.Resize(256, interpolation=BICUBIC), T.CenterCrop(224)], (3, 224, 224)),
+        ("crop224", [T.Resize(224, interpolation=BICUBIC), T.CenterCrop(224)], (3, 224, 224)),
+        ("full", [T.Resize((336, 224), interpolation=BICUBIC)], (3, 336, 224)),
+    ],
+)
+@pytest.mark.parametrize("size", [(224, 336), (600, 900)])
+def test_preset_equals_its_torchvision_pipeline(preset, geometry, shape, size):
+    img = make_banner(7, size=size)
+    reference = T.Compose([*geometry, T.ToTensor(), T.Normalize(MEAN, STD)])(img)
+    out = make_transform(preset)(img)
+    assert out.shape == shape and out.dtype == torch.float32
+    assert torch.equal(out, reference)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="unknown preset 'square'.*crop256"):
+        make_transform("square")
+
+
+def test_every_mode_becomes_rgb():
+    rgb = make_banner(1)
+    for mode in ("L", "LA", "P", "RGBA", "CMYK", "I", "F"):
+        out = to_rgb(rgb.convert(mode))
+        assert out.mode == "RGB" and out.size == rgb.size, mode
+    # CMYK goes through PIL's conversion, not a reinterpretation of channels.
+    cmyk = np.asarray(to_rgb(rgb.convert("CMYK")), dtype=int)
+    assert np.abs(cmyk - np.asarray(rgb, dtype=int)).mean() < 2
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    arr = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    img = Image.fromarray(arr)  # PIL picks I;16 for uint16
+    assert img.mode == "I;16"
+    out = np.asarray(to_rgb(img))
+    assert out[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_transparency_composites_on_white():
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    assert np.asarray(to_rgb(rgba)).min() == 255
+    opaque = Image.new("RGBA", (4, 4), (10, 20, 30, 255))
+    assert np.asarray(to_rgb(opaque))[0, 0].tolist() == [10, 20, 30]
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([200, 100, 50] + [0] * 765)
+    palette.info["transparency"] = 0
+    assert np.asarray(to_rgb(palette)).min() == 255
