@@ -117,6 +117,7 @@ def main(argv=None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader chatters at INFO
     try:
         return args.func(args)
     except (ValueError, RuntimeError, OSError) as e:

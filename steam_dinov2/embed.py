@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from . import layout
-from .models import forward_tokens, load_model, weights_tag
+from .models import forward_tokens, load_model, resolve_arch, weights_tag
 from .preprocess import FULL_SIZE, make_transform
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,7 @@ def embed_folder(
     if isinstance(model, torch.nn.Module):
         name, tag = model.steam_info["name"], model.steam_info["weights_tag"]
     else:
+        resolve_arch(model)
         name, tag = model, weights_tag(pretrained=pretrained, weights=weights)
     setting = layout.setting_name(name, preset, pooling, weights_tag=tag)
     folder = layout.embeddings_dir(data, setting)
@@ -285,6 +286,8 @@ def embed_folder(
                 meta = None
 
     files = list_images(images)
+    if not files:
+        raise ValueError(f"no images in {images} (looked for {', '.join(IMAGE_SUFFIXES)})")
     now = {i: _stamp(p) for i, p in files.items()}
     keep = [r for r, i in enumerate(ids) if now.get(i) == stamps[r]]
     still_failed = {i: f for i, f in failed.items() if now.get(i) == f[1:]}

@@ -117,7 +117,10 @@ def load_model(
     return model.eval().requires_grad_(False).to(select_device(device))
 
 
-def _resolve_arch(name: str) -> str:
+def resolve_arch(name: str) -> str:
+    """The timm architecture of a model name; ValueError naming the choices when there is none."""
+    if name.startswith(HUB_PREFIX):
+        return name
     if name in MODELS:
         return MODELS[name].arch
     import timm
@@ -133,7 +136,7 @@ def _resolve_arch(name: str) -> str:
 def _load_timm(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module, dict]:
     import timm
 
-    arch = _resolve_arch(name)
+    arch = resolve_arch(name)
     # dynamic_img_size interpolates the position embeddings to any input size (the 224x336 preset).
     kwargs = {"dynamic_img_size": True}
     if pretrained:

@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from steam_dinov2.cli import main
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "steam_dinov2", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_embed_then_match_end_to_end(banner_dir, tmp_path):
+    data = tmp_path / "data"
+    (banner_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff")
+    r = _run(
+        "embed",
+        "--images",
+        banner_dir,
+        "--data",
+        data,
+        "--no-pretrained",
+        "--pooling",
+        "gem",
+        "--batch-size",
+        "4",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "9 images embedded (384 dims), 1 skipped" in r.stdout and "broken" in r.stdout
+    r = _run("match", "--data", data, "--no-pretrained", "--pooling", "gem", "--k", "3")
+    assert r.returncode == 0, r.stderr
+    table = pd.read_parquet(
+        data / "matches" / "dinov2_vits14__crop256__gem__random" / "neighbors.parquet"
+    )
+    assert len(table) == 27 and table.groupby("query_id").size().eq(3).all()
+    assert table[(table.query_id == "90") & (table["rank"] == 1)]["id"].item() == "30"
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "dinov2_vitg14_reg" in out and "vit_small_patch16_224.dino" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["embed", "--data", "D", "--images", "nowhere"], "image folder not found: nowhere"),
+        (["embed", "--data", "D", "--images", ".", "--model", "nope"], "unknown model 'nope'"),
+        (["match", "--data", "D"], "no embeddings for setting 'dinov2_vits14__crop256__cls'"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_line(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_help_for_each_stage():
+    for stage in ("embed", "match", "models"):
+        r = _run(stage, "--help")
+        assert r.returncode == 0 and "usage:" in r.stdout
+    r = _run("embed", "--data", "D", "--preset", "bogus")
+    assert r.returncode == 2 and "invalid choice: 'bogus'" in r.stderr

@@ -1,0 +1,108 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from steam_dinov2 import Embeddings, build_index, find_duplicate_groups, find_neighbors, match_all
+from steam_dinov2.search import search_index
+
+
+def _unit(rng, n, d):
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _emb(vectors, ids=None):
+    ids = ids or [str(100 + i) for i in range(len(vectors))]
+    return Embeddings("m__p__cls", ids, vectors, {})
+
+
+def test_faiss_top_k_equals_numpy_brute_force():
+    rng = np.random.default_rng(0)
+    base, queries = _unit(rng, 600, 48), _unit(rng, 40, 48)
+    scores, rows = search_index(build_index(base), queries, k=7)
+    sims = queries @ base.T
+    ref_rows = np.argsort(-sims, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(rows, ref_rows)
+    np.testing.assert_allclose(scores, np.take_along_axis(sims, ref_rows, 1), atol=1e-5)
+
+
+def test_all_pairs_equals_brute_force_without_self(tmp_path, monkeypatch):
+    import steam_dinov2.search as search
+
+    monkeypatch.setattr(search, "BLOCK", 64)  # several blocks
+    rng = np.random.default_rng(1)
+    vectors = _unit(rng, 300, 16)
+    emb = _emb(vectors)
+    table = match_all(emb, k=5, data=tmp_path)
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    ref = np.argsort(-sims, axis=1, kind="stable")[:, :5]
+    got = table.pivot(index="query_id", columns="rank", values="id").loc[emb.ids]
+    np.testing.assert_array_equal(got.to_numpy(), np.asarray(emb.ids)[ref])
+    saved = pd.read_parquet(tmp_path / "matches" / "m__p__cls" / "neighbors.parquet")
+    assert list(saved.columns) == ["query_id", "rank", "id", "score"]
+    assert len(saved) == 300 * 5 and (saved["query_id"] != saved["id"]).all()
+    np.testing.assert_allclose(
+        saved["score"],
+        sims[
+            [emb.ids.index(q) for q in saved["query_id"]], [emb.ids.index(i) for i in saved["id"]]
+        ],
+        atol=1e-5,
+    )
+
+
+def test_exact_duplicates_never_return_the_query_itself():
+    rng = np.random.default_rng(2)
+    vectors = _unit(rng, 6, 8)
+    vectors = np.concatenate([vectors, vectors[:3]])  # rows 6,7,8 duplicate rows 0,1,2
+    table = match_all(_emb(vectors), k=3)
+    for q, group in table.groupby("query_id"):
+        assert q not in set(group["id"])
+    first = table[table["query_id"] == "100"].sort_values("rank")
+    assert first["id"].iloc[0] == "106" and first["score"].iloc[0] == pytest.approx(1.0)
+
+
+def test_k_larger_than_the_collection():
+    vectors = _unit(np.random.default_rng(3), 4, 8)
+    table = match_all(_emb(vectors), k=10)
+    assert table.groupby("query_id").size().tolist() == [3, 3, 3, 3]
+    assert len(find_neighbors(_emb(vectors), "101", k=10)) == 3
+    assert len(match_all(_emb(vectors[:1]), k=10)) == 0
+
+
+def test_excluded_ids_are_queried_but_never_neighbours():
+    vectors = _unit(np.random.default_rng(4), 20, 8)
+    emb = _emb(vectors)
+    excluded = {"103", "110", "119"}
+    table = match_all(emb, k=4, exclude=excluded)
+    assert not set(table["id"]) & excluded
+    assert excluded <= set(table["query_id"])
+    assert table.groupby("query_id").size().min() == 4
+    near = find_neighbors(emb, "103", k=4, exclude=excluded)
+    assert not set(near["id"]) & excluded and len(near) == 4
+
+
+def test_query_by_id_and_by_new_vector():
+    vectors = _unit(np.random.default_rng(5), 50, 16)
+    emb = _emb(vectors)
+    by_id = find_neighbors(emb, "107", k=5)
+    assert "107" not in set(by_id["id"]) and by_id["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert by_id["score"].is_monotonic_decreasing
+    # The same vector from outside the collection finds itself first, then the same neighbours.
+    by_vector = find_neighbors(emb, vectors[7], k=6)
+    assert by_vector["id"].tolist() == ["107", *by_id["id"]]
+    with pytest.raises(ValueError, match="not in the collection"):
+        find_neighbors(emb, "999")
+    with pytest.raises(ValueError, match="dims"):
+        find_neighbors(emb, np.ones(3))
+
+
+def test_duplicate_groups_chain_and_threshold_is_inclusive():
+    # Unit vectors at angles 0, 10, 20 degrees (chain) and 90, 91.5 (pair), 180 alone.
+    angles = np.radians([0, 10, 20, 90, 91.5, 180])
+    vectors = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    threshold = float(np.cos(np.radians(10)).astype(np.float32))
+    groups = find_duplicate_groups(vectors, threshold)
+    assert groups == [[0, 1, 2], [3, 4]]  # 0~1 and 1~2 link 0 with 2 (cos 20 deg < threshold)
+    assert find_duplicate_groups(vectors, 0.9999) == []
+    assert find_duplicate_groups(vectors, -1.0) == [[0, 1, 2, 3, 4, 5]]
