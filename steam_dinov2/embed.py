@@ -144,6 +144,15 @@ def embed_images(
     return vectors.astype(np.float32, copy=False), kept, errors
 
 
+def embed_image(image: Image.Image, model: torch.nn.Module, *, preset="crop256", pooling="cls"):
+    """One PIL image of any mode (a query from outside the collection) -> (D',) float32, unit norm."""
+    info = model.steam_info
+    x = make_transform(preset, mean=info["mean"], std=info["std"])(image)[None]
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        return pool_tokens(model, x.to(device), pooling)[0].cpu().numpy()
+
+
 @dataclass(frozen=True)
 class Embeddings:
     """One setting's cached embeddings: ``vectors[i]`` (float32, L2-normalised) belongs to ``ids[i]``."""

@@ -1,0 +1,270 @@
+"""An ipywidgets browser over the cached settings: find a game, see its look-alikes, click through."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import unicodedata
+
+import pandas as pd
+
+from . import layout
+from .audit import load_exclusions
+from .embed import embed_image, load_embeddings
+from .search import find_neighbors
+
+log = logging.getLogger(__name__)
+STORE_URL = "https://store.steampowered.com/app/{}"
+
+
+def normalize_name(text: str) -> str:
+    """Lower case, accents and punctuation dropped, spaces collapsed: "Pokémon: Red!" -> "pokemon red"."""
+    text = unicodedata.normalize("NFKD", str(text))
+    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    return " ".join("".join(c if c.isalnum() else " " for c in text).split())
+
+
+def load_names(data: str | os.PathLike) -> dict[str, str]:
+    """``{app_id: name}`` from the manifest ({} without one); ids are str like everywhere downstream."""
+    path = layout.manifest_path(data)
+    if not path.is_file():
+        return {}
+    df = pd.read_parquet(path, columns=["app_id", "name"])
+    return {str(a): str(n) for a, n in zip(df["app_id"], df["name"]) if n}
+
+
+def search_games(names: dict[str, str], text: str, *, ids=None, limit: int = 20) -> list[str]:
+    """Ids whose name holds every word of ``text`` (or whose id is ``text``), best first.
+
+    Args:
+        names: ``{id: name}``.
+        text: part of a name, any case, accents or punctuation; or an app id.
+        ids: the ids that may be returned (default: all of ``names``).
+        limit: at most this many.
+
+    Returns:
+        Ids: an exact id first, then names starting with the query, then shorter names first.
+    """
+    pool = list(names) if ids is None else list(ids)
+    text = text.strip()
+    hits = [text] if text in set(pool) else []
+    words = normalize_name(text).split()
+    if not words:
+        return hits[:limit]
+    query = " ".join(words)
+    scored = []
+    for i in pool:
+        name = normalize_name(names.get(i, ""))
+        if i not in hits and all(w in name for w in words):
+            scored.append((not name.startswith(query), len(name), name, i))
+    return (hits + [i for *_, i in sorted(scored)])[:limit]
+
+
+class Browser:
+    """The widget app; ``browser.widget`` is what a notebook displays (displaying the object works too).
+
+    The state is plain Python so tests can drive it: ``search.value``, ``choices.value``,
+    ``tiles[i].button.click()``, ``back.click()``; ``shown`` is ``[(id, score), ...]`` on screen.
+    """
+
+    def __init__(
+        self, data, *, settings=None, k: int = 10, include_excluded: bool = False, weights=None
+    ):
+        import ipywidgets as w
+
+        self.data, self.weights = data, weights
+        self.settings = list(settings or layout.list_settings(data))
+        if not self.settings:
+            raise ValueError(
+                f"no cached embeddings in {data}: run the embed stage (or the match notebook) first"
+            )
+        self.names = load_names(data)
+        self.exclude = {} if include_excluded else load_exclusions(data)
+        self._emb, self._tables, self._models, self._images = {}, {}, {}, {}
+        self.history, self.position, self.shown = [], -1, []
+
+        self.search = w.Text(placeholder="game name or app id", description="Search")
+        self.choices = w.Select(options=[], rows=6, layout=w.Layout(width="420px"))
+        self.random = w.Button(description="Random game", icon="random")
+        self.back, self.forward = w.Button(description="Back"), w.Button(description="Forward")
+        self.k = w.IntSlider(value=k, min=1, max=50, description="k")
+        self.setting = w.Dropdown(
+            options=self.settings, description="Setting", layout=w.Layout(width="520px")
+        )
+        self.outside = w.Text(
+            placeholder="app id not in the collection", description="Fetch", continuous_update=False
+        )
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload banner")
+        self.status = w.HTML()
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns="repeat(6, 130px)"))
+        self.tiles = []
+
+        self.search.observe(lambda _: self._on_search(), "value")
+        self.choices.observe(lambda ch: ch["new"] and self.show(ch["new"]), "value")
+        self.random.on_click(lambda _: self.show(random.choice(self._emb_for().ids)))
+        self.back.on_click(lambda _: self._step(-1))
+        self.forward.on_click(lambda _: self._step(+1))
+        self.k.observe(lambda _: self._render(), "value")
+        self.setting.observe(lambda _: self._render(), "value")
+        self.outside.observe(lambda ch: ch["new"] and self._show_outside_id(ch["new"]), "value")
+        self.upload.observe(lambda _: self._show_upload(), "value")
+        self.widget = w.VBox([
+            w.HBox([self.search, self.random, self.back, self.forward]), self.choices,
+            w.HBox([self.setting, self.k]), w.HBox([self.outside, self.upload]), self.status, self.grid,
+        ])  # fmt: skip
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    # --- state -----------------------------------------------------------------------------
+    def _emb_for(self, setting=None):
+        setting = setting or self.setting.value
+        if setting not in self._emb:
+            self._emb[setting] = load_embeddings(self.data, setting)
+        return self._emb[setting]
+
+    def _on_search(self):
+        ids = search_games(self.names, self.search.value, ids=self._emb_for().ids)
+        self.choices.options = [(f"{self.names.get(i, i)} ({i})", i) for i in ids]
+
+    def show(self, query, *, label: str | None = None):
+        """Make ``query`` (an id, or a (D,) vector from outside the collection) the current query."""
+        entry = (
+            {"id": query, "label": label}
+            if isinstance(query, str)
+            else {"vector": query, "label": label}
+        )
+        del self.history[self.position + 1 :]
+        self.history.append(entry)
+        self.position = len(self.history) - 1
+        self._render()
+
+    def _step(self, delta: int):
+        if 0 <= self.position + delta < len(self.history):
+            self.position += delta
+            self._render()
+
+    def neighbours(self, entry: dict, k: int) -> pd.DataFrame:
+        """rank, id, score of an entry's k neighbours in the current setting."""
+        setting = self.setting.value
+        if "id" in entry:
+            pre = self._precomputed(setting).get(entry["id"])
+            if pre is not None and len(pre) >= k:
+                return pre.iloc[:k]
+            return find_neighbors(self._emb_for(), entry["id"], k=k, exclude=self.exclude)
+        return find_neighbors(self._emb_for(), entry["vector"], k=k, exclude=self.exclude)
+
+    def _precomputed(self, setting) -> dict:
+        # The match stage's table: a lookup, no search per click. Ids excluded since it was made are
+        # filtered out; a query short of k neighbours falls back to a live search.
+        if setting not in self._tables:
+            path = layout.neighbors_path(self.data, setting)
+            table = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=["query_id"])
+            if self.exclude:
+                table = table[~table["id"].isin(list(self.exclude))]
+            groups = table.groupby("query_id", sort=False)
+            self._tables[setting] = {q: g[["rank", "id", "score"]] for q, g in groups}
+        return self._tables[setting]
+
+    # --- outside the collection ---------------------------------------------------------------
+    def _model(self):
+        from .models import load_model
+
+        setting = self.setting.value
+        if setting not in self._models:
+            meta = self._emb_for().meta
+            weights = self.weights if meta["weights"].startswith("w-") else None
+            if meta["weights"].startswith("w-") and weights is None:
+                raise ValueError(f"setting {setting} used a local weights file: pass weights=PATH")
+            self._models[setting] = load_model(
+                meta["model"], pretrained=meta["weights"] == "pretrained", weights=weights
+            )
+        return self._models[setting]
+
+    def _embed_outside(self, image, label):
+        meta = self._emb_for().meta
+        self.show(
+            embed_image(image, self._model(), preset=meta["preset"], pooling=meta["pooling"]),
+            label=label,
+        )
+
+    def _show_outside_id(self, app_id: str):
+        from .download import fetch_banner
+
+        app_id = app_id.strip()
+        if app_id in self._emb_for().ids:
+            return self.show(app_id)
+        try:
+            self._images[app_id] = fetch_banner(int(app_id))
+            self._embed_outside(self._images[app_id], label=app_id)
+        except Exception as e:  # show any failure to the user instead of a traceback in the app
+            self.status.value = f"<b>Could not fetch app {app_id}:</b> {e}"
+
+    def _show_upload(self):
+        from PIL import Image
+
+        from .download import resize_banner
+
+        files = self.upload.value
+        if not files:
+            return
+        item = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
+        name = item.get("name", "upload")
+        image = resize_banner(Image.open(io.BytesIO(bytes(item["content"]))))
+        self._images[name] = image
+        self._embed_outside(image, label=name)
+
+    # --- view -------------------------------------------------------------------------------
+    def _render(self):
+        if self.position < 0:
+            return
+        entry = self.history[self.position]
+        table = self.neighbours(entry, self.k.value)
+        self.shown = list(zip(table["id"], table["score"].astype(float)))
+        qid = entry.get("id")
+        title = self.names.get(qid, qid) if qid else f"outside the collection: {entry['label']}"
+        self.query_tile = self._tile(qid or entry["label"], f"<b>QUERY</b><br>{title}", qid)
+        self.tiles = [self._tile(i, f"{self.names.get(i, i)}<br>{s:.3f}", i) for i, s in self.shown]
+        self.grid.children = [self.query_tile] + self.tiles
+        self.back.disabled = self.position == 0
+        self.forward.disabled = self.position == len(self.history) - 1
+        self.status.value = f"{len(self.shown)} neighbours in <code>{self.setting.value}</code>"
+
+    def _tile(self, key, caption, app_id):
+        import ipywidgets as w
+
+        path = layout.banner_path(self.data, key)
+        if path.is_file():
+            data = path.read_bytes()
+        else:
+            buf = io.BytesIO()
+            self._images.get(key) or _blank().save(buf, format="JPEG")
+            data = buf.getvalue()
+        link = (
+            f'<a href="{STORE_URL.format(app_id)}" target="_blank">{app_id}</a>' if app_id else ""
+        )
+        tile = w.VBox([
+            w.Image(value=data, format="jpeg", width=112, height=168),
+            w.HTML(f"<div style='font-size:11px;line-height:1.2'>{caption}<br>{link}</div>"),
+        ])  # fmt: skip
+        tile.app_id = app_id
+        if app_id:
+            tile.button = w.Button(description="Similar", layout=w.Layout(width="112px"))
+            tile.button.on_click(lambda _: self.show(app_id))
+            tile.children += (tile.button,)
+        return tile
+
+
+def _blank():
+    from PIL import Image
+
+    return Image.new("RGB", (224, 336), (40, 40, 40))
+
+
+def browse(data, **kwargs) -> Browser:
+    """Open the browser over ``data``'s cached settings (see ``Browser``); display the result."""
+    return Browser(data, **kwargs)

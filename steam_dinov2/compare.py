@@ -1,0 +1,84 @@
+"""Side by side: one game's neighbours under several (model, preset, pooling) settings."""
+
+from __future__ import annotations
+
+import os
+
+from . import layout
+from .browse import load_names
+from .embed import embed_folder, list_images
+from .plot import _as_array, _short
+from .search import find_neighbors
+
+
+def parse_setting(setting) -> tuple[str, str, str]:
+    """``(model, preset, pooling)`` from a tuple or a "model:preset:pooling" string."""
+    if isinstance(setting, str):
+        parts = setting.rsplit(":", 2)
+        if len(parts) != 3:
+            raise ValueError(
+                f"setting {setting!r} must look like model:preset:pooling, e.g. dinov2_vits14:crop256:cls"
+            )
+        return tuple(parts)
+    model, preset, pooling = setting
+    return model, preset, pooling
+
+
+def plot_comparison(
+    data: str | os.PathLike,
+    app_id,
+    settings,
+    *,
+    k: int = 5,
+    images: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    exclude=(),
+    progress: bool = True,
+):
+    """One row per setting: the query banner, then its top-k neighbours with names and cosines.
+
+    Only missing embeddings are computed (each setting's cache is reused and extended).
+
+    Args:
+        data: the data folder (banners, manifest for names, embedding caches).
+        app_id: the game to compare on (must be in the collection).
+        settings: ``[(model, preset, pooling), ...]`` or ``["model:preset:pooling", ...]``.
+        k: neighbours per row.
+        images: image folder (default ``DATA/banners``).
+        pretrained, weights: as for ``load_model``, for every setting.
+        exclude: ids never shown as neighbours (e.g. ``load_exclusions(data)``).
+
+    Returns:
+        matplotlib Figure, ``len(settings)`` rows of ``k + 1`` banners.
+    """
+    from matplotlib.figure import Figure
+
+    settings = [parse_setting(s) for s in settings]
+    images = images or layout.banners_dir(data)
+    names = load_names(data)
+    files = list_images(images)
+    app_id = str(app_id)
+    fig = Figure(figsize=(1.6 * (k + 1) + 1.5, 2.7 * len(settings)), layout="constrained")
+    axes = fig.subplots(len(settings), k + 1, squeeze=False)
+    for row, (model, preset, pooling) in enumerate(settings):
+        emb = embed_folder(
+            images, data, model=model, preset=preset, pooling=pooling, pretrained=pretrained,
+            weights=weights, progress=progress,
+        )  # fmt: skip
+        table = find_neighbors(emb, app_id, k=k, exclude=exclude)
+        cells = [(app_id, "QUERY")] + [(i, f"{s:.3f}") for i, s in zip(table["id"], table["score"])]
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(col == 0)
+                spine.set_edgecolor("red")
+            if col >= len(cells):
+                ax.axis("off")
+                continue
+            i, score = cells[col]
+            ax.imshow(_as_array(files[i]))
+            ax.set_title(f"{_short(names.get(i, i), 18)}\n{score}", fontsize=7)
+        axes[row][0].set_ylabel(f"{model}\n{preset}\n{pooling}", fontsize=8)
+    return fig

@@ -1,0 +1,132 @@
+import datetime
+import io
+import json
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_banner
+from steam_server import App, FakeSteam
+
+from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_all
+from steam_dinov2.browse import Browser, normalize_name, search_games
+from steam_dinov2.compare import plot_comparison
+
+matplotlib.use("Agg")
+NAMES = {
+    "10": "Portal", "20": "Portal 2", "30": "Pokémon: Red!", "40": "Euro Truck Simulator 2",
+    "50": "American Truck Simulator", "60": "Half-Life", "70": "Half-Life 2", "80": "Stardew Valley",
+    "90": "Pokemon Red (copy)",
+}  # fmt: skip
+
+
+@pytest.fixture
+def data(tmp_path, banner_dir, vits14):
+    data = tmp_path / "data"
+    banner_dir.rename(tmp_path / "moved")
+    (data / "banners").parent.mkdir()
+    (tmp_path / "moved").rename(data / "banners")
+    pd.DataFrame({"app_id": [int(i) for i in NAMES], "name": list(NAMES.values())}).to_parquet(
+        data / "manifest.parquet"
+    )
+    emb = embed_folder(data / "banners", data, model=vits14, num_workers=0)
+    match_all(emb, k=4, data=data)
+    return data
+
+
+def test_names_are_found_whatever_the_case_accents_or_punctuation():
+    assert normalize_name("Pokémon: Red!") == "pokemon red"
+    assert search_games(NAMES, "pokemon red") == ["30", "90"]
+    assert search_games(NAMES, "POKÉMON") == ["30", "90"]
+    assert search_games(NAMES, "truck sim") == ["40", "50"]  # shorter name first
+    assert search_games(NAMES, "half life") == ["60", "70"]
+    assert search_games(NAMES, "Portal") == ["10", "20"]
+    assert search_games(NAMES, "80") == ["80"]
+    assert search_games(NAMES, "portal", ids=["20", "60"]) == ["20"]
+    assert search_games(NAMES, "  ") == []
+
+
+def _expected(data, query, k, exclude=()):
+    emb = load_embeddings(data, "dinov2_vits14__crop256__cls__random")
+    t = find_neighbors(emb, query, k=k, exclude=exclude)
+    return list(t["id"]), t["score"].to_numpy()
+
+
+def _check(browser, ids, scores):
+    assert [i for i, _ in browser.shown] == ids
+    np.testing.assert_allclose([s for _, s in browser.shown], scores, atol=1e-6)
+    assert [t.app_id for t in browser.tiles] == ids
+
+
+def test_search_choose_click_and_go_back(data):
+    b = Browser(data, k=3)
+    b.search.value = "pokemon"
+    assert [v for _, v in b.choices.options] == ["30", "90"]
+    b.choices.value = "30"
+    _check(b, *_expected(data, "30", 3))
+    assert b.shown[0][0] == "90"  # the re-encoded copy is the top match
+    first = b.tiles[1].app_id
+    b.tiles[1].button.click()
+    assert b.query_tile.app_id == first
+    _check(b, *_expected(data, first, 3))
+    b.back.click()
+    _check(b, *_expected(data, "30", 3))
+    assert b.back.disabled and not b.forward.disabled
+    b.forward.click()
+    _check(b, *_expected(data, first, 3))
+    b.k.value = 7  # more than the precomputed 4: a live search
+    _check(b, *_expected(data, first, 7))
+    b.random.click()
+    assert b.query_tile.app_id in NAMES and len(b.shown) == 7
+
+
+def test_excluded_games_never_show(data):
+    (data / "audit").mkdir()
+    (data / "audit" / "exclusions.json").write_text(json.dumps({"90": ["near duplicate of 30"]}))
+    b = Browser(data, k=3)
+    b.show("30")
+    _check(b, *_expected(data, "30", 3, exclude=["90"]))
+    assert "90" not in [i for i, _ in b.shown]
+    b.show("90")  # an excluded game can still be the query
+    assert len(b.shown) == 3
+    assert "90" in [i for i, _ in Browser(data, k=3, include_excluded=True).shown or [("90", 0)]]
+
+
+def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch):
+    b = Browser(data, k=3)
+    buf = io.BytesIO()
+    make_banner(5, size=(600, 900)).save(buf, format="PNG")
+    content = buf.getvalue()
+    b.upload.value = (
+        {
+            "name": "mine.png",
+            "type": "image/png",
+            "size": len(content),
+            "content": memoryview(content),
+            "last_modified": datetime.datetime.now(datetime.timezone.utc),
+        },
+    )
+    assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
+    assert b.query_tile.app_id is None
+    with FakeSteam([App(777, name="Live Game")]) as server:
+        monkeypatch.setenv("STEAM_API_BASE", server.base)
+        monkeypatch.setenv("STEAM_ASSETS_BASE", server.assets_base)
+        b.outside.value = "777"  # what pressing Enter in the box does
+    assert len(b.shown) == 3 and "Could not" not in b.status.value
+    b.outside.value = "20"  # in the collection: a plain query
+    _check(b, *_expected(data, "20", 3))
+
+
+def test_comparison_rows_compute_only_missing_settings(data):
+    settings = [("dinov2_vits14", "crop256", "cls"), "dinov2_vits14:full:gem"]
+    fig = plot_comparison(data, 40, settings, k=3, pretrained=False)
+    assert len(fig.axes) == 2 * 4
+    assert fig.axes[0].get_ylabel() == "dinov2_vits14\ncrop256\ncls"
+    assert fig.axes[4].get_ylabel() == "dinov2_vits14\nfull\ngem"
+    assert fig.axes[0].get_title() == "Euro Truck Simula…\nQUERY"
+    ids, scores = _expected(data, "40", 3)
+    assert fig.axes[1].get_title().endswith(f"{scores[0]:.3f}")
+    assert (data / "embeddings" / "dinov2_vits14__full__gem__random" / "meta.json").is_file()
+    with pytest.raises(ValueError, match="model:preset:pooling"):
+        plot_comparison(data, 40, ["dinov2_vits14"], pretrained=False)
