@@ -82,3 +82,32 @@ def plot_comparison(
             ax.set_title(f"{_short(names.get(i, i), 18)}\n{score}", fontsize=7)
         axes[row][0].set_ylabel(f"{model}\n{preset}\n{pooling}", fontsize=8)
     return fig
+
+
+def plot_neighbors(
+    data: str | os.PathLike, emb, app_id, *, k: int = 10, exclude=(), ncols: int = 6
+):
+    """One game's banner and its k nearest banners, titled with game names and cosines.
+
+    Args:
+        data: the data folder (banners and manifest for names).
+        emb: embeddings of one setting (``embed_folder`` / ``load_embeddings``).
+        app_id: the query game, in ``emb.ids``.
+        exclude: ids never shown as neighbours.
+
+    Returns:
+        matplotlib Figure (see ``plot_matches``).
+    """
+    from .plot import plot_matches
+
+    app_id = str(app_id)
+    names = load_names(data)
+    table = find_neighbors(emb, app_id, k=k, exclude=exclude)
+    return plot_matches(
+        layout.banner_path(data, app_id),
+        [layout.banner_path(data, i) for i in table["id"]],
+        table["score"],
+        [f"{names.get(i, i)} ({i})" for i in table["id"]],
+        query_name=f"{names.get(app_id, app_id)} ({app_id})",
+        ncols=ncols,
+    )

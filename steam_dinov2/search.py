@@ -186,3 +186,31 @@ def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[in
     for i in range(len(vectors)):
         groups.setdefault(root(i), []).append(i)
     return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def export_matches(data: str | os.PathLike, setting: str, *, names: dict[str, str] | None = None):
+    """Write the match table for serving: ``neighbors.json`` beside ``neighbors.parquet``.
+
+    The JSON maps each query id to its neighbours best first, ``[{"id", "name", "score"}, ...]``
+    (scores rounded to 4 decimals), so a web page can look a game up without pandas.
+
+    Returns:
+        ``(parquet_path, json_path)``.
+    """
+    import json
+
+    path = layout.neighbors_path(data, setting)
+    if not path.is_file():
+        raise ValueError(f"no matches for setting {setting!r}: run `match` first")
+    table = pd.read_parquet(path).sort_values(["query_id", "rank"])
+    names = names or {}
+    out = {
+        q: [
+            {"id": i, "name": names.get(i, ""), "score": round(float(s), 4)}
+            for i, s in zip(g["id"], g["score"])
+        ]
+        for q, g in table.groupby("query_id", sort=False)
+    }
+    json_path = path.with_suffix(".json")
+    layout.write_text_atomic(json_path, json.dumps(out, ensure_ascii=False))
+    return path, json_path
