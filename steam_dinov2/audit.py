@@ -14,8 +14,6 @@ import io
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,11 +78,11 @@ def _audit_images(data: str | os.PathLike) -> dict[str, Path]:
     return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
 
 
-def _readable(path: Path) -> bool:
-    # A header check (cheap) keeps files that are not images away from CleanVision, which would
-    # otherwise stop the whole run on the first one.
+def _readable(path: Path, *, decode: bool = False) -> bool:
     try:
         with Image.open(path) as img:
+            if decode:
+                img.load()
             return img.size[0] > 0 and img.size[1] > 0
     except Exception:
         return False
@@ -106,9 +104,12 @@ def _issue_params(issue_types, thresholds) -> dict[str, dict]:
     return params
 
 
-def _run_imagelab(data, images: dict[str, Path], params: dict, n_jobs) -> tuple[object, bool]:
+def _run_imagelab(data, images: dict[str, Path], params: dict, n_jobs):
     """CleanVision's Imagelab over ``images``, loaded from ``DATA/audit/imagelab`` when its key
-    (files with size and mtime, issue types, versions) is unchanged; else computed and saved."""
+    (files with size and mtime, issue types, versions) is unchanged; else computed and saved.
+
+    Returns ``(imagelab, reused, broken)``: broken lists the ids CleanVision could not decode.
+    """
     import cleanvision
     from cleanvision import Imagelab
 
@@ -117,29 +118,29 @@ def _run_imagelab(data, images: dict[str, Path], params: dict, n_jobs) -> tuple[
     key["files"] = hashlib.sha256(json.dumps(stamps, sort_keys=True).encode()).hexdigest()
     folder = layout.imagelab_dir(data)
     quiet = io.StringIO()  # Imagelab.save/load print unconditionally; library code never prints
-    if (folder / _KEY_FILE).is_file() and json.loads((folder / _KEY_FILE).read_text()) == key:
+    saved = json.loads((folder / _KEY_FILE).read_text()) if (folder / _KEY_FILE).is_file() else {}
+    if saved.get("key") == key:
         try:
             with contextlib.redirect_stdout(quiet):
-                return Imagelab.load(str(folder)), True
+                return Imagelab.load(str(folder)), True, saved["broken"]
         except Exception as e:  # a damaged save is recomputed, never trusted
             log.warning("could not load %s (%s); recomputing", folder, e)
-    lab = Imagelab(filepaths=[str(p) for p in images.values()], verbose=False)
-    lab.find_issues(params, n_jobs=n_jobs, verbose=False)
-    # Save into a fresh folder, then swap it in: a killed run leaves the old save, the new one or
-    # none (then the next run recomputes), never a mix.
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".imagelab."))
-    with contextlib.redirect_stdout(quiet):
-        lab.save(str(tmp / "lab"))
-    layout.write_text_atomic(tmp / "lab" / _KEY_FILE, json.dumps(key))
-    old = folder.with_name(f"{tmp.name}.old")
-    if folder.exists():
-        folder.rename(old)
-    (tmp / "lab").rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    log.debug("%s", quiet.getvalue().strip())
-    return lab, False
+    broken = []
+    try:
+        lab = Imagelab(filepaths=[str(p) for p in images.values()], verbose=False)
+        lab.find_issues(params, n_jobs=n_jobs, verbose=False)
+    except Exception:  # CleanVision stops at the first file it cannot decode: find them, go on
+        broken = [i for i, p in images.items() if not _readable(p, decode=True)]
+        if not broken or len(broken) == len(images):
+            raise
+        log.warning("%d banners cannot be decoded: %s", len(broken), ", ".join(broken[:10]))
+        paths = [str(p) for i, p in images.items() if i not in set(broken)]
+        lab = Imagelab(filepaths=paths, verbose=False)
+        lab.find_issues(params, n_jobs=n_jobs, verbose=False)
+    with layout.atomic_dir(folder) as tmp, contextlib.redirect_stdout(quiet):
+        lab.save(str(tmp))
+        layout.write_text_atomic(tmp / _KEY_FILE, json.dumps({"key": key, "broken": broken}))
+    return lab, False, broken
 
 
 def audit_banners(
@@ -190,13 +191,28 @@ def audit_banners(
     images = _audit_images(data)
     if not images:
         raise ValueError(f"no banners to audit in {data}; run `download` first")
-    bad = [i for i, p in images.items() if not _readable(p)]
+    emb = None
+    if near_dup_threshold is not None:
+        from .embed import embed_folder
+
+        emb = embed_folder(
+            layout.banners_dir(data), data, model=model, preset=preset, pooling=pooling,
+            pretrained=pretrained, weights=weights, batch_size=batch_size, device=device,
+            progress=progress,
+        )  # fmt: skip
+    bad = [
+        i for i, p in images.items() if (emb is not None and i in emb.errors) or not _readable(p)
+    ]
+    if len(bad) == len(images):
+        raise ValueError(f"none of the {len(images)} banners in {data} can be read")
     good = {i: p for i, p in images.items() if i not in set(bad)}
-    lab, reused = _run_imagelab(data, good, params, n_jobs) if good else (None, False)
+    lab, reused, broken = _run_imagelab(data, good, params, n_jobs)
+    bad += broken
+    good = {i: p for i, p in good.items() if i not in set(broken)}
 
     issues = pd.DataFrame({"app_id": np.array([int(i) for i in images], np.int64)})
     row = {i: r for r, i in enumerate(images)}
-    found = lab.issues.rename(index=lambda p: Path(p).stem) if lab is not None else None
+    found = lab.issues.rename(index=lambda p: Path(p).stem)
     groups: dict[str, list[list[str]]] = {}
     for t in params:
         is_col, score_col = f"is_{t}_issue", f"{t}_score"
@@ -208,36 +224,12 @@ def audit_banners(
             sets = lab.info[t]["sets"]
             groups[t] = _sorted_groups([[Path(p).stem for p in s] for s in sets])
             issues[f"{t}_group"] = _group_column(groups[t], row, len(images))
-
-    flagged = issues[[f"is_{t}_issue" for t in params if t in PROPERTY_TYPES]].any(axis=1)
-    clean = [i for i, f in zip(images, flagged) if not f and i in good]
-    issues["embedding_nearest_id"] = pd.array([pd.NA] * len(images), dtype="Int64")
-    issues["embedding_nearest_cosine"] = np.full(len(images), np.nan, np.float32)
-    if near_dup_threshold is not None and clean:
-        from .embed import embed_folder
-        from .search import build_index, find_duplicate_groups, search_index
-
-        emb = embed_folder(
-            layout.banners_dir(data), data, model=model, preset=preset, pooling=pooling,
-            pretrained=pretrained, weights=weights, batch_size=batch_size, device=device,
-            progress=progress,
-        )  # fmt: skip
-        bad += [i for i in good if i in emb.errors]
-        at = {i: r for r, i in enumerate(emb.ids)}
-        clean = [i for i in clean if i in at]
-        vectors = emb.vectors[[at[i] for i in clean]]
-        found_groups = find_duplicate_groups(vectors, near_dup_threshold)
-        groups[EMBEDDING_DUPLICATES] = _sorted_groups([[clean[r] for r in g] for g in found_groups])
-        kept = _group_column(groups[EMBEDDING_DUPLICATES], row, len(images))
-        issues[f"is_{EMBEDDING_DUPLICATES}_issue"] = kept.notna().to_numpy()
-        issues[f"{EMBEDDING_DUPLICATES}_group"] = kept
-        scores, nearest = search_index(
-            build_index(vectors), vectors, k=1, self_rows=np.arange(len(clean))
+    if emb is not None:
+        flagged = issues[[f"is_{t}_issue" for t in params if t in PROPERTY_TYPES]].any(axis=1)
+        clean = [i for i, f in zip(images, flagged) if not f and i in good]
+        groups[EMBEDDING_DUPLICATES] = _embedding_duplicates(
+            issues, emb, clean, row, near_dup_threshold
         )
-        rows = [row[i] for i in clean]
-        if len(clean) > 1:
-            issues.loc[rows, "embedding_nearest_id"] = [int(clean[r]) for r in nearest[:, 0]]
-            issues.loc[rows, "embedding_nearest_cosine"] = scores[:, 0]
 
     exclusions = _exclusions(issues, params, groups, bad)
     issues["excluded"] = issues["app_id"].astype(str).isin(set(exclusions))
@@ -246,6 +238,35 @@ def audit_banners(
     layout.write_text_atomic(layout.exclusions_path(data), json.dumps(exclusions, indent=1))
     log.info("audit: %d of %d banners excluded", len(exclusions), len(images))
     return Audit(issues, exclusions, groups, reused)
+
+
+def _embedding_duplicates(issues, emb, clean: list[str], row, threshold) -> list[list[str]]:
+    """Duplicate groups of the ``clean`` apps by cosine; fills the embedding columns of ``issues``.
+
+    Apps with a property issue stay out: dark, flat or blank banners all look alike to a ViT and
+    would chain unrelated games into one group (they are excluded anyway).
+    """
+    from .search import build_index, find_duplicate_groups, search_index
+
+    at = {i: r for r, i in enumerate(emb.ids)}
+    clean = [i for i in clean if i in at]
+    vectors = emb.vectors[[at[i] for i in clean]]
+    groups = _sorted_groups(
+        [[clean[r] for r in g] for g in find_duplicate_groups(vectors, threshold)]
+    )
+    kept = _group_column(groups, row, len(issues))
+    issues[f"is_{EMBEDDING_DUPLICATES}_issue"] = kept.notna().to_numpy()
+    issues[f"{EMBEDDING_DUPLICATES}_group"] = kept
+    issues["embedding_nearest_id"] = pd.array([pd.NA] * len(issues), dtype="Int64")
+    issues["embedding_nearest_cosine"] = np.full(len(issues), np.nan, np.float32)
+    if len(clean) > 1:
+        scores, nearest = search_index(
+            build_index(vectors), vectors, k=1, self_rows=np.arange(len(clean))
+        )
+        rows = [row[i] for i in clean]
+        issues.loc[rows, "embedding_nearest_id"] = [int(clean[r]) for r in nearest[:, 0]]
+        issues.loc[rows, "embedding_nearest_cosine"] = scores[:, 0]
+    return groups
 
 
 def _sorted_groups(groups: list[list[str]]) -> list[list[str]]:
@@ -295,8 +316,10 @@ def summarize_audit(data: str | os.PathLike) -> pd.DataFrame:
     names = {"exact_duplicate_of": "exact_duplicates", "near_duplicate_of": "near_duplicates"}
     names["embedding_duplicate_of"] = EMBEDDING_DUPLICATES
     counted = pd.Series([names.get(r, r) for r in reasons], dtype=object).value_counts()
-    types = [c[3:-6] for c in issues.columns if c.startswith("is_") and c.endswith("_issue")]
-    rows = [(t, int(issues[f"is_{t}_issue"].sum()), int(counted.get(t, 0))) for t in types]
+    rows = [
+        (t, int(issues[f"is_{t}_issue"].sum()), int(counted.get(t, 0)))
+        for t in _audited_types(issues)
+    ]
     rows.append(("any", len(issues), int(issues["excluded"].sum())))
     return pd.DataFrame(rows, columns=["issue_type", "images", "excluded"])
 
@@ -310,20 +333,28 @@ def plot_audit_examples(data: str | os.PathLike, issue_type: str, *, n: int = 10
     from .plot import plot_image_grid
 
     issues = _read_issues(data)
-    if f"is_{issue_type}_issue" not in issues:
-        audited = [c[3:-6] for c in issues.columns if c.startswith("is_") and c.endswith("_issue")]
-        raise ValueError(f"issue type {issue_type!r} was not audited; available: {', '.join(audited)}")  # fmt: skip
+    if issue_type not in _audited_types(issues):
+        raise ValueError(
+            f"issue type {issue_type!r} was not audited; available: "
+            + ", ".join(_audited_types(issues))
+        )
     hit = issues[issues[f"is_{issue_type}_issue"]]
-    if f"{issue_type}_group" in hit:
-        hit = hit.sort_values([f"{issue_type}_group", "app_id"]).head(n)
-        kept = hit["app_id"] == hit[f"{issue_type}_group"]
-        titles = [f"{a}\nkept" if k else f"{a}\n= {g}" for a, g, k in zip(hit["app_id"], hit[f"{issue_type}_group"], kept)]  # fmt: skip
+    group = f"{issue_type}_group"
+    if group in hit:
+        hit = hit.sort_values([group, "app_id"]).head(n)
+        titles = [
+            f"{a}\n" + ("kept" if a == g else f"= {g}") for a, g in zip(hit.app_id, hit[group])
+        ]
     else:
         hit = hit.sort_values(f"{issue_type}_score").head(n)
         titles = [f"{a}\n{s:.3f}" for a, s in zip(hit["app_id"], hit[f"{issue_type}_score"])]
     return plot_image_grid(
         [layout.banner_path(data, a) for a in hit["app_id"]], titles, ncols=ncols
     )
+
+
+def _audited_types(issues: pd.DataFrame) -> list[str]:
+    return [c[3:-6] for c in issues.columns if c.startswith("is_") and c.endswith("_issue")]
 
 
 def _read_issues(data) -> pd.DataFrame:

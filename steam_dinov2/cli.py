@@ -73,19 +73,129 @@ def _cmd_embed(args) -> int:
 
 
 def _match(args, emb=None):
+    from .audit import load_exclusions
     from .embed import load_embeddings
     from .search import match_all
 
     emb = emb or load_embeddings(args.data, _setting(args))
-    table = match_all(emb, k=args.k, data=args.data)
+    exclude = {} if args.include_excluded else load_exclusions(args.data)
+    table = match_all(emb, k=args.k, exclude=exclude, data=args.data)
+    if exclude:
+        print(f"{len(exclude)} images excluded by the audit are never neighbours")
     print(
         f"{len(table)} matches for {len(emb.ids)} images -> {layout.neighbors_path(args.data, emb.setting)}"
     )
     return table
 
 
+def _add_match_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, default=10, help="neighbours per image")
+    p.add_argument(
+        "--include-excluded", action="store_true", help="ignore the audit's exclusion list"
+    )
+
+
 def _cmd_match(args) -> int:
     _match(args)
+    return 0
+
+
+def _add_download_options(p: argparse.ArgumentParser, *, workers_flag: str = "--workers") -> None:
+    from .download import DEFAULT_SIZE, DEFAULT_WORKERS, SIZES
+
+    p.add_argument(
+        "--source", default="store", help="store (needs STEAM_API_KEY), steamspy or file:PATH"
+    )
+    p.add_argument("--limit", type=int, help="at most N apps from the source")
+    p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved banner size")
+    p.add_argument(
+        workers_flag, dest="download_workers", type=int, default=DEFAULT_WORKERS,
+        help="download threads",
+    )  # fmt: skip
+
+
+def _download(args):
+    from .download import download_banners
+
+    report = download_banners(
+        args.data, source=args.source, limit=args.limit, size=args.size,
+        workers=args.download_workers,
+    )  # fmt: skip
+    print(f"{report}\n-> {layout.banners_dir(args.data)}")
+    return report
+
+
+def _cmd_download(args) -> int:
+    _download(args)
+    return 0
+
+
+def _cmd_import_snapshot(args) -> int:
+    from .snapshot import import_snapshot
+
+    n = import_snapshot(args.src, args.data, apps=args.apps)
+    print(f"{n} banners imported -> {layout.banners_dir(args.data)}")
+    return 0
+
+
+def _add_audit_options(p: argparse.ArgumentParser) -> None:
+    from .audit import ISSUE_TYPES, NEAR_DUP_THRESHOLD
+
+    p.add_argument(
+        "--issue-types", nargs="+", choices=list(ISSUE_TYPES), metavar="TYPE",
+        help=f"CleanVision issue types to exclude (default: all of {', '.join(ISSUE_TYPES)})",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold", action="append", default=[], metavar="TYPE=X",
+        help="score threshold of an image-quality type, e.g. dark=0.2 (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--near-dup-threshold", type=float, default=NEAR_DUP_THRESHOLD,
+        help=f"cosine for embedding near duplicates (default {NEAR_DUP_THRESHOLD}); 0 to skip",
+    )  # fmt: skip
+
+
+def _audit(args):
+    from .audit import audit_banners
+
+    thresholds = {}
+    for item in args.threshold:
+        kind, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--threshold wants TYPE=X, got {item!r}")
+        thresholds[kind] = float(value)
+    result = audit_banners(
+        args.data, issue_types=args.issue_types, thresholds=thresholds,
+        near_dup_threshold=args.near_dup_threshold or None, model=args.model, preset=args.preset,
+        pooling=args.pooling, pretrained=not args.no_pretrained, weights=args.weights,
+        batch_size=args.batch_size, device=args.device,
+    )  # fmt: skip
+    reused = " (CleanVision results reused)" if result.reused else ""
+    print(f"{len(result.issues)} banners audited{reused}, {len(result.exclusions)} excluded "
+          f"-> {layout.exclusions_path(args.data)}")  # fmt: skip
+    return result
+
+
+def _cmd_audit(args) -> int:
+    _audit(args)
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .audit import load_exclusions
+    from .compare import plot_games
+
+    if not args.skip_download:
+        _download(args)
+    if not args.skip_audit:
+        _audit(args)
+    emb = _embed(args)
+    table = _match(args, emb)
+    exclude = {} if args.include_excluded else load_exclusions(args.data)
+    path = layout.preview_path(args.data, emb.setting)
+    with layout.atomic_path(path) as tmp:
+        plot_games(args.data, emb, k=5, exclude=exclude).savefig(tmp, format="png", dpi=80)
+    print(f"done: {len(emb.ids)} banners, {len(table)} matches; preview of a few games -> {path}")
     return 0
 
 
@@ -106,8 +216,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("match", help="all-pairs top-k neighbours of a cached setting")
     p.add_argument("--data", required=True, help="data folder")
     _add_model_options(p)
-    p.add_argument("--k", type=int, default=10, help="neighbours per image")
+    _add_match_options(p)
     p.set_defaults(func=_cmd_match)
+
+    p = sub.add_parser("audit", help="CleanVision + embedding near duplicates -> exclusion list")
+    p.add_argument("--data", required=True, help="data folder")
+    _add_embed_options(p)
+    _add_audit_options(p)
+    p.set_defaults(func=_cmd_audit)
+
+    p = sub.add_parser("run", help="the main job: download, audit, embed, match, preview")
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--images", help=argparse.SUPPRESS)
+    _add_download_options(p, workers_flag="--download-workers")
+    _add_embed_options(p)
+    _add_audit_options(p)
+    _add_match_options(p)
+    p.add_argument("--skip-download", action="store_true", help="use the banners already in DATA")
+    p.add_argument(
+        "--skip-audit", action="store_true", help="no audit (exclusions on disk still apply)"
+    )
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("download", help="Steam banners -> DATA/banners + manifest (resumable)")
+    p.add_argument("--data", required=True, help="data folder")
+    _add_download_options(p)
+    p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser("import-snapshot", help="import a snapshot (ours or the July-2023 one)")
+    p.add_argument("src", help="snapshot .tar.gz, folder, URL, or july-2023")
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--apps", help="apps.json of an img2dataset snapshot, if not beside SRC")
+    p.set_defaults(func=_cmd_import_snapshot)
     return parser
 
 

@@ -111,3 +111,45 @@ def plot_neighbors(
         query_name=f"{names.get(app_id, app_id)} ({app_id})",
         ncols=ncols,
     )
+
+
+# The games shown first when nothing else is asked: Euro Truck Simulator 2 was the query of the
+# original DINO comparison; the others are well known and have distinctive art.
+WELL_KNOWN = ["Euro Truck Simulator 2", "Portal 2", "Stardew Valley", "Hollow Knight", "Terraria"]
+
+
+def plot_games(data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclude=()):
+    """One row per game: its banner, then its k nearest banners, titled with names and cosines.
+
+    Args:
+        data: the data folder.
+        emb: embeddings of one setting.
+        app_ids: the games (default: those of ``WELL_KNOWN`` in the collection, then the first ids,
+            four in all).
+        exclude: ids never shown as neighbours.
+
+    Returns:
+        matplotlib Figure.
+    """
+    from .browse import search_games
+    from .plot import plot_image_grid
+
+    names = load_names(data)
+    if app_ids is None:
+        found = [h for q in WELL_KNOWN for h in search_games(names, q, ids=emb.ids)[:1]]
+        app_ids = list(dict.fromkeys(found + emb.ids))[:4]
+    images, titles = [], []
+    for app_id in map(str, app_ids):
+        table = find_neighbors(emb, app_id, k=k, exclude=exclude)
+        row = [(app_id, "QUERY")] + [(i, f"{s:.3f}") for i, s in zip(table["id"], table["score"])]
+        row += [(None, "")] * (k + 1 - len(row))
+        for i, score in row:
+            images.append(layout.banner_path(data, i) if i else _blank_array())
+            titles.append(f"{_short(names.get(i, i), 20)}\n{score}" if i else "")
+    return plot_image_grid(images, titles, ncols=k + 1, width=1.6)
+
+
+def _blank_array():
+    import numpy as np
+
+    return np.full((336, 224, 3), 255, np.uint8)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,10 @@ def neighbors_path(data: str | os.PathLike, setting: str) -> Path:
     return matches_dir(data, setting) / "neighbors.parquet"
 
 
+def preview_path(data: str | os.PathLike, setting: str) -> Path:
+    return matches_dir(data, setting) / "preview.png"
+
+
 def audit_dir(data: str | os.PathLike) -> Path:
     return Path(data) / AUDIT
 
@@ -121,6 +126,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh folder beside ``path`` (not yet existing); on success it replaces ``path``.
+
+    A kill at any moment leaves the old folder, the new one or none (a cache then recomputes),
+    never a mix of the two.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp / path.name
+        old = tmp / "old"
+        if path.exists():
+            path.rename(old)
+        (tmp / path.name).rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def stale_temp_files(directory: str | os.PathLike) -> list[Path]:

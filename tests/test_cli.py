@@ -1,8 +1,11 @@
+import json
+import os
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from steam_dinov2.cli import main
 
@@ -66,3 +69,48 @@ def test_help_for_each_stage():
         assert r.returncode == 0 and "usage:" in r.stdout
     r = _run("embed", "--data", "D", "--preset", "bogus")
     assert r.returncode == 2 and "invalid choice: 'bogus'" in r.stderr
+
+
+def test_run_downloads_audits_embeds_matches_and_previews(tmp_path):
+    from steam_server import App, FakeSteam
+
+    apps = [
+        App(a, name=f"Game {a}", banner=f)
+        for a, f in zip(range(10, 130, 10), ["rgb", "gray", "png"] * 4)
+    ]
+    data = tmp_path / "data"
+    with FakeSteam(apps) as server:
+        env = {
+            **os.environ,
+            "STEAMSPY_BASE": server.base,
+            "STEAM_API_BASE": server.base,
+            "STEAM_ASSETS_BASE": server.assets_base,
+        }
+        args = [
+            "run",
+            "--data",
+            data,
+            "--source",
+            "steamspy",
+            "--limit",
+            "8",
+            "--no-pretrained",
+            "--k",
+            "3",
+        ]
+        r = subprocess.run(
+            [sys.executable, "-m", "steam_dinov2", *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+    assert r.returncode == 0, r.stderr
+    assert "8 ok, 0 no banner, 0 errors" in r.stdout and "8 banners audited" in r.stdout
+    setting = "dinov2_vits14__crop256__cls__random"
+    table = pd.read_parquet(data / "matches" / setting / "neighbors.parquet")
+    excluded = set(json.loads((data / "audit" / "exclusions.json").read_text()))
+    assert set(table.query_id) == {str(a) for a in range(10, 90, 10)}
+    assert not set(table.id) & excluded
+    with Image.open(data / "matches" / setting / "preview.png") as img:
+        assert img.width > 400 and img.height > 200
+    assert f"preview of a few games -> {data / 'matches' / setting / 'preview.png'}" in r.stdout
