@@ -51,7 +51,7 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     df = df.reindex(columns=list(MANIFEST_DTYPES))
     for col, dtype in MANIFEST_DTYPES.items():
         if dtype == "str":
-            df[col] = df[col].fillna("").astype(str)
+            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
         elif dtype.startswith("datetime"):
             df[col] = pd.to_datetime(df[col], utc=True).astype(dtype)
         else:

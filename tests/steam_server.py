@@ -134,6 +134,9 @@ class FakeSteam:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so the client's connection pool is exercised
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle plus the client's
+    # delayed ACK add ~40 ms to every response, which a real CDN does not.
+    disable_nagle_algorithm = True
     steam: FakeSteam
 
     def log_message(self, *args) -> None:
@@ -249,3 +252,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             return self._reset()
         self._send(200, body, "image/jpeg")
+
+
+def main() -> None:
+    """Serve N generated apps until killed; prints the base URL (used by the benchmark)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--apps", type=int, default=2000)
+    p.add_argument("--latency", type=float, default=0.05, help="seconds added to each request")
+    args = p.parse_args()
+    apps = [App(i, f"Game {i}") for i in range(1, args.apps + 1)]
+    with FakeSteam(apps, latency=args.latency, banner_variants=50) as server:
+        for i in range(50):
+            server.banner_bytes(apps[i])  # encode up front, outside the timed part
+        print(server.base, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

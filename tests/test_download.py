@@ -170,7 +170,7 @@ def test_resize_banner_against_full_decode(fmt):
 
 def test_sigkill_mid_download_then_resume(tmp_path):
     apps = [App(i, f"Game {i}") for i in range(1000, 1240)]
-    with FakeSteam(apps, latency=0.02) as server:
+    with FakeSteam(apps, latency=0.02, banner_variants=16) as server:
         child = (
             "import sys\n"
             "from steam_dinov2.download import download_banners\n"
@@ -204,3 +204,18 @@ def test_sigkill_mid_download_then_resume(tmp_path):
         df = _check_folder(tmp_path)
         assert len(df) == 240 and (df.status == "ok").all()
         assert df.set_index("app_id").loc[1000, "name"] == "Game 1000"
+
+
+def test_cli_download_with_bases_from_env(tmp_path, server, monkeypatch, capsys):
+    from steam_dinov2.cli import main
+
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "ids.txt").write_text("10\n11\n101\n")
+    data = tmp_path / "data"
+    argv = ["download", "--data", str(data), "--source", f"file:{tmp_path / 'ids.txt'}"]
+    assert main([*argv, "--workers", "2", "--size", "256x384"]) == 0
+    assert "2 ok, 1 no banner, 0 errors" in capsys.readouterr().out
+    assert Image.open(layout.banner_path(data, 11)).size == (256, 384)
+    assert main(["download", "--data", str(data), "--source", "ISteamApps"]) == 2
+    assert "November 2025" in capsys.readouterr().err
