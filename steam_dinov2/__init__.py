@@ -1,24 +1,32 @@
 """steam-dinov2: find Steam games whose store banners look alike, with DINOv2 and DINO."""
 
+from .audit import audit_banners
+from .compare import plot_comparison
+from .download import download_banners
 from .embed import Embeddings, embed_folder, embed_images, load_embeddings
 from .models import available_models, load_model
 from .plot import plot_image_grid, plot_matches
 from .preprocess import make_transform
 from .search import build_index, find_duplicate_groups, find_neighbors, match_all
+from .snapshot import import_snapshot
 
 __version__ = "0.1.0"
 __all__ = [
     "Embeddings",
+    "audit_banners",
     "available_models",
     "build_index",
+    "download_banners",
     "embed_folder",
     "embed_images",
     "find_duplicate_groups",
     "find_neighbors",
+    "import_snapshot",
     "load_embeddings",
     "load_model",
     "make_transform",
     "match_all",
+    "plot_comparison",
     "plot_image_grid",
     "plot_matches",
 ]
