@@ -103,6 +103,14 @@ class FakeSteam:
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
+    def client(self, **options):
+        """A ``SteamHttp`` pointed at this server; ``options`` set timeouts and retries."""
+        from steam_dinov2.net import SteamHttp
+
+        return SteamHttp(
+            api_base=self.base, assets_base=self.assets_base, steamspy_base=self.base, **options
+        )
+
     def __enter__(self) -> FakeSteam:
         self._thread.start()
         return self

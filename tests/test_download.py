@@ -58,10 +58,7 @@ def server():
 
 @pytest.fixture
 def http(server):
-    return SteamHttp(
-        api_base=server.base, assets_base=server.assets_base, steamspy_base=server.base,
-        timeout=0.3, retries=2, backoff=0.01,
-    )  # fmt: skip
+    return server.client(timeout=0.3, retries=2, backoff=0.01)
 
 
 def _check_folder(data):

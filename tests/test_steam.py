@@ -24,10 +24,7 @@ def server():
 
 @pytest.fixture
 def http(server):
-    return SteamHttp(
-        api_base=server.base, assets_base=server.assets_base, steamspy_base=server.base,
-        timeout=2, retries=1, backoff=0.01,
-    )  # fmt: skip
+    return server.client(timeout=2, retries=1, backoff=0.01)
 
 
 def _requests(server, path):
