@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import random
 import unicodedata
 
+import numpy as np
 import pandas as pd
 
 from . import layout
 from .audit import load_exclusions
 from .embed import embed_image, load_embeddings
-from .search import find_neighbors
+from .search import find_neighbors, index_collection
 
 log = logging.getLogger(__name__)
 STORE_URL = "https://store.steampowered.com/app/{}"
 
 
+@functools.cache  # the browser searches the same 30,000 names on every keystroke
 def normalize_name(text: str) -> str:
     """Lower case, accents and punctuation dropped, spaces collapsed: "Pokémon: Red!" -> "pokemon red"."""
     text = unicodedata.normalize("NFKD", str(text))
@@ -82,7 +85,7 @@ class Browser:
             )
         self.names = load_names(data)
         self.exclude = {} if include_excluded else load_exclusions(data)
-        self._emb, self._tables, self._models, self._images = {}, {}, {}, {}
+        self._emb, self._tables, self._index, self._models, self._images = {}, {}, {}, {}, {}
         self.history, self.position, self.shown = [], -1, []
 
         self.search = w.Text(placeholder="game name or app id", description="Search")
@@ -152,22 +155,32 @@ class Browser:
         """rank, id, score of an entry's k neighbours in the current setting."""
         setting = self.setting.value
         if "id" in entry:
-            pre = self._precomputed(setting).get(entry["id"])
-            if pre is not None and len(pre) >= k:
-                return pre.iloc[:k]
-            return find_neighbors(self._emb_for(), entry["id"], k=k, exclude=self.exclude)
-        return find_neighbors(self._emb_for(), entry["vector"], k=k, exclude=self.exclude)
+            table, spans = self._precomputed(setting)
+            start, stop = spans.get(entry["id"], (0, 0))
+            if stop - start >= k:
+                return table.iloc[start : start + k]
+        if setting not in self._index:
+            self._index[setting] = index_collection(self._emb_for(), self.exclude)
+        query = entry.get("id", entry.get("vector"))
+        return find_neighbors(self._emb_for(), query, k=k, index=self._index[setting])
 
-    def _precomputed(self, setting) -> dict:
+    def _precomputed(self, setting):
         # The match stage's table: a lookup, no search per click. Ids excluded since it was made are
         # filtered out; a query short of k neighbours falls back to a live search.
         if setting not in self._tables:
             path = layout.neighbors_path(self.data, setting)
-            table = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=["query_id"])
+            table = (
+                pd.read_parquet(path)
+                if path.is_file()
+                else pd.DataFrame(columns=["query_id", "rank", "id", "score"])
+            )
             if self.exclude:
                 table = table[~table["id"].isin(list(self.exclude))]
-            groups = table.groupby("query_id", sort=False)
-            self._tables[setting] = {q: g[["rank", "id", "score"]] for q, g in groups}
+            table = table.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
+            queries, starts = np.unique(table["query_id"].to_numpy(dtype=str), return_index=True)
+            stops = np.append(starts[1:], len(table))
+            spans = dict(zip(queries.tolist(), zip(starts.tolist(), stops.tolist())))
+            self._tables[setting] = (table[["rank", "id", "score"]], spans)
         return self._tables[setting]
 
     # --- outside the collection ---------------------------------------------------------------

@@ -63,19 +63,28 @@ def _candidates(emb: Embeddings, exclude) -> np.ndarray:
     return np.array([i for i, x in enumerate(emb.ids) if x not in excluded], dtype=np.int64)
 
 
-def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=()) -> pd.DataFrame:
+def index_collection(emb: Embeddings, exclude=()):
+    """``(rows, index)``: the rows of ``emb`` that may be neighbours, and a faiss index over them.
+
+    Build it once and pass it as ``index=`` to ``find_neighbors`` to answer many queries.
+    """
+    cand = _candidates(emb, exclude)
+    return cand, build_index(emb.vectors[cand])
+
+
+def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=None) -> pd.DataFrame:
     """Neighbours of one image: by id (in the collection) or by a (D,) vector from outside it.
 
     Args:
         emb: embeddings from ``embed_folder`` or ``load_embeddings``.
         query: an id in ``emb.ids``, or a (D,) float32 L2-normalised vector.
         exclude: ids that must never appear as neighbours (they can still be the query).
+        index: from ``index_collection(emb, exclude)``, to skip building it per query.
 
     Returns:
         DataFrame with columns rank (1..k), id, score (cosine), best first.
     """
-    cand = _candidates(emb, exclude)
-    index = build_index(emb.vectors[cand])
+    cand, index = index or index_collection(emb, exclude)
     if isinstance(query, (str, int, np.integer)):
         query = str(query)
         try:
