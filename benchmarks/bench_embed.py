@@ -1,0 +1,317 @@
+"""Embedding benchmark: files on disk -> vectors, against model-only and the pipelines users write.
+
+Measured side by side, in interleaved rounds, on generated 224x336 JPEGs with random-weight models
+(offline), torch limited to ``--threads`` threads:
+
+- model-only: ``pool_tokens`` on batches already decoded and transformed (the ceiling);
+- end-to-end: ``embed_images`` on the files (DataLoader workers decode while the model runs);
+- Hugging Face: ``Dinov2Model`` (ViT-S/14 sizes) fed by ``BitImageProcessor`` configured like
+  facebook/dinov2-small, images opened with PIL in the loop, as its model card does;
+- per-image loop: open, transform, forward one image at a time (the original project's query path);
+- peak RSS of ``embed_images`` over 1,000 and 5,000 files, each in a fresh subprocess, with the
+  smallest timm ViT: the pipeline must not hold images, so the peak must not grow with N.
+
+Run: ``python benchmarks/bench_embed.py`` (defaults: --n 96 --rounds 4, RSS at 1000 and 5000;
+about 5-6 minutes on 2 idle cores, much longer on a loaded machine).
+Ends with one ``TARGET <name>: <measured> (target <goal>)`` line per target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+import steam_dinov2  # noqa: E402
+from steam_dinov2.embed import pool_tokens  # noqa: E402
+from steam_dinov2.models import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from steam_dinov2.preprocess import make_transform  # noqa: E402
+
+BANNER_SIZE = (224, 336)  # (W, H): a Steam library banner is 2:3 portrait
+MIB = 1 << 20
+
+
+def make_banner(seed: int) -> Image.Image:
+    """A 224x336 RGB image with varied content: smooth colour field, shapes, lines and grain."""
+    rng = np.random.default_rng(seed)
+    w, h = BANNER_SIZE
+    coarse = rng.integers(0, 256, (rng.integers(2, 7), rng.integers(2, 5), 3), dtype=np.uint8)
+    img = Image.fromarray(coarse, "RGB").resize((w, h), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.integers(3, 12)):
+        x0, y0 = rng.integers(-40, w), rng.integers(-40, h)
+        x1, y1 = x0 + rng.integers(10, 160), y0 + rng.integers(10, 160)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = rng.integers(3)
+        if shape == 0:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        elif shape == 1:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        else:
+            draw.line((x0, y0, x1, y1), fill=colour, width=int(rng.integers(1, 8)))
+    arr = np.asarray(img, dtype=np.int16) + rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def make_images(folder: Path, n: int) -> list[Path]:
+    """``n`` distinct JPEGs named 0.jpg ... (n-1).jpg; files already there are reused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i}.jpg" for i in range(n)]
+    for i, p in enumerate(paths):
+        if not p.exists():
+            make_banner(i).save(p, quality=90)
+    return paths
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set of this process (VmHWM), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_child(n: int, folder: str, model_name: str, batch_size: int) -> None:
+    """Subprocess body: embed the first n images, print peak RSS of this process and its workers."""
+    model = steam_dinov2.load_model(model_name, pretrained=False, device="cpu")
+    paths = [Path(folder) / f"{i}.jpg" for i in range(n)]
+    before = peak_rss_mib()
+    t0 = time.perf_counter()
+    vectors, kept, errors = steam_dinov2.embed_images(
+        paths, model, preset="crop256", batch_size=batch_size, progress=False
+    )
+    seconds = time.perf_counter() - t0
+    assert len(kept) == n, f"{len(errors)} unreadable, first: {next(iter(errors.items()))}"
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result = {
+        "n": n,
+        "peak_mib": peak_rss_mib(),
+        "before_mib": before,
+        "worker_peak_mib": workers,
+        "vector_mib": vectors.nbytes / MIB,
+        "seconds": seconds,
+    }
+    print(json.dumps(result))
+
+
+def time_model_only(model, batches, pooling) -> float:
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for x in batches:
+            pool_tokens(model, x, pooling)
+    return time.perf_counter() - t0
+
+
+def time_end_to_end(model, paths, pooling, batch_size) -> float:
+    t0 = time.perf_counter()
+    vectors, kept, _ = steam_dinov2.embed_images(
+        paths, model, preset="crop256", pooling=pooling, batch_size=batch_size, progress=False
+    )
+    assert len(kept) == len(paths)
+    return time.perf_counter() - t0
+
+
+def time_per_image(model, paths, pooling) -> float:
+    transform = make_transform("crop256")
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for p in paths:
+            with Image.open(p) as img:
+                x = transform(img.convert("RGB")).unsqueeze(0)
+            pool_tokens(model, x, pooling)
+    return time.perf_counter() - t0
+
+
+def make_hf():
+    """Dinov2Model with ViT-S/14 sizes and random weights, and the facebook/dinov2-small processor."""
+    import transformers
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        mlp_ratio=4,
+        patch_size=14,
+        image_size=518,  # as facebook/dinov2-small: position embeddings interpolated to 16x16
+    )
+    torch.manual_seed(0)
+    model = Dinov2Model(config).eval()
+    # facebook/dinov2-small's preprocessor_config.json: shortest edge 256 (bicubic), crop 224,
+    # rescale 1/255, ImageNet mean/std. What AutoImageProcessor.from_pretrained would build.
+    processor = BitImageProcessor(
+        do_resize=True,
+        size={"shortest_edge": 256},
+        resample=3,  # PIL.Image.BICUBIC
+        do_center_crop=True,
+        crop_size={"height": 224, "width": 224},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+        do_convert_rgb=True,
+    )
+    return model, processor, transformers.__version__
+
+
+def time_hf(model, processor, paths, batch_size) -> float:
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(paths), batch_size):
+            images = [Image.open(p) for p in paths[start : start + batch_size]]
+            inputs = processor(images=images, return_tensors="pt")
+            cls = model(**inputs).pooler_output  # layer-normed CLS token
+            torch.nn.functional.normalize(cls, dim=-1)
+            for img in images:
+                img.close()
+    return time.perf_counter() - t0
+
+
+def run_rss(args, folder: Path) -> list[dict]:
+    results = []
+    for n in args.rss_sizes:
+        cmd = [sys.executable, __file__, "--rss-child", str(n), str(folder), args.rss_model]
+        cmd += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+        r = results[-1]
+        print(
+            f"rss  N={n:>6}: peak {r['peak_mib']:.1f} MiB (model loaded: {r['before_mib']:.1f}), "
+            f"worker peak {r['worker_peak_mib']:.1f} MiB, vectors {r['vector_mib']:.2f} MiB, "
+            f"{n / r['seconds']:.1f} img/s"
+        )
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=96, help="images per timed pass (default 96)")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--model", default="dinov2_vits14")
+    ap.add_argument("--rss-model", default="vit_tiny_patch16_224")
+    ap.add_argument("--rss-sizes", type=int, nargs=2, default=[1000, 5000])
+    ap.add_argument("--skip-hf", action="store_true", help="without transformers")
+    ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--workdir", type=Path, help="keep the generated images here (default: temp)")
+    ap.add_argument("--rss-child", nargs=3, metavar=("N", "DIR", "MODEL"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.rss_child:
+        n, folder, name = args.rss_child
+        rss_child(int(n), folder, name, args.batch_size)
+        return
+
+    tmp = None if args.workdir else tempfile.mkdtemp(prefix="bench_embed_")
+    workdir = args.workdir or Path(tmp)
+    try:
+        run(args, workdir)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, workdir: Path) -> None:
+    print(
+        f"# bench_embed  {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}"
+        f"  cores={os.cpu_count()}  torch={torch.__version__}  threads={torch.get_num_threads()}"
+        f"  loadavg={os.getloadavg()[0]:.2f}"
+    )
+    t0 = time.perf_counter()
+    need = max([args.n, *([] if args.skip_rss else args.rss_sizes)])
+    paths = make_images(workdir / "images", need)
+    print(f"generated {need} JPEGs 224x336 in {time.perf_counter() - t0:.1f} s")
+    paths = paths[: args.n]
+
+    model = steam_dinov2.load_model(args.model, pretrained=False, device="cpu")
+    transform = make_transform("crop256")
+    ready = []
+    for p in paths:
+        with Image.open(p) as img:
+            ready.append(transform(img))
+    batches = [
+        torch.stack(ready[i : i + args.batch_size]) for i in range(0, args.n, args.batch_size)
+    ]
+    methods = {
+        "model-only": lambda: time_model_only(model, batches, "cls"),
+        "end-to-end": lambda: time_end_to_end(model, paths, "cls", args.batch_size),
+        "per-image loop": lambda: time_per_image(model, paths, "cls"),
+    }
+    if not args.skip_hf:
+        hf_model, processor, hf_version = make_hf()
+        with torch.inference_mode():
+            ours = torch.stack(ready[:4])
+            theirs = processor(images=[Image.open(p) for p in paths[:4]], return_tensors="pt")
+            diff = (ours - theirs["pixel_values"]).abs().max().item()
+        print(f"transformers {hf_version}: HF processor vs crop256, max abs pixel diff {diff:.2e}")
+        methods["HF Dinov2Model+processor"] = lambda: time_hf(
+            hf_model, processor, paths, args.batch_size
+        )
+
+    with torch.inference_mode():  # warm-up: first-call allocations, oneDNN kernel selection
+        pool_tokens(model, batches[0][:4], "cls")
+        if not args.skip_hf:
+            hf_model(pixel_values=batches[0][:4])
+    seconds = {m: [] for m in methods}
+    names = list(methods)
+    for r in range(args.rounds):
+        for m in names[r % len(names) :] + names[: r % len(names)]:  # rotate: no fixed neighbour
+            seconds[m].append(methods[m]())
+        line = "  ".join(f"{m} {args.n / seconds[m][-1]:.2f}" for m in methods)
+        print(f"round {r + 1}/{args.rounds} (img/s): {line}")
+
+    # Ratios within each round (same machine state), then the median over rounds.
+    def ratio(a, b):
+        return statistics.median(sb / sa for sa, sb in zip(seconds[a], seconds[b]))
+
+    print(
+        f"\n{args.model}, crop256, cls, batch {args.batch_size}, {args.n} images x {args.rounds}:"
+    )
+    for m in methods:
+        rate = args.n / statistics.median(seconds[m])
+        print(f"  {m:<26} {rate:6.2f} img/s  ({ratio(m, 'model-only'):.3f} x model-only)")
+
+    rss = [] if args.skip_rss else run_rss(args, workdir / "images")
+
+    print(f"\nloadavg at the end: {os.getloadavg()[0]:.2f} (other processes skew every figure)")
+    e2e = ratio("end-to-end", "model-only")
+    print(f"TARGET end-to-end vs model-only: {e2e:.3f} x (target >= 0.95 x)")
+    if not args.skip_hf:
+        hf = ratio("end-to-end", "HF Dinov2Model+processor")
+        print(f"TARGET ahead of HF Dinov2Model+processor: {hf:.2f} x its speed (target > 1.00 x)")
+    loop = ratio("end-to-end", "per-image loop")
+    print(f"TARGET ahead of per-image batch-1 loop: {loop:.2f} x its speed (target > 1.00 x)")
+    if rss:
+        small, big = rss
+        # embed_images holds the vectors twice at the end (chunks + their concatenation). Holding
+        # the extra decoded images would add 3*224*224 float32 (588 KiB) each; allow 5% of that,
+        # as the peak of one size varies by ~100 MiB from run to run (allocator, GC timing).
+        growth = big["peak_mib"] - small["peak_mib"] - 2 * (big["vector_mib"] - small["vector_mib"])
+        images = (big["n"] - small["n"]) * 3 * 224 * 224 * 4 / MIB
+        print(
+            f"TARGET peak RSS {small['n']} vs {big['n']} images: {small['peak_mib']:.0f} -> "
+            f"{big['peak_mib']:.0f} MiB, growth beyond vectors {growth:+.0f} MiB "
+            f"(target <= {0.05 * images:.0f} MiB, 5% of the {images:.0f} MiB that holding the "
+            f"extra decoded images would take)"
+        )
+
+
+if __name__ == "__main__":
+    main()
