@@ -111,7 +111,7 @@ def main() -> None:
             for w in args.workers:
                 seconds, got = run_img2dataset(args.img2dataset, base, w)
                 raw, adj = got / seconds, got / max(seconds - startup, 1e-3)
-                i2d[w] = adj
+                i2d[w] = (raw, adj)
                 print(f"img2dataset w={w:3d}: {raw:6.0f} banners/s raw, {adj:6.0f} without "
                       f"start-up ({got}/{N} saved)")  # fmt: skip
         else:
@@ -124,7 +124,13 @@ def main() -> None:
         bound = min(w / LATENCY, ceiling)
         print(f"TARGET ours_vs_ideal_w{w}: {results[w] / bound:.2f} (target >= 0.8)")
         if w in i2d:
-            print(f"TARGET ours_vs_img2dataset_w{w}: {results[w] / i2d[w]:.2f} (target > 1.0)")
+            # Whole runs, as a user waits for them; then without img2dataset's start-up, which is
+            # generous to it (at 8 threads that figure can exceed workers / latency).
+            raw, adj = i2d[w]
+            print(f"TARGET ours_vs_img2dataset_w{w}: {results[w] / raw:.2f} (target > 1.0)")
+            print(
+                f"TARGET ours_vs_img2dataset_no_startup_w{w}: {results[w] / adj:.2f} (target > 1.0)"
+            )
     print(f"TARGET cpu_ceiling_banners_per_s: {ceiling:.0f} (target: reported)")
 
 

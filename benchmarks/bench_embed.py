@@ -3,7 +3,8 @@
 Measured side by side, in interleaved rounds, on generated 224x336 JPEGs with random-weight models
 (offline), torch limited to ``--threads`` threads:
 
-- model-only: ``pool_tokens`` on batches already decoded and transformed (the ceiling);
+- model-only: ``pool_tokens`` on batches already decoded and transformed, split for the forward
+  exactly as ``embed_images`` splits them (the ceiling);
 - end-to-end: ``embed_images`` on the files (DataLoader workers decode while the model runs);
 - Hugging Face: ``Dinov2Model`` (ViT-S/14 sizes) fed by ``BitImageProcessor`` configured like
   facebook/dinov2-small, images opened with PIL in the loop, as its model card does;
@@ -38,7 +39,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 import steam_dinov2  # noqa: E402
-from steam_dinov2.embed import pool_tokens  # noqa: E402
+from steam_dinov2.embed import CPU_FORWARD_BATCH, pool_tokens  # noqa: E402
 from steam_dinov2.models import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from steam_dinov2.preprocess import make_transform  # noqa: E402
 
@@ -110,10 +111,14 @@ def rss_child(n: int, folder: str, model_name: str, batch_size: int) -> None:
 
 
 def time_model_only(model, batches, pooling) -> float:
+    # The same forward as embed_images (chunks of CPU_FORWARD_BATCH on a CPU), so the ratio
+    # measures only what decoding and the pipeline cost.
+    step = CPU_FORWARD_BATCH if next(model.parameters()).device.type == "cpu" else None
     t0 = time.perf_counter()
     with torch.inference_mode():
         for x in batches:
-            pool_tokens(model, x, pooling)
+            for part in x.split(step or len(x)):
+                pool_tokens(model, part, pooling)
     return time.perf_counter() - t0
 
 
