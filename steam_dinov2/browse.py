@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import html
 import io
 import logging
 import os
@@ -85,7 +86,8 @@ class Browser:
             )
         self.names = load_names(data)
         self.exclude = {} if include_excluded else load_exclusions(data)
-        self._emb, self._tables, self._index, self._models, self._images = {}, {}, {}, {}, {}
+        self._emb, self._tables, self._index, self._models, self._vectors = {}, {}, {}, {}, {}
+        self.images = {}  # images from outside the collection, by app id or file name
         self.history, self.position, self.shown = [], -1, []
 
         self.search = w.Text(placeholder="game name or app id", description="Search")
@@ -104,19 +106,33 @@ class Browser:
         self.grid = w.GridBox(layout=w.Layout(grid_template_columns="repeat(6, 130px)"))
         self.tiles = []
 
-        self.search.observe(lambda _: self._on_search(), "value")
-        self.choices.observe(lambda ch: ch["new"] and self.show(ch["new"]), "value")
-        self.random.on_click(lambda _: self.show(random.choice(self._emb_for().ids)))
-        self.back.on_click(lambda _: self._step(-1))
-        self.forward.on_click(lambda _: self._step(+1))
-        self.k.observe(lambda _: self._render(), "value")
-        self.setting.observe(lambda _: self._render(), "value")
-        self.outside.observe(lambda ch: ch["new"] and self._show_outside_id(ch["new"]), "value")
-        self.upload.observe(lambda _: self._show_upload(), "value")
+        guard = self._guard
+        self.search.observe(guard(lambda _: self._on_search()), "value")
+        self.choices.observe(guard(lambda ch: ch["new"] and self.show(ch["new"])), "value")
+        self.random.on_click(guard(lambda _: self.show(random.choice(self._emb_for().ids))))
+        self.back.on_click(guard(lambda _: self._step(-1)))
+        self.forward.on_click(guard(lambda _: self._step(+1)))
+        self.k.observe(guard(lambda _: self._render()), "value")
+        self.setting.observe(guard(lambda _: self._render()), "value")
+        self.outside.observe(
+            guard(lambda ch: ch["new"] and self._show_outside_id(ch["new"])), "value"
+        )
+        self.upload.observe(guard(lambda _: self._show_upload()), "value")
         self.widget = w.VBox([
             w.HBox([self.search, self.random, self.back, self.forward]), self.choices,
             w.HBox([self.setting, self.k]), w.HBox([self.outside, self.upload]), self.status, self.grid,
         ])  # fmt: skip
+
+    def _guard(self, handler):
+        # A widget callback that raises only writes to a hidden log: show the reason instead.
+        def run(*args):
+            try:
+                handler(*args)
+            except Exception as e:
+                log.warning("browser: %s", e)
+                self.status.value = f"<b>{type(e).__name__}:</b> {html.escape(str(e))}"
+
+        return run
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -134,13 +150,10 @@ class Browser:
         ids = search_games(self.names, self.search.value, ids=self._emb_for().ids)
         self.choices.options = [(f"{self.names.get(i, i)} ({i})", i) for i in ids]
 
-    def show(self, query, *, label: str | None = None):
-        """Make ``query`` (an id, or a (D,) vector from outside the collection) the current query."""
-        entry = (
-            {"id": query, "label": label}
-            if isinstance(query, str)
-            else {"vector": query, "label": label}
-        )
+    def show(self, query, *, outside: bool = False):
+        """Make ``query`` the current query: an id in the collection, or (with ``outside=True``) the
+        key of an image fetched or uploaded into ``self.images``, embedded by each setting in turn."""
+        entry = {"image": query} if outside else {"id": str(query)}
         del self.history[self.position + 1 :]
         self.history.append(entry)
         self.position = len(self.history) - 1
@@ -161,8 +174,18 @@ class Browser:
                 return table.iloc[start : start + k]
         if setting not in self._index:
             self._index[setting] = index_collection(self._emb_for(), self.exclude)
-        query = entry.get("id", entry.get("vector"))
+        query = entry["id"] if "id" in entry else self._vector(entry["image"])
         return find_neighbors(self._emb_for(), query, k=k, index=self._index[setting])
+
+    def _vector(self, key: str):
+        setting = self.setting.value
+        if (key, setting) not in self._vectors:
+            meta = self._emb_for().meta
+            vector = embed_image(
+                self.images[key], self._model(), preset=meta["preset"], pooling=meta["pooling"]
+            )
+            self._vectors[key, setting] = vector
+        return self._vectors[key, setting]
 
     def _precomputed(self, setting):
         # The match stage's table: a lookup, no search per click. Ids excluded since it was made are
@@ -198,24 +221,20 @@ class Browser:
             )
         return self._models[setting]
 
-    def _embed_outside(self, image, label):
-        meta = self._emb_for().meta
-        self.show(
-            embed_image(image, self._model(), preset=meta["preset"], pooling=meta["pooling"]),
-            label=label,
-        )
-
     def _show_outside_id(self, app_id: str):
         from .download import fetch_banner
 
         app_id = app_id.strip()
         if app_id in self._emb_for().ids:
             return self.show(app_id)
+        if not app_id.isdigit():
+            raise ValueError(f"an app id is a number, got {app_id!r}")
         try:
-            self._images[app_id] = fetch_banner(int(app_id))
-            self._embed_outside(self._images[app_id], label=app_id)
-        except Exception as e:  # show any failure to the user instead of a traceback in the app
-            self.status.value = f"<b>Could not fetch app {app_id}:</b> {e}"
+            self.images[app_id] = fetch_banner(int(app_id))
+        except Exception as e:  # network, 404, not an image: say so in the app
+            self.status.value = f"<b>Could not fetch app {app_id}:</b> {html.escape(str(e))}"
+            return
+        self.show(app_id, outside=True)
 
     def _show_upload(self):
         from PIL import Image
@@ -227,9 +246,11 @@ class Browser:
             return
         item = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
         name = item.get("name", "upload")
-        image = resize_banner(Image.open(io.BytesIO(bytes(item["content"]))))
-        self._images[name] = image
-        self._embed_outside(image, label=name)
+        try:
+            self.images[name] = resize_banner(Image.open(io.BytesIO(bytes(item["content"]))))
+        except Exception as e:  # PIL raises several types for a file that is not an image
+            raise ValueError(f"{name} is not an image PIL can read ({e})") from None
+        self.show(name, outside=True)
 
     # --- view -------------------------------------------------------------------------------
     def _render(self):
@@ -239,8 +260,8 @@ class Browser:
         table = self.neighbours(entry, self.k.value)
         self.shown = list(zip(table["id"], table["score"].astype(float)))
         qid = entry.get("id")
-        title = self.names.get(qid, qid) if qid else f"outside the collection: {entry['label']}"
-        self.query_tile = self._tile(qid or entry["label"], f"<b>QUERY</b><br>{title}", qid)
+        title = self.names.get(qid, qid) if qid else f"outside the collection: {entry['image']}"
+        self.query_tile = self._tile(qid or entry["image"], f"<b>QUERY</b><br>{title}", qid)
         self.tiles = [self._tile(i, f"{self.names.get(i, i)}<br>{s:.3f}", i) for i, s in self.shown]
         self.grid.children = [self.query_tile] + self.tiles
         self.back.disabled = self.position == 0
@@ -251,11 +272,11 @@ class Browser:
         import ipywidgets as w
 
         path = layout.banner_path(self.data, key)
-        if path.is_file():
+        if app_id and path.is_file():
             data = path.read_bytes()
         else:
             buf = io.BytesIO()
-            self._images.get(key) or _blank().save(buf, format="JPEG")
+            self.images.get(key, _blank()).save(buf, format="JPEG")
             data = buf.getvalue()
         link = (
             f'<a href="{STORE_URL.format(app_id)}" target="_blank">{app_id}</a>' if app_id else ""

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_banner
+from PIL import Image
 from steam_server import App, FakeSteam
 
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_all
@@ -93,29 +94,61 @@ def test_excluded_games_never_show(data):
     assert "90" in [i for i, _ in Browser(data, k=3, include_excluded=True).shown or [("90", 0)]]
 
 
-def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch):
-    b = Browser(data, k=3)
-    buf = io.BytesIO()
-    make_banner(5, size=(600, 900)).save(buf, format="PNG")
-    content = buf.getvalue()
-    b.upload.value = (
+def _upload(browser, name, content):
+    browser.upload.value = (
         {
-            "name": "mine.png",
+            "name": name,
             "type": "image/png",
             "size": len(content),
             "content": memoryview(content),
             "last_modified": datetime.datetime.now(datetime.timezone.utc),
         },
     )
+
+
+def _tile_image(tile):
+    return Image.open(io.BytesIO(tile.children[0].value))
+
+
+def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, vits14):
+    embed_folder(data / "banners", data, model=vits14, pooling="gem", num_workers=0)
+    b = Browser(data, k=3)
+    buf = io.BytesIO()
+    make_banner(5, size=(600, 900)).save(buf, format="PNG")
+    _upload(b, "mine.png", buf.getvalue())
     assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
     assert b.query_tile.app_id is None
-    with FakeSteam([App(777, name="Live Game")]) as server:
+    shown = np.asarray(_tile_image(b.query_tile).convert("RGB"), dtype=int)
+    assert shown.shape == (336, 224, 3)  # the upload itself, resized like the collection
+    assert np.abs(shown - np.asarray(make_banner(5), dtype=int)).mean() < 8
+
+    # Another setting embeds the same upload with its own model and pooling.
+    b.setting.value = "dinov2_vits14__crop256__gem__random"
+    emb = load_embeddings(data, "dinov2_vits14__crop256__gem__random")
+    assert b.shown[0][0] == "50"
+    np.testing.assert_allclose(
+        b.shown[0][1],
+        emb.vectors[emb.ids.index("50")] @ b._vectors["mine.png", b.setting.value],
+        atol=1e-5,
+    )
+    b.setting.value = "dinov2_vits14__crop256__cls__random"
+
+    _upload(b, "notes.png", b"not an image at all")
+    assert "notes.png is not an image" in b.status.value
+    assert b.shown[0][0] == "50"  # the previous query stays on screen
+
+    with FakeSteam([App(777, name="Live Game"), App(778, name="No art", banner=None)]) as server:
         monkeypatch.setenv("STEAM_API_BASE", server.base)
         monkeypatch.setenv("STEAM_ASSETS_BASE", server.assets_base)
         b.outside.value = "777"  # what pressing Enter in the box does
-    assert len(b.shown) == 3 and "Could not" not in b.status.value
+        assert len(b.shown) == 3 and "Could not" not in b.status.value
+        assert _tile_image(b.query_tile).size == (224, 336)
+        b.outside.value = "778"
+        assert "Could not fetch app 778" in b.status.value
     b.outside.value = "20"  # in the collection: a plain query
     _check(b, *_expected(data, "20", 3))
+    b.back.click()
+    assert b.query_tile.app_id is None and len(b.shown) == 3  # back to the fetched game
 
 
 def test_comparison_rows_compute_only_missing_settings(data):
