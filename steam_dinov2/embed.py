@@ -308,7 +308,8 @@ def embed_folder(
     changed = meta is None or len(keep) != len(ids) or len(still_failed) != len(failed)
     failed = still_failed
     ids, stamps, vectors = [ids[r] for r in keep], [stamps[r] for r in keep], vectors[keep]
-    todo = [i for i in files if i not in set(ids) | set(failed)]
+    done = set(ids) | set(failed)
+    todo = [i for i in files if i not in done]
     if todo:
         if not isinstance(model, torch.nn.Module):
             model = load_model(name, pretrained=pretrained, weights=weights, device=device)

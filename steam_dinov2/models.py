@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -75,12 +76,18 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
 def weights_tag(*, pretrained: bool = True, weights: str | os.PathLike | None = None) -> str:
     """Short name of the weights a model carries: "" (its pretrained weights), "random" or "w-<sha>"."""
     if weights is not None:
-        h = hashlib.sha256()
-        with open(weights, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return "w-" + h.hexdigest()[:12]
+        st = os.stat(weights)
+        return "w-" + _file_sha256(os.path.abspath(weights), st.st_size, st.st_mtime_ns)[:12]
     return "" if pretrained else "random"
+
+
+@functools.lru_cache(maxsize=16)  # a run asks several times; a ViT-g file is 4.5 GB
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_model(
@@ -142,6 +149,8 @@ def _load_timm(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module
     if pretrained:
         try:
             model = timm.create_model(arch, pretrained=True, **kwargs)
+        except TypeError as e:
+            raise _not_a_vit(name, e) from None
         except Exception as e:  # the hub raises many types: offline, DNS, HTTP, missing cache
             raise RuntimeError(
                 f"could not get the pretrained weights of {name!r} ({arch}) from the Hugging Face "
@@ -151,7 +160,10 @@ def _load_timm(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
-            model = timm.create_model(arch, pretrained=False, **kwargs)
+            try:
+                model = timm.create_model(arch, pretrained=False, **kwargs)
+            except TypeError as e:
+                raise _not_a_vit(name, e) from None
         if weights is None:
             _init_layer_scale(model)
         else:
@@ -166,6 +178,14 @@ def _load_timm(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module
         "std": tuple(cfg.get("std", IMAGENET_STD)),
         "num_prefix_tokens": model.num_prefix_tokens,
     }
+
+
+def _not_a_vit(name: str, error: Exception) -> ValueError:
+    # Pooling needs CLS and patch tokens at any input size: timm's ViT family (dynamic_img_size).
+    return ValueError(
+        f"{name!r} is not a vision transformer with CLS and patch tokens ({error}); "
+        f"use one of {', '.join(MODELS)} or another timm ViT"
+    )
 
 
 def _init_layer_scale(model: torch.nn.Module) -> None:
@@ -221,7 +241,11 @@ def _load_hub(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module,
         raise ValueError(f"hub model {name!r} must look like hub:owner/repo:entry or hub:DIR:entry")
     source = "local" if Path(repo).is_dir() else "github"
     try:
-        model = torch.hub.load(repo, entry, source=source, pretrained=pretrained, trust_repo=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)  # random weights must agree between runs
+            model = torch.hub.load(
+                repo, entry, source=source, pretrained=pretrained, trust_repo=True
+            )
     except Exception as e:
         if source == "local":
             raise
