@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from . import layout
 from .manifest import ManifestBook
 from .net import HttpError, SteamHttp
+from .preprocess import to_rgb
 from .steam import GETITEMS_BATCH, STEAMSPY_WAIT, banner_url, fetch_store_items, list_apps
 
 logger = logging.getLogger(__name__)
@@ -70,11 +71,11 @@ def resize_banner(image: bytes | Image.Image, *, size: str = DEFAULT_SIZE) -> Im
             if img.format == "JPEG" and scale < 1:
                 # DCT-domain downscale by 1/2, 1/4 or 1/8 while decoding, never below `out`.
                 img.draft("RGB", out)
-            img = img.convert("RGB")
+            img = to_rgb(img)
             if img.size != out:
                 img = img.resize(out, Image.Resampling.BICUBIC)
         else:
-            img = img.convert("RGB")
+            img = to_rgb(img)
     except UnidentifiedImageError:
         raise ValueError("not a decodable image: unknown format") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
@@ -101,14 +102,19 @@ def fetch_banner(
         LookupError: the app has no library banner.
         HttpError: the download failed or the response is not an image.
     """
-    http = http or SteamHttp()
     parse_size(size)
-    row = _download_one(int(app_id), banner_url(app_id, http=http), http, size, data=None)
-    if row["status"] == _MISSING:
-        url = fetch_store_items([app_id], http=http).get(int(app_id), {}).get("banner_url")
-        if url is None:
-            raise LookupError(f"app {app_id} has no library banner")
-        row = _download_one(int(app_id), url, http, size, data=None)
+    own = http is None
+    http = http or SteamHttp()
+    try:
+        row = _download_one(int(app_id), banner_url(app_id, http=http), http, size, data=None)
+        if row["status"] == _MISSING:
+            url = fetch_store_items([app_id], http=http).get(int(app_id), {}).get("banner_url")
+            if url is None:
+                raise LookupError(f"app {app_id} has no library banner")
+            row = _download_one(int(app_id), url, http, size, data=None)
+    finally:
+        if own:
+            http.close()
     if row["status"] != "ok":
         raise HttpError(f"app {app_id}: {row['error'] or 'no banner'}")
     return row["image"]
@@ -251,6 +257,7 @@ def download_banners(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         cpu[0].shutdown(wait=True, cancel_futures=True)
+        http.close()  # the pooled copy made above: ours alone
         bar.close()
         book.flush()
     top = tuple((k[6:], n) for k, n in counts.most_common() if k.startswith("error:"))[:3]

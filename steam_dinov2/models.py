@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HUB_PREFIX = "hub:"
 # Random weights come from this seed, so two runs (and a cache one made and the other extends) agree.
 RANDOM_SEED = 0

@@ -127,6 +127,10 @@ class SteamHttp:
             s.headers["User-Agent"] = USER_AGENT
             object.__setattr__(self, "session", s)
 
+    def close(self) -> None:
+        """Close the pooled connections (the object must not be used after)."""
+        self.session.close()
+
     def with_pool(self, pool_size: int) -> SteamHttp:
         """A copy with its own session of ``pool_size`` connections per host."""
         return dataclasses.replace(self, pool_size=pool_size, session=None)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .models import IMAGENET_MEAN, IMAGENET_STD
+# ImageNet statistics: DINO, DINOv2 and DINOv3 were all trained with them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # name -> (what it does, for the user)
 PRESETS = {

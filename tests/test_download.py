@@ -216,3 +216,14 @@ def test_cli_download_with_bases_from_env(tmp_path, server, monkeypatch, capsys)
     assert Image.open(layout.banner_path(data, 11)).size == (256, 384)
     assert main(["download", "--data", str(data), "--source", "ISteamApps"]) == 2
     assert "November 2025" in capsys.readouterr().err
+
+
+def test_resize_banner_converts_like_the_embedder():
+    # Transparent pixels become white and 16-bit greys are scaled, as preprocess.to_rgb does.
+    rgba = io.BytesIO()
+    Image.new("RGBA", (600, 900), (10, 20, 30, 0)).save(rgba, "PNG")
+    assert np.asarray(resize_banner(rgba.getvalue()))[0, 0].tolist() == [255, 255, 255]
+    grey = io.BytesIO()
+    Image.fromarray(np.full((900, 600), 60300, np.uint16)).save(grey, "PNG")
+    out = resize_banner(grey.getvalue())
+    assert out.size == (224, 336) and np.asarray(out)[0, 0].tolist() == [235, 235, 235]
