@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import io
 import logging
@@ -208,14 +209,19 @@ class Browser:
 
     # --- outside the collection ---------------------------------------------------------------
     def _model(self):
-        from .models import load_model
+        from .models import load_model, weights_tag
 
         setting = self.setting.value
         if setting not in self._models:
             meta = self._emb_for().meta
             weights = self.weights if meta["weights"].startswith("w-") else None
+            if weights is not None and weights_tag(weights=weights) != meta["weights"]:
+                weights = None  # the wrong file: refused below
             if meta["weights"].startswith("w-") and weights is None:
-                raise ValueError(f"setting {setting} used a local weights file: pass weights=PATH")
+                raise ValueError(
+                    f"setting {setting} was embedded with the weights file {meta['weights']}: "
+                    "pass that file as Browser(..., weights=PATH) to query images from outside"
+                )
             self._models[setting] = load_model(
                 meta["model"], pretrained=meta["weights"] == "pretrained", weights=weights
             )
@@ -245,12 +251,15 @@ class Browser:
         if not files:
             return
         item = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
+        content = bytes(item["content"])
         name = item.get("name", "upload")
+        # Keyed by content too: two uploads named image.png are two different queries.
+        key = f"{name} [{hashlib.sha256(content).hexdigest()[:8]}]"
         try:
-            self.images[name] = resize_banner(Image.open(io.BytesIO(bytes(item["content"]))))
+            self.images[key] = resize_banner(Image.open(io.BytesIO(content)))
         except Exception as e:  # PIL raises several types for a file that is not an image
             raise ValueError(f"{name} is not an image PIL can read ({e})") from None
-        self.show(name, outside=True)
+        self.show(key, outside=True)
 
     # --- view -------------------------------------------------------------------------------
     def _render(self):

@@ -128,14 +128,19 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
     assert b.shown[0][0] == "50"
     np.testing.assert_allclose(
         b.shown[0][1],
-        emb.vectors[emb.ids.index("50")] @ b._vectors["mine.png", b.setting.value],
+        emb.vectors[emb.ids.index("50")] @ b._vectors[b.history[-1]["image"], b.setting.value],
         atol=1e-5,
     )
     b.setting.value = "dinov2_vits14__crop256__cls__random"
 
+    first = b.shown
+    buf = io.BytesIO()
+    make_banner(7, size=(600, 900)).save(buf, format="PNG")
+    _upload(b, "mine.png", buf.getvalue())  # same name, other picture: another query
+    assert b.shown[0][0] == "70" and b.shown != first
     _upload(b, "notes.png", b"not an image at all")
     assert "notes.png is not an image" in b.status.value
-    assert b.shown[0][0] == "50"  # the previous query stays on screen
+    assert b.shown[0][0] == "70"  # the previous query stays on screen
 
     with FakeSteam([App(777, name="Live Game"), App(778, name="No art", banner=None)]) as server:
         monkeypatch.setenv("STEAM_API_BASE", server.base)
