@@ -225,6 +225,13 @@ def _write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed) -> dict
     return meta
 
 
+def _folder_ref(images, data) -> str:
+    """The image folder as the cache records it: relative to the data folder when inside it (so
+    a data folder can move, e.g. onto Google Drive), else absolute."""
+    images, data = Path(images).resolve(), Path(data).resolve()
+    return images.relative_to(data).as_posix() if images.is_relative_to(data) else str(images)
+
+
 def _versions() -> dict:
     import timm
     import torchvision
@@ -280,6 +287,7 @@ def embed_folder(
     setting = layout.setting_name(name, preset, pooling, weights_tag=tag)
     folder = layout.embeddings_dir(data, setting)
     key = {"model": name, "weights": tag or "pretrained", "preset": preset, "pooling": pooling}
+    source = _folder_ref(images, data)
 
     ids, stamps, vectors, failed, meta = [], [], np.zeros((0, 0), np.float32), {}, None
     if (folder / "meta.json").is_file():
@@ -288,6 +296,11 @@ def embed_folder(
         except (ValueError, OSError, KeyError) as e:
             log.warning("ignoring unreadable cache %s (%s); recomputing", folder, e)
         else:
+            if meta.get("images", source) != source:
+                raise ValueError(
+                    f"{folder} holds embeddings of {meta['images']}, not {source}: embed that "
+                    "folder with another data folder (--data), or delete this cache"
+                )
             if {k: meta.get(k) for k in key} == key:
                 ids, stamps, vectors, failed = (
                     rows["ids"],
@@ -324,7 +337,7 @@ def embed_folder(
             stamps += [now[todo[j]] for j in kept]
         changed = True
     if changed:
-        base = meta or {**key, "dim": 0, "versions": _versions()}
+        base = {**(meta or {**key, "dim": 0, "versions": _versions()}), "images": source}
         if isinstance(model, torch.nn.Module):
             base["arch"] = model.steam_info["arch"]
         meta = _write_cache(folder, base, ids, stamps, vectors, failed)

@@ -178,3 +178,20 @@ def test_missing_cache_names_the_cached_settings(tmp_path, vits14, banner_dir):
     embed_folder(banner_dir, tmp_path, model=vits14, num_workers=0)
     with pytest.raises(ValueError, match="run `embed` first.*dinov2_vits14__crop256__cls__random"):
         load_embeddings(tmp_path, "dinov2_vits14__crop256__cls")
+
+
+def test_another_image_folder_never_replaces_a_cache(vits14, banner_dir, tmp_path):
+    data = tmp_path / "data"
+    emb = embed_folder(banner_dir, data, model=vits14, num_workers=0)
+    other = tmp_path / "other"
+    other.mkdir()
+    make_banner(40).save(other / "400.jpg")
+    with pytest.raises(ValueError, match="another data folder"):
+        embed_folder(other, data, model=vits14, num_workers=0)
+    assert load_embeddings(data, emb.setting).ids == emb.ids
+    # Inside the data folder the path is stored relative to it: the folder can move.
+    (data / "banners").mkdir()
+    make_banner(41).save(data / "banners" / "410.jpg")
+    embed_folder(data / "banners", tmp_path / "data2", model=vits14, num_workers=0)
+    moved = embed_folder(data / "banners", data, model=vits14, pooling="gem", num_workers=0)
+    assert moved.meta["images"] == "banners"
