@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from . import layout
-from .browse import load_names
 from .embed import embed_folder, list_images
-from .plot import _as_array, _short
+from .manifest import load_names, search_games
+from .plot import as_image_array, shorten
 from .search import find_neighbors
 
 
@@ -78,8 +78,8 @@ def plot_comparison(
                 ax.axis("off")
                 continue
             i, score = cells[col]
-            ax.imshow(_as_array(files[i]))
-            ax.set_title(f"{_short(names.get(i, i), 18)}\n{score}", fontsize=7)
+            ax.imshow(as_image_array(files[i]))
+            ax.set_title(f"{shorten(names.get(i, i), 18)}\n{score}", fontsize=7)
         axes[row][0].set_ylabel(f"{model}\n{preset}\n{pooling}", fontsize=8)
     return fig
 
@@ -131,7 +131,6 @@ def plot_games(data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclud
     Returns:
         matplotlib Figure.
     """
-    from .browse import search_games
     from .plot import plot_image_grid
 
     names = load_names(data)
@@ -145,7 +144,7 @@ def plot_games(data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclud
         row += [(None, "")] * (k + 1 - len(row))
         for i, score in row:
             images.append(layout.banner_path(data, i) if i else _blank_array())
-            titles.append(f"{_short(names.get(i, i), 20)}\n{score}" if i else "")
+            titles.append(f"{shorten(names.get(i, i), 20)}\n{score}" if i else "")
     return plot_image_grid(images, titles, ncols=k + 1, width=1.6)
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from .preprocess import to_rgb
 
 
-def _as_array(image) -> np.ndarray:
+def as_image_array(image) -> np.ndarray:
     """A path, PIL image or HWC array -> HWC uint8 RGB array."""
     if isinstance(image, np.ndarray):
         return image
@@ -45,7 +45,7 @@ def plot_image_grid(images, titles=None, ncols: int = 5, *, width: float = 2.2):
     for ax in axes:
         ax.axis("off")
     for i, image in enumerate(images):
-        axes[i].imshow(_as_array(image))
+        axes[i].imshow(as_image_array(image))
         if titles is not None:
             axes[i].set_title(titles[i], fontsize=8, wrap=True)
     return fig
@@ -68,8 +68,8 @@ def plot_matches(query, neighbours, scores, names=None, *, query_name: str = "",
     if len(scores) != len(neighbours):
         raise ValueError(f"{len(scores)} scores for {len(neighbours)} neighbours")
     names = list(names) if names is not None else [""] * len(neighbours)
-    titles = [f"QUERY\n{_short(query_name)}"]
-    titles += [f"{_short(n)}\n{s:.3f}" for n, s in zip(names, scores)]
+    titles = [f"QUERY\n{shorten(query_name)}"]
+    titles += [f"{shorten(n)}\n{s:.3f}" for n, s in zip(names, scores)]
     fig = plot_image_grid([query, *neighbours], titles, ncols=ncols)
     ax = fig.axes[0]
     ax.axis("on")
@@ -81,6 +81,6 @@ def plot_matches(query, neighbours, scores, names=None, *, query_name: str = "",
     return fig
 
 
-def _short(text, limit: int = 28) -> str:
+def shorten(text, limit: int = 28) -> str:
     text = str(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
