@@ -15,7 +15,12 @@ from . import layout
 from .audit import load_exclusions
 from .embed import embed_image, load_embeddings
 from .manifest import load_names, search_games
-from .search import find_neighbors, index_collection
+from .search import (
+    find_neighbors,
+    index_collection,
+    matches_made_from,
+    read_matches_made_from,
+)
 
 log = logging.getLogger(__name__)
 STORE_URL = "https://store.steampowered.com/app/{}"
@@ -143,17 +148,15 @@ class Browser:
         return self._vectors[key, setting]
 
     def _precomputed(self, setting):
-        # The match stage's table: a lookup, no search per click. Ids excluded since it was made are
-        # filtered out; a query short of k neighbours falls back to a live search.
+        # The match stage's table, when it was made from the current cache with the same exclusions:
+        # a lookup, no search per click. Otherwise every query is a live search.
         if setting not in self._tables:
             path = layout.neighbors_path(self.data, setting)
-            table = (
-                pd.read_parquet(path)
-                if path.is_file()
-                else pd.DataFrame(columns=["query_id", "rank", "id", "score"])
+            fresh = path.is_file() and read_matches_made_from(path) == matches_made_from(
+                self._emb_for(setting), self.exclude
             )
-            if self.exclude:
-                table = table[~table["id"].isin(list(self.exclude))]
+            columns = ["query_id", "rank", "id", "score"]
+            table = pd.read_parquet(path) if fresh else pd.DataFrame(columns=columns)
             table = table.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
             queries, starts = np.unique(table["query_id"].to_numpy(dtype=str), return_index=True)
             stops = np.append(starts[1:], len(table))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 
@@ -157,9 +159,36 @@ def match_all(
         }
     )
     if data is not None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        # What the table was made from, so a reader can tell when it has gone stale.
+        made_from = json.dumps(matches_made_from(emb, exclude)).encode()
+        arrow = arrow.replace_schema_metadata({**arrow.schema.metadata, MADE_FROM: made_from})
         with layout.atomic_path(layout.neighbors_path(data, emb.setting)) as tmp:
-            table.to_parquet(tmp, index=False)
+            pq.write_table(arrow, tmp)
     return table
+
+
+MADE_FROM = b"steam_dinov2.made_from"
+
+
+def matches_made_from(emb: Embeddings, exclude=()) -> dict:
+    """The cache generation and exclusion list a match table is computed from."""
+    excluded = ",".join(sorted({str(e) for e in exclude}))
+    return {
+        "vectors_file": emb.meta.get("vectors_file", ""),
+        "excluded_sha256": hashlib.sha256(excluded.encode()).hexdigest(),
+    }
+
+
+def read_matches_made_from(path) -> dict | None:
+    """``matches_made_from`` as written into a neighbors.parquet, or None for an older file."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[MADE_FROM]) if MADE_FROM in meta else None
 
 
 def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[int]]:
@@ -206,8 +235,6 @@ def export_matches(data: str | os.PathLike, setting: str, *, names: dict[str, st
     Returns:
         ``(parquet_path, json_path)``.
     """
-    import json
-
     path = layout.neighbors_path(data, setting)
     if not path.is_file():
         raise ValueError(f"no matches for setting {setting!r}: run `match` first")

@@ -169,3 +169,31 @@ def test_comparison_rows_compute_only_missing_settings(data):
     assert (data / "embeddings" / "dinov2_vits14__full__gem__random" / "meta.json").is_file()
     with pytest.raises(ValueError, match="model:preset:pooling"):
         plot_comparison(data, 40, ["dinov2_vits14"], pretrained=False)
+
+
+def test_precomputed_matches_are_used_only_while_fresh(data, vits14, monkeypatch):
+    import steam_dinov2.browse as browse
+
+    live = []
+    real = browse.find_neighbors
+    monkeypatch.setattr(
+        browse, "find_neighbors", lambda *a, **k: live.append(a[1]) or real(*a, **k)
+    )
+    b = Browser(data, k=3)
+    b.show("30")
+    assert live == []  # a lookup in neighbors.parquet
+    # A banner embedded since the match: the table is stale, so the browser searches live.
+    make_banner(3).save(data / "banners" / "95.jpg", quality=70)
+    embed_folder(data / "banners", data, model=vits14, num_workers=0)
+    b = Browser(data, k=3)
+    b.show("30")
+    assert live == ["30"] and "95" in [i for i, _ in b.shown]
+    # Matched again, but the audit has since excluded a game: stale again.
+    match_all(load_embeddings(data, "dinov2_vits14__crop256__cls__random"), k=4, data=data)
+    Browser(data, k=3).show("30")
+    assert live == ["30"]
+    (data / "audit").mkdir()
+    (data / "audit" / "exclusions.json").write_text(json.dumps({"95": ["near duplicate of 30"]}))
+    b = Browser(data, k=3)
+    b.show("30")
+    assert live == ["30", "30"] and "95" not in [i for i, _ in b.shown]
