@@ -99,19 +99,29 @@ def read_app_file(path: str | os.PathLike) -> list[tuple[int, str]]:
     if not path.is_file():
         raise ValueError(f"app list file not found: {path}")
     text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() == ".json":
-        return _apps_from_json(json.loads(text), path)
-    if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-        if not rows or not ({"app_id", "appid"} & set(rows[0])):
-            raise ValueError(f"{path}: a csv app list needs an 'app_id' column")
-        return [(int(r.get("app_id") or r["appid"]), r.get("name") or "") for r in rows]
+    try:
+        if path.suffix.lower() == ".json":
+            return _apps_from_json(json.loads(text), path)
+        if path.suffix.lower() == ".csv":
+            rows = list(csv.DictReader(text.splitlines()))
+            if not rows or not ({"app_id", "appid"} & set(rows[0])):
+                raise ValueError(f"{path}: a csv app list needs an 'app_id' column")
+            return [(int(r.get("app_id") or r["appid"]), r.get("name") or "") for r in rows]
+    except (TypeError, KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not an app list ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
     apps = []
-    for line in text.splitlines():
+    for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if line and not line.startswith("#"):
-            head, _, name = line.replace("\t", ",").partition(",")
-            apps.append((int(head), name.strip()))
+        if not line or line.startswith("#"):
+            continue
+        head, _, name = line.replace("\t", ",").partition(",")
+        if lineno == 1 and head.strip().lower() in ("app_id", "appid"):
+            continue  # a header line
+        if not head.strip().isdigit():
+            raise ValueError(f"{path}:{lineno}: expected an app id, got {head.strip()!r}")
+        apps.append((int(head), name.strip()))
     return apps
 
 

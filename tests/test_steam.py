@@ -134,3 +134,19 @@ def test_bases_from_env_and_arguments(monkeypatch):
         "http://127.0.0.1:2/store_item_assets/steam/apps/440/library_600x900.jpg"
     )
     assert SteamHttp(api_base="http://x").api_base == "http://x"
+
+
+def test_bad_app_files_name_the_file_and_line(tmp_path):
+    txt = tmp_path / "apps.txt"
+    txt.write_text("app_id,name\n620,Portal 2\n# a comment\nPortal,3\n")
+    with pytest.raises(ValueError, match=r"apps.txt:4: expected an app id, got 'Portal'"):
+        steam.read_app_file(txt)
+    txt.write_text("app_id\n620\n")
+    assert steam.read_app_file(txt) == [(620, "")]
+    bad_json = tmp_path / "apps.json"
+    bad_json.write_text('[{"name": "no id"}]')
+    with pytest.raises(ValueError, match="apps.json: not an app list"):
+        steam.read_app_file(bad_json)
+    bad_json.write_text("{not json")
+    with pytest.raises(ValueError, match="apps.json: not an app list"):
+        steam.read_app_file(bad_json)
