@@ -81,6 +81,11 @@ def preview_path(data: str | os.PathLike, setting: str) -> Path:
     return matches_dir(data, setting) / "preview.png"
 
 
+def downloads_dir(data: str | os.PathLike) -> Path:
+    """Files fetched to import (snapshot releases), kept so a rerun does not fetch them again."""
+    return Path(data) / "downloads"
+
+
 def audit_dir(data: str | os.PathLike) -> Path:
     return Path(data) / AUDIT
 

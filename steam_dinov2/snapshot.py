@@ -11,13 +11,13 @@ files are written by us (never by ``tarfile.extract``) to paths built from valid
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import os
 import re
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -91,9 +91,10 @@ def import_snapshot(
     """
     src = RELEASE_URL if str(src).lower() in ("july-2023", "july2023") else str(src)
     if re.match(r"^https?://", src):
-        with tempfile.TemporaryDirectory(dir=_mkdir(data), prefix=".import-") as tmp:
-            local = _fetch(src, Path(tmp), http or SteamHttp(), progress)
-            return import_snapshot(local, data, apps=apps, progress=progress)
+        # Kept under DATA/downloads/: a rerun (or a re-import) does not fetch the release again.
+        folder = layout.downloads_dir(data) / hashlib.sha256(src.encode()).hexdigest()[:12]
+        local = _fetch(src, folder, http or SteamHttp(), progress)
+        return import_snapshot(local, data, apps=apps, progress=progress)
     path = Path(src)
     if path.is_dir():
         app_ids = _read_apps(apps if apps is not None else path / "apps.json")
@@ -137,6 +138,8 @@ def _fetch(url: str, folder: Path, http: SteamHttp, progress: bool) -> Path:
 
 
 def _fetch_file(url: str, out: Path, http: SteamHttp, progress: bool) -> Path:
+    if out.is_file():  # written by one rename: whole, from an earlier run
+        return out
     with http.session.get(url, stream=True, timeout=http.timeout) as r:
         http.raise_for_status(r)
         total = int(r.headers.get("Content-Length", 0)) or None

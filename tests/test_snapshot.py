@@ -101,3 +101,31 @@ def test_unknown_source_names_the_forms(tmp_path):
         import_snapshot(tmp_path / "missing.zip", tmp_path / "d")
     with pytest.raises(ValueError, match="no manifest"):
         pack_snapshot(tmp_path / "empty", tmp_path / "x.tar.gz")
+
+
+def test_import_from_a_url_fetches_once(tmp_path):
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    src = tmp_path / "src"
+    _folder(src, [410, 620])
+    served = tmp_path / "served"
+    served.mkdir()
+    pack_snapshot(src, served / "snap.tar.gz", progress=False)
+    requests = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    handler = functools.partial(Handler, directory=str(served))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/snap.tar.gz"
+        data = tmp_path / "data"
+        assert import_snapshot(url, data, progress=False) == 2
+        assert import_snapshot(url, data, progress=False) == 2
+        server.shutdown()
+    assert requests == ["/snap.tar.gz"]  # the second import reused DATA/downloads
+    assert sorted(read_manifest(data).app_id) == [5, 410, 620]
