@@ -114,10 +114,15 @@ class Browser:
         """Make ``query`` the current query: an id in the collection, or (with ``outside=True``) the
         key of an image fetched or uploaded into ``self.images``, embedded by each setting in turn."""
         entry = {"image": query} if outside else {"id": str(query)}
+        previous = self.history[:], self.position
         del self.history[self.position + 1 :]
         self.history.append(entry)
         self.position = len(self.history) - 1
-        self._render()
+        try:
+            self._render()
+        except Exception:  # a query that cannot be shown does not enter the history
+            self.history, self.position = previous
+            raise
 
     def _step(self, delta: int):
         if 0 <= self.position + delta < len(self.history):

@@ -197,3 +197,24 @@ def test_precomputed_matches_are_used_only_while_fresh(data, vits14, monkeypatch
     b = Browser(data, k=3)
     b.show("30")
     assert live == ["30", "30"] and "95" not in [i for i, _ in b.shown]
+
+
+def test_outside_queries_need_the_weights_file_of_the_setting(data, vits14, tmp_path):
+    import torch
+
+    weights, other = tmp_path / "w.pth", tmp_path / "other.pth"
+    torch.save(vits14.state_dict(), weights)
+    torch.save({k: v + 0.01 for k, v in vits14.state_dict().items()}, other)
+    emb = embed_folder(
+        data / "banners", data, model="dinov2_vits14", weights=weights, num_workers=0
+    )
+    buf = io.BytesIO()
+    make_banner(5, size=(600, 900)).save(buf, format="PNG")
+    for given in (None, other):
+        b = Browser(data, settings=[emb.setting], k=3, weights=given)
+        _upload(b, "mine.png", buf.getvalue())
+        assert "pass that file as Browser(..., weights=PATH)" in b.status.value
+        assert b.shown == [] and b.history == []
+    b = Browser(data, settings=[emb.setting], k=3, weights=weights)
+    _upload(b, "mine.png", buf.getvalue())
+    assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
