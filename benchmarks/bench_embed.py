@@ -5,7 +5,8 @@ Measured side by side, in interleaved rounds, on generated 224x336 JPEGs with ra
 
 - model-only: ``pool_tokens`` on batches already decoded and transformed, split for the forward
   exactly as ``embed_images`` splits them (the ceiling);
-- end-to-end: ``embed_images`` on the files (DataLoader workers decode while the model runs);
+- end-to-end: ``embed_images`` on the files, default settings (on a CPU it decodes in process,
+  on a GPU in DataLoader workers while the model runs);
 - Hugging Face: ``Dinov2Model`` (ViT-S/14 sizes) fed by ``BitImageProcessor`` configured like
   facebook/dinov2-small, images opened with PIL in the loop, as its model card does;
 - per-image loop: open, transform, forward one image at a time (the original project's query path);
