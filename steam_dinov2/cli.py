@@ -72,13 +72,18 @@ def _cmd_embed(args) -> int:
     return 0
 
 
-def _match(args, emb=None):
+def _exclusions(args) -> dict:
     from .audit import load_exclusions
+
+    return {} if args.include_excluded else load_exclusions(args.data)
+
+
+def _match(args, emb=None, exclude=None):
     from .embed import load_embeddings
     from .search import match_all
 
     emb = emb or load_embeddings(args.data, _setting(args))
-    exclude = {} if args.include_excluded else load_exclusions(args.data)
+    exclude = _exclusions(args) if exclude is None else exclude
     table = match_all(emb, k=args.k, exclude=exclude, data=args.data)
     if exclude:
         print(f"{len(exclude)} images excluded by the audit are never neighbours")
@@ -182,7 +187,6 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .audit import load_exclusions
     from .compare import plot_games
 
     if not args.skip_download:
@@ -190,8 +194,8 @@ def _cmd_run(args) -> int:
     if not args.skip_audit:
         _audit(args)
     emb = _embed(args)
-    table = _match(args, emb)
-    exclude = {} if args.include_excluded else load_exclusions(args.data)
+    exclude = _exclusions(args)
+    table = _match(args, emb, exclude)
     path = layout.preview_path(args.data, emb.setting)
     with layout.atomic_path(path) as tmp:
         plot_games(args.data, emb, k=5, exclude=exclude).savefig(tmp, format="png", dpi=80)

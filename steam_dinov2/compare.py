@@ -7,8 +7,8 @@ import os
 from . import layout
 from .embed import embed_folder, list_images
 from .manifest import load_names, search_games
-from .plot import as_image_array, shorten
-from .search import find_neighbors
+from .plot import shorten
+from .search import find_neighbors, index_collection
 
 
 def parse_setting(setting) -> tuple[str, str, str]:
@@ -52,36 +52,40 @@ def plot_comparison(
     Returns:
         matplotlib Figure, ``len(settings)`` rows of ``k + 1`` banners.
     """
-    from matplotlib.figure import Figure
+    from .plot import plot_image_grid
 
     settings = [parse_setting(s) for s in settings]
     images = images or layout.banners_dir(data)
     names = load_names(data)
     files = list_images(images)
-    app_id = str(app_id)
-    fig = Figure(figsize=(1.6 * (k + 1) + 1.5, 2.7 * len(settings)), layout="constrained")
-    axes = fig.subplots(len(settings), k + 1, squeeze=False)
-    for row, (model, preset, pooling) in enumerate(settings):
+    cells = []
+    for model, preset, pooling in settings:
         emb = embed_folder(
             images, data, model=model, preset=preset, pooling=pooling, pretrained=pretrained,
             weights=weights, progress=progress,
         )  # fmt: skip
-        table = find_neighbors(emb, app_id, k=k, exclude=exclude)
-        cells = [(app_id, "QUERY")] + [(i, f"{s:.3f}") for i, s in zip(table["id"], table["score"])]
-        for col, ax in enumerate(axes[row]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(col == 0)
-                spine.set_edgecolor("red")
-            if col >= len(cells):
-                ax.axis("off")
-                continue
-            i, score = cells[col]
-            ax.imshow(as_image_array(files[i]))
-            ax.set_title(f"{shorten(names.get(i, i), 18)}\n{score}", fontsize=7)
-        axes[row][0].set_ylabel(f"{model}\n{preset}\n{pooling}", fontsize=8)
+        cells += _neighbour_row(emb, str(app_id), k, index_collection(emb, exclude), names, 18)
+    fig = plot_image_grid(
+        [files[i] if i else _blank_array() for i, _ in cells], [t for _, t in cells],
+        ncols=k + 1, width=1.6,
+    )  # fmt: skip
+    for row, (model, preset, pooling) in enumerate(settings):
+        ax = fig.axes[row * (k + 1)]  # the query: framed in red, the row labelled with its setting
+        ax.axis("on")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor("red")
+        ax.set_ylabel(f"{model}\n{preset}\n{pooling}", fontsize=8)
     return fig
+
+
+def _neighbour_row(emb, app_id: str, k: int, index, names, width: int) -> list:
+    """``k + 1`` cells ``(id or None, title)``: the query, its neighbours, blanks if short."""
+    table = find_neighbors(emb, app_id, k=k, index=index)
+    row = [(app_id, "QUERY")] + [(i, f"{s:.3f}") for i, s in zip(table["id"], table["score"])]
+    row = [(i, f"{shorten(names.get(i, i), width)}\n{t}") for i, t in row]
+    return row + [(None, "")] * (k + 1 - len(row))
 
 
 def plot_neighbors(
@@ -137,15 +141,12 @@ def plot_games(data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclud
     if app_ids is None:
         found = [h for q in WELL_KNOWN for h in search_games(names, q, ids=emb.ids)[:1]]
         app_ids = list(dict.fromkeys(found + emb.ids))[:4]
-    images, titles = [], []
-    for app_id in map(str, app_ids):
-        table = find_neighbors(emb, app_id, k=k, exclude=exclude)
-        row = [(app_id, "QUERY")] + [(i, f"{s:.3f}") for i, s in zip(table["id"], table["score"])]
-        row += [(None, "")] * (k + 1 - len(row))
-        for i, score in row:
-            images.append(layout.banner_path(data, i) if i else _blank_array())
-            titles.append(f"{shorten(names.get(i, i), 20)}\n{score}" if i else "")
-    return plot_image_grid(images, titles, ncols=k + 1, width=1.6)
+    index = index_collection(emb, exclude)  # built once for every row
+    cells = [c for a in map(str, app_ids) for c in _neighbour_row(emb, a, k, index, names, 20)]
+    return plot_image_grid(
+        [layout.banner_path(data, i) if i else _blank_array() for i, _ in cells],
+        [t for _, t in cells], ncols=k + 1, width=1.6,
+    )  # fmt: skip
 
 
 def _blank_array():
