@@ -1,32 +1,42 @@
 """steam-dinov2: find Steam games whose store banners look alike, with DINOv2 and DINO."""
 
-from .audit import audit_banners
-from .compare import plot_comparison
-from .download import download_banners
-from .embed import Embeddings, embed_folder, embed_images, load_embeddings
-from .models import available_models, load_model
-from .plot import plot_image_grid, plot_matches
-from .preprocess import make_transform
-from .search import build_index, find_duplicate_groups, find_neighbors, match_all
-from .snapshot import import_snapshot
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = [
-    "Embeddings",
-    "audit_banners",
-    "available_models",
-    "build_index",
-    "download_banners",
-    "embed_folder",
-    "embed_images",
-    "find_duplicate_groups",
-    "find_neighbors",
-    "import_snapshot",
-    "load_embeddings",
-    "load_model",
-    "make_transform",
-    "match_all",
-    "plot_comparison",
-    "plot_image_grid",
-    "plot_matches",
-]
+
+# Public name -> the submodule that defines it. The submodules import torch, pandas, requests,
+# PIL and faiss; they load on first use (PEP 562), so `import steam_dinov2` stays fast.
+_SOURCES = {
+    "Embeddings": "embed",
+    "audit_banners": "audit",
+    "available_models": "models",
+    "build_index": "search",
+    "download_banners": "download",
+    "embed_folder": "embed",
+    "embed_images": "embed",
+    "find_duplicate_groups": "search",
+    "find_neighbors": "search",
+    "import_snapshot": "snapshot",
+    "load_embeddings": "embed",
+    "load_model": "models",
+    "make_transform": "preprocess",
+    "match_all": "search",
+    "plot_comparison": "compare",
+    "plot_image_grid": "plot",
+    "plot_matches": "plot",
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_SOURCES[name]}", __name__), name)
+    globals()[name] = value  # the next lookup skips __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
