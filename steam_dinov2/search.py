@@ -201,29 +201,29 @@ def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[in
     Returns:
         Groups of two or more row indices, each sorted, ordered by their first row.
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    parent = np.arange(len(vectors))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    n = len(vectors)
+    root = np.arange(n)  # each row's component so far, named by its smallest row
     index = build_index(vectors)
     # faiss's IP range search keeps scores strictly above the radius; step just below threshold.
     radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
-    for start in range(0, len(vectors), BLOCK):
+    for start in range(0, n, BLOCK):
         lims, _, rows = index.range_search(vectors[start : start + BLOCK], radius)
-        for q in range(len(lims) - 1):
-            for r in rows[lims[q] : lims[q + 1]]:
-                a, b = root(start + q), root(int(r))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(vectors)):
-        groups.setdefault(root(i), []).append(i)
-    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+        queries = start + np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64))
+        # Components so far as stars (row -> root) plus this block's links: memory stays
+        # N + one block's pairs, however many pairs the whole collection has.
+        src, dst = np.concatenate([np.arange(n), queries]), np.concatenate([root, rows])
+        graph = coo_matrix((np.ones(len(src), bool), (src, dst)), shape=(n, n))
+        _, labels = connected_components(graph, directed=False)
+        _, first = np.unique(labels, return_index=True)  # smallest row of each component
+        root = first[labels]
+    order = np.argsort(root, kind="stable")
+    bounds = np.flatnonzero(np.diff(root[order])) + 1
+    groups = [g.tolist() for g in np.split(order, bounds) if len(g) > 1]
+    return sorted(groups, key=lambda g: g[0])
 
 
 def export_matches(data: str | os.PathLike, setting: str, *, names: dict[str, str] | None = None):

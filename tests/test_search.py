@@ -106,3 +106,26 @@ def test_duplicate_groups_chain_and_threshold_is_inclusive():
     assert groups == [[0, 1, 2], [3, 4]]  # 0~1 and 1~2 link 0 with 2 (cos 20 deg < threshold)
     assert find_duplicate_groups(vectors, 0.9999) == []
     assert find_duplicate_groups(vectors, -1.0) == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_duplicate_groups_across_blocks_equal_a_brute_force_closure(monkeypatch):
+    import steam_dinov2.search as search
+
+    monkeypatch.setattr(search, "BLOCK", 7)  # chains that cross many blocks
+    rng = np.random.default_rng(6)
+    # 60 rows in 15 loose clusters of 4 (noisy copies of 15 centres), shuffled.
+    centres = _unit(rng, 15, 8)
+    vectors = centres.repeat(4, 0) + 0.15 * rng.standard_normal((60, 8)).astype(np.float32)
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True))[rng.permutation(60)]
+    threshold = 0.9
+    reach = (vectors @ vectors.T) >= np.float32(threshold)
+    while True:  # transitive closure by boolean matrix products
+        wider = (reach.astype(np.int32) @ reach.astype(np.int32)) > 0
+        if (wider == reach).all():
+            break
+        reach = wider
+    ref = sorted({tuple(np.flatnonzero(r)) for r in reach if r.sum() > 1})
+    groups = search.find_duplicate_groups(vectors, threshold)
+    assert [tuple(g) for g in groups] == ref
+    # Not a trivial case: many groups, and some hold a pair below the threshold (a chain).
+    assert len(groups) > 5 and any((vectors[g] @ vectors[g].T < threshold).any() for g in groups)
