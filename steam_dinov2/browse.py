@@ -14,7 +14,8 @@ import pandas as pd
 from . import layout
 from .audit import load_exclusions
 from .embed import embed_image, load_embeddings
-from .manifest import load_names, search_games
+from .manifest import load_names
+from .names import search_games
 from .search import (
     find_neighbors,
     index_collection,

@@ -6,7 +6,8 @@ import os
 
 from . import layout
 from .embed import embed_folder, list_images
-from .manifest import load_names, search_games
+from .manifest import load_names
+from .names import search_games
 from .plot import shorten
 from .search import find_neighbors, index_collection
 

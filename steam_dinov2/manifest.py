@@ -7,16 +7,15 @@ Columns (``MANIFEST_DTYPES``): ``app_id``; ``name`` for display; ``url`` the ban
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
-import unicodedata
 
 import pandas as pd
 from PIL import Image
 
 from . import layout
+from .names import normalize_name, search_games  # noqa: F401  (moved to names.py; old imports)
 
 logger = logging.getLogger(__name__)
 
@@ -158,42 +157,7 @@ class ManifestBook:
         self.last_flush = time.monotonic()
 
 
-@functools.cache  # the browser searches the same 30,000 names on every keystroke
-def normalize_name(text: str) -> str:
-    """Lower case, accents and punctuation dropped, spaces collapsed: "Pokémon: Red!" -> "pokemon red"."""
-    text = unicodedata.normalize("NFKD", str(text))
-    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
-    return " ".join("".join(c if c.isalnum() else " " for c in text).split())
-
-
 def load_names(data: str | os.PathLike) -> dict[str, str]:
     """``{app_id: name}`` from the manifest ({} without one); ids are str like everywhere downstream."""
     df = read_manifest(data)
     return {str(a): str(n) for a, n in zip(df["app_id"], df["name"]) if n}
-
-
-def search_games(names: dict[str, str], text: str, *, ids=None, limit: int = 20) -> list[str]:
-    """Ids whose name holds every word of ``text`` (or whose id is ``text``), best first.
-
-    Args:
-        names: ``{id: name}``.
-        text: part of a name, any case, accents or punctuation; or an app id.
-        ids: the ids that may be returned (default: all of ``names``).
-        limit: at most this many.
-
-    Returns:
-        Ids: an exact id first, then names starting with the query, then shorter names first.
-    """
-    pool = list(names) if ids is None else list(ids)
-    text = text.strip()
-    hits = [text] if text in set(pool) else []
-    words = normalize_name(text).split()
-    if not words:
-        return hits[:limit]
-    query = " ".join(words)
-    scored = []
-    for i in pool:
-        name = normalize_name(names.get(i, ""))
-        if i not in hits and all(w in name for w in words):
-            scored.append((not name.startswith(query), len(name), name, i))
-    return (hits + [i for *_, i in sorted(scored)])[:limit]

@@ -13,7 +13,7 @@ from steam_server import App, FakeSteam
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_all
 from steam_dinov2.browse import Browser
 from steam_dinov2.compare import plot_comparison
-from steam_dinov2.manifest import normalize_name, search_games
+from steam_dinov2.names import normalize_name, search_games
 
 matplotlib.use("Agg")
 NAMES = {
