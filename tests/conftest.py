@@ -40,6 +40,33 @@ def banner_dir(tmp_path):
     return folder
 
 
+@pytest.fixture
+def fake_clock(monkeypatch):
+    """``time.monotonic`` and ``time.sleep`` on a clock that moves only when something sleeps.
+
+    Waits (Retry-After, rate limits) are then checked on the clock the code itself reads,
+    exactly and at once, instead of against the wall clock. The fake server logs on it too.
+    """
+    import threading
+    import time
+
+    class Clock:
+        def __init__(self):
+            self.now, self.lock = 0.0, threading.Lock()
+
+        def monotonic(self) -> float:
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            with self.lock:
+                self.now += max(0.0, seconds)
+
+    clock = Clock()
+    monkeypatch.setattr(time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(time, "sleep", clock.sleep)
+    return clock
+
+
 @pytest.fixture(scope="session")
 def vits14():
     """The real DINOv2 ViT-S/14 architecture with random (seeded) weights, on the CPU."""

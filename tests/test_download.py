@@ -96,9 +96,9 @@ def test_download_survives_every_fault(tmp_path, server, http):
     assert {c: str(t) for c, t in read_manifest(tmp_path).dtypes.items()} == MANIFEST_DTYPES
 
 
-def test_retry_after_is_honoured(tmp_path, server, http):
+def test_retry_after_is_honoured(tmp_path, server, http, fake_clock):
     download_banners(tmp_path, source=[102], http=http, workers=1, progress=False)
-    times = [t for t, p, _ in server.log if "/102/" in p]
+    times = [t for t, p, _ in server.log if "/102/" in p]  # on the fake clock
     statuses = [s for _, p, s in server.log if "/102/" in p]
     assert statuses == [429, 200]
     assert times[1] - times[0] >= 0.3  # the server's Retry-After: 0.3

@@ -29,6 +29,33 @@ def test_pooling_dims_and_norms(reg_model, pooling, factor):
     torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
 
 
+def _plain_reference(model, x, pooling):
+    """Each pooling by hand from the model's own blocks: plain torch, no forward_tokens."""
+    t = model.norm_pre(model._pos_embed(model.patch_embed(x)))
+    outs = []
+    for block in model.blocks:
+        t = block(t)
+        outs.append(model.norm(t))
+    last, prefix = outs[-1], model.num_prefix_tokens  # CLS + 4 registers
+    patches = last[:, prefix:]
+    if pooling == "cls+avg":
+        v = torch.cat([last[:, 0], patches.sum(1) / patches.shape[1]], 1)
+    elif pooling == "last4cls":
+        v = torch.cat([o[:, 0] for o in outs[-4:]], 1)
+    else:  # gem, p = 3, on patch tokens clamped to positive
+        v = (patches.clamp(min=1e-6) ** 3).mean(1) ** (1 / 3)
+    return v / v.norm(dim=1, keepdim=True), model.norm(t)
+
+
+@pytest.mark.parametrize("pooling", ["cls+avg", "last4cls", "gem"])
+def test_pooling_equals_a_plain_torch_reference(reg_model, pooling):
+    x = torch.stack([make_transform("crop256")(make_banner(s)) for s in (4, 5)])
+    with torch.inference_mode():
+        ref, tokens = _plain_reference(reg_model, x, pooling)
+        torch.testing.assert_close(tokens, reg_model.forward_features(x))  # the same forward
+        torch.testing.assert_close(pool_tokens(reg_model, x, pooling), ref, atol=1e-5, rtol=0)
+
+
 def test_register_tokens_are_not_patches(reg_model):
     x = make_transform("full")(make_banner(1))[None]
     with torch.inference_mode():
