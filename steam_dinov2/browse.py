@@ -269,8 +269,3 @@ def _blank():
     from PIL import Image
 
     return Image.new("RGB", (224, 336), (40, 40, 40))
-
-
-def browse(data, **kwargs) -> Browser:
-    """Open the browser over ``data``'s cached settings (see ``Browser``); display the result."""
-    return Browser(data, **kwargs)

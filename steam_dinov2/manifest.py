@@ -19,7 +19,6 @@ from .names import normalize_name, search_games  # noqa: F401  (moved to names.p
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("ok", "no_banner", "error")
 MANIFEST_DTYPES = {
     "app_id": "int64",
     "name": "str",

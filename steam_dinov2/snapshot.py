@@ -112,11 +112,6 @@ def import_snapshot(
     raise ValueError(f"cannot import {src!r}; expected {_FORMS}")
 
 
-def _mkdir(data) -> Path:
-    Path(data).mkdir(parents=True, exist_ok=True)
-    return Path(data)
-
-
 def _read_apps(apps) -> list[int] | None:
     if apps is None:
         return None
