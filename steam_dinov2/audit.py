@@ -23,7 +23,7 @@ from PIL import Image
 
 from . import layout
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 PROPERTY_TYPES = (
     "dark", "light", "blurry", "low_information", "grayscale", "odd_aspect_ratio", "odd_size",
@@ -70,9 +70,9 @@ def _audit_images(data: str | os.PathLike) -> dict[str, Path]:
     for i in ids:
         path = layout.banner_path(data, i)
         if not i.isdigit() or i != str(int(i)):
-            log.warning("skipping %s: a banner's file name is its numeric app id", path.name)
+            logger.warning("skipping %s: a banner's file name is its numeric app id", path.name)
         elif not path.is_file():
-            log.warning("manifest lists %s as ok but the file is missing", path.name)
+            logger.warning("manifest lists %s as ok but the file is missing", path.name)
         else:
             found[i] = path
     return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
@@ -124,7 +124,7 @@ def _run_imagelab(data, images: dict[str, Path], params: dict, n_jobs):
             with contextlib.redirect_stdout(quiet):
                 return Imagelab.load(str(folder)), True, saved["broken"]
         except Exception as e:  # a damaged save is recomputed, never trusted
-            log.warning("could not load %s (%s); recomputing", folder, e)
+            logger.warning("could not load %s (%s); recomputing", folder, e)
     broken = []
     try:
         lab = Imagelab(filepaths=[str(p) for p in images.values()], verbose=False)
@@ -133,7 +133,7 @@ def _run_imagelab(data, images: dict[str, Path], params: dict, n_jobs):
         broken = [i for i, p in images.items() if not _readable(p, decode=True)]
         if not broken or len(broken) == len(images):
             raise
-        log.warning("%d banners cannot be decoded: %s", len(broken), ", ".join(broken[:10]))
+        logger.warning("%d banners cannot be decoded: %s", len(broken), ", ".join(broken[:10]))
         paths = [str(p) for i, p in images.items() if i not in set(broken)]
         lab = Imagelab(filepaths=paths, verbose=False)
         lab.find_issues(params, n_jobs=n_jobs, verbose=False)
@@ -236,7 +236,7 @@ def audit_banners(
     with layout.atomic_path(layout.issues_path(data)) as tmp:
         issues.to_parquet(tmp, index=False)
     layout.write_text_atomic(layout.exclusions_path(data), json.dumps(exclusions, indent=1))
-    log.info("audit: %d of %d banners excluded", len(exclusions), len(images))
+    logger.info("audit: %d of %d banners excluded", len(exclusions), len(images))
     return Audit(issues, exclusions, groups, reused)
 
 

@@ -23,7 +23,7 @@ from .search import (
     read_matches_made_from,
 )
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 STORE_URL = "https://store.steampowered.com/app/{}"
 
 
@@ -90,7 +90,7 @@ class Browser:
             try:
                 handler(*args)
             except Exception as e:
-                log.warning("browser: %s", e)
+                logger.warning("browser: %s", e)
                 self.status.value = f"<b>{type(e).__name__}:</b> {html.escape(str(e))}"
 
         return run

@@ -17,7 +17,7 @@ from . import layout
 from .models import forward_tokens, load_model, resolve_arch, weights_tag
 from .preprocess import FULL_SIZE, make_transform
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 POOLINGS = {
     "cls": "CLS token of the last block (DINO's k-NN eval; steam-DINO's 'Simple')",
@@ -144,7 +144,7 @@ def embed_images(
             bar.update(len(idx))
             bar.set_postfix(skipped=len(errors))
     for p, e in errors.items():
-        log.warning("skipped %s: %s", p, e)
+        logger.warning("skipped %s: %s", p, e)
     dim = chunks[0].shape[1] if chunks else 0
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     return vectors.astype(np.float32, copy=False), kept, errors
@@ -176,7 +176,7 @@ def list_images(folder: str | os.PathLike) -> dict[str, Path]:
     for p in sorted(Path(folder).iterdir()):
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."):
             if p.stem in found:
-                log.warning("two images share the id %s; using %s", p.stem, found[p.stem].name)
+                logger.warning("two images share the id %s; using %s", p.stem, found[p.stem].name)
                 continue
             found[p.stem] = p
     return found
@@ -295,7 +295,7 @@ def embed_folder(
         try:
             meta, rows = _read_cache(folder)
         except (ValueError, OSError, KeyError) as e:
-            log.warning("ignoring unreadable cache %s (%s); recomputing", folder, e)
+            logger.warning("ignoring unreadable cache %s (%s); recomputing", folder, e)
         else:
             if meta.get("images", source) != source:
                 raise ValueError(
@@ -310,7 +310,7 @@ def embed_folder(
                     rows["failed"],
                 )
             else:
-                log.warning("cache %s was made with other options; recomputing", folder)
+                logger.warning("cache %s was made with other options; recomputing", folder)
                 meta = None
 
     files = list_images(images)

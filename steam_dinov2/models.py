@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -13,8 +12,6 @@ from pathlib import Path
 import torch
 
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
-
-log = logging.getLogger(__name__)
 
 HUB_PREFIX = "hub:"
 # Random weights come from this seed, so two runs (and a cache one made and the other extends) agree.

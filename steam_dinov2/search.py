@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 
 import numpy as np
@@ -13,7 +12,6 @@ import pandas as pd
 from . import layout
 from .embed import Embeddings
 
-log = logging.getLogger(__name__)
 BLOCK = 4096  # queries per faiss call: bounds the result buffers whatever N is
 
 

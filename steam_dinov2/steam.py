@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -24,8 +23,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .net import SteamHttp, get_api_key
-
-logger = logging.getLogger(__name__)
 
 SOURCES = ("store", "steamspy", "file:PATH")
 STORE_PAGE_MAX = 50_000  # IStoreService/GetAppList caps max_results at 50,000.
