@@ -130,7 +130,7 @@ class Browser:
             self.position += delta
             self._render()
 
-    def neighbours(self, entry: dict, k: int) -> pd.DataFrame:
+    def neighbors(self, entry: dict, k: int) -> pd.DataFrame:
         """rank, id, score of an entry's k neighbours in the current setting."""
         setting = self.setting.value
         if "id" in entry:
@@ -229,7 +229,7 @@ class Browser:
         if self.position < 0:
             return
         entry = self.history[self.position]
-        table = self.neighbours(entry, self.k.value)
+        table = self.neighbors(entry, self.k.value)
         self.shown = list(zip(table["id"], table["score"].astype(float)))
         qid = entry.get("id")
         title = self.names.get(qid, qid) if qid else f"outside the collection: {entry['image']}"

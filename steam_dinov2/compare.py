@@ -65,7 +65,7 @@ def plot_comparison(
             images, data, model=model, preset=preset, pooling=pooling, pretrained=pretrained,
             weights=weights, progress=progress,
         )  # fmt: skip
-        cells += _neighbour_row(emb, str(app_id), k, index_collection(emb, exclude), names, 18)
+        cells += _neighbor_row(emb, str(app_id), k, index_collection(emb, exclude), names, 18)
     fig = plot_image_grid(
         [files[i] if i else _blank_array() for i, _ in cells], [t for _, t in cells],
         ncols=k + 1, width=1.6,
@@ -81,7 +81,7 @@ def plot_comparison(
     return fig
 
 
-def _neighbour_row(emb, app_id: str, k: int, index, names, width: int) -> list:
+def _neighbor_row(emb, app_id: str, k: int, index, names, width: int) -> list:
     """``k + 1`` cells ``(id or None, title)``: the query, its neighbours, blanks if short."""
     table = find_neighbors(emb, app_id, k=k, index=index)
     row = [(app_id, "QUERY")] + [(i, f"{s:.3f}") for i, s in zip(table["id"], table["score"])]
@@ -143,7 +143,7 @@ def plot_games(data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclud
         found = [h for q in WELL_KNOWN for h in search_games(names, q, ids=emb.ids)[:1]]
         app_ids = list(dict.fromkeys(found + emb.ids))[:4]
     index = index_collection(emb, exclude)  # built once for every row
-    cells = [c for a in map(str, app_ids) for c in _neighbour_row(emb, a, k, index, names, 20)]
+    cells = [c for a in map(str, app_ids) for c in _neighbor_row(emb, a, k, index, names, 20)]
     return plot_image_grid(
         [layout.banner_path(data, i) if i else _blank_array() for i, _ in cells],
         [t for _, t in cells], ncols=k + 1, width=1.6,

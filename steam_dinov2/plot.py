@@ -51,12 +51,12 @@ def plot_image_grid(images, titles=None, ncols: int = 5, *, width: float = 2.2):
     return fig
 
 
-def plot_matches(query, neighbours, scores, names=None, *, query_name: str = "", ncols: int = 6):
+def plot_matches(query, neighbors, scores, names=None, *, query_name: str = "", ncols: int = 6):
     """The query image first (framed in red) and its neighbours, each titled with name and cosine.
 
     Args:
         query: the query image (path, PIL image or array).
-        neighbours: neighbour images, best first.
+        neighbors: neighbour images, best first.
         scores: cosine score of each neighbour.
         names: display name of each neighbour (e.g. the game's name), or None.
         query_name: display name of the query.
@@ -64,13 +64,13 @@ def plot_matches(query, neighbours, scores, names=None, *, query_name: str = "",
     Returns:
         matplotlib Figure.
     """
-    neighbours, scores = list(neighbours), list(scores)
-    if len(scores) != len(neighbours):
-        raise ValueError(f"{len(scores)} scores for {len(neighbours)} neighbours")
-    names = list(names) if names is not None else [""] * len(neighbours)
+    neighbors, scores = list(neighbors), list(scores)
+    if len(scores) != len(neighbors):
+        raise ValueError(f"{len(scores)} scores for {len(neighbors)} neighbours")
+    names = list(names) if names is not None else [""] * len(neighbors)
     titles = [f"QUERY\n{shorten(query_name)}"]
     titles += [f"{shorten(n)}\n{s:.3f}" for n, s in zip(names, scores)]
-    fig = plot_image_grid([query, *neighbours], titles, ncols=ncols)
+    fig = plot_image_grid([query, *neighbors], titles, ncols=ncols)
     ax = fig.axes[0]
     ax.axis("on")
     ax.set_xticks([])

@@ -200,7 +200,7 @@ def _check(page, data, app_id):
     return shown
 
 
-def test_typing_a_game_name_shows_its_neighbours(voila, notebook, page, tmp_path):
+def test_typing_a_game_name_shows_its_neighbors(voila, notebook, page, tmp_path):
     from playwright.sync_api import expect
 
     _, data = notebook

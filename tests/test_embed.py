@@ -100,7 +100,7 @@ def test_bad_images_are_skipped_and_reported(vits14, banner_dir, tmp_path):
     assert np.abs(ref - vectors).max() < 1e-5
 
 
-def test_copy_is_the_nearest_neighbour(vits14, banner_dir):
+def test_copy_is_the_nearest_neighbor(vits14, banner_dir):
     paths = sorted(banner_dir.iterdir(), key=lambda p: int(p.stem))
     vectors, _, _ = embed_images(paths, vits14, num_workers=0)
     sims = vectors @ vectors.T

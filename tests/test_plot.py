@@ -28,10 +28,10 @@ def test_grid_shows_every_image_with_its_title(banner_dir):
 
 def test_matches_put_the_query_first_with_names_and_scores(tmp_path):
     query = make_banner(1)
-    neighbours = [make_banner(2), np.asarray(make_banner(3).convert("L").convert("RGB"))]
+    neighbors = [make_banner(2), np.asarray(make_banner(3).convert("L").convert("RGB"))]
     fig = plot_matches(
         query,
-        neighbours,
+        neighbors,
         [0.91234, 0.5],
         ["Portal 2", "A very long game name that goes on"],
         query_name="Portal",

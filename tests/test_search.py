@@ -70,7 +70,7 @@ def test_k_larger_than_the_collection():
     assert len(match_all(_emb(vectors[:1]), k=10)) == 0
 
 
-def test_excluded_ids_are_queried_but_never_neighbours():
+def test_excluded_ids_are_queried_but_never_neighbors():
     vectors = _unit(np.random.default_rng(4), 20, 8)
     emb = _emb(vectors)
     excluded = {"103", "110", "119"}
