@@ -35,10 +35,17 @@ LATENCY = 0.05
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "steam_server.py"), "--apps", str(N),
-         "--latency", str(latency)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "tests" / "steam_server.py"),
+            "--apps",
+            str(N),
+            "--latency",
+            str(latency),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     return proc, proc.stdout.readline().strip()
 
 
@@ -58,16 +65,26 @@ def run_img2dataset(exe: str, base: str, workers: int, n: int = N) -> tuple[floa
     with tempfile.TemporaryDirectory() as tmp:
         urls = Path(tmp) / "urls.txt"
         urls.write_text(
-            "".join(f"{base}/store_item_assets/steam/apps/{i}/library_600x900.jpg\n"
-                    for i in range(1, n + 1))
-        )  # fmt: skip
+            "".join(
+                f"{base}/store_item_assets/steam/apps/{i}/library_600x900.jpg\n"
+                for i in range(1, n + 1)
+            )
+        )
         out = Path(tmp) / "images"
-        cmd = [
-            exe, "--url_list", str(urls), "--output_folder", str(out), "--image_size", "224",
-            "--resize_mode", "keep_ratio", "--thread_count", str(workers),
-            "--processes_count", "1", "--output_format", "files", "--encode_quality", "95",
-            "--timeout", "20", "--retries", "0", "--number_sample_per_shard", "10000",
-        ]  # fmt: skip
+        options = {
+            "--url_list": urls,
+            "--output_folder": out,
+            "--image_size": 224,
+            "--resize_mode": "keep_ratio",
+            "--thread_count": workers,
+            "--processes_count": 1,
+            "--output_format": "files",
+            "--encode_quality": 95,
+            "--timeout": 20,
+            "--retries": 0,
+            "--number_sample_per_shard": 10000,
+        }
+        cmd = [exe, *(str(x) for pair in options.items() for x in pair)]
         env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
         t = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, env=env)
@@ -102,8 +119,10 @@ def main() -> None:
             ideal = w / LATENCY
             ours = run_ours(base, w)
             results[w] = ours
-            print(f"ours  w={w:3d}: {ours:6.0f} banners/s  ideal {ideal:5.0f}  "
-                  f"ratio {ours / ideal:.2f}  (ideal capped by ceiling: {min(ideal, ceiling):.0f})")  # fmt: skip
+            print(
+                f"ours  w={w:3d}: {ours:6.0f} banners/s  ideal {ideal:5.0f}  "
+                f"ratio {ours / ideal:.2f}  (ideal capped by ceiling: {min(ideal, ceiling):.0f})"
+            )
         i2d = {}
         if Path(args.img2dataset).exists():
             startup, _ = run_img2dataset(args.img2dataset, base, 8, n=10)
@@ -112,8 +131,10 @@ def main() -> None:
                 seconds, got = run_img2dataset(args.img2dataset, base, w)
                 raw, adj = got / seconds, got / max(seconds - startup, 1e-3)
                 i2d[w] = (raw, adj)
-                print(f"img2dataset w={w:3d}: {raw:6.0f} banners/s raw, {adj:6.0f} without "
-                      f"start-up ({got}/{N} saved)")  # fmt: skip
+                print(
+                    f"img2dataset w={w:3d}: {raw:6.0f} banners/s raw, {adj:6.0f} without "
+                    f"start-up ({got}/{N} saved)"
+                )
         else:
             print(f"img2dataset not found at {args.img2dataset}: skipped")
     finally:

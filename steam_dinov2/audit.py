@@ -26,8 +26,14 @@ from . import layout
 logger = logging.getLogger(__name__)
 
 PROPERTY_TYPES = (
-    "dark", "light", "blurry", "low_information", "grayscale", "odd_aspect_ratio", "odd_size",
-)  # fmt: skip
+    "dark",
+    "light",
+    "blurry",
+    "low_information",
+    "grayscale",
+    "odd_aspect_ratio",
+    "odd_size",
+)
 DUPLICATE_TYPES = ("exact_duplicates", "near_duplicates")
 ISSUE_TYPES = PROPERTY_TYPES + DUPLICATE_TYPES  # CleanVision's defaults, all selected by default
 EMBEDDING_DUPLICATES = "embedding_duplicates"
@@ -96,8 +102,10 @@ def _issue_params(issue_types, thresholds) -> dict[str, dict]:
     params = {t: {} for t in types}
     for t, value in (thresholds or {}).items():
         if t in DUPLICATE_TYPES:
-            raise ValueError(f"{t} has no threshold (hash equality); for embedding duplicates "
-                             "use near_dup_threshold")  # fmt: skip
+            raise ValueError(
+                f"{t} has no threshold (hash equality); for embedding duplicates "
+                "use near_dup_threshold"
+            )
         if t not in params:
             raise ValueError(f"threshold given for {t!r}, which is not among the issue types")
         params[t] = {"threshold": float(value)}
@@ -196,10 +204,17 @@ def audit_banners(
         from .embed import embed_folder
 
         emb = embed_folder(
-            layout.banners_dir(data), data, model=model, preset=preset, pooling=pooling,
-            pretrained=pretrained, weights=weights, batch_size=batch_size, device=device,
+            layout.banners_dir(data),
+            data,
+            model=model,
+            preset=preset,
+            pooling=pooling,
+            pretrained=pretrained,
+            weights=weights,
+            batch_size=batch_size,
+            device=device,
             progress=progress,
-        )  # fmt: skip
+        )
     bad = [
         i for i, p in images.items() if (emb is not None and i in emb.errors) or not _readable(p)
     ]

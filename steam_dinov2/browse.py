@@ -79,10 +79,16 @@ class Browser:
             guard(lambda ch: ch["new"] and self._show_outside_id(ch["new"])), "value"
         )
         self.upload.observe(guard(lambda _: self._show_upload()), "value")
-        self.widget = w.VBox([
-            w.HBox([self.search, self.random, self.back, self.forward]), self.choices,
-            w.HBox([self.setting, self.k]), w.HBox([self.outside, self.upload]), self.status, self.grid,
-        ])  # fmt: skip
+        self.widget = w.VBox(
+            [
+                w.HBox([self.search, self.random, self.back, self.forward]),
+                self.choices,
+                w.HBox([self.setting, self.k]),
+                w.HBox([self.outside, self.upload]),
+                self.status,
+                self.grid,
+            ]
+        )
 
     def _guard(self, handler):
         # A widget callback that raises only writes to a hidden log: show the reason instead.
@@ -253,10 +259,12 @@ class Browser:
         link = (
             f'<a href="{STORE_URL.format(app_id)}" target="_blank">{app_id}</a>' if app_id else ""
         )
-        tile = w.VBox([
-            w.Image(value=data, format="jpeg", width=112, height=168),
-            w.HTML(f"<div style='font-size:11px;line-height:1.2'>{caption}<br>{link}</div>"),
-        ])  # fmt: skip
+        tile = w.VBox(
+            [
+                w.Image(value=data, format="jpeg", width=112, height=168),
+                w.HTML(f"<div style='font-size:11px;line-height:1.2'>{caption}<br>{link}</div>"),
+            ]
+        )
         tile.app_id = app_id
         if app_id:
             tile.button = w.Button(description="Similar", layout=w.Layout(width="112px"))

@@ -55,13 +55,21 @@ def _embed(args):
     from .embed import embed_folder
 
     emb = embed_folder(
-        args.images or layout.banners_dir(args.data), args.data, model=args.model,
-        preset=args.preset, pooling=args.pooling, pretrained=not args.no_pretrained,
-        weights=args.weights, batch_size=args.batch_size, num_workers=args.workers,
+        args.images or layout.banners_dir(args.data),
+        args.data,
+        model=args.model,
+        preset=args.preset,
+        pooling=args.pooling,
+        pretrained=not args.no_pretrained,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
         device=args.device,
-    )  # fmt: skip
-    print(f"{len(emb.ids)} images embedded ({emb.vectors.shape[1] if len(emb.ids) else 0} dims), "
-          f"{len(emb.errors)} skipped -> {layout.embeddings_dir(args.data, emb.setting)}")  # fmt: skip
+    )
+    print(
+        f"{len(emb.ids)} images embedded ({emb.vectors.shape[1] if len(emb.ids) else 0} dims), "
+        f"{len(emb.errors)} skipped -> {layout.embeddings_dir(args.data, emb.setting)}"
+    )
     for i, reason in list(emb.errors.items())[:10]:
         print(f"  skipped {i}: {reason}")
     return emb
@@ -114,18 +122,24 @@ def _add_download_options(p: argparse.ArgumentParser, *, workers_flag: str = "--
     p.add_argument("--limit", type=int, help="at most N apps from the source")
     p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved banner size")
     p.add_argument(
-        workers_flag, dest="download_workers", type=int, default=DEFAULT_WORKERS,
+        workers_flag,
+        dest="download_workers",
+        type=int,
+        default=DEFAULT_WORKERS,
         help="download threads",
-    )  # fmt: skip
+    )
 
 
 def _download(args):
     from .download import download_banners
 
     report = download_banners(
-        args.data, source=args.source, limit=args.limit, size=args.size,
+        args.data,
+        source=args.source,
+        limit=args.limit,
+        size=args.size,
         workers=args.download_workers,
-    )  # fmt: skip
+    )
     print(f"{report}\n-> {layout.banners_dir(args.data)}")
     return report
 
@@ -147,17 +161,25 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     from .audit import ISSUE_TYPES, NEAR_DUP_THRESHOLD
 
     p.add_argument(
-        "--issue-types", nargs="+", choices=list(ISSUE_TYPES), metavar="TYPE",
+        "--issue-types",
+        nargs="+",
+        choices=list(ISSUE_TYPES),
+        metavar="TYPE",
         help=f"CleanVision issue types to exclude (default: all of {', '.join(ISSUE_TYPES)})",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--threshold", action="append", default=[], metavar="TYPE=X",
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="TYPE=X",
         help="score threshold of an image-quality type, e.g. dark=0.2 (repeatable)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--near-dup-threshold", type=float, default=NEAR_DUP_THRESHOLD,
+        "--near-dup-threshold",
+        type=float,
+        default=NEAR_DUP_THRESHOLD,
         help=f"cosine for embedding near duplicates (default {NEAR_DUP_THRESHOLD}); 0 to skip",
-    )  # fmt: skip
+    )
 
 
 def _audit(args):
@@ -170,14 +192,23 @@ def _audit(args):
             raise ValueError(f"--threshold wants TYPE=X, got {item!r}")
         thresholds[kind] = float(value)
     result = audit_banners(
-        args.data, issue_types=args.issue_types, thresholds=thresholds,
-        near_dup_threshold=args.near_dup_threshold or None, model=args.model, preset=args.preset,
-        pooling=args.pooling, pretrained=not args.no_pretrained, weights=args.weights,
-        batch_size=args.batch_size, device=args.device,
-    )  # fmt: skip
+        args.data,
+        issue_types=args.issue_types,
+        thresholds=thresholds,
+        near_dup_threshold=args.near_dup_threshold or None,
+        model=args.model,
+        preset=args.preset,
+        pooling=args.pooling,
+        pretrained=not args.no_pretrained,
+        weights=args.weights,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     reused = " (CleanVision results reused)" if result.reused else ""
-    print(f"{len(result.issues)} banners audited{reused}, {len(result.exclusions)} excluded "
-          f"-> {layout.exclusions_path(args.data)}")  # fmt: skip
+    print(
+        f"{len(result.issues)} banners audited{reused}, {len(result.exclusions)} excluded "
+        f"-> {layout.exclusions_path(args.data)}"
+    )
     return result
 
 

@@ -62,14 +62,22 @@ def plot_comparison(
     cells = []
     for model, preset, pooling in settings:
         emb = embed_folder(
-            images, data, model=model, preset=preset, pooling=pooling, pretrained=pretrained,
-            weights=weights, progress=progress,
-        )  # fmt: skip
+            images,
+            data,
+            model=model,
+            preset=preset,
+            pooling=pooling,
+            pretrained=pretrained,
+            weights=weights,
+            progress=progress,
+        )
         cells += _neighbor_row(emb, str(app_id), k, index_collection(emb, exclude), names, 18)
     fig = plot_image_grid(
-        [files[i] if i else _blank_array() for i, _ in cells], [t for _, t in cells],
-        ncols=k + 1, width=1.6,
-    )  # fmt: skip
+        [files[i] if i else _blank_array() for i, _ in cells],
+        [t for _, t in cells],
+        ncols=k + 1,
+        width=1.6,
+    )
     for row, (model, preset, pooling) in enumerate(settings):
         ax = fig.axes[row * (k + 1)]  # the query: framed in red, the row labelled with its setting
         ax.axis("on")
@@ -146,8 +154,10 @@ def plot_games(data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclud
     cells = [c for a in map(str, app_ids) for c in _neighbor_row(emb, a, k, index, names, 20)]
     return plot_image_grid(
         [layout.banner_path(data, i) if i else _blank_array() for i, _ in cells],
-        [t for _, t in cells], ncols=k + 1, width=1.6,
-    )  # fmt: skip
+        [t for _, t in cells],
+        ncols=k + 1,
+        width=1.6,
+    )
 
 
 def _blank_array():

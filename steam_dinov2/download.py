@@ -262,9 +262,13 @@ def download_banners(
         book.flush()
     top = tuple((k[6:], n) for k, n in counts.most_common() if k.startswith("error:"))[:3]
     report = DownloadReport(
-        counts["ok"], counts["no_banner"], counts["error"], len(names) - len(pending),
-        time.monotonic() - start, top,
-    )  # fmt: skip
+        counts["ok"],
+        counts["no_banner"],
+        counts["error"],
+        len(names) - len(pending),
+        time.monotonic() - start,
+        top,
+    )
     logger.info("download: %s", report)
     return report
 
@@ -272,9 +276,13 @@ def download_banners(
 def _as_apps(source, limit, api_key, steamspy_wait, http, progress) -> pd.DataFrame:
     if isinstance(source, str):
         return list_apps(
-            source, limit=limit, api_key=api_key, steamspy_wait=steamspy_wait, http=http,
+            source,
+            limit=limit,
+            api_key=api_key,
+            steamspy_wait=steamspy_wait,
+            http=http,
             progress=progress,
-        )  # fmt: skip
+        )
     if isinstance(source, pd.DataFrame):
         df = source.reindex(columns=["app_id", "name"])
     else:

@@ -328,9 +328,14 @@ def embed_folder(
         if not isinstance(model, torch.nn.Module):
             model = load_model(name, pretrained=pretrained, weights=weights, device=device)
         new, kept, errs = embed_images(
-            [files[i] for i in todo], model, preset=preset, pooling=pooling,
-            batch_size=batch_size, num_workers=num_workers, progress=progress,
-        )  # fmt: skip
+            [files[i] for i in todo],
+            model,
+            preset=preset,
+            pooling=pooling,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+        )
         failed.update({Path(p).stem: [e, *now[Path(p).stem]] for p, e in errs.items()})
         if len(new):
             vectors = np.concatenate([vectors, new]) if len(ids) else new

@@ -281,9 +281,13 @@ def forward_tokens(model: torch.nn.Module, x: torch.Tensor, *, n_last: int = 1) 
             t = model.forward_features(x)
             return [(t[:, 0], t[:, prefix:])]
         out = model.forward_intermediates(
-            x, indices=n_last, norm=True, output_fmt="NLC", intermediates_only=True,
+            x,
+            indices=n_last,
+            norm=True,
+            output_fmt="NLC",
+            intermediates_only=True,
             return_prefix_tokens=True,
-        )  # fmt: skip
+        )
         return [(pre[:, 0], patches) for patches, pre in out]
     try:  # official DINOv2 hub models: registers already removed
         out = model.get_intermediate_layers(x, n=n_last, return_class_token=True, norm=True)

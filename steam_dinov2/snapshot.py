@@ -224,9 +224,14 @@ def _save(data, app_id: int, payload: bytes, mtime: float) -> dict | None:
         return None
     layout.write_bytes_atomic(layout.banner_path(data, app_id), payload)
     return {
-        "app_id": app_id, "status": "ok", "error": "", "width": size[0], "height": size[1],
-        "bytes": len(payload), "updated_at": pd.Timestamp(mtime, unit="s", tz="UTC"),
-    }  # fmt: skip
+        "app_id": app_id,
+        "status": "ok",
+        "error": "",
+        "width": size[0],
+        "height": size[1],
+        "bytes": len(payload),
+        "updated_at": pd.Timestamp(mtime, unit="s", tz="UTC"),
+    }
 
 
 def _merge_manifest(data, rows: list[dict], incoming: pd.DataFrame | None) -> None:

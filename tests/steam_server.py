@@ -218,9 +218,17 @@ class _Handler(BaseHTTPRequestHandler):
                 folder = f"{app.hash}/" if app.hashed else ""
                 assets["library_capsule"] = f"{folder}library_600x900.jpg"
             items.append(
-                {"item_type": 0, "id": app.app_id, "success": 1, "visible": True,
-                 "name": app.name, "appid": app.app_id, "type": 0, "assets": assets}
-            )  # fmt: skip
+                {
+                    "item_type": 0,
+                    "id": app.app_id,
+                    "success": 1,
+                    "visible": True,
+                    "name": app.name,
+                    "appid": app.app_id,
+                    "type": 0,
+                    "assets": assets,
+                }
+            )
         self._json({"response": {"store_items": items}})
 
     def _steamspy(self, q: dict) -> None:

@@ -17,10 +17,16 @@ from steam_dinov2.names import normalize_name, search_games
 
 matplotlib.use("Agg")
 NAMES = {
-    "10": "Portal", "20": "Portal 2", "30": "Pokémon: Red!", "40": "Euro Truck Simulator 2",
-    "50": "American Truck Simulator", "60": "Half-Life", "70": "Half-Life 2", "80": "Stardew Valley",
+    "10": "Portal",
+    "20": "Portal 2",
+    "30": "Pokémon: Red!",
+    "40": "Euro Truck Simulator 2",
+    "50": "American Truck Simulator",
+    "60": "Half-Life",
+    "70": "Half-Life 2",
+    "80": "Stardew Valley",
     "90": "Pokemon Red (copy)",
-}  # fmt: skip
+}
 
 
 @pytest.fixture

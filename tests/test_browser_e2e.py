@@ -40,17 +40,29 @@ MISSING = [
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}")
 
 NAMES = {
-    227300: "Euro Truck Simulator 2", 620: "Portal 2", 413150: "Stardew Valley", 10: "Counter-Strike",
-    70: "Half-Life", 220: "Half-Life 2", 400: "Portal", 1091500: "Cyberpunk 2077",
-    367520: "Hollow Knight", 4000: "Garrys Mod",
-}  # fmt: skip
+    227300: "Euro Truck Simulator 2",
+    620: "Portal 2",
+    413150: "Stardew Valley",
+    10: "Counter-Strike",
+    70: "Half-Life",
+    220: "Half-Life 2",
+    400: "Portal",
+    1091500: "Cyberpunk 2077",
+    367520: "Hollow Knight",
+    4000: "Garrys Mod",
+}
 K = 3
 SETTING = "dinov2_vits14__crop256__cls__random"
 # Chromium must not phone home: no updates, sync, QUIC probes or first-run pages.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ALL_DRAWN = "[...document.querySelectorAll('.widget-gridbox img')].every(i => i.complete)"
 # Each tile's caption and the SHA-256 of the image bytes it shows (ipywidgets serves them as blobs).
 READ_TILES = """async tiles => Promise.all(tiles.map(async tile => {
@@ -83,9 +95,13 @@ def notebook(tmp_path):
     assert len(list((data / "banners").glob("*.jpg"))) == len(NAMES), report
     path = tmp_path / "match.ipynb"
     params = {
-        "DATA_DIR": str(data), "MODEL": "dinov2_vits14", "PRETRAINED": False, "K": K,
-        "QUERIES": ["Portal 2"], "COMPARE_SETTINGS": [["dinov2_vits14", "crop256", "cls"]],
-    }  # fmt: skip
+        "DATA_DIR": str(data),
+        "MODEL": "dinov2_vits14",
+        "PRETRAINED": False,
+        "K": K,
+        "QUERIES": ["Portal 2"],
+        "COMPARE_SETTINGS": [["dinov2_vits14", "crop256", "cls"]],
+    }
     papermill.execute_notebook(
         ROOT / "match_steam_images.ipynb",
         path,
@@ -114,12 +130,22 @@ def voila(notebook, tmp_path):
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "voila", str(path), "--no-browser", "--Voila.ip=127.0.0.1",
-                f"--port={port}", "--Voila.port_retries=0", "--show_tracebacks=True",
+                sys.executable,
+                "-m",
+                "voila",
+                str(path),
+                "--no-browser",
+                "--Voila.ip=127.0.0.1",
+                f"--port={port}",
+                "--Voila.port_retries=0",
+                "--show_tracebacks=True",
             ],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the kernel goes down with it
-        )  # fmt: skip
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
