@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-from PIL import Image, ImageDraw
+from synthetic import make_banner
 
 from steam_dinov2 import audit, layout
 
@@ -28,20 +30,9 @@ W, H = 224, 336
 
 
 def make_banners(folder: Path, n: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        s = int(rng.integers(4, 24))
-        cells = rng.integers(0, 256, (H // s + 1, W // s + 1, 3)).astype(np.uint8)
-        img = Image.fromarray(np.repeat(np.repeat(cells, s, 0), s, 1)[:H, :W])
-        draw = ImageDraw.Draw(img)
-        for _ in range(4):
-            x, y = int(rng.integers(0, W)), int(rng.integers(0, H))
-            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-            draw.ellipse(
-                [x, y, x + int(rng.integers(20, 120)), y + int(rng.integers(20, 160))], fill
-            )
-        img.save(folder / f"{1000 + i}.jpg", quality=95)
+        make_banner(seed * n + i, (W, H)).save(folder / f"{1000 + i}.jpg", quality=95)
 
 
 class Timer:

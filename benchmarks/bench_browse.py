@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _build(data: Path, n: int, dim: int) -> None:
-    from conftest import make_banner
+    from synthetic import make_banner
 
     from steam_dinov2 import layout
     from steam_dinov2.embed import _write_cache

@@ -33,41 +33,19 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image  # noqa: E402
+from synthetic import make_banner  # noqa: E402
 
 import steam_dinov2  # noqa: E402
 from steam_dinov2.embed import CPU_FORWARD_BATCH, pool_tokens  # noqa: E402
 from steam_dinov2.models import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from steam_dinov2.preprocess import make_transform  # noqa: E402
 
-BANNER_SIZE = (224, 336)  # (W, H): a Steam library banner is 2:3 portrait
 MIB = 1 << 20
-
-
-def make_banner(seed: int) -> Image.Image:
-    """A 224x336 RGB image with varied content: smooth colour field, shapes, lines and grain."""
-    rng = np.random.default_rng(seed)
-    w, h = BANNER_SIZE
-    coarse = rng.integers(0, 256, (rng.integers(2, 7), rng.integers(2, 5), 3), dtype=np.uint8)
-    img = Image.fromarray(coarse, "RGB").resize((w, h), Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(img)
-    for _ in range(rng.integers(3, 12)):
-        x0, y0 = rng.integers(-40, w), rng.integers(-40, h)
-        x1, y1 = x0 + rng.integers(10, 160), y0 + rng.integers(10, 160)
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        shape = rng.integers(3)
-        if shape == 0:
-            draw.rectangle((x0, y0, x1, y1), fill=colour)
-        elif shape == 1:
-            draw.ellipse((x0, y0, x1, y1), fill=colour)
-        else:
-            draw.line((x0, y0, x1, y1), fill=colour, width=int(rng.integers(1, 8)))
-    arr = np.asarray(img, dtype=np.int16) + rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
 def make_images(folder: Path, n: int) -> list[Path]:
@@ -76,7 +54,7 @@ def make_images(folder: Path, n: int) -> list[Path]:
     paths = [folder / f"{i}.jpg" for i in range(n)]
     for i, p in enumerate(paths):
         if not p.exists():
-            make_banner(i).save(p, quality=90)
+            make_banner(i).save(p, quality=90)  # 224x336: a Steam library banner is 2:3
     return paths
 
 

@@ -19,7 +19,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from PIL import Image, ImageDraw
+from synthetic import make_banner
 
 KEY = "sk-TEST-0123456789ABCDEF"
 STEAMSPY_PAGE = 1000
@@ -51,13 +51,9 @@ class App:
         return hashlib.sha1(str(self.app_id).encode()).hexdigest()
 
 
-def make_banner(app_id: int, fmt: str = "rgb", size=(600, 900)) -> bytes:
-    """A 600x900 banner whose colours depend on ``app_id``, encoded as ``fmt``."""
-    r, g, b = (app_id * 67) % 256, (app_id * 131) % 256, (app_id * 199) % 256
-    img = Image.new("RGB", size, (r, g, b))
-    d = ImageDraw.Draw(img)
-    d.rectangle([60, 90, 360 + app_id % 200, 500], fill=(255 - r, g // 2, 255 - b))
-    d.ellipse([100, 550, 500, 850], fill=(b, 255 - g, r))
+def encode_banner(app_id: int, fmt: str = "rgb", size=(600, 900)) -> bytes:
+    """``app_id``'s synthetic banner (600x900 by default) encoded as ``fmt`` (see ``FORMATS``)."""
+    img = make_banner(app_id, size)
     buf = io.BytesIO()
     if fmt == "gray":
         img.convert("L").save(buf, "JPEG", quality=90)
@@ -131,7 +127,7 @@ class FakeSteam:
         seed = app.app_id % self.banner_variants if self.banner_variants else app.app_id
         k = (seed, app.banner)
         if k not in self._banners:
-            self._banners[k] = make_banner(seed, app.banner)
+            self._banners[k] = encode_banner(seed, app.banner)
         return self._banners[k]
 
     def reset_counts(self) -> None:

@@ -6,9 +6,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_banner
 from PIL import Image
 from steam_server import App, FakeSteam
+from synthetic import make_banner
 
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_all
 from steam_dinov2.browse import Browser

@@ -14,7 +14,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
-from steam_server import KEY, App, FakeSteam, make_banner  # noqa: E402
+from steam_server import KEY, App, FakeSteam, encode_banner  # noqa: E402
 
 from steam_dinov2 import layout  # noqa: E402
 from steam_dinov2.download import (  # noqa: E402
@@ -153,7 +153,7 @@ def test_fetch_banner_matches_the_collection(tmp_path, server, http):
 
 @pytest.mark.parametrize("fmt", ["rgb", "gray", "cmyk", "png"])
 def test_resize_banner_against_full_decode(fmt):
-    raw = make_banner(7, fmt)
+    raw = encode_banner(7, fmt)
     img = resize_banner(raw, size="224x336")
     assert img.size == (224, 336) and img.mode == "RGB"
     # Reference without JPEG draft mode: full decode, then the same bicubic resize.

@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import make_banner
 from PIL import Image
+from synthetic import make_banner
 
 import steam_dinov2.embed as embed_mod
 from steam_dinov2 import embed_folder, embed_images, load_embeddings, load_model, make_transform

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import make_banner
+from synthetic import make_banner
 
 from steam_dinov2 import available_models, load_model, make_transform
 from steam_dinov2.embed import pool_tokens

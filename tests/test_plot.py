@@ -1,7 +1,7 @@
 import matplotlib
 import numpy as np
 import pytest
-from conftest import make_banner
+from synthetic import make_banner
 
 from steam_dinov2 import plot_image_grid, plot_matches
 

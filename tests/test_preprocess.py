@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_banner
 from PIL import Image
+from synthetic import make_banner
 from torchvision import transforms as T
 
 from steam_dinov2 import make_transform

@@ -10,7 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
-from steam_server import make_banner  # noqa: E402
+from steam_server import encode_banner  # noqa: E402
 
 from steam_dinov2 import layout  # noqa: E402
 from steam_dinov2.download import encode_jpeg, resize_banner  # noqa: E402
@@ -19,7 +19,7 @@ from steam_dinov2.snapshot import import_snapshot, pack_snapshot  # noqa: E402
 
 
 def _jpeg(seed: int) -> bytes:
-    return encode_jpeg(resize_banner(make_banner(seed)))
+    return encode_jpeg(resize_banner(encode_banner(seed)))
 
 
 def _add(tar: tarfile.TarFile, name: str, payload: bytes, **attrs) -> None:
@@ -58,7 +58,7 @@ def test_july_2023_img2dataset_layout(tmp_path):
     with tarfile.open(tmp_path / "images_partA.tar.gz", "w:gz") as tar:
         _add(tar, "images/00000/000000001.jpg", _jpeg(1))
         _add(tar, "images/00000/000000001.json", b'{"url": "x"}')  # img2dataset's sidecars
-        _add(tar, "images/00000/000000003.jpg", make_banner(3, "cmyk"))  # re-encoded to RGB
+        _add(tar, "images/00000/000000003.jpg", encode_banner(3, "cmyk"))  # re-encoded to RGB
         _add(tar, "images/00000_stats.json", b"{}")
     data = tmp_path / "data"
     _folder(data, [410])  # names already known survive the import
