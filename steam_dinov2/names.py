@@ -46,7 +46,9 @@ def search_games(names: dict[str, str], text: str, *, ids=None, limit: int = 20)
     query = " ".join(words)
     normed = [normalize_name(names.get(i, "")) for i in pool]
     # (words, names) scores in one C call; a name must match every word.
-    scores = process.cdist(words, normed, scorer=fuzz.partial_ratio, dtype=np.uint8)
+    scores = process.cdist(
+        words, normed, scorer=fuzz.partial_ratio, score_cutoff=WORD_CUTOFF, dtype=np.uint8
+    )
     keep = np.flatnonzero((scores >= WORD_CUTOFF).all(axis=0))
     mean = scores[:, keep].mean(axis=0)
     ranked = heapq.nsmallest(
