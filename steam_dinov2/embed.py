@@ -15,7 +15,7 @@ from PIL import Image
 
 from . import layout
 from .models import forward_tokens, load_model, resolve_arch, weights_tag
-from .preprocess import FULL_SIZE, make_transform
+from .preprocess import FULL_SIZE, MAX_PIXELS, make_transform
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,6 @@ POOLINGS = {
     "gem": "GeM (p=3) over the patch tokens (DINO's copy detection pools this way)",
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-# Far above any Steam banner; refuses decompression bombs before a single pixel is decoded.
-MAX_PIXELS = 40_000_000
 GEM_P = 3.0
 CPU_FORWARD_BATCH = 8
 

@@ -145,7 +145,7 @@ def test_bad_app_files_name_the_file_and_line(tmp_path):
     assert steam.read_app_file(txt) == [(620, "")]
     bad_json = tmp_path / "apps.json"
     bad_json.write_text('[{"name": "no id"}]')
-    with pytest.raises(ValueError, match="apps.json: not an app list"):
+    with pytest.raises(ValueError, match="apps.json:1: None is not a Steam app id"):
         steam.read_app_file(bad_json)
     bad_json.write_text("{not json")
     with pytest.raises(ValueError, match="apps.json: not an app list"):
