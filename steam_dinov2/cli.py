@@ -8,6 +8,8 @@ import sys
 
 from . import layout
 
+INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
+
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     from .embed import POOLINGS
@@ -267,3 +269,6 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # files and manifest are whole at any moment (atomic writes)
+        print("interrupted; rerun to resume", file=sys.stderr)
+        return INTERRUPTED

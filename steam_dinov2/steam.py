@@ -127,8 +127,6 @@ def read_app_file(path: str | os.PathLike) -> list[tuple[int, str]]:
         head, _, name = line.replace("\t", ",").partition(",")
         if lineno == 1 and head.strip().lower() in ("app_id", "appid"):
             continue  # a header line
-        if not head.strip().isascii() or not head.strip().isdigit():
-            raise ValueError(f"{path}:{lineno}: expected an app id, got {head.strip()[:40]!r}")
         apps.append((parse_app_id(head, f"{path}:{lineno}"), name.strip()))
     return apps
 
