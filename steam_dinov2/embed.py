@@ -170,9 +170,12 @@ class Embeddings:
 
 def list_images(folder: str | os.PathLike) -> dict[str, Path]:
     """``{id: path}`` of the images in a folder; an image's id is its file stem."""
-    found = {}
+    found, root = {}, Path(folder).resolve()
     for p in sorted(Path(folder).iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."):
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            if reason := layout.not_a_regular_file(p, root):  # FIFOs, folders, links out
+                log.warning("skipped %s: %s", p, reason)
+                continue
             if p.stem in found:
                 log.warning("two images share the id %s; using %s", p.stem, found[p.stem].name)
                 continue

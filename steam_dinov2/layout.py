@@ -118,7 +118,7 @@ def banner_files(
             except ValueError as e:
                 bad[name] = str(e)
                 continue
-            reason = _not_a_regular_file(folder / name, root)
+            reason = not_a_regular_file(folder / name, root)
             if reason:
                 bad[name] = reason
             else:
@@ -131,8 +131,12 @@ def banner_files(
     return found
 
 
-def _not_a_regular_file(path: Path, root: Path) -> str:
-    """Why ``path`` is not a regular file inside ``root`` ("" when it is), by stat alone."""
+def not_a_regular_file(path: Path, root: Path) -> str:
+    """Why ``path`` is not a regular file inside the folder ``root`` (resolved), "" when it is.
+
+    Uses ``lstat``/``stat`` only: a FIFO is never opened (that would block), a symlink counts
+    when it leads to a regular file inside ``root``.
+    """
     try:
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):

@@ -58,13 +58,16 @@ def empty_manifest() -> pd.DataFrame:
     return _typed(pd.DataFrame(columns=list(MANIFEST_DTYPES)))
 
 
-def load_manifest(source, name: str, *, fix: str) -> pd.DataFrame:
+def load_manifest(
+    source, name: str, *, fix: str, required: tuple[str, ...] = ("app_id", "status")
+) -> pd.DataFrame:
     """Read and check a manifest from untrusted hands (a path or a binary file object).
 
     Args:
         source: what ``pyarrow.parquet.ParquetFile`` opens.
         name: how to name it in errors.
         fix: what the user can do about a damaged one, appended to the error.
+        required: columns it must have; the other ``MANIFEST_DTYPES`` columns are filled empty.
 
     Returns:
         The manifest with ``MANIFEST_DTYPES``.
@@ -88,10 +91,11 @@ def load_manifest(source, name: str, *, fix: str) -> pd.DataFrame:
             )
             if size > MAX_MANIFEST_BYTES:
                 raise ValueError(f"{size:,} bytes uncompressed, above {MAX_MANIFEST_BYTES:,}")
-            missing = [c for c in MANIFEST_DTYPES if c not in f.schema_arrow.names]
+            present = f.schema_arrow.names
+            missing = [c for c in required if c not in present]
             if missing:
                 raise ValueError(f"columns {missing} missing")
-            df = f.read(columns=list(MANIFEST_DTYPES)).to_pandas()
+            df = f.read(columns=[c for c in MANIFEST_DTYPES if c in present]).to_pandas()
         except (pa.ArrowException, OSError, TypeError) as e:
             raise ValueError(f"not a parquet file we can read: {str(e)[:120]}") from None
         if not pd.api.types.is_integer_dtype(df["app_id"]):

@@ -246,6 +246,7 @@ def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> 
                     incoming = load_manifest(
                         io.BytesIO(_read_member(tar, m)), f"{path}:{MANIFEST}",
                         fix="this snapshot cannot be imported; ask its author for a new one",
+                        required=tuple(MANIFEST_DTYPES),  # pack_snapshot writes every column
                     )  # fmt: skip
 
             def files() -> Iterator[tuple[str, bytes, float]]:
