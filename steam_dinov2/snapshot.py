@@ -338,5 +338,8 @@ def _merge_manifest(data, rows: list[dict], incoming: pd.DataFrame | None) -> No
         known = old.set_index("app_id")["name"]
         name = new["name"] if "name" in new else pd.Series("", index=new.index)
         new["name"] = name.fillna("").mask(name.fillna("") == "", new["app_id"].map(known))
-    parts = [old, incoming, new]
-    write_manifest(data, pd.concat([p for p in parts if p is not None and len(p)]))
+    parts = [p for p in (old, incoming, new) if p is not None and len(p)]
+    if not parts:
+        logger.warning("nothing to import: no banner and no manifest in the snapshot")
+        return
+    write_manifest(data, pd.concat(parts))
