@@ -6,7 +6,7 @@ from .cli import INTERRUPTED, main
 
 code = main()
 if code == INTERRUPTED:
-    # Download threads may sit in a socket read for up to --timeout seconds; everything on disk
+    # A download thread may sit in a socket read for the HTTP timeout (20 s); everything on disk
     # is already consistent, so do not wait for them at interpreter exit.
     logging.shutdown()
     sys.stdout.flush()

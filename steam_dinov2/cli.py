@@ -109,6 +109,7 @@ def _cmd_match(args) -> int:
 
 def _add_download_options(p: argparse.ArgumentParser, *, workers_flag: str = "--workers") -> None:
     from .download import DEFAULT_SIZE, DEFAULT_WORKERS, SIZES
+    from .net import DEFAULT_DEADLINE
 
     p.add_argument(
         "--source", default="store", help="store (needs STEAM_API_KEY), steamspy or file:PATH"
@@ -119,14 +120,21 @@ def _add_download_options(p: argparse.ArgumentParser, *, workers_flag: str = "--
         workers_flag, dest="download_workers", type=int, default=DEFAULT_WORKERS,
         help="download threads",
     )  # fmt: skip
+    p.add_argument(
+        "--deadline", type=float, default=DEFAULT_DEADLINE,
+        help="seconds a banner may take in all, retries included (a stalled CDN connection)",
+    )  # fmt: skip
 
 
 def _download(args):
     from .download import download_banners
+    from .net import SteamHttp
 
+    if not args.deadline > 0:
+        raise ValueError(f"--deadline must be > 0 seconds, got {args.deadline}")
     report = download_banners(
         args.data, source=args.source, limit=args.limit, size=args.size,
-        workers=args.download_workers,
+        workers=args.download_workers, http=SteamHttp(deadline=args.deadline),
     )  # fmt: skip
     print(f"{report}\n-> {layout.banners_dir(args.data)}")
     return report

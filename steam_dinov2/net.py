@@ -26,6 +26,8 @@ DEFAULT_STEAMSPY_BASE = "https://steamspy.com"
 USER_AGENT = "steam-dinov2 (banner similarity research; polite concurrent downloader)"
 _KEY_RE = re.compile(r"(key=)[^&\s'\"]+", re.IGNORECASE)
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# A 600x900 banner is ~0.2 MB: 30 s in all is generous on any link that works at all.
+DEFAULT_DEADLINE = 30.0
 
 
 class HttpError(RuntimeError):
@@ -108,7 +110,7 @@ class SteamHttp:
     assets_base: str | None = None
     steamspy_base: str | None = None
     timeout: float = 20.0
-    deadline: float = 30.0
+    deadline: float = DEFAULT_DEADLINE
     retries: int = 3
     backoff: float = 1.0
     max_retry_after: float = 120.0

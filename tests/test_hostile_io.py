@@ -376,6 +376,16 @@ def test_stalled_banner_gets_a_total_deadline(tmp_path, server, http):
     assert server.hits[13] == 1  # a deadline is final: not retried
 
 
+def test_cli_deadline_flag(tmp_path, env, capsys):
+    (tmp_path / "ids.txt").write_text("10\n13\n")
+    argv = ["download", "--data", str(tmp_path / "d"), "--source", f"file:{tmp_path / 'ids.txt'}"]
+    assert main([*argv, "--deadline", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "1 ok, 0 no banner, 1 errors" in out and "1 x deadline: " in out
+    assert main([*argv, "--deadline", "0"]) == 2
+    assert capsys.readouterr().err == "error: --deadline must be > 0 seconds, got 0.0\n"
+
+
 def test_ctrl_c_stops_download_with_one_line_and_a_consistent_folder(tmp_path):
     fast, stalled = list(range(1000, 1004)), list(range(1004, 1040))
     apps = [App(i, f"Game {i}") for i in fast] + [App(i, broken="trickle") for i in stalled]
