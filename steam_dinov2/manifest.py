@@ -37,7 +37,7 @@ _CHECKPOINT_SECONDS = 2.0  # a killed run loses at most this much bookkeeping, n
 # Bounds on a manifest read from a data folder or a snapshot, checked on the parquet footer
 # before any column is decoded: Steam lists ~250,000 apps; a row takes ~200 bytes.
 MAX_MANIFEST_ROWS = 5_000_000
-MAX_MANIFEST_BYTES = 2 << 30
+MAX_MANIFEST_BYTES = 256 << 20
 _REBUILD = "rerun `download` or `import-snapshot`: they rebuild it from the banners folder"
 
 

@@ -554,3 +554,21 @@ def test_damaged_app_list_names_the_file(tmp_path, name, content, message):
     with pytest.raises(ValueError) as e:
         read_app_file(f)
     assert str(e.value).startswith(f"{f}") and message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "cap, value, message",
+    [
+        ("MAX_MANIFEST_ROWS", 2, "3 rows, above 2"),
+        ("MAX_MANIFEST_BYTES", 100, "bytes uncompressed"),
+    ],
+)
+def test_manifest_size_is_checked_on_the_footer(tmp_path, monkeypatch, cap, value, message):
+    # The real caps (5M rows, 256 MiB) would take a test that size to reach; the check is the
+    # same at any cap, so it is lowered here.
+    from steam_dinov2 import manifest
+
+    write_manifest(tmp_path, pd.DataFrame({"app_id": [10, 20, 30], "status": ["ok"] * 3}))
+    monkeypatch.setattr(manifest, cap, value)
+    with pytest.raises(ValueError, match=f"damaged manifest \\(.*{message}"):
+        read_manifest(tmp_path)
