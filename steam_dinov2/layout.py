@@ -84,7 +84,9 @@ def banners_dir(data: str | os.PathLike) -> Path:
 
 
 def banner_path(data: str | os.PathLike, app_id: int | str) -> Path:
-    return banners_dir(data) / f"{parse_app_id(app_id)}.jpg"
+    """Where an app's banner is (or would be); writers pass ids checked by ``parse_app_id``,
+    readers may ask for any key (an upload's) and simply find no file."""
+    return banners_dir(data) / f"{app_id}.jpg"
 
 
 def banner_files(

@@ -59,7 +59,7 @@ def empty_manifest() -> pd.DataFrame:
 
 
 def load_manifest(
-    source, name: str, *, fix: str, required: tuple[str, ...] = ("app_id", "status")
+    source, name: str, *, fix: str, required: tuple[str, ...] = ("app_id",)
 ) -> pd.DataFrame:
     """Read and check a manifest from untrusted hands (a path or a binary file object).
 
@@ -102,7 +102,11 @@ def load_manifest(
             raise ValueError(f"app_id is {df['app_id'].dtype}, not integers")
         for row, app_id in enumerate(df["app_id"].tolist()):
             layout.parse_app_id(app_id, f"row {row}")
-        bad = sorted(set(df["status"].astype(str)) - set(STATUSES))
+        bad = (
+            sorted(set(df["status"].dropna().astype(str)) - {*STATUSES, ""})
+            if "status" in df
+            else []
+        )
         if bad:
             raise ValueError(f"unknown status {bad[0][:40]!r}; expected one of {STATUSES}")
         return _typed(df)

@@ -515,7 +515,7 @@ def test_written_files_respect_the_umask(tmp_path, http, umask):
     "content, reason",
     [
         (b"PAR1 not really", "not a parquet file we can read"),
-        (_parquet(pd.DataFrame({"x": [1]})), r"columns \['app_id', "),
+        (_parquet(pd.DataFrame({"x": [1]})), r"columns \['app_id'\] missing"),
         (_parquet(pd.DataFrame({"app_id": ["ten"], "status": ["ok"]}).reindex(
             columns=["app_id", "name", "url", "status", "error", "width", "height", "bytes",
                      "updated_at"])), r"app_id is (str|object), not integers"),
