@@ -22,6 +22,7 @@ import pandas as pd
 from PIL import Image
 
 from . import layout
+from .manifest import read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -66,21 +67,18 @@ class Audit:
 
 def _audit_images(data: str | os.PathLike) -> dict[str, Path]:
     """``{app_id: banner}`` for the manifest's ``ok`` rows, or every banner when there is none."""
-    folder = layout.banners_dir(data)
+    on_disk = layout.banner_files(data)  # valid ids, regular files inside banners/ only
     if layout.manifest_path(data).is_file():
-        table = pd.read_parquet(layout.manifest_path(data), columns=["app_id", "status"])
-        ids = [str(i) for i in table.loc[table["status"] == "ok", "app_id"]]
+        table = read_manifest(data)  # a damaged one: ValueError naming the file and the fix
+        ids = table.loc[table["status"] == "ok", "app_id"].tolist()
     else:
-        ids = [p.stem for p in folder.glob("*.jpg") if not p.name.startswith(".")]
+        ids = list(on_disk)
     found = {}
     for i in ids:
-        path = layout.banner_path(data, i)
-        if not i.isdigit() or i != str(int(i)):
-            logger.warning("skipping %s: a banner's file name is its numeric app id", path.name)
-        elif not path.is_file():
-            logger.warning("manifest lists %s as ok but the file is missing", path.name)
+        if i not in on_disk:
+            logger.warning("manifest lists %s.jpg as ok but the file is missing", i)
         else:
-            found[i] = path
+            found[str(i)] = on_disk[i]
     return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
 
 

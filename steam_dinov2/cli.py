@@ -8,6 +8,8 @@ import sys
 
 from . import layout
 
+INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
+
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     from .embed import POOLINGS
@@ -115,6 +117,7 @@ def _cmd_match(args) -> int:
 
 def _add_download_options(p: argparse.ArgumentParser, *, workers_flag: str = "--workers") -> None:
     from .download import DEFAULT_SIZE, DEFAULT_WORKERS, SIZES
+    from .net import DEFAULT_DEADLINE
 
     p.add_argument(
         "--source", default="store", help="store (needs STEAM_API_KEY), steamspy or file:PATH"
@@ -128,17 +131,27 @@ def _add_download_options(p: argparse.ArgumentParser, *, workers_flag: str = "--
         default=DEFAULT_WORKERS,
         help="download threads",
     )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help="seconds a banner may take in all, retries included (a stalled CDN connection)",
+    )
 
 
 def _download(args):
     from .download import download_banners
+    from .net import SteamHttp
 
+    if not args.deadline > 0:
+        raise ValueError(f"--deadline must be > 0 seconds, got {args.deadline}")
     report = download_banners(
         args.data,
         source=args.source,
         limit=args.limit,
         size=args.size,
         workers=args.download_workers,
+        http=SteamHttp(deadline=args.deadline),
     )
     print(f"{report}\n-> {layout.banners_dir(args.data)}")
     return report
@@ -298,3 +311,6 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # files and manifest are whole at any moment (atomic writes)
+        print("interrupted; rerun to resume", file=sys.stderr)
+        return INTERRUPTED

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from . import layout
 from .manifest import ManifestBook
 from .net import HttpError, SteamHttp
-from .preprocess import to_rgb
+from .preprocess import check_pixels, to_rgb
 from .steam import GETITEMS_BATCH, STEAMSPY_WAIT, banner_url, fetch_store_items, list_apps
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def resize_banner(image: bytes | Image.Image, *, size: str = DEFAULT_SIZE) -> Im
     target = parse_size(size)
     try:
         img = Image.open(io.BytesIO(image)) if isinstance(image, bytes | bytearray) else image
+        check_pixels(img)  # on the header: a decompression bomb is refused before decoding
         if target is not None:
             w, h = img.size
             scale = min(target) / min(w, h)
@@ -78,7 +80,7 @@ def resize_banner(image: bytes | Image.Image, *, size: str = DEFAULT_SIZE) -> Im
             img = to_rgb(img)
     except UnidentifiedImageError:
         raise ValueError("not a decodable image: unknown format") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"not a decodable image: {e}") from None
     return img
 
@@ -106,12 +108,13 @@ def fetch_banner(
     own = http is None
     http = http or SteamHttp()
     try:
-        row = _download_one(int(app_id), banner_url(app_id, http=http), http, size, data=None)
+        app_id = layout.parse_app_id(app_id)
+        row = _download_one(app_id, banner_url(app_id, http=http), http, size, data=None)
         if row["status"] == _MISSING:
-            url = fetch_store_items([app_id], http=http).get(int(app_id), {}).get("banner_url")
+            url = fetch_store_items([app_id], http=http).get(app_id, {}).get("banner_url")
             if url is None:
                 raise LookupError(f"app {app_id} has no library banner")
-            row = _download_one(int(app_id), url, http, size, data=None)
+            row = _download_one(app_id, url, http, size, data=None)
     finally:
         if own:
             http.close()
@@ -120,15 +123,16 @@ def fetch_banner(
     return row["image"]
 
 
-def _download_one(app_id: int, url: str, http: SteamHttp, size: str, *, data, cpu=None):
+def _download_one(app_id: int, url: str, http: SteamHttp, size: str, *, data, cpu=None, stop=None):
     """Fetch one banner, then check, resize and (when ``data`` is given) save it.
 
     Returns a manifest row; with ``cpu = (executor, slots)`` the image work goes to that executor
     and a Future of the row comes back, so this download thread can start its next request.
+    The fetch has ``http.deadline`` seconds in all and gives up when ``stop`` is set.
     """
     row = {"app_id": app_id, "url": url, "status": "error", "error": ""}
     try:
-        r = http.get(url)
+        r = http.get(url, deadline=http.deadline, stop=stop)
     except HttpError as e:
         return row | {"error": str(e)}
     if r.status_code == 404:
@@ -194,7 +198,9 @@ def download_banners(
     """Download every app's banner into ``DATA/banners`` and record it in the manifest.
 
     Reruns skip apps already ``ok`` (at this size) or ``no_banner`` and retry errors; files left
-    by a killed run are adopted, never fetched again.
+    by a killed run are adopted, never fetched again. The data folder is locked for the run
+    (``layout.lock_data``). On Ctrl-C the downloads in flight are abandoned, the manifest is
+    written and KeyboardInterrupt propagates within a moment.
 
     Args:
         data: the data folder.
@@ -210,9 +216,20 @@ def download_banners(
 
     Returns:
         A ``DownloadReport``; also logged at INFO.
+
+    Raises:
+        ValueError: a bad option or an app id that is not one (``layout.parse_app_id``).
+        layout.FolderLocked: another process works on ``data``.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    with layout.lock_data(data):
+        return _download_locked(
+            data, source, limit, size, workers, api_key, steamspy_wait, http, progress
+        )
+
+
+def _download_locked(data, source, limit, size, workers, api_key, steamspy_wait, http, progress):
     http = (http or SteamHttp()).with_pool(workers)
     apps = _as_apps(source, limit, api_key, steamspy_wait, http, progress)
     names = dict(zip(apps["app_id"].tolist(), apps["name"].tolist(), strict=True))
@@ -238,9 +255,10 @@ def download_banners(
     # this took throughput from 0.77 to 0.9 of workers/latency (benchmarks/README.md).
     cores = os.cpu_count() or 1
     cpu = (ThreadPoolExecutor(max_workers=cores, thread_name_prefix="resize"), Semaphore(workers))
+    stop = threading.Event()  # set on Ctrl-C: requests in flight give up at their next bytes
     try:
         first_url = lambda a: book.url(a) or banner_url(a, http=http)  # noqa: E731
-        missing = _run(pool, pending, first_url, http, size, data, record, cpu)
+        missing = _run(pool, pending, first_url, http, size, data, record, cpu, stop)
         nameless = [a for a in names if not book.name(a)]
         items = _lookup(pool, sorted(set(missing) | set(nameless)), http, record, missing)
         book.set_names({a: v["name"] for a, v in items.items() if v["name"]})
@@ -251,15 +269,19 @@ def download_banners(
                 record({"app_id": a, "status": "no_banner", "url": "", "error": ""})
             elif url is not None:
                 urls[a] = url
-        still = _run(pool, list(urls), urls.get, http, size, data, record, cpu)
+        still = _run(pool, list(urls), urls.get, http, size, data, record, cpu, stop)
         for a in still:  # the hashed path 404s too: Steam has no banner for it
             record({"app_id": a, "status": "no_banner", "url": urls[a], "error": "HTTP 404"})
+    except BaseException:
+        stop.set()  # Ctrl-C or a bug: do not wait for the downloads in flight
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        cpu[0].shutdown(wait=True, cancel_futures=True)
-        http.close()  # the pooled copy made above: ours alone
+        pool.shutdown(wait=not stop.is_set(), cancel_futures=True)
+        cpu[0].shutdown(wait=not stop.is_set(), cancel_futures=True)
+        if not stop.is_set():
+            http.close()  # the pooled copy made above: ours alone
         bar.close()
-        book.flush()
+        book.flush()  # only this thread touches the book: consistent at any moment
     top = tuple((k[6:], n) for k, n in counts.most_common() if k.startswith("error:"))[:3]
     report = DownloadReport(
         counts["ok"],
@@ -286,13 +308,14 @@ def _as_apps(source, limit, api_key, steamspy_wait, http, progress) -> pd.DataFr
     if isinstance(source, pd.DataFrame):
         df = source.reindex(columns=["app_id", "name"])
     else:
-        df = pd.DataFrame({"app_id": list(source), "name": ""})
-    df = df.astype({"app_id": "int64"}).drop_duplicates("app_id")
+        df = pd.DataFrame({"app_id": pd.Series(list(source), dtype=object), "name": ""})
+    ids = [layout.parse_app_id(a, f"source entry {i + 1}") for i, a in enumerate(df["app_id"])]
+    df = df.assign(app_id=pd.Series(ids, index=df.index, dtype="int64")).drop_duplicates("app_id")
     df["name"] = df["name"].fillna("").astype(str)
     return df.head(limit) if limit else df
 
 
-def _run(pool, app_ids, url_of, http, size, data, record, cpu) -> list[int]:
+def _run(pool, app_ids, url_of, http, size, data, record, cpu, stop) -> list[int]:
     """Download ``app_ids`` concurrently; returns those that answered 404."""
     results: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -308,9 +331,9 @@ def _run(pool, app_ids, url_of, http, size, data, record, cpu) -> list[int]:
             results.put(out)
 
     for a in app_ids:
-        pool.submit(_download_one, a, url_of(a), http, size, data=data, cpu=cpu).add_done_callback(
-            deliver
-        )
+        pool.submit(
+            _download_one, a, url_of(a), http, size, data=data, cpu=cpu, stop=stop
+        ).add_done_callback(deliver)
     missing = []
     for _ in range(len(app_ids)):
         row = results.get()

@@ -15,7 +15,7 @@ from PIL import Image
 
 from . import layout
 from .models import forward_tokens, load_model, resolve_arch, weights_tag
-from .preprocess import FULL_SIZE, make_transform
+from .preprocess import FULL_SIZE, MAX_PIXELS, make_transform
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +26,6 @@ POOLINGS = {
     "gem": "GeM (p=3) over the patch tokens (DINO's copy detection pools this way)",
 }
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-# Far above any Steam banner; refuses decompression bombs before a single pixel is decoded.
-MAX_PIXELS = 40_000_000
 GEM_P = 3.0
 CPU_FORWARD_BATCH = 8
 
@@ -172,9 +170,12 @@ class Embeddings:
 
 def list_images(folder: str | os.PathLike) -> dict[str, Path]:
     """``{id: path}`` of the images in a folder; an image's id is its file stem."""
-    found = {}
+    found, root = {}, Path(folder).resolve()
     for p in sorted(Path(folder).iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."):
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            if reason := layout.not_a_regular_file(p, root):  # FIFOs, folders, links out
+                logger.warning("skipped %s: %s", p, reason)
+                continue
             if p.stem in found:
                 logger.warning("two images share the id %s; using %s", p.stem, found[p.stem].name)
                 continue

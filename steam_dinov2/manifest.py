@@ -16,9 +16,11 @@ from PIL import Image
 
 from . import layout
 from .names import normalize_name, search_games  # noqa: F401  (moved to names.py; old imports)
+from .preprocess import check_pixels
 
 logger = logging.getLogger(__name__)
 
+STATUSES = ("ok", "no_banner", "error")
 MANIFEST_DTYPES = {
     "app_id": "int64",
     "name": "str",
@@ -31,13 +33,84 @@ MANIFEST_DTYPES = {
     "updated_at": "datetime64[ns, UTC]",
 }
 _CHECKPOINT_SECONDS = 2.0  # a killed run loses at most this much bookkeeping, never files
+# Bounds on a manifest read from a data folder or a snapshot, checked on the parquet footer
+# before any column is decoded: Steam lists ~250,000 apps; a row takes ~200 bytes.
+MAX_MANIFEST_ROWS = 5_000_000
+MAX_MANIFEST_BYTES = 256 << 20
+_REBUILD = "rerun `download` or `import-snapshot`: they rebuild it from the banners folder"
 
 
 def read_manifest(data: str | os.PathLike) -> pd.DataFrame:
-    """``DATA/manifest.parquet`` with ``MANIFEST_DTYPES``; empty (same columns) if absent."""
+    """``DATA/manifest.parquet`` with ``MANIFEST_DTYPES``; empty (same columns) if absent.
+
+    Raises:
+        ValueError: the file is damaged (not parquet, columns missing, ids that are not app ids,
+            unknown statuses); the message names the file and the fix.
+    """
     path = layout.manifest_path(data)
-    df = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(MANIFEST_DTYPES))
-    return _typed(df)
+    if not path.is_file():
+        return empty_manifest()
+    return load_manifest(path, str(path), fix=_REBUILD)
+
+
+def empty_manifest() -> pd.DataFrame:
+    return _typed(pd.DataFrame(columns=list(MANIFEST_DTYPES)))
+
+
+def load_manifest(
+    source, name: str, *, fix: str, required: tuple[str, ...] = ("app_id",)
+) -> pd.DataFrame:
+    """Read and check a manifest from untrusted hands (a path or a binary file object).
+
+    Args:
+        source: what ``pyarrow.parquet.ParquetFile`` opens.
+        name: how to name it in errors.
+        fix: what the user can do about a damaged one, appended to the error.
+        required: columns it must have; the other ``MANIFEST_DTYPES`` columns are filled empty.
+
+    Returns:
+        The manifest with ``MANIFEST_DTYPES``.
+
+    Raises:
+        ValueError: ``"{name}: damaged manifest (why); {fix}"``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        try:
+            f = pq.ParquetFile(source)
+            meta = f.metadata
+            if meta.num_rows > MAX_MANIFEST_ROWS:
+                raise ValueError(f"{meta.num_rows:,} rows, above {MAX_MANIFEST_ROWS:,}")
+            size = sum(
+                meta.row_group(g).column(c).total_uncompressed_size
+                for g in range(meta.num_row_groups)
+                for c in range(meta.num_columns)
+            )
+            if size > MAX_MANIFEST_BYTES:
+                raise ValueError(f"{size:,} bytes uncompressed, above {MAX_MANIFEST_BYTES:,}")
+            present = f.schema_arrow.names
+            missing = [c for c in required if c not in present]
+            if missing:
+                raise ValueError(f"columns {missing} missing")
+            df = f.read(columns=[c for c in MANIFEST_DTYPES if c in present]).to_pandas()
+        except (pa.ArrowException, OSError, TypeError) as e:
+            raise ValueError(f"not a parquet file we can read: {str(e)[:120]}") from None
+        if not pd.api.types.is_integer_dtype(df["app_id"]):
+            raise ValueError(f"app_id is {df['app_id'].dtype}, not integers")
+        for row, app_id in enumerate(df["app_id"].tolist()):
+            layout.parse_app_id(app_id, f"row {row}")
+        bad = (
+            sorted(set(df["status"].dropna().astype(str)) - {*STATUSES, ""})
+            if "status" in df
+            else []
+        )
+        if bad:
+            raise ValueError(f"unknown status {bad[0][:40]!r}; expected one of {STATUSES}")
+        return _typed(df)
+    except ValueError as e:
+        raise ValueError(f"{name}: damaged manifest ({e}); {fix}") from None
 
 
 def write_manifest(data: str | os.PathLike, df: pd.DataFrame) -> None:
@@ -73,27 +146,35 @@ class ManifestBook:
     def __init__(self, data: str | os.PathLike, names: dict[int, str]):
         self.data = data
         self.names = names
-        df = read_manifest(data)
+        try:
+            df = read_manifest(data)
+            damaged = False
+        except ValueError as e:
+            logger.warning("%s; rebuilding it from %s", e, layout.banners_dir(data))
+            df, damaged = empty_manifest(), True
         self.rows: dict[int, dict] = {int(r["app_id"]): r for r in df.to_dict("records")}
-        self.dirty = False
+        self.dirty = damaged  # a damaged file is replaced even when nothing else changes
         self.last_flush = time.monotonic()
         self._reconcile()
         self.set_names({a: n for a, n in names.items() if n})
 
     def _reconcile(self) -> None:
-        folder = layout.banners_dir(self.data)
-        for tmp in layout.stale_temp_files(folder):
+        for tmp in layout.stale_temp_files(layout.banners_dir(self.data)):
             tmp.unlink(missing_ok=True)
-        on_disk = layout.banner_files(self.data)
-        for app_id, path in on_disk.items():
+        on_disk = layout.banner_files(self.data)  # regular files with valid ids only
+        for app_id, path in list(on_disk.items()):
             row = self.rows.get(app_id)
             if row is not None and row["status"] == "ok":
                 continue
             try:
-                with Image.open(path) as img:
+                with Image.open(path) as img:  # reads the header only
+                    check_pixels(img)
                     w, h = img.size
-            except OSError:  # not ours (renames are atomic): drop it and fetch again
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                # Not ours (renames are atomic, sizes are ours): drop it and fetch again.
+                logger.warning("removed %s: not a banner we wrote (%s)", path, e)
                 path.unlink(missing_ok=True)
+                del on_disk[app_id]
                 continue
             size = path.stat().st_size
             self.update({"app_id": app_id, "status": "ok", "width": w, "height": h, "bytes": size})
@@ -158,5 +239,9 @@ class ManifestBook:
 
 def load_names(data: str | os.PathLike) -> dict[str, str]:
     """``{app_id: name}`` from the manifest ({} without one); ids are str like everywhere downstream."""
-    df = read_manifest(data)
+    try:
+        df = read_manifest(data)
+    except ValueError as e:  # names only decorate: show ids rather than fail
+        logger.warning("%s; showing app ids without names", e)
+        return {}
     return {str(a): str(n) for a, n in zip(df["app_id"], df["name"]) if n}

@@ -15,6 +15,7 @@ import threading
 import time
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ DEFAULT_STEAMSPY_BASE = "https://steamspy.com"
 USER_AGENT = "steam-dinov2 (banner similarity research; polite concurrent downloader)"
 _KEY_RE = re.compile(r"(key=)[^&\s'\"]+", re.IGNORECASE)
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# A 600x900 banner is ~0.2 MB: 30 s in all is generous on any link that works at all.
+DEFAULT_DEADLINE = 30.0
 
 
 class HttpError(RuntimeError):
@@ -83,6 +86,17 @@ def _retry_after(value: str | None) -> float | None:
             return None
 
 
+def _pause(seconds: float, stop: threading.Event | None) -> bool:
+    """Wait ``seconds`` in short ``time.sleep`` slices (the clock tests can fake), giving up at
+    once when ``stop`` is set. Returns True when stopped."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if stop is not None and stop.is_set():
+            return True
+        time.sleep(min(left, 0.1))
+    return stop is not None and stop.is_set()
+
+
 @dataclasses.dataclass(frozen=True)
 class SteamHttp:
     """Base URLs and retry policy shared by every request to Steam, with one pooled session.
@@ -96,6 +110,8 @@ class SteamHttp:
         steamspy_base: SteamSpy root.
         timeout: seconds to connect and between bytes of a response.
         retries: extra attempts on 5xx, 429 and connection errors.
+        deadline: seconds one banner may take in all (attempts and waits included), so a
+            server that trickles bytes cannot hold a download thread; see ``get``.
         backoff: first wait in seconds, doubled at each retry.
         max_retry_after: cap in seconds on a server's Retry-After.
         pool_size: connections kept per host (set it to the number of threads).
@@ -105,6 +121,7 @@ class SteamHttp:
     assets_base: str | None = None
     steamspy_base: str | None = None
     timeout: float = 20.0
+    deadline: float = DEFAULT_DEADLINE
     retries: int = 3
     backoff: float = 1.0
     max_retry_after: float = 120.0
@@ -136,23 +153,39 @@ class SteamHttp:
         return dataclasses.replace(self, pool_size=pool_size, session=None)
 
     def get(
-        self, url: str, *, params: dict | None = None, secret: str | None = None
+        self,
+        url: str,
+        *,
+        params: dict | None = None,
+        secret: str | None = None,
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
     ) -> requests.Response:
         """GET with retries; returns the last response (any status) with its body read.
 
         Retries 429/5xx (honouring Retry-After up to ``max_retry_after``), timeouts, resets and
         truncated bodies. Raises ``HttpError`` when no response came back after the retries.
+
+        Args:
+            url: the URL; ``params`` its query.
+            secret: a value to redact from every message (the API key).
+            deadline: seconds for the whole call, attempts and waits included: a server that
+                sends a byte every few seconds never trips ``timeout`` (the gap between bytes),
+                this stops it. None: no limit.
+            stop: when set (Ctrl-C), the call gives up within a moment with ``HttpError``.
         """
         if secret:
             _install_log_filter()
+        end = None if deadline is None else time.monotonic() + deadline
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             wait = self.backoff * 2**attempt
             failure = None
             try:
-                r = self.session.get(url, params=params, timeout=self.timeout)
-                _ = r.content  # read the body now, so a truncated one fails here
+                r = self._fetch(url, params, end, stop)
                 _check_length(r)
+            except _Stopped as e:
+                failure, final = str(e), True
             except (*_TRANSIENT, requests.RequestException) as e:
                 failure = f"{_describe(e)}: {redact(str(e), secret)[:160]}"
                 final = last or not isinstance(e, _TRANSIENT)
@@ -168,8 +201,52 @@ class SteamHttp:
                 if after is not None and r.status_code in (429, 503):
                     wait = min(after, self.max_retry_after)
                 logger.debug("HTTP %s, retrying in %.2fs", r.status_code, wait)
-            time.sleep(wait)
+            if end is not None and time.monotonic() + wait > end:
+                if failure is None:
+                    return r  # no time for another attempt: the last answer stands
+                raise HttpError(f"deadline: no whole response within {deadline:g} s ({failure})")
+            if _pause(wait, stop):
+                raise HttpError("cancelled")
         raise AssertionError("unreachable")
+
+    def _fetch(self, url, params, end, stop) -> requests.Response:
+        """One attempt: headers, then the body a piece at a time so ``end`` and ``stop`` are
+        checked whenever bytes arrive (``read1`` returns what came, never waits to fill)."""
+        timeout = self.timeout
+        if end is not None:
+            timeout = (self.timeout, max(0.05, min(self.timeout, end - time.monotonic())))
+        r = self.session.get(url, params=params, timeout=timeout, stream=True)
+        chunks, ok = [], False
+        try:
+            while True:
+                if stop is not None and stop.is_set():
+                    raise _Stopped("cancelled")
+                if end is not None and time.monotonic() > end:
+                    raise _Stopped(
+                        f"deadline: body not complete within the deadline ({url_path(url)})"
+                    )
+                try:
+                    chunk = r.raw.read1(1 << 16, decode_content=True)
+                except urllib3.exceptions.ReadTimeoutError as e:
+                    raise requests.ReadTimeout(e) from None
+                except urllib3.exceptions.DecodeError as e:
+                    raise requests.exceptions.ContentDecodingError(e) from None
+                except (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError) as e:
+                    raise requests.exceptions.ChunkedEncodingError(e) from None
+                except OSError as e:
+                    raise requests.ConnectionError(e) from None
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            ok = True
+        finally:
+            if ok:
+                r.raw.release_conn()  # read to the end: the connection goes back to the pool
+            else:
+                r.close()  # half-read: the connection is not reusable
+        r._content = b"".join(chunks)  # what requests' own .content would hold
+        r._content_consumed = True
+        return r
 
     @staticmethod
     def raise_for_status(r: requests.Response, *, secret: str | None = None) -> None:
@@ -180,6 +257,15 @@ class SteamHttp:
 
 class _ShortBody(Exception):
     pass
+
+
+class _Stopped(Exception):
+    """A deadline passed or Ctrl-C asked to stop: never retried."""
+
+
+def url_path(url: str) -> str:
+    """The URL without its query (which may hold the key)."""
+    return url.split("?", 1)[0]
 
 
 _TRANSIENT = (

@@ -17,6 +17,16 @@ PRESETS = {
 }
 # 224x336 is 16x24 patches of 14 px, and a multiple of 16 and 8 for DINO v1 and DINOv3.
 FULL_SIZE = (336, 224)  # (H, W)
+# Far above any Steam banner (600x900 is 0.54 MP); every stage that decodes a file from the data
+# folder, a download or a snapshot checks it on the header, before a single pixel is decoded.
+MAX_PIXELS = 40_000_000
+
+
+def check_pixels(img: Image.Image) -> None:
+    """Raise ValueError when an opened (not yet decoded) image is above ``MAX_PIXELS``."""
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise ValueError(f"image too large ({w}x{h} pixels, limit {MAX_PIXELS:,})")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -11,13 +11,15 @@ files are written by us (never by ``tarfile.extract``) to paths built from valid
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
-import json
 import logging
 import os
 import re
+import stat
 import tarfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -28,8 +30,10 @@ from tqdm.auto import tqdm
 from . import layout
 from .download import encode_jpeg, resize_banner
 from .layout import MANIFEST
-from .manifest import read_manifest, write_manifest
-from .net import SteamHttp
+from .manifest import MANIFEST_DTYPES, ManifestBook, load_manifest, read_manifest, write_manifest
+from .net import SteamHttp, url_path
+from .preprocess import check_pixels
+from .steam import read_app_file
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,10 @@ RELEASE_FILES = ("apps.json", "images_partA.tar.gz", "images_partB.tar.gz")
 JULY_2023_URL = "https://cdn.cloudflare.steamstatic.com/steam/apps/{app_id}/library_600x900.jpg"
 _I2D = re.compile(r"^images/(\d{5})/(\d{9})\.jpg$")
 _OURS = re.compile(r"^banners/(\d+)\.jpg$")
+_OURS_LOOSE = re.compile(r"^banners/([^/]+)\.jpg$")  # checked: a name here must be an app id
+# A 600x900 banner is ~0.2 MB as JPEG, ~1.6 MB as PNG; the July-2023 parts hold ~100k members.
+MAX_MEMBER_BYTES = 32 << 20
+MAX_MEMBERS = 1_000_000
 _FORMS = (
     "a .tar.gz made by pack_snapshot, a URL to one, a folder holding apps.json and "
     "images_part*.tar.gz (or an extracted images/), an img2dataset .tar.gz with apps.json beside "
@@ -77,24 +85,32 @@ def import_snapshot(
 
     Args:
         src: one of the forms in ``_FORMS``: a path, a URL, or ``"july-2023"``.
-        data: the data folder.
+        data: the data folder (locked while importing, see ``layout.lock_data``).
         apps: the July-2023 ``apps.json`` (path or list) when it is not beside ``src``.
         http: HTTP settings for URLs.
         progress: show tqdm bars.
 
     Returns:
-        Number of banners imported.
+        Number of banners imported; files that do not decode (or are above
+        ``preprocess.MAX_PIXELS``) are skipped and logged.
 
     Raises:
-        ValueError: an unknown form, or a hostile archive (absolute path, ``..``, link, device);
-            nothing is written outside ``data`` and nothing at all from a hostile archive.
+        ValueError: an unknown form, or a hostile archive (absolute path, ``..``, link, device,
+            a member above ``MAX_MEMBER_BYTES``, a name that is not an app id, a damaged
+            manifest), named with the archive and the member: nothing is written outside
+            ``data`` and nothing at all from a hostile archive.
     """
+    with layout.lock_data(data):
+        return _import(src, data, apps, http, progress)
+
+
+def _import(src, data, apps, http, progress) -> int:
     src = RELEASE_URL if str(src).lower() in ("july-2023", "july2023") else str(src)
     if re.match(r"^https?://", src):
         # Kept under DATA/downloads/: a rerun (or a re-import) does not fetch the release again.
         folder = layout.downloads_dir(data) / hashlib.sha256(src.encode()).hexdigest()[:12]
         local = _fetch(src, folder, http or SteamHttp(), progress)
-        return import_snapshot(local, data, apps=apps, progress=progress)
+        return _import(local, data, apps, None, progress)
     path = Path(src)
     if path.is_dir():
         app_ids = _read_apps(apps if apps is not None else path / "apps.json")
@@ -103,7 +119,7 @@ def import_snapshot(
             return sum(_import_tar(a, data, app_ids, progress) for a in archives)
         if (path / "images").is_dir():
             return _import_files(_walk(path), data, app_ids, None, progress)
-    elif path.is_file() and tarfile.is_tarfile(path):
+    elif path.is_file() and _is_tar(path):
         beside = path.parent / "apps.json"
         app_ids = _read_apps(apps) if apps is not None else None
         if app_ids is None and beside.is_file():
@@ -112,15 +128,22 @@ def import_snapshot(
     raise ValueError(f"cannot import {src!r}; expected {_FORMS}")
 
 
+def _is_tar(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
 def _read_apps(apps) -> list[int] | None:
     if apps is None:
         return None
     if isinstance(apps, list | tuple):
-        return [int(a) for a in apps]
+        return [layout.parse_app_id(a, f"apps[{i}]") for i, a in enumerate(apps)]
     path = Path(apps)
     if not path.is_file():
         return None
-    return [int(a) for a in json.loads(path.read_text())]
+    return [app_id for app_id, _ in read_app_file(path)]  # names the file and line of a bad id
 
 
 def _fetch(url: str, folder: Path, http: SteamHttp, progress: bool) -> Path:
@@ -133,11 +156,17 @@ def _fetch(url: str, folder: Path, http: SteamHttp, progress: bool) -> Path:
 
 
 def _fetch_file(url: str, out: Path, http: SteamHttp, progress: bool) -> Path:
-    if out.is_file():  # written by one rename: whole, from an earlier run
+    """Fetch ``url`` into ``out`` unless a whole earlier copy is there; an answer that is not
+    what ``out`` should hold (an HTML page, bytes that are not a tar or an app list) is
+    refused and never kept, so a rerun asks again."""
+    if out.is_file():  # written by one rename, after the checks below: whole and valid
         return out
     with http.session.get(url, stream=True, timeout=http.timeout) as r:
         http.raise_for_status(r)
-        total = int(r.headers.get("Content-Length", 0)) or None
+        kind = r.headers.get("Content-Type", "")
+        if kind.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
+            raise ValueError(f"{url_path(url)} answered with a web page ({kind}), not a snapshot")
+        total = int(r.headers.get("Content-Length", 0) or 0) or None
         with (
             layout.atomic_path(out) as tmp,
             open(tmp, "wb") as f,
@@ -148,50 +177,109 @@ def _fetch_file(url: str, out: Path, http: SteamHttp, progress: bool) -> Path:
             for chunk in r.iter_content(1 << 20):
                 f.write(chunk)
                 bar.update(len(chunk))
+            f.flush()
+            if out.suffix == ".json":
+                read_app_file(tmp)  # raises ValueError naming the line of the first bad id
+            elif not _is_tar(tmp):
+                raise ValueError(
+                    f"{url_path(url)} did not send a tar archive ({kind or 'no type'})"
+                )
     return out
 
 
 def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.TarInfo]:
     """All members of ``tar`` after checking each is a plain file or folder with a relative path
-    inside the archive; raises ValueError naming the first offending member otherwise."""
-    members = tar.getmembers()
-    for m in members:
+    inside the archive, that a file we would read is at most ``MAX_MEMBER_BYTES`` and that a
+    banner's name holds a valid app id; raises ValueError naming the first offending member.
+
+    Member names come back normalised (``./banners/1.jpg`` -> ``banners/1.jpg``).
+    """
+    members = []
+    for m in tar:  # streamed: a header at a time
+        if len(members) >= MAX_MEMBERS:
+            raise ValueError(f"refusing {name}: more than {MAX_MEMBERS:,} members")
         p = PurePosixPath(m.name.replace("\\", "/"))
         if p.is_absolute() or re.match(r"^[A-Za-z]:", m.name) or ".." in p.parts:
             raise ValueError(f"refusing {name}: member {m.name!r} escapes the archive")
         if m.issym() or m.islnk():
             raise ValueError(f"refusing {name}: member {m.name!r} is a link")
-        if not (m.isfile() or m.isdir()):
+        if not (m.isfile() or m.isdir()) or m.issparse():
             raise ValueError(f"refusing {name}: member {m.name!r} is a device, fifo or special")
+        norm = str(p)
+        if m.isfile() and _wanted(norm) and m.size > MAX_MEMBER_BYTES:
+            raise ValueError(
+                f"refusing {name}: member {m.name!r} is {m.size:,} bytes, above the cap of "
+                f"{MAX_MEMBER_BYTES:,} per file"
+            )
+        if m.isfile() and (o := _OURS_LOOSE.match(norm)):
+            try:
+                app_id = layout.parse_app_id(o.group(1))
+                if str(app_id) != o.group(1):
+                    raise ValueError(f"not the canonical name {app_id}.jpg")
+            except ValueError as e:
+                raise ValueError(f"refusing {name}: member {m.name!r}: {e}") from None
+        m.name = norm
+        members.append(m)
     return members
 
 
+def _wanted(name: str) -> bool:
+    return bool(_I2D.match(name) or _OURS_LOOSE.match(name) or name == MANIFEST)
+
+
+def _read_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
+    """A member's bytes, never more than ``MAX_MEMBER_BYTES`` (its size was checked already)."""
+    f = tar.extractfile(m)
+    payload = f.read(min(m.size, MAX_MEMBER_BYTES) + 1)
+    if len(payload) > MAX_MEMBER_BYTES:  # pragma: no cover (tarfile reads m.size at most)
+        raise ValueError(f"member {m.name!r} is above the cap of {MAX_MEMBER_BYTES:,} bytes")
+    return payload
+
+
 def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> int:
-    with tarfile.open(path, "r:*") as tar:
-        members = check_archive(tar, str(path))
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = check_archive(tar, str(path))
+            incoming = None
+            for m in members:  # the manifest first: a damaged one refuses before any write
+                if m.isfile() and m.name == MANIFEST:
+                    incoming = load_manifest(
+                        io.BytesIO(_read_member(tar, m)),
+                        f"{path}:{MANIFEST}",
+                        fix="this snapshot cannot be imported; ask its author for a new one",
+                        required=tuple(MANIFEST_DTYPES),  # pack_snapshot writes every column
+                    )
 
-        def files() -> Iterator[tuple[str, bytes, float]]:
-            for m in members:
-                if m.isfile() and (_I2D.match(m.name) or _OURS.match(m.name) or m.name == MANIFEST):
-                    yield m.name, tar.extractfile(m).read(), m.mtime
+            def files() -> Iterator[tuple[str, bytes, float]]:
+                for m in members:
+                    if m.isfile() and (_I2D.match(m.name) or _OURS.match(m.name)):
+                        yield m.name, _read_member(tar, m), m.mtime
 
-        return _import_files(files(), data, app_ids, len(members), progress)
+            return _import_files(files(), data, app_ids, len(members), progress, incoming)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ValueError(f"{path}: not a readable tar archive ({type(e).__name__}: {e})") from None
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, bytes, float]]:
+    """The banners of an extracted img2dataset folder: regular files only, never opened else."""
+    root = (folder / "images").resolve()
     for f in sorted((folder / "images").glob("*/*.jpg")):
-        if f.is_file() and not f.is_symlink():
-            yield f.relative_to(folder).as_posix(), f.read_bytes(), f.stat().st_mtime
+        st = f.lstat()
+        if not stat.S_ISREG(st.st_mode) or not f.resolve().is_relative_to(root):
+            logger.warning("skipped %s: not a regular file inside %s", f, root)
+        elif st.st_size > MAX_MEMBER_BYTES:
+            logger.warning("skipped %s: %d bytes, above %d", f, st.st_size, MAX_MEMBER_BYTES)
+        else:
+            yield f.relative_to(folder).as_posix(), f.read_bytes(), st.st_mtime
 
 
-def _import_files(files, data, app_ids: list[int] | None, total, progress: bool) -> int:
-    rows, incoming = [], None
+def _import_files(
+    files, data, app_ids: list[int] | None, total, progress: bool, incoming=None
+) -> int:
+    rows = []
     for name, payload, mtime in tqdm(files, total=total, desc="import", disable=not progress):
-        if name == MANIFEST:
-            incoming = pd.read_parquet(io.BytesIO(payload))
-            continue
         if m := _OURS.match(name):
-            app_id, url = int(m.group(1)), ""
+            app_id, url = layout.parse_app_id(m.group(1)), ""
         else:
             m = _I2D.match(name)
             if app_ids is None:
@@ -213,13 +301,14 @@ def _save(data, app_id: int, payload: bytes, mtime: float) -> dict | None:
     """Write one banner if it decodes; re-encode anything but an RGB JPEG."""
     try:
         with Image.open(io.BytesIO(payload)) as img:
+            check_pixels(img)  # before decoding: a 100 KB PNG can hold 30000x30000 pixels
             img.load()
             ok_as_is = img.format == "JPEG" and img.mode == "RGB"
             size = img.size
         if not ok_as_is:
             img = resize_banner(payload, size="original")
             payload, size = encode_jpeg(img), img.size
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         logger.warning("skipped app %s: %s", app_id, e)
         return None
     layout.write_bytes_atomic(layout.banner_path(data, app_id), payload)
@@ -245,10 +334,18 @@ def _merge_manifest(data, rows: list[dict], incoming: pd.DataFrame | None) -> No
         if len(new):  # keep the snapshot's names and urls for the files written
             meta = incoming.set_index("app_id")[["name", "url"]]
             new = new.drop(columns="url").join(meta, on="app_id")
-    old = read_manifest(data)
+    try:
+        old = read_manifest(data)
+    except ValueError as e:  # rebuilt from the folder, as `download` does
+        logger.warning("%s; rebuilding it from %s", e, layout.banners_dir(data))
+        book = ManifestBook(data, {})
+        old = pd.DataFrame(list(book.rows.values()), columns=list(MANIFEST_DTYPES))
     if len(new) and len(old):  # a snapshot without names keeps the names we already had
         known = old.set_index("app_id")["name"]
         name = new["name"] if "name" in new else pd.Series("", index=new.index)
         new["name"] = name.fillna("").mask(name.fillna("") == "", new["app_id"].map(known))
-    parts = [old, incoming, new]
-    write_manifest(data, pd.concat([p for p in parts if p is not None and len(p)]))
+    parts = [p for p in (old, incoming, new) if p is not None and len(p)]
+    if not parts:
+        logger.warning("nothing to import: no banner and no manifest in the snapshot")
+        return
+    write_manifest(data, pd.concat(parts))

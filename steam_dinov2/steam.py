@@ -14,7 +14,9 @@ theirs behind a content hash that only ``IStoreBrowseService/GetItems/v1`` revea
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,7 +24,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .layout import parse_app_id
 from .net import SteamHttp, get_api_key
+
+logger = logging.getLogger(__name__)
 
 SOURCES = ("store", "steamspy", "file:PATH")
 STORE_PAGE_MAX = 50_000  # IStoreService/GetAppList caps max_results at 50,000.
@@ -32,12 +37,13 @@ STEAMSPY_WAIT = 60.0
 GETITEMS_BATCH = 50  # IStoreBrowseService/GetItems answers at most 50 ids at a time.
 BANNER_NAME = "library_600x900.jpg"
 STORE_KINDS = ("games", "dlc", "software", "videos", "hardware")
+MAX_APP_FILE_BYTES = 256 << 20  # Steam's whole catalogue with names is ~20 MB as json
 
 
 def banner_url(app_id: int, *, http: SteamHttp | None = None) -> str:
     """Plain CDN URL of an app's 600x900 library banner (404 for apps with hashed art)."""
     http = http or SteamHttp()
-    return f"{http.assets_base}/steam/apps/{int(app_id)}/{BANNER_NAME}"
+    return f"{http.assets_base}/steam/apps/{parse_app_id(app_id)}/{BANNER_NAME}"
 
 
 def list_apps(
@@ -91,23 +97,28 @@ def list_apps(
 def read_app_file(path: str | os.PathLike) -> list[tuple[int, str]]:
     """Read ``(app_id, name)`` pairs from a txt (one id a line, optional name after a tab or
     comma), json (list of ids, list of objects with ``appid``/``app_id``, or ``{id: name}``)
-    or csv file (an ``app_id`` column, optional ``name``)."""
+    or csv file (an ``app_id`` column, optional ``name``).
+
+    Raises:
+        ValueError: naming the file and the line (the entry, for json that is not a plain list)
+            of the first thing that is not an app id (see ``layout.parse_app_id``).
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"app list file not found: {path}")
-    text = path.read_text(encoding="utf-8-sig")
+    if path.stat().st_size > MAX_APP_FILE_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size:,} bytes is too big for an app list")
     try:
-        if path.suffix.lower() == ".json":
-            return _apps_from_json(json.loads(text), path)
-        if path.suffix.lower() == ".csv":
-            rows = list(csv.DictReader(text.splitlines()))
-            if not rows or not ({"app_id", "appid"} & set(rows[0])):
-                raise ValueError(f"{path}: a csv app list needs an 'app_id' column")
-            return [(int(r.get("app_id") or r["appid"]), r.get("name") or "") for r in rows]
-    except (TypeError, KeyError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not an app list ({type(e).__name__}: {e})") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte {e.start}); expected a txt, csv or json app list"
+        ) from None
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return _apps_from_json(text, path)
+    if suffix == ".csv":
+        return _apps_from_csv(text, path)
     apps = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -116,28 +127,74 @@ def read_app_file(path: str | os.PathLike) -> list[tuple[int, str]]:
         head, _, name = line.replace("\t", ",").partition(",")
         if lineno == 1 and head.strip().lower() in ("app_id", "appid"):
             continue  # a header line
-        if not head.strip().isdigit():
-            raise ValueError(f"{path}:{lineno}: expected an app id, got {head.strip()!r}")
-        apps.append((int(head), name.strip()))
+        apps.append((parse_app_id(head, f"{path}:{lineno}"), name.strip()))
     return apps
 
 
-def _apps_from_json(data: object, path: Path) -> list[tuple[int, str]]:
+def _apps_from_csv(text: str, path: Path) -> list[tuple[int, str]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    out = []
+    try:
+        fields = reader.fieldnames or []
+        col = next((c for c in ("app_id", "appid") if c in fields), None)
+        if col is None:
+            raise ValueError(f"{path}: a csv app list needs an 'app_id' column")
+        for r in reader:
+            where = f"{path}:{reader.line_num}"
+            out.append((parse_app_id(r[col] or "", where), str(r.get("name") or "")))
+    except csv.Error as e:
+        raise ValueError(f"{path}:{reader.line_num}: not a csv app list ({e})") from None
+    return out
+
+
+def _apps_from_json(text: str, path: Path) -> list[tuple[int, str]]:
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: not an app list ({type(e).__name__}: {e})") from None
+    top_list = isinstance(data, list)
     if isinstance(data, dict):
         data = data.get("apps", data.get("applist", data))
     if isinstance(data, dict):  # {id: name} or SteamSpy's {id: {appid, name, ...}}
-        return [
-            (int(k), v.get("name", "") if isinstance(v, dict) else str(v)) for k, v in data.items()
+        data = [
+            v | {"appid": v.get("appid", k)} if isinstance(v, dict) else {"appid": k, "name": v}
+            for k, v in data.items()
         ]
-    if isinstance(data, list):
-        out = []
-        for item in data:
-            if isinstance(item, dict):
-                out.append((int(item.get("app_id", item.get("appid"))), item.get("name") or ""))
-            else:
-                out.append((int(item), ""))
-        return out
-    raise ValueError(f"{path}: expected a list of app ids or of objects with 'appid'")
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of app ids or of objects with 'appid'")
+    out = []
+    for i, item in enumerate(data):
+        where = f"{path}:{_json_line(text, i)}" if top_list else f"{path}: entry {i + 1}"
+        if isinstance(item, dict):
+            value = item.get("app_id", item.get("appid"))
+            out.append((parse_app_id(value, where), str(item.get("name") or "")))
+        else:
+            out.append((parse_app_id(item, where), ""))
+    return out
+
+
+def _json_line(text: str, index: int) -> int:
+    """Line of the ``index``-th element of the JSON list ``text`` (already known to parse)."""
+    decoder, pos = json.JSONDecoder(), text.index("[") + 1
+    for i in range(index + 1):
+        pos = len(text) - len(text[pos:].lstrip(" \t\r\n,"))
+        if i == index:
+            break
+        pos = decoder.raw_decode(text, pos)[1]
+    return text.count("\n", 0, pos) + 1
+
+
+def _checked_ids(pairs, source: str) -> list[tuple[int, str]]:
+    """Drop (and log) entries of a network source whose id is not an app id."""
+    out, bad = [], []
+    for app_id, name in pairs:
+        try:
+            out.append((parse_app_id(app_id), str(name or "")))
+        except ValueError:
+            bad.append(app_id)
+    if bad:
+        logger.warning("%s: skipped %d entries that are not app ids: %r", source, len(bad), bad[:5])
+    return out
 
 
 def _list_store(key, include, limit, http: SteamHttp, progress) -> list[tuple[int, str]]:
@@ -162,12 +219,13 @@ def _list_store(key, include, limit, http: SteamHttp, progress) -> list[tuple[in
                 raise ValueError(f"the Steam Web API rejected the key (HTTP {r.status_code})")
             http.raise_for_status(r, secret=key)
             body = r.json().get("response", {})
-            got = [(int(a["appid"]), a.get("name", "")) for a in body.get("apps", [])]
+            got = [(a.get("appid"), a.get("name", "")) for a in body.get("apps", [])]
+            got = _checked_ids(got, "IStoreService/GetAppList")
             apps += got
             bar.update(len(got))
             if not got or not body.get("have_more_results") or (limit and len(apps) >= limit):
                 return apps
-            last = int(body.get("last_appid", got[-1][0]))
+            last = parse_app_id(body.get("last_appid", got[-1][0]), "GetAppList last_appid")
 
 
 def _list_steamspy(limit, wait, http: SteamHttp, progress) -> list[tuple[int, str]]:
@@ -180,7 +238,8 @@ def _list_steamspy(limit, wait, http: SteamHttp, progress) -> list[tuple[int, st
             r = http.get(url, params={"request": "all", "page": page})
             http.raise_for_status(r)
             data = r.json() or {}
-            got = [(int(v.get("appid", k)), v.get("name") or "") for k, v in data.items()]
+            got = [(v.get("appid", k), v.get("name") or "") for k, v in data.items()]
+            got = _checked_ids(got, "SteamSpy")
             apps += got
             bar.update(len(got))
             if len(got) < STEAMSPY_PAGE or (limit and len(apps) >= limit):
@@ -216,7 +275,7 @@ def fetch_store_items(
         ``banner_url`` is None when the app has no library capsule.
     """
     http = http or SteamHttp()
-    ids = [int(a) for a in app_ids]
+    ids = [parse_app_id(a) for a in app_ids]
     out: dict[int, dict] = {}
     for i in range(0, len(ids), GETITEMS_BATCH):
         out.update(_get_items_batch(ids[i : i + GETITEMS_BATCH], language, country, http))
@@ -237,7 +296,12 @@ def _get_items_batch(ids, language, country, http: SteamHttp) -> dict[int, dict]
         app_id = item.get("appid", item.get("id"))
         if app_id is None or item.get("success", 1) != 1:
             continue
-        out[int(app_id)] = {
+        try:
+            app_id = parse_app_id(app_id)
+        except ValueError:
+            logger.warning("GetItems: skipped an item whose id is not an app id: %r", app_id)
+            continue
+        out[app_id] = {
             "name": item.get("name") or "",
             "banner_url": _capsule_url(item.get("assets") or {}, http),
         }

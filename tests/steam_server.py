@@ -8,6 +8,7 @@ faults the downloader must survive. Start it with ``with FakeSteam(apps) as serv
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -23,7 +25,7 @@ from synthetic import make_banner
 
 KEY = "sk-TEST-0123456789ABCDEF"
 STEAMSPY_PAGE = 1000
-FORMATS = ("rgb", "gray", "cmyk", "png")
+FORMATS = ("rgb", "gray", "cmyk", "png", "bomb")
 
 
 @dataclasses.dataclass
@@ -31,11 +33,12 @@ class App:
     """One fake app.
 
     Attributes:
-        banner: "rgb", "gray", "cmyk" (JPEGs) or "png" (PNG bytes served as .jpg); None for an
-            app without a library capsule.
+        banner: "rgb", "gray", "cmyk" (JPEGs), "png" (PNG bytes served as .jpg) or "bomb" (a
+            ~110 KB PNG of 30000x30000 pixels); None for an app without a library capsule.
         hashed: art behind a content hash: the plain path 404s, GetItems gives the real one.
         faults: transient faults consumed one per banner request: "429", "500", "slow", "reset".
-        broken: a fault on every request: "truncated", "html", "reset".
+        broken: a fault on every request: "truncated", "html", "reset", "trickle" (headers at
+            once, then one byte of the body every ``trickle_seconds``).
     """
 
     app_id: int
@@ -51,8 +54,25 @@ class App:
         return hashlib.sha1(str(self.app_id).encode()).hexdigest()
 
 
+@functools.cache
+def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A 1-bit PNG of ``width`` x ``height`` black pixels: ~110 KB for 30000x30000 (900 MP, 2.7 GB
+    once decoded to RGB). Built row by row, so making it never holds the pixels either."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    z, row = zlib.compressobj(9), b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 def encode_banner(app_id: int, fmt: str = "rgb", size=(600, 900)) -> bytes:
     """``app_id``'s synthetic banner (600x900 by default) encoded as ``fmt`` (see ``FORMATS``)."""
+    if fmt == "bomb":
+        return bomb_png()
     img = make_banner(app_id, size)
     buf = io.BytesIO()
     if fmt == "gray":
@@ -77,6 +97,7 @@ class FakeSteam:
         latency: float = 0.0,
         retry_after: str = "0.3",
         slow_seconds: float = 1.5,
+        trickle_seconds: float = 1.0,
         banner_variants: int | None = None,
     ):
         self.apps = {a.app_id: a for a in apps}
@@ -84,6 +105,7 @@ class FakeSteam:
         self.latency = latency
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
+        self.trickle_seconds = trickle_seconds
         self.banner_variants = banner_variants  # benchmarks: reuse a few encoded banners
         self.hits: Counter = Counter()  # banner requests per app id
         self.log: list[tuple[float, str, int]] = []  # (monotonic time, path, status)
@@ -255,6 +277,17 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "html":
             return self._send(200, b"<!doctype html><html>Sorry</html>", "text/html")
         body = self.steam.banner_bytes(app)
+        if fault == "trickle":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(self.steam.trickle_seconds)
+            return None
         if fault == "truncated":
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg")
