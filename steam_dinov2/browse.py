@@ -14,6 +14,7 @@ import pandas as pd
 from . import layout
 from .audit import load_exclusions
 from .embed import embed_image, load_embeddings
+from .folder import is_steam_id
 from .manifest import load_names, search_games
 from .search import (
     find_neighbors,
@@ -250,7 +251,9 @@ class Browser:
             self.images.get(key, _blank()).save(buf, format="JPEG")
             data = buf.getvalue()
         link = (
-            f'<a href="{STORE_URL.format(app_id)}" target="_blank">{app_id}</a>' if app_id else ""
+            f'<a href="{STORE_URL.format(app_id)}" target="_blank">{app_id}</a>'
+            if app_id and is_steam_id(app_id)
+            else html.escape(app_id or "")  # an own image (import_folder): no store page
         )
         tile = w.VBox([
             w.Image(value=data, format="jpeg", width=112, height=168),

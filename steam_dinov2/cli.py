@@ -143,6 +143,16 @@ def _cmd_import_snapshot(args) -> int:
     return 0
 
 
+def _cmd_import_folder(args) -> int:
+    from .folder import import_folder
+
+    report = import_folder(args.src, args.data, size=args.size)
+    print(f"{report} -> {layout.banners_dir(args.data)}")
+    for rel, reason in list(report.skipped.items())[:10]:
+        print(f"  skipped {rel}: {reason}")
+    return 0
+
+
 def _add_audit_options(p: argparse.ArgumentParser) -> None:
     from .audit import ISSUE_TYPES, NEAR_DUP_THRESHOLD
 
@@ -252,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data folder")
     p.add_argument("--apps", help="apps.json of an img2dataset snapshot, if not beside SRC")
     p.set_defaults(func=_cmd_import_snapshot)
+
+    from .download import DEFAULT_SIZE, SIZES
+
+    p = sub.add_parser(
+        "import-folder", help="any folder of images -> a collection (ids above Steam's, names)"
+    )
+    p.add_argument("src", help="folder of images (subfolders included)")
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved image size")
+    p.set_defaults(func=_cmd_import_folder)
     return parser
 
 
