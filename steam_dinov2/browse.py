@@ -215,7 +215,7 @@ class Browser:
             return
         item = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
         content = bytes(item["content"])
-        name = item.get("name", "upload")
+        name = item.get("name") or item.get("metadata", {}).get("name", "upload")  # ipywidgets 8 | 7
         # Keyed by content too: two uploads named image.png are two different queries.
         key = f"{name} [{hashlib.sha256(content).hexdigest()[:8]}]"
         try:

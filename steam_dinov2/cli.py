@@ -109,7 +109,9 @@ def _add_download_options(p: argparse.ArgumentParser, *, workers_flag: str = "--
     from .download import DEFAULT_SIZE, DEFAULT_WORKERS, SIZES
 
     p.add_argument(
-        "--source", default="store", help="store (needs STEAM_API_KEY), steamspy or file:PATH"
+        "--source",
+        default="steamspy",  # as in the notebooks: no key needed
+        help="steamspy (default), store (needs STEAM_API_KEY) or file:PATH",
     )
     p.add_argument("--limit", type=int, help="at most N apps from the source")
     p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved banner size")

@@ -182,7 +182,7 @@ class DownloadReport:
 def download_banners(
     data: str | os.PathLike,
     *,
-    source: str | pd.DataFrame | Sequence[int] = "store",
+    source: str | pd.DataFrame | Sequence[int] = "steamspy",
     limit: int | None = None,
     size: str = DEFAULT_SIZE,
     workers: int = DEFAULT_WORKERS,

@@ -103,10 +103,16 @@ def read_app_file(path: str | os.PathLike) -> list[tuple[int, str]]:
         if path.suffix.lower() == ".json":
             return _apps_from_json(json.loads(text), path)
         if path.suffix.lower() == ".csv":
-            rows = list(csv.DictReader(text.splitlines()))
-            if not rows or not ({"app_id", "appid"} & set(rows[0])):
+            reader = csv.DictReader(text.splitlines())
+            if not ({"app_id", "appid"} & set(reader.fieldnames or [])):
                 raise ValueError(f"{path}: a csv app list needs an 'app_id' column")
-            return [(int(r.get("app_id") or r["appid"]), r.get("name") or "") for r in rows]
+            apps = []
+            for r in reader:
+                head = (r.get("app_id") or r.get("appid") or "").strip()
+                if not head.isdigit():
+                    raise ValueError(f"{path}:{reader.line_num}: expected an app id, got {head!r}")
+                apps.append((int(head), r.get("name") or ""))
+            return apps
     except (TypeError, KeyError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not an app list ({type(e).__name__}: {e})") from None
     except ValueError as e:
