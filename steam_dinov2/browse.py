@@ -215,7 +215,8 @@ class Browser:
             return
         item = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
         content = bytes(item["content"])
-        name = item.get("name") or item.get("metadata", {}).get("name", "upload")  # ipywidgets 8 | 7
+        # ipywidgets 8 gives the name beside the content, 7 (what Colab ships) in "metadata".
+        name = item.get("name") or item.get("metadata", {}).get("name", "upload")
         # Keyed by content too: two uploads named image.png are two different queries.
         key = f"{name} [{hashlib.sha256(content).hexdigest()[:8]}]"
         try:

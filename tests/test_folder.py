@@ -80,3 +80,19 @@ def test_cli_import_folder_then_embed_match_and_audit(photos, tmp_path, capsys):
     setting = layout.setting_name("dinov2_vits14", "crop256", "cls", weights_tag="random")
     table = pd.read_parquet(layout.neighbors_path(data, setting))
     assert set(table.query_id) == {str(a) for a in issues.app_id}
+
+
+def test_browser_tiles_link_to_the_store_only_for_steam_ids(photos, tmp_path, vits14):
+    from steam_dinov2.browse import Browser
+    from steam_dinov2.embed import embed_folder
+
+    data = tmp_path / "data"
+    import_folder(photos, data, progress=False)
+    make_banner(7).save(layout.banner_path(data, 620))  # one Steam game among the own images
+    embed_folder(layout.banners_dir(data), data, model=vits14, progress=False)
+    browser = Browser(data, k=5)
+    browser.show(own_image_id("fish.jpeg"))
+    links = {t.app_id: t.children[1].value for t in browser.tiles}
+    assert "store.steampowered.com/app/620" in links["620"]
+    own = [html for i, html in links.items() if i != "620"]
+    assert len(own) == 4 and not any("store.steampowered.com" in h for h in own)

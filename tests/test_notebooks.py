@@ -157,7 +157,6 @@ def test_match_notebook_wrote_matches_comparison_and_export(executed):
         1 for c in out.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
     )
     assert images >= 3  # the well-known games found plus the comparison
-    assert "store.steampowered.com/app/620" in json.dumps(out)  # the browser's tiles link there
 
 
 def _run(name, out, params, cwd):
@@ -227,4 +226,4 @@ def test_own_images_go_through_audit_and_match_with_a_weights_file(own_images_wi
     table = pd.read_parquet(layout.neighbors_path(data, setting))
     assert set(table.query_id) == {str(a) for a in manifest.app_id}
     out = nbformat.read(tmp / "m.ipynb", as_version=4)
-    assert "store.steampowered.com/app" not in json.dumps(out)  # no store links for own images
+    assert not [o for c in out.cells for o in c.get("outputs", []) if o.output_type == "error"]
