@@ -19,12 +19,12 @@ from threading import Semaphore
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from . import layout
 from .manifest import ManifestBook
 from .net import HttpError, SteamHttp
 from .preprocess import to_rgb
+from .progress import tqdm
 from .steam import GETITEMS_BATCH, STEAMSPY_WAIT, banner_url, fetch_store_items, list_apps
 
 logger = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import layout
 from .download import DEFAULT_SIZE, encode_jpeg, parse_size, resize_banner
 from .manifest import read_manifest, write_manifest
+from .progress import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from . import layout
 from .download import encode_jpeg, resize_banner
 from .layout import MANIFEST
 from .manifest import read_manifest, write_manifest
 from .net import SteamHttp
+from .progress import tqdm
 
 logger = logging.getLogger(__name__)
 

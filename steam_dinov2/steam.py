@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .net import SteamHttp, get_api_key
+from .progress import tqdm
 
 logger = logging.getLogger(__name__)
 
