@@ -236,7 +236,7 @@ def audit_banners(
     with layout.atomic_path(layout.issues_path(data)) as tmp:
         issues.to_parquet(tmp, index=False)
     layout.write_text_atomic(layout.exclusions_path(data), json.dumps(exclusions, indent=1))
-    log.info("audit: %d of %d banners excluded", len(exclusions), len(images))
+    log.debug("audit: %d of %d banners excluded", len(exclusions), len(images))  # returned too
     return Audit(issues, exclusions, groups, reused)
 
 

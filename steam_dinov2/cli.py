@@ -105,7 +105,7 @@ def _cmd_match(args) -> int:
     return 0
 
 
-def _add_download_options(p: argparse.ArgumentParser, *, workers_flag: str = "--workers") -> None:
+def _add_download_options(p: argparse.ArgumentParser) -> None:
     from .download import DEFAULT_SIZE, DEFAULT_WORKERS, SIZES
 
     p.add_argument(
@@ -115,9 +115,9 @@ def _add_download_options(p: argparse.ArgumentParser, *, workers_flag: str = "--
     )
     p.add_argument("--limit", type=int, help="at most N apps from the source")
     p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved banner size")
+    # One meaning per flag: --workers is decoding processes (embed, audit, run) everywhere.
     p.add_argument(
-        workers_flag, dest="download_workers", type=int, default=DEFAULT_WORKERS,
-        help="download threads",
+        "--download-workers", type=int, default=DEFAULT_WORKERS, help="download threads",
     )  # fmt: skip
 
 
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job: download, audit, embed, match, preview")
     p.add_argument("--data", required=True, help="data folder")
     p.add_argument("--images", help=argparse.SUPPRESS)
-    _add_download_options(p, workers_flag="--download-workers")
+    _add_download_options(p)
     _add_embed_options(p)
     _add_audit_options(p)
     _add_match_options(p)

@@ -265,7 +265,7 @@ def download_banners(
         counts["ok"], counts["no_banner"], counts["error"], len(names) - len(pending),
         time.monotonic() - start, top,
     )  # fmt: skip
-    logger.info("download: %s", report)
+    logger.debug("download: %s", report)  # the report is returned: its caller shows it once
     return report
 
 

@@ -130,5 +130,5 @@ def import_folder(
         report.imported.append(app_id)
     if rows:
         write_manifest(data, pd.concat([d for d in (old, pd.DataFrame(rows)) if len(d)]))
-    log.info("%s from %s into %s", report, src, layout.banners_dir(data))
+    log.debug("%s from %s into %s", report, src, layout.banners_dir(data))  # returned too
     return report

@@ -1,5 +1,7 @@
 """import_folder: any folder of images becomes a collection the later stages work on."""
 
+import logging
+
 import pandas as pd
 import pytest
 from conftest import make_banner
@@ -66,10 +68,12 @@ def test_not_a_folder_or_no_images_is_a_one_line_error(tmp_path):
         import_folder(tmp_path / "empty", tmp_path / "data")
 
 
-def test_cli_import_folder_then_embed_match_and_audit(photos, tmp_path, capsys):
+def test_cli_import_folder_then_embed_match_and_audit(photos, tmp_path, capsys, caplog):
     data = tmp_path / "data"
-    assert main(["import-folder", str(photos), "--data", str(data)]) == 0
+    with caplog.at_level(logging.INFO):
+        assert main(["import-folder", str(photos), "--data", str(data)]) == 0
     assert "5 images imported" in capsys.readouterr().out
+    assert not [r for r in caplog.records if "images imported" in r.getMessage()]  # said once
     assert main(["import-folder", str(tmp_path / "nope"), "--data", str(data)]) == 2
     common = ["--data", str(data), "--no-pretrained", "--model", "dinov2_vits14"]
     assert main(["audit", *common, "--issue-types", "dark", "light"]) == 0
@@ -96,3 +100,17 @@ def test_browser_tiles_link_to_the_store_only_for_steam_ids(photos, tmp_path, vi
     assert "store.steampowered.com/app/620" in links["620"]
     own = [html for i, html in links.items() if i != "620"]
     assert len(own) == 4 and not any("store.steampowered.com" in h for h in own)
+
+
+def test_workers_means_decoding_processes_everywhere(tmp_path, capsys):
+    from steam_dinov2.cli import build_parser
+
+    run = build_parser().parse_args(
+        ["run", "--data", "d", "--workers", "1", "--download-workers", "3"]
+    )
+    assert (run.workers, run.download_workers) == (1, 3)
+    download = build_parser().parse_args(["download", "--data", "d", "--download-workers", "3"])
+    assert download.download_workers == 3
+    with pytest.raises(SystemExit):  # download has no decoding processes: no --workers
+        build_parser().parse_args(["download", "--data", "d", "--workers", "3"])
+    assert "--workers" in capsys.readouterr().err

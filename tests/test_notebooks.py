@@ -91,7 +91,7 @@ def executed(steam, tmp_path_factory):
         mp.setenv(k, v)  # the kernel inherits the environment
     common = {"DATA_DIR": str(data)}
     runs = {
-        "download_steam_images.ipynb": {"SOURCE": "steamspy", "LIMIT": 20, "WORKERS": 4, "PACK_SNAPSHOT": str(tmp / "snap.tar.gz")},
+        "download_steam_images.ipynb": {"SOURCE": "steamspy", "LIMIT": 20, "DOWNLOAD_WORKERS": 4, "PACK_SNAPSHOT": str(tmp / "snap.tar.gz")},
         "find_dataset_issues.ipynb": {"MODEL": "dinov2_vits14", "PRETRAINED": False, "EXAMPLES": 3},
         "match_steam_images.ipynb": {
             "MODEL": "dinov2_vits14", "PRETRAINED": False, "K": 3,
