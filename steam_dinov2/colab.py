@@ -30,9 +30,11 @@ def resolve_data_dir(data_dir: str | os.PathLike, *, mount_drive: bool | None = 
     """The data folder a notebook works in, created if missing.
 
     Args:
-        data_dir: the folder; a relative one lives on Google Drive when Drive is mounted.
-        mount_drive: None (default) mounts Google Drive in Colab and nowhere else; True mounts it
-            (Colab only); False keeps the folder local (in Colab: on the VM, lost with it).
+        data_dir: the folder; a relative one lives on Google Drive (``MyDrive/<data_dir>``) when
+            Drive is mounted, an absolute one is used as given.
+        mount_drive: None (default) mounts Google Drive in Colab when the folder is on it (a
+            relative one, or one under ``DRIVE_MOUNT``) and nowhere else; True mounts it (Colab
+            only); False keeps the folder local (in Colab: on the VM, lost with it).
 
     Returns:
         The absolute path of the data folder.
@@ -46,7 +48,8 @@ def resolve_data_dir(data_dir: str | os.PathLike, *, mount_drive: bool | None = 
             "MOUNT_DRIVE = True needs Google Colab; outside it use None or False "
             f"(the data folder is then {path.resolve()})"
         )
-    if in_colab() and mount_drive is not False:
+    on_drive = not path.is_absolute() or path.is_relative_to(DRIVE_MOUNT)
+    if in_colab() and (mount_drive or (mount_drive is None and on_drive)):
         from google.colab import drive
 
         if not (Path(DRIVE_MOUNT) / DRIVE_HOME).is_dir():

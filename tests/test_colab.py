@@ -49,6 +49,12 @@ def test_in_colab_the_folder_defaults_to_drive(fake_colab, tmp_path, monkeypatch
     assert resolve_data_dir(tmp_path / "abs") == tmp_path / "abs"  # an absolute path is kept
 
 
+def test_in_colab_an_absolute_folder_off_drive_does_not_mount_it(fake_colab, tmp_path):
+    assert resolve_data_dir(tmp_path / "vm") == tmp_path / "vm" and fake_colab == []
+    assert resolve_data_dir(tmp_path / "vm", mount_drive=True) == tmp_path / "vm"
+    assert len(fake_colab) == 1  # asked for: mounted
+
+
 def test_empty_folder_stops_with_one_line_naming_the_notebook_to_run(tmp_path):
     with pytest.raises(NothingToDo) as info:
         ensure_banners(tmp_path)
