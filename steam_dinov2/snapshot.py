@@ -109,7 +109,12 @@ def import_snapshot(
         if app_ids is None and beside.is_file():
             app_ids = _read_apps(beside)
         return _import_tar(path, data, app_ids, progress)
-    raise ValueError(f"cannot import {src!r}; expected {_FORMS}")
+    own = (
+        "; for a folder of your own images use import-folder (import_folder)"
+        if path.is_dir()
+        else ""
+    )
+    raise ValueError(f"cannot import {src!r}; expected {_FORMS}{own}")
 
 
 def _mkdir(data) -> Path:

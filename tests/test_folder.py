@@ -114,3 +114,10 @@ def test_workers_means_decoding_processes_everywhere(tmp_path, capsys):
     with pytest.raises(SystemExit):  # download has no decoding processes: no --workers
         build_parser().parse_args(["download", "--data", "d", "--workers", "3"])
     assert "--workers" in capsys.readouterr().err
+
+
+def test_import_snapshot_of_a_plain_image_folder_points_to_import_folder(photos, tmp_path):
+    from steam_dinov2.snapshot import import_snapshot
+
+    with pytest.raises(ValueError, match="your own images use import-folder"):
+        import_snapshot(photos, tmp_path / "data")
