@@ -249,7 +249,7 @@ def audit_banners(
     with layout.atomic_path(layout.issues_path(data)) as tmp:
         issues.to_parquet(tmp, index=False)
     layout.write_text_atomic(layout.exclusions_path(data), json.dumps(exclusions, indent=1))
-    logger.info("audit: %d of %d banners excluded", len(exclusions), len(images))
+    logger.debug("audit: %d of %d banners excluded", len(exclusions), len(images))  # returned too
     return Audit(issues, exclusions, groups, reused)
 
 

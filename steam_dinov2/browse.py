@@ -14,6 +14,7 @@ import pandas as pd
 from . import layout
 from .audit import load_exclusions
 from .embed import embed_image, load_embeddings
+from .folder import is_steam_id
 from .manifest import load_names
 from .names import search_games
 from .search import (
@@ -221,7 +222,8 @@ class Browser:
             return
         item = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
         content = bytes(item["content"])
-        name = item.get("name", "upload")
+        # ipywidgets 8 gives the name beside the content, 7 (what Colab ships) in "metadata".
+        name = item.get("name") or item.get("metadata", {}).get("name", "upload")
         # Keyed by content too: two uploads named image.png are two different queries.
         key = f"{name} [{hashlib.sha256(content).hexdigest()[:8]}]"
         try:
@@ -257,7 +259,9 @@ class Browser:
             self.images.get(key, _blank()).save(buf, format="JPEG")
             data = buf.getvalue()
         link = (
-            f'<a href="{STORE_URL.format(app_id)}" target="_blank">{app_id}</a>' if app_id else ""
+            f'<a href="{STORE_URL.format(app_id)}" target="_blank">{app_id}</a>'
+            if app_id and is_steam_id(app_id)
+            else html.escape(app_id or "")  # an own image (import_folder): no store page
         )
         tile = w.VBox(
             [

@@ -115,17 +115,20 @@ def _cmd_match(args) -> int:
     return 0
 
 
-def _add_download_options(p: argparse.ArgumentParser, *, workers_flag: str = "--workers") -> None:
+def _add_download_options(p: argparse.ArgumentParser) -> None:
     from .download import DEFAULT_SIZE, DEFAULT_WORKERS, SIZES
     from .net import DEFAULT_DEADLINE
 
     p.add_argument(
-        "--source", default="store", help="store (needs STEAM_API_KEY), steamspy or file:PATH"
+        "--source",
+        default="steamspy",  # as in the notebooks: no key needed
+        help="steamspy (default), store (needs STEAM_API_KEY) or file:PATH",
     )
     p.add_argument("--limit", type=int, help="at most N apps from the source")
     p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved banner size")
+    # One meaning per flag: --workers is decoding processes (embed, audit, run) everywhere.
     p.add_argument(
-        workers_flag,
+        "--download-workers",
         dest="download_workers",
         type=int,
         default=DEFAULT_WORKERS,
@@ -167,6 +170,16 @@ def _cmd_import_snapshot(args) -> int:
 
     n = import_snapshot(args.src, args.data, apps=args.apps)
     print(f"{n} banners imported -> {layout.banners_dir(args.data)}")
+    return 0
+
+
+def _cmd_import_folder(args) -> int:
+    from .folder import import_folder
+
+    report = import_folder(args.src, args.data, size=args.size)
+    print(f"{report} -> {layout.banners_dir(args.data)}")
+    for rel, reason in list(report.skipped.items())[:10]:
+        print(f"  skipped {rel}: {reason}")
     return 0
 
 
@@ -276,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job: download, audit, embed, match, preview")
     p.add_argument("--data", required=True, help="data folder")
     p.add_argument("--images", help=argparse.SUPPRESS)
-    _add_download_options(p, workers_flag="--download-workers")
+    _add_download_options(p)
     _add_embed_options(p)
     _add_audit_options(p)
     _add_match_options(p)
@@ -296,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data folder")
     p.add_argument("--apps", help="apps.json of an img2dataset snapshot, if not beside SRC")
     p.set_defaults(func=_cmd_import_snapshot)
+
+    from .download import DEFAULT_SIZE, SIZES
+
+    p = sub.add_parser(
+        "import-folder", help="any folder of images -> a collection (ids above Steam's, names)"
+    )
+    p.add_argument("src", help="folder of images (subfolders included)")
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved image size")
+    p.set_defaults(func=_cmd_import_folder)
     return parser
 
 

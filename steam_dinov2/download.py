@@ -20,12 +20,12 @@ from threading import Semaphore
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from . import layout
 from .manifest import ManifestBook
 from .net import HttpError, SteamHttp
 from .preprocess import check_pixels, to_rgb
+from .progress import tqdm
 from .steam import GETITEMS_BATCH, STEAMSPY_WAIT, banner_url, fetch_store_items, list_apps
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class DownloadReport:
 def download_banners(
     data: str | os.PathLike,
     *,
-    source: str | pd.DataFrame | Sequence[int] = "store",
+    source: str | pd.DataFrame | Sequence[int] = "steamspy",
     limit: int | None = None,
     size: str = DEFAULT_SIZE,
     workers: int = DEFAULT_WORKERS,
@@ -291,7 +291,7 @@ def _download_locked(data, source, limit, size, workers, api_key, steamspy_wait,
         time.monotonic() - start,
         top,
     )
-    logger.info("download: %s", report)
+    logger.debug("download: %s", report)  # the report is returned: its caller shows it once
     return report
 
 

@@ -107,7 +107,7 @@ def embed_images(
         image; kept, the M indices into ``paths`` of those rows; errors, ``{path: reason}`` for the
         images skipped (unreadable, truncated, not an image, too large).
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     paths = [str(p) for p in paths]
     info = model.steam_info

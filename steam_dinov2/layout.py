@@ -44,18 +44,29 @@ AUDIT = "audit"
 LOCK = ".lock"
 # Steam app ids are unsigned 32-bit integers (SteamKit's AppID type); 0 is "no app".
 MAX_APP_ID = 2**32 - 1
+# Own images (``import_folder``) are numbered above every Steam id, below 2**53 so they stay exact
+# in JSON and JavaScript numbers.
+OWN_ID_BASE = 2**32
+MAX_IMAGE_ID = OWN_ID_BASE + 2**48 - 1
 _DIGITS = re.compile(r"[0-9]+")
 _BANNER_NAME = re.compile(r"([0-9]+)\.jpg")
 # A temp file whose writer cannot be asked (no flock on this filesystem) is stale after this long.
 _STALE_SECONDS = 6 * 3600
 
 
-def parse_app_id(value: object, where: str = "") -> int:
+def parse_image_id(value: object, where: str = "") -> int:
+    """``parse_app_id`` for the ids of a collection: Steam app ids, and own images' ids
+    (``OWN_ID_BASE`` .. ``MAX_IMAGE_ID``, made by ``import_folder``)."""
+    return parse_app_id(value, where, own_images=True)
+
+
+def parse_app_id(value: object, where: str = "", *, own_images: bool = False) -> int:
     """The one check of an app id from anywhere (lists, file names, snapshots, manifests).
 
     Args:
         value: an int (numpy ints too), an integral float, or a str of ASCII digits.
         where: what to name in the error, e.g. ``"apps.csv:12"``.
+        own_images: also accept the ids ``import_folder`` gives own images.
 
     Returns:
         The id as an int in 1..2**32-1, so it is safe as a file name and in an int64 column.
@@ -72,7 +83,8 @@ def parse_app_id(value: object, where: str = "") -> int:
         app_id = int(value) if value.is_integer() else None
     elif not isinstance(value, bool) and hasattr(value, "__index__"):
         app_id = value.__index__()
-    if app_id is None or not 1 <= app_id <= MAX_APP_ID:
+    top = MAX_IMAGE_ID if own_images else MAX_APP_ID
+    if app_id is None or not 1 <= app_id <= top:
         prefix = f"{where}: " if where else ""
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
         raise ValueError(f"{prefix}{shown} is not a Steam app id (an integer in 1..{MAX_APP_ID})")
@@ -114,7 +126,7 @@ def banner_files(
             if m is None:
                 continue  # not a banner name (a README, a thumbnail folder): not ours to judge
             try:
-                app_id = parse_app_id(m.group(1))
+                app_id = parse_image_id(m.group(1))
                 if str(app_id) != m.group(1):
                     raise ValueError(f"not the canonical name {app_id}.jpg")
             except ValueError as e:

@@ -100,7 +100,7 @@ def load_manifest(
         if not pd.api.types.is_integer_dtype(df["app_id"]):
             raise ValueError(f"app_id is {df['app_id'].dtype}, not integers")
         for row, app_id in enumerate(df["app_id"].tolist()):
-            layout.parse_app_id(app_id, f"row {row}")
+            layout.parse_image_id(app_id, f"row {row}")
         bad = (
             sorted(set(df["status"].dropna().astype(str)) - {*STATUSES, ""})
             if "status" in df

@@ -132,7 +132,7 @@ def match_all(
     Returns:
         DataFrame ``query_id, rank, id, score`` (rank 1 is the best; score float32 cosine).
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     cand = _candidates(emb, exclude)
     index = build_index(emb.vectors[cand])

@@ -25,7 +25,6 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from . import layout
 from .download import encode_jpeg, resize_banner
@@ -33,6 +32,7 @@ from .layout import MANIFEST
 from .manifest import MANIFEST_DTYPES, ManifestBook, load_manifest, read_manifest, write_manifest
 from .net import SteamHttp, url_path
 from .preprocess import check_pixels
+from .progress import tqdm
 from .steam import read_app_file
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,12 @@ def _import(src, data, apps, http, progress) -> int:
         if app_ids is None and beside.is_file():
             app_ids = _read_apps(beside)
         return _import_tar(path, data, app_ids, progress)
-    raise ValueError(f"cannot import {src!r}; expected {_FORMS}")
+    own = (
+        "; for a folder of your own images use import-folder (import_folder)"
+        if path.is_dir()
+        else ""
+    )
+    raise ValueError(f"cannot import {src!r}; expected {_FORMS}{own}")
 
 
 def _is_tar(path: Path) -> bool:
@@ -213,7 +218,7 @@ def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.T
             )
         if m.isfile() and (o := _OURS_LOOSE.match(norm)):
             try:
-                app_id = layout.parse_app_id(o.group(1))
+                app_id = layout.parse_image_id(o.group(1))
                 if str(app_id) != o.group(1):
                     raise ValueError(f"not the canonical name {app_id}.jpg")
             except ValueError as e:
@@ -279,7 +284,7 @@ def _import_files(
     rows = []
     for name, payload, mtime in tqdm(files, total=total, desc="import", disable=not progress):
         if m := _OURS.match(name):
-            app_id, url = layout.parse_app_id(m.group(1)), ""
+            app_id, url = layout.parse_image_id(m.group(1)), ""
         else:
             m = _I2D.match(name)
             if app_ids is None:

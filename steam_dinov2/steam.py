@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .layout import parse_app_id
 from .net import SteamHttp, get_api_key
+from .progress import tqdm
 
 logger = logging.getLogger(__name__)
 

@@ -211,7 +211,7 @@ def test_cli_download_with_bases_from_env(tmp_path, server, monkeypatch, capsys)
     (tmp_path / "ids.txt").write_text("10\n11\n101\n")
     data = tmp_path / "data"
     argv = ["download", "--data", str(data), "--source", f"file:{tmp_path / 'ids.txt'}"]
-    assert main([*argv, "--workers", "2", "--size", "256x384"]) == 0
+    assert main([*argv, "--download-workers", "2", "--size", "256x384"]) == 0
     assert "2 ok, 1 no banner, 0 errors" in capsys.readouterr().out
     assert Image.open(layout.banner_path(data, 11)).size == (256, 384)
     assert main(["download", "--data", str(data), "--source", "ISteamApps"]) == 2

@@ -126,7 +126,7 @@ def test_cli_refuses_a_bad_app_list_in_one_line_and_the_folder_stays_usable(
         "banners/-5.jpg",
         "banners/1.5.jpg",
         "banners/0.jpg",
-        "banners/4294967296.jpg",
+        f"banners/{2**32 + 2**48}.jpg",  # above the own-image range of import_folder
         "banners/7 .jpg",
         "banners/007.jpg",
     ],
@@ -163,7 +163,7 @@ def test_snapshot_member_that_is_not_an_app_id_is_refused(tmp_path, http, member
         (
             pd.DataFrame(
                 {
-                    "app_id": [10, 2**40],
+                    "app_id": [10, 2**60],  # above every Steam and own-image id
                     "name": ["x", "y"],
                     "url": ["", ""],
                     "status": ["ok", "ok"],
@@ -174,7 +174,7 @@ def test_snapshot_member_that_is_not_an_app_id_is_refused(tmp_path, http, member
                     "updated_at": [pd.Timestamp(0, tz="UTC")] * 2,
                 }
             ),
-            "row 1: 1099511627776",
+            f"row 1: {2**60}",
         ),
     ],
 )
@@ -434,7 +434,7 @@ def test_ctrl_c_stops_download_with_one_line_and_a_consistent_folder(tmp_path):
     data = tmp_path / "data"
     with FakeSteam(apps, trickle_seconds=0.5) as server:
         argv = [sys.executable, "-m", "steam_dinov2", "download", "--data", str(data)]
-        argv += ["--source", f"file:{tmp_path / 'ids.txt'}", "--workers", "4"]
+        argv += ["--source", f"file:{tmp_path / 'ids.txt'}", "--download-workers", "4"]
         env = dict(os.environ, PYTHONPATH=str(REPO), **server.env())
         proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
         give_up = time.monotonic() + 60

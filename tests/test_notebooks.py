@@ -27,11 +27,31 @@ def test_notebook_shape(name):
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
     assert "colab-badge.svg" in cells[0].source and name in cells[0].source
     assert 'IN_COLAB = "google.colab" in sys.modules' in cells[1].source
+    # One marked place for the repository, installed with the line that works from a fork.
+    assert re.search(
+        r'(?m)^REPO_URL = "https://github.com/.+"  # change this for a fork$', cells[1].source
+    )
+    assert '%pip install -q "git+{REPO_URL}"' in cells[1].source
     params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and "DATA_DIR = " in params[0].source
-    assert all(
-        re.fullmatch(r"[A-Z_0-9]+", t.id) for t in ast.parse(params[0].source).body[0].targets
-    )
+    names = [t.id for node in ast.parse(params[0].source).body for t in node.targets]
+    assert names[:2] == ["DATA_DIR", "MOUNT_DRIVE"] and len(names) >= 5
+    assert all(re.fullmatch(r"[A-Z_0-9]+", n) for n in names), names
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    # The set-up helper, widgets enabled, and paths inside the data folder only through layout.
+    assert "resolve_data_dir(DATA_DIR, mount_drive=MOUNT_DRIVE)" in code
+    assert "enable_widgets()" in code
+    assert not re.search(r'DATA_DIR / "', code)
+    if name != "download_steam_images.ipynb":  # opened alone: fetch or say what to run first
+        assert {"IF_EMPTY", "WEIGHTS", "MODEL"} <= set(names)
+        assert "ensure_banners(DATA_DIR, if_empty=IF_EMPTY)" in code
+        # Every call that loads a model gets the weights file too.
+        loading = [
+            c.source for c in cells if "pretrained=PRETRAINED" in c.source or "Browser(" in c.source
+        ]
+        assert loading and all(
+            src.count("weights=WEIGHTS") >= max(1, src.count("pretrained=")) for src in loading
+        )
     for cell in cells:
         if cell.cell_type != "code":
             continue
@@ -53,6 +73,8 @@ def steam():
     ]
     apps.append(App(999, name="No Art Game", banner=None))
     apps.append(App(4000, name="Garry's Mod", hashed=True))
+    # The fake banner depends on app_id % 256 and % 200: 6410 is an exact copy of 10's.
+    apps.append(App(6410, name="Counter-Strike Copy"))
     with FakeSteam(apps) as server:
         yield server
 
@@ -63,18 +85,13 @@ def executed(steam, tmp_path_factory):
     import papermill
 
     tmp = tmp_path_factory.mktemp("nb")
-    env = {
-        "STEAM_API_BASE": steam.base,
-        "STEAM_ASSETS_BASE": steam.assets_base,
-        "STEAMSPY_BASE": steam.base,
-    }
+    data = tmp / "data"  # empty: the download notebook starts alone
     mp = pytest.MonkeyPatch()
-    for k, v in env.items():
+    for k, v in steam.env().items():
         mp.setenv(k, v)  # the kernel inherits the environment
-    data = tmp / "data"
     common = {"DATA_DIR": str(data)}
     runs = {
-        "download_steam_images.ipynb": {"SOURCE": "steamspy", "LIMIT": 20, "WORKERS": 4, "PACK_SNAPSHOT": str(tmp / "snap.tar.gz")},
+        "download_steam_images.ipynb": {"SOURCE": "steamspy", "LIMIT": 20, "DOWNLOAD_WORKERS": 4, "PACK_SNAPSHOT": str(tmp / "snap.tar.gz")},
         "find_dataset_issues.ipynb": {"MODEL": "dinov2_vits14", "PRETRAINED": False, "EXAMPLES": 3},
         "match_steam_images.ipynb": {
             "MODEL": "dinov2_vits14", "PRETRAINED": False, "K": 3,
@@ -99,10 +116,10 @@ def executed(steam, tmp_path_factory):
 def test_download_notebook_wrote_banners_manifest_and_snapshot(executed):
     tmp, data = executed
     manifest = pd.read_parquet(data / "manifest.parquet")
-    assert len(manifest) == 12
+    assert len(manifest) == 13
     status = dict(zip(manifest.app_id, manifest.status))
     assert status[999] == "no_banner" and status[4000] == "ok"
-    assert (manifest.status == "ok").sum() == 11
+    assert (manifest.status == "ok").sum() == 12
     for app_id in manifest.app_id[manifest.status == "ok"]:
         with Image.open(data / "banners" / f"{app_id}.jpg") as img:
             assert img.size == (224, 336) and img.mode == "RGB"
@@ -112,9 +129,11 @@ def test_download_notebook_wrote_banners_manifest_and_snapshot(executed):
 def test_audit_notebook_wrote_issues_and_exclusions(executed):
     _, data = executed
     issues = pd.read_parquet(data / "audit" / "issues.parquet")
-    assert sorted(issues.app_id.astype(int)) == sorted(a for a in [*NAMES, 4000])
+    assert sorted(issues.app_id.astype(int)) == sorted(a for a in [*NAMES, 4000, 6410])
     exclusions = json.loads((data / "audit" / "exclusions.json").read_text())
     assert set(exclusions) <= {str(a) for a in issues.app_id}
+    assert any(r.endswith("duplicate_of:10") for r in exclusions["6410"])  # the copy, not 10
+    assert "10" not in exclusions
 
 
 def test_match_notebook_wrote_matches_comparison_and_export(executed):
@@ -122,8 +141,8 @@ def test_match_notebook_wrote_matches_comparison_and_export(executed):
     setting = "dinov2_vits14__crop256__cls__random"
     table = pd.read_parquet(data / "matches" / setting / "neighbors.parquet")
     exclusions = json.loads((data / "audit" / "exclusions.json").read_text())
-    assert set(table.query_id) == {str(a) for a in [*NAMES, 4000]}
-    assert not set(table.id) & set(exclusions)
+    assert set(table.query_id) == {str(a) for a in [*NAMES, 4000, 6410]}
+    assert "6410" in exclusions and not set(table.id) & set(exclusions)
     assert table.groupby("query_id").size().eq(3).all()
     served = json.loads((data / "matches" / setting / "neighbors.json").read_text())
     first = table[(table.query_id == "620")].sort_values("rank")
@@ -138,3 +157,74 @@ def test_match_notebook_wrote_matches_comparison_and_export(executed):
         1 for c in out.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
     )
     assert images >= 3  # the well-known games found plus the comparison
+
+
+def _run(name, out, params, cwd):
+    import papermill
+
+    return papermill.execute_notebook(
+        ROOT / name, out, parameters=params, cwd=cwd, progress_bar=False, kernel_name="python3"
+    )
+
+
+@pytest.mark.parametrize("name", ["find_dataset_issues.ipynb", "match_steam_images.ipynb"])
+def test_notebook_opened_alone_in_an_empty_folder_stops_with_one_line(name, tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+
+    data = tmp_path / "empty"
+    with pytest.raises(PapermillExecutionError) as info:
+        _run(name, tmp_path / name, {"DATA_DIR": str(data), "PRETRAINED": False}, tmp_path)
+    assert info.value.ename == "NothingToDo"
+    out = nbformat.read(tmp_path / name, as_version=4)
+    errors = [o for c in out.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert len(errors) == 1 and len(errors[0].traceback) == 1  # the line, no traceback
+    line = errors[0].traceback[0]
+    assert "run download_steam_images.ipynb first" in line and str(data) in line
+    assert not any((data / d).exists() for d in ("embeddings", "audit", "matches"))
+
+
+@pytest.fixture(scope="module")
+def own_images_with_weights(tmp_path_factory, vits14):
+    """A folder of own images imported by the download notebook, then the audit and match
+    notebooks with a local weights file (HF_HUB_OFFLINE: anything reaching for the hub fails)."""
+    import torch
+    from conftest import make_banner
+
+    tmp = tmp_path_factory.mktemp("own")
+    photos = tmp / "photos"
+    (photos / "sketches").mkdir(parents=True)
+    for i, stem in enumerate(["cat on a mat", "dog", "fish", "bird", "tree"], 1):
+        make_banner(i, (400 + 40 * i, 500)).save(photos / f"{stem}.png")
+    make_banner(1, (440, 500)).save(photos / "sketches" / "cat again.jpg")  # a near copy
+    weights = tmp / "vits14.pth"
+    torch.save(vits14.state_dict(), weights)
+    data = tmp / "data"
+    common = {"DATA_DIR": str(data), "MODEL": "dinov2_vits14", "WEIGHTS": str(weights)}
+    _run("download_steam_images.ipynb", tmp / "d.ipynb", {"DATA_DIR": str(data), "IMPORT_FOLDER": str(photos)}, tmp)  # fmt: skip
+    _run("find_dataset_issues.ipynb", tmp / "a.ipynb", {**common, "EXAMPLES": 2}, tmp)
+    _run("match_steam_images.ipynb", tmp / "m.ipynb", {**common, "K": 3, "QUERIES": ["cat"]}, tmp)
+    return tmp, data, weights
+
+
+def test_own_images_go_through_audit_and_match_with_a_weights_file(own_images_with_weights):
+    from steam_dinov2 import layout
+    from steam_dinov2.folder import own_image_id
+    from steam_dinov2.layout import OWN_ID_BASE
+    from steam_dinov2.models import weights_tag
+
+    tmp, data, weights = own_images_with_weights
+    manifest = pd.read_parquet(data / "manifest.parquet")
+    assert (
+        dict(zip(manifest.app_id, manifest.name))[own_image_id("cat on a mat.png")]
+        == "cat on a mat"
+    )
+    assert (manifest.app_id >= OWN_ID_BASE).all() and len(manifest) == 6
+    tag = weights_tag(weights=weights)
+    setting = layout.setting_name("dinov2_vits14", "crop256", "cls", weights_tag=tag)
+    assert layout.list_settings(data) == [setting]  # every model came from the file, none random
+    issues = pd.read_parquet(layout.issues_path(data))
+    assert sorted(issues.app_id) == sorted(manifest.app_id)
+    table = pd.read_parquet(layout.neighbors_path(data, setting))
+    assert set(table.query_id) == {str(a) for a in manifest.app_id}
+    out = nbformat.read(tmp / "m.ipynb", as_version=4)
+    assert not [o for c in out.cells for o in c.get("outputs", []) if o.output_type == "error"]

@@ -150,3 +150,13 @@ def test_bad_app_files_name_the_file_and_line(tmp_path):
     bad_json.write_text("{not json")
     with pytest.raises(ValueError, match="apps.json: not an app list"):
         steam.read_app_file(bad_json)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [("ids.txt", "10\n20\nabc\n", 3), ("apps.csv", "app_id,name\n3,Three\nx4,Four\n", 3)],
+)
+def test_a_bad_app_list_line_is_named_by_its_number(tmp_path, name, text, line):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=rf"{name}:{line}: '[^']*' is not a Steam app id"):
+        steam.list_apps(f"file:{tmp_path / name}")

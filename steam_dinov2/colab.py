@@ -1,0 +1,116 @@
+"""What every notebook does first, in Colab or not: the data folder, widgets, a stop that reads well.
+
+Each Colab notebook gets a fresh runtime, so the data folder must live where the next notebook can
+find it: in Colab it defaults to Google Drive (``MyDrive/<data_dir>``); elsewhere it is the folder
+given. ``MOUNT_DRIVE = False`` in a notebook opts out (a folder on the VM, gone with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import layout
+
+log = logging.getLogger(__name__)
+
+DRIVE_MOUNT = "/content/drive"  # where Colab's drive.mount puts Google Drive
+DRIVE_HOME = "MyDrive"  # the user's own files under the mount point
+SMALL_SET = 200  # games fetched when a notebook opened alone finds none and IF_EMPTY = "download"
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules
+
+
+def resolve_data_dir(data_dir: str | os.PathLike, *, mount_drive: bool | None = None) -> Path:
+    """The data folder a notebook works in, created if missing.
+
+    Args:
+        data_dir: the folder; a relative one lives on Google Drive (``MyDrive/<data_dir>``) when
+            Drive is mounted, an absolute one is used as given.
+        mount_drive: None (default) mounts Google Drive in Colab when the folder is on it (a
+            relative one, or one under ``DRIVE_MOUNT``) and nowhere else; True mounts it (Colab
+            only); False keeps the folder local (in Colab: on the VM, lost with it).
+
+    Returns:
+        The absolute path of the data folder.
+
+    Raises:
+        ValueError: ``mount_drive=True`` outside Colab.
+    """
+    path = Path(data_dir).expanduser()
+    if mount_drive and not in_colab():
+        raise ValueError(
+            "MOUNT_DRIVE = True needs Google Colab; outside it use None or False "
+            f"(the data folder is then {path.resolve()})"
+        )
+    on_drive = not path.is_absolute() or path.is_relative_to(DRIVE_MOUNT)
+    if in_colab() and (mount_drive or (mount_drive is None and on_drive)):
+        from google.colab import drive
+
+        if not (Path(DRIVE_MOUNT) / DRIVE_HOME).is_dir():
+            drive.mount(DRIVE_MOUNT)
+        if not path.is_absolute():
+            path = Path(DRIVE_MOUNT) / DRIVE_HOME / path
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def enable_widgets() -> None:
+    """Let Colab show ipywidgets (the browser, progress bars); nothing to do elsewhere."""
+    if in_colab():
+        from google.colab import output
+
+        output.enable_custom_widget_manager()
+
+
+class NothingToDo(Exception):
+    """A notebook stops here: nothing to work on. Shown as its one line, without a traceback."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of the traceback
+        return [str(self)]
+
+
+def count_banners(data: str | os.PathLike) -> int:
+    """Number of banners in ``data``."""
+    return len(layout.banner_files(data))
+
+
+def ensure_banners(data: str | os.PathLike, *, if_empty: str | None = "stop") -> int:
+    """The number of banners in ``data``, fetching a small set first if there are none and asked to.
+
+    Args:
+        data: the data folder.
+        if_empty: what to do without banners: ``"stop"`` (default) raises ``NothingToDo`` saying
+            what to run first; ``"download"`` fetches ``SMALL_SET`` games listed by SteamSpy;
+            anything else is a snapshot for ``import_snapshot`` (``"july-2023"``, a path or URL).
+
+    Raises:
+        NothingToDo: no banners, and ``if_empty`` is "stop" or brought none.
+    """
+    n = count_banners(data)
+    if n:
+        return n
+    if if_empty in (None, "stop"):
+        raise NothingToDo(
+            f"No banners in {data}: run download_steam_images.ipynb first with the same "
+            'DATA_DIR, or set IF_EMPTY = "download" (a small set) or "july-2023" here.'
+        )
+    if if_empty == "download":
+        from .download import download_banners
+
+        log.info("no banners in %s: downloading %d games listed by SteamSpy", data, SMALL_SET)
+        download_banners(data, source="steamspy", limit=SMALL_SET)
+    else:
+        from .snapshot import import_snapshot
+
+        import_snapshot(if_empty, data)
+    n = count_banners(data)
+    if not n:
+        raise NothingToDo(f"IF_EMPTY = {if_empty!r} brought no banners into {data}")
+    return n

@@ -1,0 +1,131 @@
+"""Any folder of images -> a collection every later stage works on (embed, match, audit, browser).
+
+An image gets a stable id from its path inside the folder, in a range Steam never uses: app ids are
+32-bit (``OWN_ID_BASE`` = 2**32 is above all of them), so an own image and a Steam game never share
+an id and a rerun of the same folder gives the same ids. The display name is the file name
+without its suffix. Images are saved like downloaded banners (RGB JPEG, shorter side resized).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import layout
+from .download import DEFAULT_SIZE, encode_jpeg, parse_size, resize_banner
+from .manifest import read_manifest, write_manifest
+from .progress import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FolderImport:
+    """What ``import_folder`` did: ids imported, kept (unchanged since the last import), skipped."""
+
+    imported: list[int] = field(default_factory=list)
+    unchanged: list[int] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # relative path -> reason
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.imported)} images imported, {len(self.unchanged)} unchanged, "
+            f"{len(self.skipped)} skipped"
+        )
+
+
+def own_image_id(relative_path: str) -> int:
+    """The id of an own image: ``OWN_ID_BASE`` + 48 bits of SHA-256 of its path in the folder."""
+    digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
+    return layout.OWN_ID_BASE + int.from_bytes(digest[:6], "big")  # 48 bits: see MAX_IMAGE_ID
+
+
+def is_steam_id(app_id: int | str) -> bool:
+    """True for a Steam app id, False for an own image's id (or anything not a number)."""
+    text = str(app_id)
+    return text.isdigit() and int(text) < layout.OWN_ID_BASE
+
+
+def list_folder_images(src: str | os.PathLike) -> dict[str, Path]:
+    """``{relative posix path: file}`` of the images under ``src`` (subfolders too), sorted.
+
+    Hidden files and folders (a leading dot) are left out.
+    """
+    from .embed import IMAGE_SUFFIXES
+
+    root = Path(src)
+    if not root.is_dir():
+        raise ValueError(f"image folder not found: {src}")
+    found = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+            found[rel.as_posix()] = p
+    return found
+
+
+def import_folder(
+    src: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    size: str = DEFAULT_SIZE,
+    progress: bool = True,
+) -> FolderImport:
+    """Import every image under ``src`` into ``DATA/banners`` + manifest (other rows are kept).
+
+    Args:
+        src: a folder of images (any of ``embed.IMAGE_SUFFIXES``, subfolders included).
+        data: the data folder.
+        size: one of ``download.SIZES``: shorter side resized like the downloaded banners.
+        progress: show a progress bar.
+
+    Returns:
+        FolderImport. A file unchanged since it was last imported (same modification time) is
+        not decoded again; a file that is not a readable image is skipped with its reason.
+
+    Raises:
+        ValueError: ``src`` is not a folder, holds no images, or ``size`` is unknown.
+    """
+    parse_size(size)
+    files = list_folder_images(src)
+    if not files:
+        raise ValueError(f"no images in {src} (subfolders included)")
+    ids = {rel: own_image_id(rel) for rel in files}
+    if len(set(ids.values())) != len(ids):  # 48-bit hashes: never seen, but never silently merged
+        raise ValueError(f"two images in {src} hash to the same id; rename one of them")
+    old = read_manifest(data)
+    known = {
+        int(a): t for a, t, s in zip(old["app_id"], old["updated_at"], old["status"]) if s == "ok"
+    }
+    report, rows = FolderImport(), []
+    for rel, path in tqdm(files.items(), desc="import folder", unit="image", disable=not progress):
+        app_id = ids[rel]
+        mtime = pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC")
+        if known.get(app_id) == mtime and layout.banner_path(data, app_id).is_file():
+            report.unchanged.append(app_id)
+            continue
+        try:
+            img = resize_banner(path.read_bytes(), size=size)
+        except (OSError, ValueError) as e:
+            logger.warning("skipped %s: %s", rel, e)
+            report.skipped[rel] = str(e)
+            continue
+        payload = encode_jpeg(img)
+        layout.write_bytes_atomic(layout.banner_path(data, app_id), payload)
+        rows.append({
+            "app_id": app_id, "name": path.stem, "url": f"folder:{rel}", "status": "ok",
+            "error": "", "width": img.width, "height": img.height, "bytes": len(payload),
+            "updated_at": mtime,
+        })  # fmt: skip
+        report.imported.append(app_id)
+    if rows:
+        write_manifest(data, pd.concat([d for d in (old, pd.DataFrame(rows)) if len(d)]))
+    logger.debug("%s from %s into %s", report, src, layout.banners_dir(data))  # returned too
+    return report

@@ -1,0 +1,124 @@
+"""import_folder: any folder of images becomes a collection the later stages work on."""
+
+import logging
+
+import pandas as pd
+import pytest
+from conftest import make_banner
+from PIL import Image
+
+from steam_dinov2 import layout
+from steam_dinov2.cli import main
+from steam_dinov2.folder import import_folder, is_steam_id, own_image_id
+from steam_dinov2.layout import OWN_ID_BASE
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Five images of mixed formats and sizes (one in a subfolder), a hidden one and a broken one."""
+    src = tmp_path / "photos"
+    (src / "sketches").mkdir(parents=True)
+    make_banner(1, (640, 480)).save(src / "cat on a mat.jpg")
+    make_banner(2, (300, 300)).convert("L").save(src / "dog.png")
+    make_banner(3, (500, 800)).convert("RGBA").save(src / "sketches" / "bird.webp")
+    make_banner(4).save(src / "sketches" / "dog.jpg")  # same stem as dog.png: another image
+    make_banner(5).save(src / "fish.jpeg")
+    make_banner(6).save(src / ".hidden.jpg")
+    (src / "notes.jpg").write_bytes(b"not an image")
+    return src
+
+
+def test_ids_are_stable_above_steam_and_names_come_from_file_names(photos, tmp_path):
+    data = tmp_path / "data"
+    report = import_folder(photos, data, progress=False)
+    assert len(report.imported) == 5 and list(report.skipped) == ["notes.jpg"]
+    manifest = pd.read_parquet(layout.manifest_path(data))
+    names = dict(zip(manifest.app_id, manifest.name))
+    assert names[own_image_id("cat on a mat.jpg")] == "cat on a mat"
+    assert names[own_image_id("sketches/dog.jpg")] == names[own_image_id("dog.png")] == "dog"
+    assert all(a >= OWN_ID_BASE and not is_steam_id(a) for a in manifest.app_id)
+    assert sorted(layout.banner_files(data)) == sorted(manifest.app_id)
+    for path in layout.banner_files(data).values():
+        with Image.open(path) as img:  # saved like a downloaded banner: RGB, shorter side 224
+            assert img.mode == "RGB" and min(img.size) == 224
+    # A rerun decodes nothing and gives the same ids; a Steam id is still a Steam id.
+    again = import_folder(photos, data, progress=False)
+    assert again.imported == [] and sorted(again.unchanged) == sorted(report.imported)
+    assert is_steam_id(620) and is_steam_id("4294967295") and not is_steam_id("x")
+
+
+def test_a_changed_image_is_imported_again_and_other_rows_are_kept(photos, tmp_path):
+    data = tmp_path / "data"
+    layout.write_bytes_atomic(layout.banner_path(data, 620), (photos / "fish.jpeg").read_bytes())
+    pd.DataFrame({"app_id": [620], "name": ["Portal 2"], "status": ["ok"]}).to_parquet(
+        layout.manifest_path(data)
+    )
+    import_folder(photos, data, progress=False)
+    make_banner(9).save(photos / "fish.jpeg")
+    report = import_folder(photos, data, progress=False)
+    assert report.imported == [own_image_id("fish.jpeg")]
+    names = dict(pd.read_parquet(layout.manifest_path(data))[["app_id", "name"]].values)
+    assert names[620] == "Portal 2" and len(names) == 6
+
+
+def test_not_a_folder_or_no_images_is_a_one_line_error(tmp_path):
+    with pytest.raises(ValueError, match="image folder not found"):
+        import_folder(tmp_path / "missing", tmp_path / "data")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images in"):
+        import_folder(tmp_path / "empty", tmp_path / "data")
+
+
+def test_cli_import_folder_then_embed_match_and_audit(photos, tmp_path, capsys, caplog):
+    data = tmp_path / "data"
+    with caplog.at_level(logging.INFO):
+        assert main(["import-folder", str(photos), "--data", str(data)]) == 0
+    assert "5 images imported" in capsys.readouterr().out
+    assert not [r for r in caplog.records if "images imported" in r.getMessage()]  # said once
+    assert main(["import-folder", str(tmp_path / "nope"), "--data", str(data)]) == 2
+    common = ["--data", str(data), "--no-pretrained", "--model", "dinov2_vits14"]
+    assert main(["audit", *common, "--issue-types", "dark", "light"]) == 0
+    issues = pd.read_parquet(layout.issues_path(data))
+    assert len(issues) == 5  # every own image audited, none skipped for its id
+    assert main(["embed", *common]) == 0
+    assert main(["match", *common, "--k", "2"]) == 0
+    setting = layout.setting_name("dinov2_vits14", "crop256", "cls", weights_tag="random")
+    table = pd.read_parquet(layout.neighbors_path(data, setting))
+    assert set(table.query_id) == {str(a) for a in issues.app_id}
+
+
+def test_browser_tiles_link_to_the_store_only_for_steam_ids(photos, tmp_path, vits14):
+    from steam_dinov2.browse import Browser
+    from steam_dinov2.embed import embed_folder
+
+    data = tmp_path / "data"
+    import_folder(photos, data, progress=False)
+    make_banner(7).save(layout.banner_path(data, 620))  # one Steam game among the own images
+    embed_folder(layout.banners_dir(data), data, model=vits14, progress=False)
+    browser = Browser(data, k=5)
+    browser.show(own_image_id("fish.jpeg"))
+    links = {t.app_id: t.children[1].value for t in browser.tiles}
+    assert "store.steampowered.com/app/620" in links["620"]
+    own = [html for i, html in links.items() if i != "620"]
+    assert len(own) == 4 and not any("store.steampowered.com" in h for h in own)
+
+
+def test_workers_means_decoding_processes_everywhere(tmp_path, capsys):
+    from steam_dinov2.cli import build_parser
+
+    run = build_parser().parse_args(
+        ["run", "--data", "d", "--workers", "1", "--download-workers", "3"]
+    )
+    assert (run.workers, run.download_workers) == (1, 3)
+    download = build_parser().parse_args(["download", "--data", "d", "--download-workers", "3"])
+    assert download.download_workers == 3
+    with pytest.raises(SystemExit):  # download has no decoding processes: no --workers
+        build_parser().parse_args(["download", "--data", "d", "--workers", "3"])
+    assert "--workers" in capsys.readouterr().err
+
+
+def test_import_snapshot_of_a_plain_image_folder_points_to_import_folder(photos, tmp_path):
+    from steam_dinov2.snapshot import import_snapshot
+
+    with pytest.raises(ValueError, match="your own images use import-folder"):
+        import_snapshot(photos, tmp_path / "data")
