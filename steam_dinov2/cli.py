@@ -36,10 +36,14 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
 
 
 def _setting(args) -> str:
-    from .models import weights_tag
+    from .embed import precision_tag
+    from .models import select_device, weights_tag
 
     tag = weights_tag(pretrained=not args.no_pretrained, weights=args.weights)
-    return layout.setting_name(args.model, args.preset, args.pooling, weights_tag=tag)
+    precision = precision_tag(select_device(getattr(args, "device", "auto")))
+    return layout.setting_name(
+        args.model, args.preset, args.pooling, weights_tag=tag, precision=precision
+    )
 
 
 def _cmd_models(args) -> int:
@@ -80,13 +84,13 @@ def _exclusions(args) -> dict:
 
 def _match(args, emb=None, exclude=None):
     from .embed import load_embeddings
-    from .search import match_all
+    from .search import describe_exclusions, match_all
 
     emb = emb or load_embeddings(args.data, _setting(args))
     exclude = _exclusions(args) if exclude is None else exclude
     table = match_all(emb, k=args.k, exclude=exclude, data=args.data)
     if exclude:
-        print(f"{len(exclude)} images excluded by the audit are never neighbours")
+        print(f"audit exclusions applied: {describe_exclusions(exclude)}; never neighbours")
     print(
         f"{len(table)} matches for {len(emb.ids)} images -> {layout.neighbors_path(args.data, emb.setting)}"
     )
@@ -94,7 +98,7 @@ def _match(args, emb=None, exclude=None):
 
 
 def _add_match_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=int, default=10, help="neighbours per image")
+    p.add_argument("--k", type=int, default=10, help="neighbours per image (at least 1)")
     p.add_argument(
         "--include-excluded", action="store_true", help="ignore the audit's exclusion list"
     )
@@ -158,6 +162,10 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
         "--near-dup-threshold", type=float, default=NEAR_DUP_THRESHOLD,
         help=f"cosine for embedding near duplicates (default {NEAR_DUP_THRESHOLD}); 0 to skip",
     )  # fmt: skip
+    p.add_argument(
+        "--random-weights-duplicates", action="store_true",
+        help="find embedding near duplicates even with --no-pretrained (skipped otherwise)",
+    )  # fmt: skip
 
 
 def _audit(args):
@@ -174,7 +182,10 @@ def _audit(args):
         near_dup_threshold=args.near_dup_threshold or None, model=args.model, preset=args.preset,
         pooling=args.pooling, pretrained=not args.no_pretrained, weights=args.weights,
         batch_size=args.batch_size, device=args.device,
+        random_weights_duplicates=args.random_weights_duplicates,
     )  # fmt: skip
+    for note in result.notes:
+        print(f"NOTE: {note}")
     reused = " (CleanVision results reused)" if result.reused else ""
     print(f"{len(result.issues)} banners audited{reused}, {len(result.exclusions)} excluded "
           f"-> {layout.exclusions_path(args.data)}")  # fmt: skip
@@ -262,6 +273,10 @@ def main(argv=None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader chatters at INFO
+    if getattr(args, "k", 1) < 1:  # before any stage of `run` spends time
+        print(f"error: --k is the number of neighbours per image, at least 1; got {args.k}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         return args.func(args)
     except (ValueError, RuntimeError, OSError) as e:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 from PIL import Image
 
 from . import layout
-from .models import forward_tokens, load_model, resolve_arch, weights_tag
+from .models import forward_tokens, load_model, resolve_arch, select_device, weights_tag
 from .preprocess import FULL_SIZE, make_transform
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 MAX_PIXELS = 40_000_000
 GEM_P = 3.0
 CPU_FORWARD_BATCH = 8
+# A long run saves what it has every this many images or seconds, whichever comes first: a Colab
+# disconnect then loses at most a few minutes (a checkpoint of 500 ViT-B vectors is 1.5 MB).
+CHECKPOINT_EVERY = 500
+CHECKPOINT_SECONDS = 300
 
 
 def pool_tokens(model: torch.nn.Module, x: torch.Tensor, pooling: str = "cls") -> torch.Tensor:
@@ -77,6 +83,12 @@ class _ImageFiles(torch.utils.data.Dataset):
             return torch.zeros(self.shape), i, f"{type(e).__name__}: {e}"
 
 
+def precision_tag(device: torch.device) -> str:
+    """ "fp16" where ``embed_images`` runs in half precision (CUDA autocast), else "" (float32):
+    part of the setting name, so fp16 and fp32 vectors never share a cache."""
+    return "fp16" if torch.device(device).type == "cuda" else ""
+
+
 def _default_workers(device: torch.device) -> int:
     # A GPU waits for decoding: workers hide it. On a CPU the model already uses every core, so a
     # worker process only competes with it and adds a hand-over: decoding in this process measured
@@ -93,6 +105,7 @@ def embed_images(
     batch_size: int = 32,
     num_workers: int | None = None,
     progress: bool = True,
+    on_batch=None,
 ) -> tuple[np.ndarray, list[int], dict[str, str]]:
     """Embed image files with a model from ``load_model``.
 
@@ -103,6 +116,8 @@ def embed_images(
         pooling: one of ``POOLINGS``.
         batch_size: images per forward pass; results do not depend on it (within 1e-5).
         num_workers: DataLoader decoding processes; None picks for the device.
+        on_batch: called after every batch with ``(vectors, kept, errors)`` of that batch alone
+            (same meaning as the return values), e.g. to checkpoint a long run.
 
     Returns:
         ``(vectors, kept, errors)``: vectors (M, D') float32 L2-normalised, one row per readable
@@ -132,15 +147,21 @@ def embed_images(
     ):
         for x, idx, err in loader:
             good = torch.tensor([not e for e in err], dtype=torch.bool)
-            errors.update({paths[i]: e for i, e in zip(idx.tolist(), err) if e})
+            batch_errors = {paths[i]: e for i, e in zip(idx.tolist(), err) if e}
+            errors.update(batch_errors)
+            out = None
             if good.any():
                 x = (x if good.all() else x[good]).to(device, non_blocking=True)
                 # On a CPU a ViT runs fastest in small batches (2 cores: 13.2 img/s at 8, 11.7 at
                 # 32; benchmarks/README.md); a GPU wants the whole batch.
                 step = CPU_FORWARD_BATCH if device.type == "cpu" else len(x)
                 out = torch.cat([pool_tokens(model, part, pooling) for part in x.split(step)])
-                chunks.append(out.cpu().numpy())
+                out = out.cpu().numpy()
+                chunks.append(out)
                 kept.extend(idx[good].tolist())
+            if on_batch is not None:
+                out = np.zeros((0, 0), np.float32) if out is None else out
+                on_batch(out, idx[good].tolist(), batch_errors)
             bar.update(len(idx))
             bar.set_postfix(skipped=len(errors))
     for p, e in errors.items():
@@ -183,7 +204,8 @@ def list_images(folder: str | os.PathLike) -> dict[str, Path]:
 
 
 def load_embeddings(data: str | os.PathLike, setting: str) -> Embeddings:
-    """Read one setting's cache; ValueError naming the cached settings when it is missing."""
+    """Read one setting's cache; ValueError naming the cached settings when it is missing, or
+    naming the damaged file and the fix when it cannot be trusted."""
     folder = layout.embeddings_dir(data, setting)
     if not (folder / "meta.json").is_file():
         cached = layout.list_settings(data)
@@ -195,13 +217,131 @@ def load_embeddings(data: str | os.PathLike, setting: str) -> Embeddings:
     return Embeddings(setting, rows["ids"], rows["vectors"], meta)
 
 
+_META_STRINGS = ("model", "weights", "preset", "pooling")
+_GENERATION = re.compile(r"[0-9a-f]{1,32}")
+
+
+def _damaged(path: Path, why: str) -> ValueError:
+    return ValueError(
+        f"embedding cache file {path} is damaged ({why}): delete {path.parent} and rerun "
+        "`embed` to recompute it"
+    )
+
+
+def read_cache_meta(folder: str | os.PathLike) -> dict:
+    """A cache's ``meta.json``, checked field by field (the folder may come from anyone)."""
+    path = Path(folder) / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise _damaged(path, f"not JSON: {type(e).__name__}") from None
+    if not isinstance(meta, dict):
+        raise _damaged(path, f"a {type(meta).__name__}, not an object")
+    for k in _META_STRINGS:
+        if not isinstance(meta.get(k), str):
+            raise _damaged(path, f"{k!r} missing or not a string")
+    for k in ("count", "dim"):
+        if isinstance(meta.get(k), bool) or not isinstance(meta.get(k), int) or meta[k] < 0:
+            raise _damaged(path, f"{k!r} missing or not a count")
+    for k, prefix, suffix in (("vectors_file", "vectors-", ".npy"), ("ids_file", "ids-", ".json")):
+        name = meta.get(k)
+        gen = name.removeprefix(prefix).removesuffix(suffix) if isinstance(name, str) else ""
+        if not (isinstance(name, str) and name == f"{prefix}{gen}{suffix}"):
+            raise _damaged(path, f"{k!r} is not a file name this package writes")
+        if not _GENERATION.fullmatch(gen):
+            raise _damaged(path, f"{k!r} is not a file name this package writes")
+    return meta
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise _damaged(path, f"not JSON: {type(e).__name__}") from None
+
+
+def _check_rows(rows, ids_path: Path, count: int | None) -> dict:
+    """Ids, stamps and failures of one cache generation or checkpoint, checked."""
+    if not isinstance(rows, dict):
+        raise _damaged(ids_path, "not an object")
+    ids, stamps, failed = rows.get("ids"), rows.get("stamps"), rows.get("failed")
+    if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+        raise _damaged(ids_path, "'ids' missing or not a list of strings")
+    if not (isinstance(stamps, list) and all(_is_stamp(st) for st in stamps)):
+        raise _damaged(ids_path, "'stamps' missing or not [size, mtime] pairs")
+    ok = isinstance(failed, dict) and all(
+        isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and _is_stamp(f[1:])
+        for f in failed.values()
+    )
+    if not ok:
+        raise _damaged(ids_path, "'failed' missing or not {id: [reason, size, mtime]}")
+    count = len(ids) if count is None else count
+    if not len(ids) == len(stamps) == count or len(set(ids)) != len(ids):
+        raise _damaged(ids_path, f"{len(ids)} ids, {len(stamps)} stamps for {count} rows")
+    return {"ids": ids, "stamps": stamps, "failed": failed}
+
+
+def _load_vectors(path: Path, count: int, dim: int | None) -> np.ndarray:
+    """(count, dim) float32 unit rows from a .npy file, or ValueError naming it."""
+    try:
+        # allow_pickle=False: an object array (a pickle inside) is refused, never loaded; the
+        # memory map reads the header first, so a hostile shape costs nothing.
+        vectors = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise _damaged(path, f"not a plain float array: {e}") from None
+    want = (count, vectors.shape[-1] if dim is None and vectors.ndim == 2 else dim)
+    if vectors.dtype != np.float32 or vectors.shape != want:
+        raise _damaged(path, f"{vectors.dtype} {vectors.shape}, expected float32 {want}")
+    vectors = np.array(vectors)
+    norms = np.linalg.norm(vectors, axis=1)
+    bad = ~np.isfinite(vectors).all(axis=1) | ~(np.abs(norms - 1) <= 1e-3)
+    if bad.any():
+        raise _damaged(path, f"{int(bad.sum())} rows are NaN or not unit length")
+    return vectors
+
+
+def _is_stamp(st) -> bool:
+    return (
+        isinstance(st, list)
+        and len(st) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in st)
+    )
+
+
 def _read_cache(folder: Path) -> tuple[dict, dict]:
-    meta = json.loads((folder / "meta.json").read_text())
-    rows = json.loads((folder / meta["ids_file"]).read_text())
-    rows["vectors"] = np.load(folder / meta["vectors_file"], allow_pickle=False)
-    if not (len(rows["ids"]) == len(rows["stamps"]) == len(rows["vectors"]) == meta["count"]):
-        raise ValueError(f"corrupt embedding cache {folder}: delete the folder to recompute")
+    meta = read_cache_meta(folder)
+    ids_path = folder / meta["ids_file"]
+    rows = _check_rows(_load_json(ids_path), ids_path, meta["count"])
+    rows["vectors"] = _load_vectors(folder / meta["vectors_file"], meta["count"], meta["dim"])
     return meta, rows
+
+
+def _read_checkpoints(data, setting: str, key: dict, source: str) -> list[dict]:
+    """The checkpoints an interrupted run of this setting left, oldest first; a damaged or
+    foreign one is skipped with a warning (its images are embedded again)."""
+    found = []
+    for ids_path in layout.embedding_checkpoints(data, setting):
+        try:
+            made = _load_json(ids_path)
+            rows = _check_rows(made, ids_path, None)
+            if made.get("key") != key or made.get("images") != source:
+                raise ValueError(f"{ids_path} was made with other options")
+            rows["vectors"] = _load_vectors(ids_path.with_suffix(".npy"), len(rows["ids"]), None)
+        except ValueError as e:
+            log.warning("ignoring checkpoint: %s", e)
+            continue
+        found.append(rows)
+    return found
+
+
+def _write_checkpoint(data, setting, key, source, vectors, ids, stamps, failed) -> None:
+    # The vectors first, then the ids file that names them (the commit point), each atomic: a
+    # kill at any moment leaves whole checkpoints and at most a stray .npy, never half of one.
+    ids_path = layout.embedding_checkpoint_path(data, setting, f"{time.time_ns():020d}")
+    with layout.atomic_path(ids_path.with_suffix(".npy")) as tmp:
+        np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
+    made = {"key": key, "images": source, "ids": ids, "stamps": stamps, "failed": failed}
+    layout.write_text_atomic(ids_path, json.dumps(made))
 
 
 def _stamp(path: Path) -> list[int]:
@@ -256,13 +396,16 @@ def embed_folder(
     batch_size: int = 32,
     num_workers: int | None = None,
     device: str = "auto",
+    checkpoint_every: int = CHECKPOINT_EVERY,
     progress: bool = True,
 ) -> Embeddings:
     """Embed every image in a folder, reusing the setting's cache under ``data``.
 
     Cached vectors of unchanged files are kept, new or changed files are embedded and appended,
     vanished files are dropped; a cache made with other weights or options is never mixed in.
-    The model is loaded only when something needs embedding.
+    The model is loaded only when something needs embedding. A long run writes a checkpoint every
+    ``checkpoint_every`` images (and at least every ``CHECKPOINT_SECONDS``): a run killed at 80%
+    keeps 80%, and the next run embeds only the rest.
 
     Args:
         images: folder of images; an image's id is its file stem (for banners, the app id).
@@ -270,6 +413,7 @@ def embed_folder(
         model: a name for ``load_model``, or a model it returned (then pretrained/weights are
             taken from the model).
         preset, pooling: see ``preprocess.PRESETS`` and ``POOLINGS``.
+        checkpoint_every: images per checkpoint (at least 1).
 
     Returns:
         Embeddings with ids in row order and (N, D') float32 L2-normalised vectors; ``errors``
@@ -280,29 +424,37 @@ def embed_folder(
         raise ValueError(f"unknown pooling {pooling!r}; available: {', '.join(POOLINGS)}")
     if not Path(images).is_dir():
         raise ValueError(f"image folder not found: {images}")
+    if checkpoint_every < 1:
+        raise ValueError(
+            f"checkpoint_every is a number of images, at least 1; got {checkpoint_every}"
+        )
     if isinstance(model, torch.nn.Module):
         name, tag = model.steam_info["name"], model.steam_info["weights_tag"]
+        precision = precision_tag(next(model.parameters()).device)
     else:
         resolve_arch(model)
         name, tag = model, weights_tag(pretrained=pretrained, weights=weights)
-    setting = layout.setting_name(name, preset, pooling, weights_tag=tag)
+        precision = precision_tag(select_device(device))
+    setting = layout.setting_name(name, preset, pooling, weights_tag=tag, precision=precision)
     folder = layout.embeddings_dir(data, setting)
     key = {"model": name, "weights": tag or "pretrained", "preset": preset, "pooling": pooling}
+    key["precision"] = precision or "fp32"
     source = _folder_ref(images, data)
 
     ids, stamps, vectors, failed, meta = [], [], np.zeros((0, 0), np.float32), {}, None
     if (folder / "meta.json").is_file():
         try:
             meta, rows = _read_cache(folder)
-        except (ValueError, OSError, KeyError) as e:
-            log.warning("ignoring unreadable cache %s (%s); recomputing", folder, e)
+        except (ValueError, OSError) as e:
+            log.warning("%s; recomputing", e)
         else:
             if meta.get("images", source) != source:
                 raise ValueError(
                     f"{folder} holds embeddings of {meta['images']}, not {source}: embed that "
                     "folder with another data folder (--data), or delete this cache"
                 )
-            if {k: meta.get(k) for k in key} == key:
+            made = {k: meta.get(k, "fp32" if k == "precision" else None) for k in key}
+            if made == key:
                 ids, stamps, vectors, failed = (
                     rows["ids"],
                     rows["stamps"],
@@ -312,14 +464,26 @@ def embed_folder(
             else:
                 log.warning("cache %s was made with other options; recomputing", folder)
                 meta = None
+    resumed, have = 0, set(ids)
+    for rows in _read_checkpoints(data, setting, key, source):
+        new = [r for r, i in enumerate(rows["ids"]) if i not in have]
+        if new and (len(ids) == 0 or rows["vectors"].shape[1] == vectors.shape[1]):
+            vectors = np.concatenate([vectors, rows["vectors"][new]]) if ids else rows["vectors"]
+            ids = ids + [rows["ids"][r] for r in new]
+            stamps = stamps + [rows["stamps"][r] for r in new]
+            have.update(ids[-len(new) :])
+            resumed += len(new)
+        failed = {**rows["failed"], **failed}
+    if resumed:
+        log.info("resuming %s: %d images from checkpoints of an interrupted run", setting, resumed)
 
     files = list_images(images)
     if not files:
         raise ValueError(f"no images in {images} (looked for {', '.join(IMAGE_SUFFIXES)})")
     now = {i: _stamp(p) for i, p in files.items()}
     keep = [r for r, i in enumerate(ids) if now.get(i) == stamps[r]]
-    still_failed = {i: f for i, f in failed.items() if now.get(i) == f[1:]}
-    changed = meta is None or len(keep) != len(ids) or len(still_failed) != len(failed)
+    still_failed = {i: f for i, f in failed.items() if now.get(i) == f[1:] and i not in have}
+    changed = meta is None or resumed or len(keep) != len(ids) or len(still_failed) != len(failed)
     failed = still_failed
     ids, stamps, vectors = [ids[r] for r in keep], [stamps[r] for r in keep], vectors[keep]
     done = set(ids) | set(failed)
@@ -327,9 +491,11 @@ def embed_folder(
     if todo:
         if not isinstance(model, torch.nn.Module):
             model = load_model(name, pretrained=pretrained, weights=weights, device=device)
+        saver = _Checkpointer(data, setting, key, source, todo, now, checkpoint_every)
         new, kept, errs = embed_images(
             [files[i] for i in todo], model, preset=preset, pooling=pooling,
             batch_size=batch_size, num_workers=num_workers, progress=progress,
+            on_batch=saver.add,
         )  # fmt: skip
         failed.update({Path(p).stem: [e, *now[Path(p).stem]] for p, e in errs.items()})
         if len(new):
@@ -342,5 +508,39 @@ def embed_folder(
         if isinstance(model, torch.nn.Module):
             base["arch"] = model.steam_info["arch"]
         meta = _write_cache(folder, base, ids, stamps, vectors, failed)
+    for path in layout.embedding_checkpoints(data, setting):  # merged into the cache now
+        path.with_suffix(".npy").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
     errors = {i: f[0] for i, f in failed.items()}
     return Embeddings(setting, ids, vectors, meta, errors)
+
+
+class _Checkpointer:
+    """Collects ``embed_images``'s batches; writes them as a checkpoint every N images or T s."""
+
+    def __init__(self, data, setting, key, source, todo, stamps, every):
+        self.where, self.todo, self.stamps, self.every = (
+            (data, setting, key, source),
+            todo,
+            stamps,
+            every,
+        )
+        self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
+
+    def add(self, vectors, kept, errors):
+        if len(kept):
+            self.parts.append(vectors)
+            self.ids += [self.todo[j] for j in kept]
+        for p, e in errors.items():
+            self.failed[Path(p).stem] = [e, *self.stamps[Path(p).stem]]
+        pending = len(self.ids) + len(self.failed)
+        if pending >= self.every or (
+            pending and time.monotonic() - self.since > CHECKPOINT_SECONDS
+        ):
+            self.write()
+
+    def write(self):
+        vectors = np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
+        stamps = [self.stamps[i] for i in self.ids]
+        _write_checkpoint(*self.where, vectors, self.ids, stamps, self.failed)
+        self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
