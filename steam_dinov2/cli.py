@@ -86,8 +86,8 @@ def _match(args, emb=None, exclude=None):
     from .embed import load_embeddings
     from .search import describe_exclusions, match_all
 
-    emb = emb or load_embeddings(args.data, _setting(args))
     exclude = _exclusions(args) if exclude is None else exclude
+    emb = emb or load_embeddings(args.data, _setting(args))
     table = match_all(emb, k=args.k, exclude=exclude, data=args.data)
     if exclude:
         print(f"audit exclusions applied: {describe_exclusions(exclude)}; never neighbours")

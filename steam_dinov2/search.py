@@ -79,7 +79,9 @@ def describe_exclusions(exclude) -> str:
     for reasons in exclude.values():
         for kind in dict.fromkeys(str(r).split(":")[0] for r in reasons):
             counts[kind] = counts.get(kind, 0) + 1
-    why = ", ".join(f"{kind}: {n}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    why = ", ".join(
+        f"{kind}: {n}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
     return f"{len(exclude)} excluded ({why})"
 
 
