@@ -115,7 +115,11 @@ def model():
 def audited(tmp_path_factory, model):
     data = _make_data(tmp_path_factory.mktemp("audit"))
     result = audit.audit_banners(
-        data, model=model, near_dup_threshold=THRESHOLD, n_jobs=1, progress=False,
+        data,
+        model=model,
+        near_dup_threshold=THRESHOLD,
+        n_jobs=1,
+        progress=False,
         random_weights_duplicates=True,  # forced: the exact reasons are measured on these
     )
     return data, result
