@@ -508,8 +508,7 @@ def embed_folder(
         if isinstance(model, torch.nn.Module):
             base["arch"] = model.steam_info["arch"]
         meta = _write_cache(folder, base, ids, stamps, vectors, failed)
-    for path in layout.embedding_checkpoints(data, setting):  # merged into the cache now
-        path.with_suffix(".npy").unlink(missing_ok=True)
+    for path in layout.embedding_checkpoints(data, setting, suffix=""):  # in the cache now
         path.unlink(missing_ok=True)
     errors = {i: f[0] for i, f in failed.items()}
     return Embeddings(setting, ids, vectors, meta, errors)

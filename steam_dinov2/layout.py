@@ -79,10 +79,13 @@ def embedding_checkpoint_path(data: str | os.PathLike, setting: str, gen: str) -
     return embeddings_dir(data, setting) / f"checkpoint-{gen}.json"
 
 
-def embedding_checkpoints(data: str | os.PathLike, setting: str) -> list[Path]:
-    """The ``.json`` files of the checkpoints left in a setting's cache, oldest first."""
+def embedding_checkpoints(
+    data: str | os.PathLike, setting: str, suffix: str = ".json"
+) -> list[Path]:
+    """The checkpoint files left in a setting's cache, oldest first: the ``.json`` files (each
+    names its ``.npy``), or with ``suffix=""`` every checkpoint file (to clean up)."""
     folder = embeddings_dir(data, setting)
-    return sorted(folder.glob("checkpoint-*.json")) if folder.is_dir() else []
+    return sorted(folder.glob(f"checkpoint-*{suffix}")) if folder.is_dir() else []
 
 
 def matches_dir(data: str | os.PathLike, setting: str) -> Path:

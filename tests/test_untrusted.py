@@ -427,10 +427,12 @@ def test_a_damaged_checkpoint_is_skipped_with_a_warning(tmp_path, banner_dir, ca
     path = layout.embedding_checkpoint_path(data, SETTING, "0001")
     path.parent.mkdir(parents=True)
     path.write_text('{"ids": ["10"]}')
+    stray = layout.embedding_checkpoint_path(data, SETTING, "0002").with_suffix(".npy")
+    stray.write_bytes(b"killed before its .json was written")
     with caplog.at_level(logging.WARNING):
         emb = embed_folder(banner_dir, data, model="dinov2_vits14", pretrained=False)
     assert "ignoring checkpoint" in caplog.text and str(path) in caplog.text
-    assert len(emb.ids) == 9 and not path.exists()
+    assert len(emb.ids) == 9 and not path.exists() and not stray.exists()
 
 
 # --- 7. random weights and the exclusions each stage applies -------------------------------------
