@@ -119,7 +119,7 @@ def _run_cleanvision(data, images: dict[str, Path], params: dict, n_jobs):
     key["files"] = hashlib.sha256(json.dumps(stamps, sort_keys=True).encode()).hexdigest()
     saved = _read_key(data)
     if saved.get("key") == key and set(saved["broken"]) <= set(images):
-        loaded = _read_saved_cleanvision(data, images, params)
+        loaded = _read_saved_cleanvision(data, images, params, saved["broken"])
         if loaded is not None:
             return (*loaded, True, saved["broken"])
     issues, sets, broken = _find_issues(images, params, n_jobs)
@@ -151,7 +151,7 @@ def _read_key(data) -> dict:
     return saved
 
 
-def _read_saved_cleanvision(data, images, params):
+def _read_saved_cleanvision(data, images, params, broken):
     """``(issues, sets)`` as saved, or None with a warning when the files are damaged."""
     try:
         issues = pd.read_parquet(layout.cleanvision_issues_path(data)).set_index("app_id")
@@ -170,8 +170,8 @@ def _read_saved_cleanvision(data, images, params):
                 for g in groups
             ):
                 raise ValueError("duplicate sets are not lists of audited app ids")
-        if not set(issues.index) <= set(images):
-            raise ValueError("issues of app ids that are not audited")
+        if set(issues.index) != set(images) - set(broken):
+            raise ValueError("issues of other app ids than the audited ones")
     except Exception as e:  # damaged or foreign files are recomputed, never trusted
         log.warning(
             "saved CleanVision results in %s are damaged (%s); recomputing",
