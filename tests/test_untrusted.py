@@ -3,6 +3,7 @@ exact outcome (no code ran, a clear error naming the file and the fix, or a rebu
 """
 
 import datetime
+import hashlib
 import io
 import json
 import logging
@@ -15,6 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import cleanvision
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -77,16 +79,26 @@ def test_audit_never_unpickles_and_recomputes_planted_results(tmp_path, caplog):
     audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)  # a valid key for these files
     marker = tmp_path / "pwned"
     evil = pickle.dumps(_Payload(marker))
-    # Where the old code loaded CleanVision's Imagelab, and where the new code reads its data.
+    # Where the old code unpickled CleanVision's Imagelab (audit/imagelab/imagelab.pkl, through
+    # Imagelab.load), with the key file it checked first, made to match these files exactly.
     old = layout.audit_dir(data) / "imagelab"
     old.mkdir()
     (old / "imagelab.pkl").write_bytes(evil)
-    (old / "issues.pkl").write_bytes(evil)
+    files = sorted(layout.banners_dir(data).glob("*.jpg"), key=lambda p: int(p.stem))
+    stamps = {p.stem: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+    old_key = {
+        "cleanvision": cleanvision.__version__,
+        "pandas": pd.__version__,
+        "issue_types": {t: {} for t in audit.ISSUE_TYPES},
+        "files": hashlib.sha256(json.dumps(stamps, sort_keys=True).encode()).hexdigest(),
+    }
+    (old / "steam_dinov2_key.json").write_text(json.dumps({"key": old_key, "broken": []}))
+    # And garbage where the new code reads its plain data back.
     layout.cleanvision_issues_path(data).write_bytes(evil)
     layout.cleanvision_sets_path(data).write_bytes(evil)
     with caplog.at_level(logging.WARNING):
         result = audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)
-    assert not marker.exists()
+    assert not marker.exists() and (old / "imagelab.pkl").read_bytes() == evil
     assert not result.reused and result.exclusions == reference.exclusions
     assert "saved CleanVision results in" in caplog.text and "damaged" in caplog.text
     again = audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)
