@@ -316,7 +316,7 @@ def _offered_settings(data, settings, model) -> list[str]:
     """The settings the browser offers: those named, else the cached ones whose model is in the
     registry or is ``model`` (those of ``model`` first); others are left out with a warning, so a
     planted cache never becomes the default choice."""
-    from .embed import read_cache_meta
+    from .cache import read_cache_meta
 
     if settings:
         return list(settings)
