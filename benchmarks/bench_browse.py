@@ -28,7 +28,7 @@ def _build(data: Path, n: int, dim: int) -> None:
     from synthetic import make_banner
 
     from steam_dinov2 import layout
-    from steam_dinov2.embed import _write_cache
+    from steam_dinov2.cache import write_cache
     from steam_dinov2.search import match_all
 
     rng = np.random.default_rng(0)
@@ -43,7 +43,7 @@ def _build(data: Path, n: int, dim: int) -> None:
         "preset": "crop256",
         "pooling": "cls",
     }
-    _write_cache(folder, {**meta, "dim": dim}, ids, [[0, 0]] * n, vectors, {})
+    write_cache(folder, {**meta, "dim": dim}, ids, [[0, 0]] * n, vectors, {})
     banners = layout.banners_dir(data)
     banners.mkdir(parents=True)
     seeds = []

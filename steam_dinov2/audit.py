@@ -1,16 +1,15 @@
 """Audit stage: CleanVision issues plus embedding near-duplicates -> the exclusion list.
 
-Reads the banners the manifest lists as ``ok`` and writes, under ``DATA/audit/``: ``imagelab/``
-(CleanVision's saved Imagelab, reused while the files and options are unchanged),
+Reads the banners the manifest lists as ``ok`` and writes, under ``DATA/audit/``: ``cleanvision/``
+(CleanVision's results as plain parquet and JSON, reused while the files and options are
+unchanged; never a pickle, since a data folder may come from someone else),
 ``issues.parquet`` (one row per app) and ``exclusions.json`` (``{app_id: [reasons...]}``), which
 the match stage applies: an excluded app is never anyone's neighbour.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import os
@@ -45,7 +44,6 @@ EMBEDDING_DUPLICATES = "embedding_duplicates"
 # must stay: 0.95 sits between the two. Not yet measured on the catalogue with pretrained weights:
 # check the ``embedding_nearest_cosine`` column and pass another value if its histogram disagrees.
 NEAR_DUP_THRESHOLD = 0.95
-_KEY_FILE = "steam_dinov2_key.json"
 
 
 @dataclass(frozen=True)
@@ -57,12 +55,14 @@ class Audit:
         exclusions: ``{app_id: [reasons...]}``, app ids as str, sorted numerically.
         groups: ``{duplicate type: [[app_id, ...], ...]}``, each group sorted, its first id kept.
         reused: True when CleanVision's results were loaded from disk, not recomputed.
+        notes: what the caller must know about this audit (e.g. a step skipped, and why).
     """
 
     issues: pd.DataFrame
     exclusions: dict[str, list[str]]
     groups: dict[str, list[list[str]]]
     reused: bool
+    notes: tuple[str, ...] = ()
 
 
 def _audit_images(data: str | os.PathLike) -> dict[str, Path]:
@@ -110,43 +110,108 @@ def _issue_params(issue_types, thresholds) -> dict[str, dict]:
     return params
 
 
-def _run_imagelab(data, images: dict[str, Path], params: dict, n_jobs):
-    """CleanVision's Imagelab over ``images``, loaded from ``DATA/audit/imagelab`` when its key
-    (files with size and mtime, issue types, versions) is unchanged; else computed and saved.
+def _run_cleanvision(data, images: dict[str, Path], params: dict, n_jobs):
+    """CleanVision over ``images``; its results are saved under ``DATA/audit/cleanvision/`` as
+    plain data and read back while their key (files with size and mtime, issue types, versions)
+    is unchanged. Nothing there is ever unpickled: the folder may come from someone else.
 
-    Returns ``(imagelab, reused, broken)``: broken lists the ids CleanVision could not decode.
+    Returns ``(issues, sets, reused, broken)``: issues, CleanVision's table indexed by app id;
+    sets, ``{duplicate type: [[app_id, ...], ...]}``; broken, the ids it could not decode.
     """
     import cleanvision
-    from cleanvision import Imagelab
 
     stamps = {i: [p.stat().st_size, p.stat().st_mtime_ns] for i, p in images.items()}
     key = {"cleanvision": cleanvision.__version__, "pandas": pd.__version__, "issue_types": params}
     key["files"] = hashlib.sha256(json.dumps(stamps, sort_keys=True).encode()).hexdigest()
-    folder = layout.imagelab_dir(data)
-    quiet = io.StringIO()  # Imagelab.save/load print unconditionally; library code never prints
-    saved = json.loads((folder / _KEY_FILE).read_text()) if (folder / _KEY_FILE).is_file() else {}
-    if saved.get("key") == key:
-        try:
-            with contextlib.redirect_stdout(quiet):
-                return Imagelab.load(str(folder)), True, saved["broken"]
-        except Exception as e:  # a damaged save is recomputed, never trusted
-            logger.warning("could not load %s (%s); recomputing", folder, e)
+    saved = _read_key(data)
+    if saved.get("key") == key and set(saved["broken"]) <= set(images):
+        loaded = _read_saved_cleanvision(data, images, params, saved["broken"])
+        if loaded is not None:
+            return (*loaded, True, saved["broken"])
+    issues, sets, broken = _find_issues(images, params, n_jobs)
+    folder = layout.cleanvision_dir(data)
+    with layout.atomic_dir(folder) as tmp:
+        tmp.mkdir()
+        issues.rename_axis("app_id").reset_index().to_parquet(
+            tmp / layout.cleanvision_issues_path(data).name, index=False
+        )
+        (tmp / layout.cleanvision_sets_path(data).name).write_text(json.dumps(sets))
+        key_file = tmp / layout.cleanvision_key_path(data).name
+        key_file.write_text(json.dumps({"key": key, "broken": broken}))
+    return issues, sets, False, broken
+
+
+def _read_key(data) -> dict:
+    path = layout.cleanvision_key_path(data)
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        logger.warning("audit key file %s is damaged (%s); recomputing CleanVision", path, e)
+        return {}
+    ok = isinstance(saved, dict) and isinstance(saved.get("broken"), list)
+    if not ok or not all(isinstance(b, str) for b in saved["broken"]):
+        logger.warning("audit key file %s is not a key this package wrote; recomputing", path)
+        return {}
+    return saved
+
+
+def _read_saved_cleanvision(data, images, params, broken):
+    """``(issues, sets)`` as saved, or None with a warning when the files are damaged."""
+    try:
+        issues = pd.read_parquet(layout.cleanvision_issues_path(data)).set_index("app_id")
+        issues.index = issues.index.astype(str)
+        sets = json.loads(layout.cleanvision_sets_path(data).read_text())
+        columns = [c for t in params for c in (f"is_{t}_issue", f"{t}_score")]
+        missing = [c for c in columns if c not in issues]
+        if missing:
+            raise ValueError(f"columns {missing[:3]} missing")
+        want = [t for t in params if t in DUPLICATE_TYPES]
+        if not isinstance(sets, dict) or sorted(sets) != sorted(want):
+            raise ValueError(f"duplicate sets for {want} expected")
+        for groups in sets.values():
+            if not isinstance(groups, list) or not all(
+                isinstance(g, list) and all(isinstance(i, str) and i in images for i in g)
+                for g in groups
+            ):
+                raise ValueError("duplicate sets are not lists of audited app ids")
+        if set(issues.index) != set(images) - set(broken):
+            raise ValueError("issues of other app ids than the audited ones")
+    except Exception as e:  # damaged or foreign files are recomputed, never trusted
+        logger.warning(
+            "saved CleanVision results in %s are damaged (%s); recomputing",
+            layout.cleanvision_dir(data),
+            e,
+        )
+        return None
+    return issues, sets
+
+
+def _find_issues(images: dict[str, Path], params: dict, n_jobs):
+    from cleanvision import Imagelab
+
+    def run(paths):
+        lab = Imagelab(filepaths=[str(p) for p in paths], verbose=False)
+        lab.find_issues(params, n_jobs=n_jobs, verbose=False)
+        issues = lab.issues.rename(index=lambda p: Path(p).stem)
+        sets = {
+            t: [[Path(p).stem for p in s] for s in lab.info[t]["sets"]]
+            for t in params
+            if t in DUPLICATE_TYPES
+        }
+        return issues, sets
+
     broken = []
     try:
-        lab = Imagelab(filepaths=[str(p) for p in images.values()], verbose=False)
-        lab.find_issues(params, n_jobs=n_jobs, verbose=False)
+        issues, sets = run(images.values())
     except Exception:  # CleanVision stops at the first file it cannot decode: find them, go on
         broken = [i for i, p in images.items() if not _readable(p, decode=True)]
         if not broken or len(broken) == len(images):
             raise
         logger.warning("%d banners cannot be decoded: %s", len(broken), ", ".join(broken[:10]))
-        paths = [str(p) for i, p in images.items() if i not in set(broken)]
-        lab = Imagelab(filepaths=paths, verbose=False)
-        lab.find_issues(params, n_jobs=n_jobs, verbose=False)
-    with layout.atomic_dir(folder) as tmp, contextlib.redirect_stdout(quiet):
-        lab.save(str(tmp))
-        layout.write_text_atomic(tmp / _KEY_FILE, json.dumps({"key": key, "broken": broken}))
-    return lab, False, broken
+        issues, sets = run(p for i, p in images.items() if i not in set(broken))
+    return issues, sets, broken
 
 
 def audit_banners(
@@ -163,6 +228,7 @@ def audit_banners(
     batch_size: int = 32,
     device: str = "auto",
     n_jobs: int | None = None,
+    random_weights_duplicates: bool = False,
     progress: bool = True,
 ) -> Audit:
     """Audit the banners: CleanVision issues, embedding near-duplicates, the exclusion list.
@@ -183,6 +249,10 @@ def audit_banners(
         model, preset, pooling, pretrained, weights, batch_size, device: the embedding setting,
             as for ``embed_folder``; its cache is reused.
         n_jobs: CleanVision worker processes (None: one per physical core).
+        random_weights_duplicates: find embedding near duplicates even with random weights. Off
+            by default: a random ViT maps unrelated banners close together (at the default
+            threshold it excluded 101 of 147 banners), so the step is skipped with a warning and
+            a note in ``Audit.notes``.
 
     Returns:
         Audit. ``issues`` has ``app_id`` (int64); per selected type ``is_<type>_issue`` (bool),
@@ -197,7 +267,19 @@ def audit_banners(
     images = _audit_images(data)
     if not images:
         raise ValueError(f"no banners to audit in {data}; run `download` first")
-    emb = None
+    emb, notes = None, []
+    if near_dup_threshold is not None and _random_weights(model, pretrained, weights):
+        if random_weights_duplicates:
+            notes.append(
+                "embedding near duplicates found with RANDOM weights: they are not meaningful"
+            )
+        else:
+            notes.append(
+                "embedding near duplicates skipped: the model has random weights, which would "
+                "exclude unrelated banners (pass random_weights_duplicates=True to force)"
+            )
+            near_dup_threshold = None
+        logger.warning("audit: %s", notes[-1])
     if near_dup_threshold is not None:
         from .embed import embed_folder
 
@@ -219,13 +301,12 @@ def audit_banners(
     if len(bad) == len(images):
         raise ValueError(f"none of the {len(images)} banners in {data} can be read")
     good = {i: p for i, p in images.items() if i not in set(bad)}
-    lab, reused, broken = _run_imagelab(data, good, params, n_jobs)
+    found, sets, reused, broken = _run_cleanvision(data, good, params, n_jobs)
     bad += broken
     good = {i: p for i, p in good.items() if i not in set(broken)}
 
     issues = pd.DataFrame({"app_id": np.array([int(i) for i in images], np.int64)})
     row = {i: r for r, i in enumerate(images)}
-    found = lab.issues.rename(index=lambda p: Path(p).stem)
     groups: dict[str, list[list[str]]] = {}
     for t in params:
         is_col, score_col = f"is_{t}_issue", f"{t}_score"
@@ -234,8 +315,7 @@ def audit_banners(
         )
         issues[score_col] = found[score_col].reindex(list(images)).astype(float).to_numpy()
         if t in DUPLICATE_TYPES:
-            sets = lab.info[t]["sets"]
-            groups[t] = _sorted_groups([[Path(p).stem for p in s] for s in sets])
+            groups[t] = _sorted_groups(sets[t])
             issues[f"{t}_group"] = _group_column(groups[t], row, len(images))
     if emb is not None:
         flagged = issues[[f"is_{t}_issue" for t in params if t in PROPERTY_TYPES]].any(axis=1)
@@ -250,7 +330,13 @@ def audit_banners(
         issues.to_parquet(tmp, index=False)
     layout.write_text_atomic(layout.exclusions_path(data), json.dumps(exclusions, indent=1))
     logger.debug("audit: %d of %d banners excluded", len(exclusions), len(images))  # returned too
-    return Audit(issues, exclusions, groups, reused)
+    return Audit(issues, exclusions, groups, reused, tuple(notes))
+
+
+def _random_weights(model, pretrained: bool, weights) -> bool:
+    if isinstance(model, str):
+        return not pretrained and weights is None
+    return model.steam_info["weights_tag"] == "random"
 
 
 def _embedding_duplicates(issues, emb, clean: list[str], row, threshold) -> list[list[str]]:
@@ -314,9 +400,29 @@ def load_exclusions(data: str | os.PathLike) -> dict[str, list[str]]:
     """``{app_id: [reasons...]}`` from ``DATA/audit/exclusions.json``; {} when there is no audit.
 
     Pass it as ``exclude=`` to ``match_all`` or ``find_neighbors`` (only the keys are used).
+    A damaged file raises ValueError naming it and the fix (rerun the audit or delete it).
     """
     path = layout.exclusions_path(data)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        found = e
+    ok = isinstance(found, dict) and all(
+        isinstance(i, str)
+        and i.isdigit()
+        and isinstance(r, list)
+        and all(isinstance(x, str) for x in r)
+        for i, r in found.items()
+    )
+    if not ok:
+        why = f"not JSON ({found})" if isinstance(found, Exception) else "not {app_id: [reasons]}"
+        raise ValueError(
+            f"exclusion list {path} is damaged ({why}): rerun `audit`, or delete the file to "
+            "apply no exclusions"
+        )
+    return found
 
 
 def summarize_audit(data: str | os.PathLike) -> pd.DataFrame:

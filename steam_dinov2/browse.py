@@ -7,6 +7,7 @@ import html
 import io
 import logging
 import random
+import urllib.parse
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from .folder import is_steam_id
 from .manifest import load_names
 from .names import search_games
 from .search import (
+    describe_exclusions,
     find_neighbors,
     index_collection,
     matches_made_from,
@@ -36,18 +38,41 @@ class Browser:
     """
 
     def __init__(
-        self, data, *, settings=None, k: int = 10, include_excluded: bool = False, weights=None
+        self,
+        data,
+        *,
+        settings=None,
+        model: str | None = None,
+        k: int = 10,
+        include_excluded: bool = False,
+        weights=None,
     ):
+        """Args:
+        data: the data folder.
+        settings: setting names to offer, the first shown first (default: every cached setting
+            made with a registry model or with ``model``, those of ``model`` first).
+        model: the model name you use (a registry, timm or ``hub:`` name). The data folder may
+            come from anyone, so a model is loaded (for images from outside the collection) only
+            when a cache's ``meta.json`` names a registry model or this one; never from the
+            cache's word alone.
+        k: neighbours shown (at least 1).
+        include_excluded: also show the games the audit excluded.
+        weights: the weights file of settings embedded with one (``--weights``).
+        """
         import ipywidgets as w
 
-        self.data, self.weights = data, weights
-        self.settings = list(settings or layout.list_settings(data))
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k is the number of neighbours shown, at least 1; got {k!r}")
+        self.data, self.weights, self.model = data, weights, model
+        self.settings = _offered_settings(data, settings, model)
         if not self.settings:
             raise ValueError(
                 f"no cached embeddings in {data}: run the embed stage (or the match notebook) first"
             )
         self.names = load_names(data)
         self.exclude = {} if include_excluded else load_exclusions(data)
+        if self.exclude:
+            logger.info("browser: audit exclusions applied: %s", describe_exclusions(self.exclude))
         self._emb, self._tables, self._index, self._models, self._vectors = {}, {}, {}, {}, {}
         self.images = {}  # images from outside the collection, by app id or file name
         self.history, self.position, self.shown = [], -1, []
@@ -56,7 +81,7 @@ class Browser:
         self.choices = w.Select(options=[], rows=6, layout=w.Layout(width="420px"))
         self.random = w.Button(description="Random game", icon="random")
         self.back, self.forward = w.Button(description="Back"), w.Button(description="Forward")
-        self.k = w.IntSlider(value=k, min=1, max=50, description="k")
+        self.k = w.IntSlider(value=min(k, 50), min=1, max=50, description="k")
         self.setting = w.Dropdown(
             options=self.settings, description="Setting", layout=w.Layout(width="520px")
         )
@@ -184,6 +209,12 @@ class Browser:
         setting = self.setting.value
         if setting not in self._models:
             meta = self._emb_for().meta
+            if not _trusted_model(meta["model"], self.model):
+                raise ValueError(
+                    f"setting {setting} names the model {meta['model']!r}, which is neither in "
+                    "the registry nor the one you gave: pass Browser(..., model=NAME) with the "
+                    "model you trust to query images from outside"
+                )
             weights = self.weights if meta["weights"].startswith("w-") else None
             if weights is not None and weights_tag(weights=weights) != meta["weights"]:
                 weights = None  # the wrong file: refused below
@@ -208,7 +239,9 @@ class Browser:
         try:
             self.images[app_id] = fetch_banner(int(app_id))
         except Exception as e:  # network, 404, not an image: say so in the app
-            self.status.value = f"<b>Could not fetch app {app_id}:</b> {html.escape(str(e))}"
+            self.status.value = (
+                f"<b>Could not fetch app {html.escape(app_id)}:</b> {html.escape(str(e))}"
+            )
             return
         self.show(app_id, outside=True)
 
@@ -241,12 +274,18 @@ class Browser:
         self.shown = list(zip(table["id"], table["score"].astype(float)))
         qid = entry.get("id")
         title = self.names.get(qid, qid) if qid else f"outside the collection: {entry['image']}"
-        self.query_tile = self._tile(qid or entry["image"], f"<b>QUERY</b><br>{title}", qid)
-        self.tiles = [self._tile(i, f"{self.names.get(i, i)}<br>{s:.3f}", i) for i, s in self.shown]
+        esc = html.escape
+        self.query_tile = self._tile(qid or entry["image"], f"<b>QUERY</b><br>{esc(title)}", qid)
+        self.tiles = [
+            self._tile(i, f"{esc(self.names.get(i, i))}<br>{s:.3f}", i) for i, s in self.shown
+        ]
         self.grid.children = [self.query_tile] + self.tiles
         self.back.disabled = self.position == 0
         self.forward.disabled = self.position == len(self.history) - 1
-        self.status.value = f"{len(self.shown)} neighbours in <code>{self.setting.value}</code>"
+        excluded = f"; audit: {describe_exclusions(self.exclude)}" if self.exclude else ""
+        self.status.value = (
+            f"{len(self.shown)} neighbours in <code>{esc(self.setting.value)}</code>{esc(excluded)}"
+        )
 
     def _tile(self, key, caption, app_id):
         import ipywidgets as w
@@ -258,8 +297,9 @@ class Browser:
             buf = io.BytesIO()
             self.images.get(key, _blank()).save(buf, format="JPEG")
             data = buf.getvalue()
+        url = STORE_URL.format(urllib.parse.quote(str(app_id), safe=""))
         link = (
-            f'<a href="{STORE_URL.format(app_id)}" target="_blank">{app_id}</a>'
+            f'<a href="{html.escape(url)}" target="_blank">{html.escape(app_id)}</a>'
             if app_id and is_steam_id(app_id)
             else html.escape(app_id or "")  # an own image (import_folder): no store page
         )
@@ -275,6 +315,38 @@ class Browser:
             tile.button.on_click(lambda _: self.show(app_id))
             tile.children += (tile.button,)
         return tile
+
+
+def _trusted_model(name: str, chosen: str | None) -> bool:
+    from .models import MODELS
+
+    return name in MODELS or (chosen is not None and name == chosen)
+
+
+def _offered_settings(data, settings, model) -> list[str]:
+    """The settings the browser offers: those named, else the cached ones whose model is in the
+    registry or is ``model`` (those of ``model`` first); others are left out with a warning, so a
+    planted cache never becomes the default choice."""
+    from .cache import read_cache_meta
+
+    if settings:
+        return list(settings)
+    offered = []
+    for setting in layout.list_settings(data):
+        try:
+            meta = read_cache_meta(layout.embeddings_dir(data, setting))
+        except ValueError as e:
+            logger.warning("browser: leaving out setting %s: %s", setting, e)
+            continue
+        if not _trusted_model(meta["model"], model):
+            logger.warning(
+                "browser: leaving out setting %s: its model %r is not in the registry; pass "
+                "Browser(..., model=NAME) or settings=[...] to use it",
+                setting, meta["model"],
+            )  # fmt: skip
+            continue
+        offered.append((model is None or meta["model"] != model, setting))
+    return [setting for _, setting in sorted(offered)]
 
 
 def _blank():

@@ -38,10 +38,14 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
 
 
 def _setting(args) -> str:
-    from .models import weights_tag
+    from .embed import precision_tag
+    from .models import select_device, weights_tag
 
     tag = weights_tag(pretrained=not args.no_pretrained, weights=args.weights)
-    return layout.setting_name(args.model, args.preset, args.pooling, weights_tag=tag)
+    precision = precision_tag(select_device(getattr(args, "device", "auto")))
+    return layout.setting_name(
+        args.model, args.preset, args.pooling, weights_tag=tag, precision=precision
+    )
 
 
 def _cmd_models(args) -> int:
@@ -90,13 +94,13 @@ def _exclusions(args) -> dict:
 
 def _match(args, emb=None, exclude=None):
     from .embed import load_embeddings
-    from .search import match_all
+    from .search import describe_exclusions, match_all
 
-    emb = emb or load_embeddings(args.data, _setting(args))
     exclude = _exclusions(args) if exclude is None else exclude
+    emb = emb or load_embeddings(args.data, _setting(args))
     table = match_all(emb, k=args.k, exclude=exclude, data=args.data)
     if exclude:
-        print(f"{len(exclude)} images excluded by the audit are never neighbours")
+        print(f"audit exclusions applied: {describe_exclusions(exclude)}; never neighbours")
     print(
         f"{len(table)} matches for {len(emb.ids)} images -> {layout.neighbors_path(args.data, emb.setting)}"
     )
@@ -104,7 +108,7 @@ def _match(args, emb=None, exclude=None):
 
 
 def _add_match_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=int, default=10, help="neighbours per image")
+    p.add_argument("--k", type=int, default=10, help="neighbours per image (at least 1)")
     p.add_argument(
         "--include-excluded", action="store_true", help="ignore the audit's exclusion list"
     )
@@ -206,6 +210,11 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
         default=NEAR_DUP_THRESHOLD,
         help=f"cosine for embedding near duplicates (default {NEAR_DUP_THRESHOLD}); 0 to skip",
     )
+    p.add_argument(
+        "--random-weights-duplicates",
+        action="store_true",
+        help="find embedding near duplicates even with --no-pretrained (skipped otherwise)",
+    )
 
 
 def _audit(args):
@@ -229,7 +238,10 @@ def _audit(args):
         weights=args.weights,
         batch_size=args.batch_size,
         device=args.device,
+        random_weights_duplicates=args.random_weights_duplicates,
     )
+    for note in result.notes:
+        print(f"NOTE: {note}")
     reused = " (CleanVision results reused)" if result.reused else ""
     print(
         f"{len(result.issues)} banners audited{reused}, {len(result.exclusions)} excluded "
@@ -329,6 +341,10 @@ def main(argv=None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader chatters at INFO
+    if getattr(args, "k", 1) < 1:  # before any stage of `run` spends time
+        print(f"error: --k is the number of neighbours per image, at least 1; got {args.k}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         return args.func(args)
     except (ValueError, RuntimeError, OSError) as e:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import layout
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DRIVE_MOUNT = "/content/drive"  # where Colab's drive.mount puts Google Drive
 DRIVE_HOME = "MyDrive"  # the user's own files under the mount point
@@ -104,7 +104,7 @@ def ensure_banners(data: str | os.PathLike, *, if_empty: str | None = "stop") ->
     if if_empty == "download":
         from .download import download_banners
 
-        log.info("no banners in %s: downloading %d games listed by SteamSpy", data, SMALL_SET)
+        logger.info("no banners in %s: downloading %d games listed by SteamSpy", data, SMALL_SET)
         download_banners(data, source="steamspy", limit=SMALL_SET)
     else:
         from .snapshot import import_snapshot

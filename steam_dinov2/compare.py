@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from . import layout
 from .embed import embed_folder, list_images
 from .manifest import load_names
 from .names import search_games
-from .plot import shorten
-from .search import find_neighbors, index_collection
+from .plot import escape_mathtext, shorten
+from .search import describe_exclusions, find_neighbors, index_collection
+
+logger = logging.getLogger(__name__)
 
 
 def parse_setting(setting) -> tuple[str, str, str]:
@@ -56,6 +59,8 @@ def plot_comparison(
     from .plot import plot_image_grid
 
     settings = [parse_setting(s) for s in settings]
+    if exclude:
+        logger.info("comparison: %s never neighbours", describe_exclusions(exclude))
     images = images or layout.banners_dir(data)
     names = load_names(data)
     files = list_images(images)
@@ -85,7 +90,7 @@ def plot_comparison(
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_edgecolor("red")
-        ax.set_ylabel(f"{model}\n{preset}\n{pooling}", fontsize=8)
+        ax.set_ylabel(escape_mathtext(f"{model}\n{preset}\n{pooling}"), fontsize=8)
     return fig
 
 
@@ -115,6 +120,8 @@ def plot_neighbors(
 
     app_id = str(app_id)
     names = load_names(data)
+    if exclude:
+        logger.info("neighbours: %s never neighbours", describe_exclusions(exclude))
     table = find_neighbors(emb, app_id, k=k, exclude=exclude)
     return plot_matches(
         layout.banner_path(data, app_id),
@@ -147,6 +154,8 @@ def plot_games(data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclud
     from .plot import plot_image_grid
 
     names = load_names(data)
+    if exclude:
+        logger.info("preview: %s never neighbours", describe_exclusions(exclude))
     if app_ids is None:
         found = [h for q in WELL_KNOWN for h in search_games(names, q, ids=emb.ids)[:1]]
         app_ids = list(dict.fromkeys(found + emb.ids))[:4]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +12,8 @@ import torch
 from PIL import Image
 
 from . import layout
-from .models import forward_tokens, load_model, resolve_arch, weights_tag
+from .cache import CHECKPOINT_EVERY, Checkpointer, read_cache, read_checkpoints, write_cache
+from .models import forward_tokens, load_model, resolve_arch, select_device, weights_tag
 from .preprocess import FULL_SIZE, MAX_PIXELS, make_transform
 
 logger = logging.getLogger(__name__)
@@ -75,6 +74,12 @@ class _ImageFiles(torch.utils.data.Dataset):
             return torch.zeros(self.shape), i, f"{type(e).__name__}: {e}"
 
 
+def precision_tag(device: torch.device) -> str:
+    """ "fp16" where ``embed_images`` runs in half precision (CUDA autocast), else "" (float32):
+    part of the setting name, so fp16 and fp32 vectors never share a cache."""
+    return "fp16" if torch.device(device).type == "cuda" else ""
+
+
 def _default_workers(device: torch.device) -> int:
     # A GPU waits for decoding: workers hide it. On a CPU the model already uses every core, so a
     # worker process only competes with it and adds a hand-over: decoding in this process measured
@@ -91,6 +96,7 @@ def embed_images(
     batch_size: int = 32,
     num_workers: int | None = None,
     progress: bool = True,
+    on_batch=None,
 ) -> tuple[np.ndarray, list[int], dict[str, str]]:
     """Embed image files with a model from ``load_model``.
 
@@ -101,6 +107,8 @@ def embed_images(
         pooling: one of ``POOLINGS``.
         batch_size: images per forward pass; results do not depend on it (within 1e-5).
         num_workers: DataLoader decoding processes; None picks for the device.
+        on_batch: called after every batch with ``(vectors, kept, errors)`` of that batch alone
+            (same meaning as the return values), e.g. to checkpoint a long run.
 
     Returns:
         ``(vectors, kept, errors)``: vectors (M, D') float32 L2-normalised, one row per readable
@@ -130,15 +138,21 @@ def embed_images(
     ):
         for x, idx, err in loader:
             good = torch.tensor([not e for e in err], dtype=torch.bool)
-            errors.update({paths[i]: e for i, e in zip(idx.tolist(), err) if e})
+            batch_errors = {paths[i]: e for i, e in zip(idx.tolist(), err) if e}
+            errors.update(batch_errors)
+            out = None
             if good.any():
                 x = (x if good.all() else x[good]).to(device, non_blocking=True)
                 # On a CPU a ViT runs fastest in small batches (2 cores: 13.2 img/s at 8, 11.7 at
                 # 32; benchmarks/README.md); a GPU wants the whole batch.
                 step = CPU_FORWARD_BATCH if device.type == "cpu" else len(x)
                 out = torch.cat([pool_tokens(model, part, pooling) for part in x.split(step)])
-                chunks.append(out.cpu().numpy())
+                out = out.cpu().numpy()
+                chunks.append(out)
                 kept.extend(idx[good].tolist())
+            if on_batch is not None:
+                out = np.zeros((0, 0), np.float32) if out is None else out
+                on_batch(out, idx[good].tolist(), batch_errors)
             bar.update(len(idx))
             bar.set_postfix(skipped=len(errors))
     for p, e in errors.items():
@@ -184,7 +198,8 @@ def list_images(folder: str | os.PathLike) -> dict[str, Path]:
 
 
 def load_embeddings(data: str | os.PathLike, setting: str) -> Embeddings:
-    """Read one setting's cache; ValueError naming the cached settings when it is missing."""
+    """Read one setting's cache; ValueError naming the cached settings when it is missing, or
+    naming the damaged file and the fix when it cannot be trusted."""
     folder = layout.embeddings_dir(data, setting)
     if not (folder / "meta.json").is_file():
         cached = layout.list_settings(data)
@@ -192,39 +207,13 @@ def load_embeddings(data: str | os.PathLike, setting: str) -> Embeddings:
             f"no embeddings for setting {setting!r} in {data}; run `embed` first"
             + (f" (cached: {', '.join(cached)})" if cached else "")
         )
-    meta, rows = _read_cache(folder)
+    meta, rows = read_cache(folder)
     return Embeddings(setting, rows["ids"], rows["vectors"], meta)
-
-
-def _read_cache(folder: Path) -> tuple[dict, dict]:
-    meta = json.loads((folder / "meta.json").read_text())
-    rows = json.loads((folder / meta["ids_file"]).read_text())
-    rows["vectors"] = np.load(folder / meta["vectors_file"], allow_pickle=False)
-    if not (len(rows["ids"]) == len(rows["stamps"]) == len(rows["vectors"]) == meta["count"]):
-        raise ValueError(f"corrupt embedding cache {folder}: delete the folder to recompute")
-    return meta, rows
 
 
 def _stamp(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]
-
-
-def _write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed) -> dict:
-    # New files under a fresh generation name, then meta.json (the commit point) in one rename: a
-    # kill at any moment leaves the old meta with its old files, or the new meta with the new ones.
-    gen = uuid.uuid4().hex[:8]
-    meta = {**meta, "count": len(ids), "dim": int(vectors.shape[1]) if len(ids) else meta["dim"]}
-    meta.update(vectors_file=f"vectors-{gen}.npy", ids_file=f"ids-{gen}.json")
-    with layout.atomic_path(folder / meta["vectors_file"]) as tmp:
-        np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
-    rows = {"ids": ids, "stamps": stamps, "failed": failed}
-    layout.write_text_atomic(folder / meta["ids_file"], json.dumps(rows))
-    layout.write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))
-    for old in [*folder.glob("vectors-*.npy"), *folder.glob("ids-*.json")]:
-        if old.name not in (meta["vectors_file"], meta["ids_file"]):
-            old.unlink(missing_ok=True)
-    return meta
 
 
 def _folder_ref(images, data) -> str:
@@ -257,13 +246,16 @@ def embed_folder(
     batch_size: int = 32,
     num_workers: int | None = None,
     device: str = "auto",
+    checkpoint_every: int = CHECKPOINT_EVERY,
     progress: bool = True,
 ) -> Embeddings:
     """Embed every image in a folder, reusing the setting's cache under ``data``.
 
     Cached vectors of unchanged files are kept, new or changed files are embedded and appended,
     vanished files are dropped; a cache made with other weights or options is never mixed in.
-    The model is loaded only when something needs embedding.
+    The model is loaded only when something needs embedding. A long run writes a checkpoint every
+    ``checkpoint_every`` images (and at least every ``cache.CHECKPOINT_SECONDS``): a run killed at 80%
+    keeps 80%, and the next run embeds only the rest.
 
     Args:
         images: folder of images; an image's id is its file stem (for banners, the app id).
@@ -271,6 +263,7 @@ def embed_folder(
         model: a name for ``load_model``, or a model it returned (then pretrained/weights are
             taken from the model).
         preset, pooling: see ``preprocess.PRESETS`` and ``POOLINGS``.
+        checkpoint_every: images per checkpoint (at least 1).
 
     Returns:
         Embeddings with ids in row order and (N, D') float32 L2-normalised vectors; ``errors``
@@ -281,29 +274,37 @@ def embed_folder(
         raise ValueError(f"unknown pooling {pooling!r}; available: {', '.join(POOLINGS)}")
     if not Path(images).is_dir():
         raise ValueError(f"image folder not found: {images}")
+    if checkpoint_every < 1:
+        raise ValueError(
+            f"checkpoint_every is a number of images, at least 1; got {checkpoint_every}"
+        )
     if isinstance(model, torch.nn.Module):
         name, tag = model.steam_info["name"], model.steam_info["weights_tag"]
+        precision = precision_tag(next(model.parameters()).device)
     else:
         resolve_arch(model)
         name, tag = model, weights_tag(pretrained=pretrained, weights=weights)
-    setting = layout.setting_name(name, preset, pooling, weights_tag=tag)
+        precision = precision_tag(select_device(device))
+    setting = layout.setting_name(name, preset, pooling, weights_tag=tag, precision=precision)
     folder = layout.embeddings_dir(data, setting)
     key = {"model": name, "weights": tag or "pretrained", "preset": preset, "pooling": pooling}
+    key["precision"] = precision or "fp32"
     source = _folder_ref(images, data)
 
     ids, stamps, vectors, failed, meta = [], [], np.zeros((0, 0), np.float32), {}, None
     if (folder / "meta.json").is_file():
         try:
-            meta, rows = _read_cache(folder)
-        except (ValueError, OSError, KeyError) as e:
-            logger.warning("ignoring unreadable cache %s (%s); recomputing", folder, e)
+            meta, rows = read_cache(folder)
+        except (ValueError, OSError) as e:
+            logger.warning("%s; recomputing", e)
         else:
             if meta.get("images", source) != source:
                 raise ValueError(
                     f"{folder} holds embeddings of {meta['images']}, not {source}: embed that "
                     "folder with another data folder (--data), or delete this cache"
                 )
-            if {k: meta.get(k) for k in key} == key:
+            made = {k: meta.get(k, "fp32" if k == "precision" else None) for k in key}
+            if made == key:
                 ids, stamps, vectors, failed = (
                     rows["ids"],
                     rows["stamps"],
@@ -313,14 +314,28 @@ def embed_folder(
             else:
                 logger.warning("cache %s was made with other options; recomputing", folder)
                 meta = None
+    resumed, have = 0, set(ids)
+    for rows in read_checkpoints(data, setting, key, source):
+        new = [r for r, i in enumerate(rows["ids"]) if i not in have]
+        if new and (len(ids) == 0 or rows["vectors"].shape[1] == vectors.shape[1]):
+            vectors = np.concatenate([vectors, rows["vectors"][new]]) if ids else rows["vectors"]
+            ids = ids + [rows["ids"][r] for r in new]
+            stamps = stamps + [rows["stamps"][r] for r in new]
+            have.update(ids[-len(new) :])
+            resumed += len(new)
+        failed = {**rows["failed"], **failed}
+    if resumed:
+        logger.info(
+            "resuming %s: %d images from checkpoints of an interrupted run", setting, resumed
+        )
 
     files = list_images(images)
     if not files:
         raise ValueError(f"no images in {images} (looked for {', '.join(IMAGE_SUFFIXES)})")
     now = {i: _stamp(p) for i, p in files.items()}
     keep = [r for r, i in enumerate(ids) if now.get(i) == stamps[r]]
-    still_failed = {i: f for i, f in failed.items() if now.get(i) == f[1:]}
-    changed = meta is None or len(keep) != len(ids) or len(still_failed) != len(failed)
+    still_failed = {i: f for i, f in failed.items() if now.get(i) == f[1:] and i not in have}
+    changed = meta is None or resumed or len(keep) != len(ids) or len(still_failed) != len(failed)
     failed = still_failed
     ids, stamps, vectors = [ids[r] for r in keep], [stamps[r] for r in keep], vectors[keep]
     done = set(ids) | set(failed)
@@ -328,6 +343,7 @@ def embed_folder(
     if todo:
         if not isinstance(model, torch.nn.Module):
             model = load_model(name, pretrained=pretrained, weights=weights, device=device)
+        saver = Checkpointer(data, setting, key, source, todo, now, checkpoint_every)
         new, kept, errs = embed_images(
             [files[i] for i in todo],
             model,
@@ -336,6 +352,7 @@ def embed_folder(
             batch_size=batch_size,
             num_workers=num_workers,
             progress=progress,
+            on_batch=saver.add,
         )
         failed.update({Path(p).stem: [e, *now[Path(p).stem]] for p, e in errs.items()})
         if len(new):
@@ -347,6 +364,8 @@ def embed_folder(
         base = {**(meta or {**key, "dim": 0, "versions": _versions()}), "images": source}
         if isinstance(model, torch.nn.Module):
             base["arch"] = model.steam_info["arch"]
-        meta = _write_cache(folder, base, ids, stamps, vectors, failed)
+        meta = write_cache(folder, base, ids, stamps, vectors, failed)
+    for path in layout.embedding_checkpoints(data, setting, suffix=""):  # in the cache now
+        path.unlink(missing_ok=True)
     errors = {i: f[0] for i, f in failed.items()}
     return Embeddings(setting, ids, vectors, meta, errors)

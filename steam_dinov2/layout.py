@@ -5,9 +5,10 @@ Every stage reads and writes inside one data folder; only this module spells out
     DATA/
       banners/{app_id}.jpg                 download stage
       manifest.parquet                     one row per app: name, url, status, ...
-      embeddings/{setting}/                embed stage: meta.json, vectors-*.npy, ids-*.json
+      embeddings/{setting}/                embed stage: meta.json, vectors-*.npy, ids-*.json,
+                                           checkpoint-*.{json,npy} while a run is in progress
       matches/{setting}/neighbors.parquet  match stage: query_id, rank, id, score
-      audit/                               audit stage: issues.parquet, exclusions.json, imagelab/
+      audit/                               audit stage: issues.parquet, exclusions.json, cleanvision/
 
 A *setting* names one way of embedding: ``{model}__{preset}__{pooling}``, plus ``__random`` for
 random weights or ``__w-{hash}`` for weights from a local file, so caches of different weights
@@ -170,7 +171,9 @@ def manifest_path(data: str | os.PathLike) -> Path:
     return Path(data) / MANIFEST
 
 
-def setting_name(model: str, preset: str, pooling: str, *, weights_tag: str = "") -> str:
+def setting_name(
+    model: str, preset: str, pooling: str, *, weights_tag: str = "", precision: str = ""
+) -> str:
     """Folder name of one embedding setting, safe on every filesystem.
 
     Args:
@@ -178,14 +181,30 @@ def setting_name(model: str, preset: str, pooling: str, *, weights_tag: str = ""
         preset: preprocessing preset name.
         pooling: pooling strategy name.
         weights_tag: "" for the model's pretrained weights, "random" or "w-<hash>" otherwise.
+        precision: "" for float32, "fp16" for half precision (CUDA).
     """
-    parts = [model, preset, pooling] + ([weights_tag] if weights_tag else [])
+    parts = [model, preset, pooling] + [p for p in (weights_tag, precision) if p]
     # ':' and '/' occur in hub names; '+' in pooling names is fine everywhere.
     return "__".join(re.sub(r"[^A-Za-z0-9_.+-]+", "-", p) for p in parts)
 
 
 def embeddings_dir(data: str | os.PathLike, setting: str) -> Path:
     return Path(data) / EMBEDDINGS / setting
+
+
+def embedding_checkpoint_path(data: str | os.PathLike, setting: str, gen: str) -> Path:
+    """One checkpoint of an embed run in progress: ``checkpoint-{gen}.json`` (ids, stamps, the
+    options it was made with) beside ``checkpoint-{gen}.npy`` (its vectors)."""
+    return embeddings_dir(data, setting) / f"checkpoint-{gen}.json"
+
+
+def embedding_checkpoints(
+    data: str | os.PathLike, setting: str, suffix: str = ".json"
+) -> list[Path]:
+    """The checkpoint files left in a setting's cache, oldest first: the ``.json`` files (each
+    names its ``.npy``), or with ``suffix=""`` every checkpoint file (to clean up)."""
+    folder = embeddings_dir(data, setting)
+    return sorted(folder.glob(f"checkpoint-*{suffix}")) if folder.is_dir() else []
 
 
 def matches_dir(data: str | os.PathLike, setting: str) -> Path:
@@ -217,8 +236,21 @@ def exclusions_path(data: str | os.PathLike) -> Path:
     return audit_dir(data) / "exclusions.json"
 
 
-def imagelab_dir(data: str | os.PathLike) -> Path:
-    return audit_dir(data) / "imagelab"
+def cleanvision_dir(data: str | os.PathLike) -> Path:
+    """CleanVision's results as plain data (never a pickle), reused while their key matches."""
+    return audit_dir(data) / "cleanvision"
+
+
+def cleanvision_issues_path(data: str | os.PathLike) -> Path:
+    return cleanvision_dir(data) / "issues.parquet"
+
+
+def cleanvision_sets_path(data: str | os.PathLike) -> Path:
+    return cleanvision_dir(data) / "duplicate_sets.json"
+
+
+def cleanvision_key_path(data: str | os.PathLike) -> Path:
+    return cleanvision_dir(data) / "key.json"
 
 
 def list_settings(data: str | os.PathLike) -> list[str]:

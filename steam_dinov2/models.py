@@ -197,17 +197,39 @@ def _init_layer_scale(model: torch.nn.Module) -> None:
 
 
 def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file; ValueError naming the file and what is wrong with it."""
+    import pickle
+
     path = str(path)
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        sd = load_file(path)
+        try:
+            sd = load_file(path)
+        except SafetensorError as e:
+            raise ValueError(f"weights file {path} is not a valid safetensors file ({e})") from None
     else:
         # weights_only: never unpickle arbitrary objects from a file we did not write.
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # torch's own message suggests weights_only=False, i.e. running the file's code: no.
+            raise ValueError(
+                f"weights file {path} holds Python objects besides tensors, which are never "
+                "loaded (they could run code); save model.state_dict() to a .pth or .safetensors"
+            ) from None
+        except Exception as e:  # text, truncated zip, ...: torch raises many types
+            raise ValueError(
+                f"weights file {path} is not a PyTorch checkpoint ({type(e).__name__})"
+            ) from None
     for key in ("model", "state_dict", "teacher"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
+    if not isinstance(sd, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()
+    ):
+        raise ValueError(f"weights file {path} is not a state dict (names -> tensors)")
     return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in sd.items()}
 
 

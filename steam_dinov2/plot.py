@@ -47,8 +47,14 @@ def plot_image_grid(images, titles=None, ncols: int = 5, *, width: float = 2.2):
     for i, image in enumerate(images):
         axes[i].imshow(as_image_array(image))
         if titles is not None:
-            axes[i].set_title(titles[i], fontsize=8, wrap=True)
+            axes[i].set_title(escape_mathtext(titles[i]), fontsize=8, wrap=True)
     return fig
+
+
+def escape_mathtext(text) -> str:
+    """``text`` as matplotlib draws it literally: every ``$`` escaped, so a name such as
+    ``Money $_$ Maker`` is never parsed as mathtext (which fails on it and stops the drawing)."""
+    return str(text).replace("$", r"\$")
 
 
 def plot_matches(query, neighbors, scores, names=None, *, query_name: str = "", ncols: int = 6):

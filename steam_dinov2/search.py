@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 
 import numpy as np
@@ -11,6 +12,8 @@ import pandas as pd
 
 from . import layout
 from .embed import Embeddings
+
+logger = logging.getLogger(__name__)
 
 BLOCK = 4096  # queries per faiss call: bounds the result buffers whatever N is
 
@@ -58,6 +61,31 @@ def search_index(index, queries: np.ndarray, *, k: int = 10, self_rows=None):
     return scores, rows
 
 
+def _check_k(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k is the number of neighbours wanted, at least 1; got {k!r}")
+
+
+def describe_exclusions(exclude) -> str:
+    """How many ids an exclusion list removes and why, e.g. "3 excluded (dark: 2, unreadable: 1)".
+
+    Args:
+        exclude: ``{id: [reasons...]}`` as ``load_exclusions`` returns, or plain ids (no reasons).
+    """
+    if not exclude:
+        return "0 excluded"
+    if not isinstance(exclude, dict):
+        return f"{len(set(exclude))} excluded (reasons not given)"
+    counts: dict[str, int] = {}
+    for reasons in exclude.values():
+        for kind in dict.fromkeys(str(r).split(":")[0] for r in reasons):
+            counts[kind] = counts.get(kind, 0) + 1
+    why = ", ".join(
+        f"{kind}: {n}" for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    return f"{len(exclude)} excluded ({why})"
+
+
 def _candidates(emb: Embeddings, exclude) -> np.ndarray:
     excluded = {str(e) for e in exclude}
     return np.array([i for i, x in enumerate(emb.ids) if x not in excluded], dtype=np.int64)
@@ -84,6 +112,7 @@ def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=Non
     Returns:
         DataFrame with columns rank (1..k), id, score (cosine), best first.
     """
+    _check_k(k)
     cand, index = index or index_collection(emb, exclude)
     if isinstance(query, (str, int, np.integer)):
         query = str(query)
@@ -134,6 +163,9 @@ def match_all(
     """
     from .progress import tqdm
 
+    _check_k(k)
+    if exclude:
+        logger.info("match %s: %s never neighbours", emb.setting, describe_exclusions(exclude))
     cand = _candidates(emb, exclude)
     index = build_index(emb.vectors[cand])
     self_rows = np.full(len(emb.ids), -1, np.int64)

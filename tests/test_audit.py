@@ -115,7 +115,12 @@ def model():
 def audited(tmp_path_factory, model):
     data = _make_data(tmp_path_factory.mktemp("audit"))
     result = audit.audit_banners(
-        data, model=model, near_dup_threshold=THRESHOLD, n_jobs=1, progress=False
+        data,
+        model=model,
+        near_dup_threshold=THRESHOLD,
+        n_jobs=1,
+        progress=False,
+        random_weights_duplicates=True,  # forced: the exact reasons are measured on these
     )
     return data, result
 
@@ -161,7 +166,7 @@ def test_match_never_returns_an_excluded_app(audited, model):
     assert set(everything["id"]) & set(excluded)
 
 
-def test_rerun_reuses_saved_imagelab(tmp_path, monkeypatch):
+def test_rerun_reuses_saved_cleanvision_results(tmp_path, monkeypatch):
     from cleanvision import Imagelab
 
     data = _make_data(tmp_path)
@@ -175,11 +180,11 @@ def test_rerun_reuses_saved_imagelab(tmp_path, monkeypatch):
     expected = {i: r for i, r in EXPECTED.items() if not r[0].startswith("embedding_")}
     first = audit.audit_banners(data, **kwargs)
     ran = len(calls)  # 2: the truncated banner stops CleanVision once; it reruns without it
-    saved = {p.name: p.stat().st_mtime_ns for p in layout.imagelab_dir(data).iterdir()}
+    saved = {p.name: p.stat().st_mtime_ns for p in layout.cleanvision_dir(data).iterdir()}
     second = audit.audit_banners(data, **kwargs)
     assert (ran, len(calls), first.reused, second.reused) == (2, 2, False, True)
     assert second.exclusions == first.exclusions == expected
-    assert {p.name: p.stat().st_mtime_ns for p in layout.imagelab_dir(data).iterdir()} == saved
+    assert {p.name: p.stat().st_mtime_ns for p in layout.cleanvision_dir(data).iterdir()} == saved
     pd.testing.assert_frame_equal(first.issues, second.issues)
     # Other issue types, or a changed banner, recompute.
     audit.audit_banners(data, **kwargs, issue_types=["dark", "light"])

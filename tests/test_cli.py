@@ -106,11 +106,14 @@ def test_run_downloads_audits_embeds_matches_and_previews(tmp_path):
         )
     assert r.returncode == 0, r.stderr
     assert "8 ok, 0 no banner, 0 errors" in r.stdout and "8 banners audited" in r.stdout
+    # Random weights: the audit skips embedding near duplicates and says so.
+    assert "NOTE: embedding near duplicates skipped: the model has random weights" in r.stdout
     setting = "dinov2_vits14__crop256__cls__random"
     table = pd.read_parquet(data / "matches" / setting / "neighbors.parquet")
     excluded = set(json.loads((data / "audit" / "exclusions.json").read_text()))
     assert set(table.query_id) == {str(a) for a in range(10, 90, 10)}
     assert not set(table.id) & excluded
+    assert ("audit exclusions applied: " in r.stdout) == bool(excluded)
     with Image.open(data / "matches" / setting / "preview.png") as img:
         assert img.width > 400 and img.height > 200
     assert f"preview of a few games -> {data / 'matches' / setting / 'preview.png'}" in r.stdout

@@ -222,3 +222,22 @@ def test_another_image_folder_never_replaces_a_cache(vits14, banner_dir, tmp_pat
     embed_folder(data / "banners", tmp_path / "data2", model=vits14, num_workers=0)
     moved = embed_folder(data / "banners", data, model=vits14, pooling="gem", num_workers=0)
     assert moved.meta["images"] == "banners"
+
+
+def test_checkpoints_every_n_images_or_seconds(vits14, banner_dir, tmp_path, monkeypatch):
+    import steam_dinov2.cache as cache
+
+    writes = []
+    real = cache.write_checkpoint
+    monkeypatch.setattr(cache, "write_checkpoint", lambda *a: writes.append(len(a[5])) or real(*a))
+    emb = embed_folder(
+        banner_dir, tmp_path / "a", model=vits14, batch_size=2, num_workers=0, checkpoint_every=4
+    )
+    assert writes == [4, 4]  # 9 images in batches of 2; the last one goes straight to the cache
+    assert len(emb.ids) == 9 and not list((tmp_path / "a").rglob("checkpoint-*"))
+    writes.clear()
+    monkeypatch.setattr(cache, "CHECKPOINT_SECONDS", -1)  # as if every batch took too long
+    embed_folder(banner_dir, tmp_path / "b", model=vits14, batch_size=2, num_workers=0)
+    assert writes == [2, 2, 2, 2, 1]
+    with pytest.raises(ValueError, match="checkpoint_every is a number of images, at least 1"):
+        embed_folder(banner_dir, tmp_path / "c", model=vits14, checkpoint_every=0)

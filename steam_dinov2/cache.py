@@ -1,0 +1,200 @@
+"""An embedding cache on disk, read as untrusted data: every field of ``meta.json``, the ids file
+and the ``.npy`` is checked before use, and a long run's checkpoints are written and merged here.
+
+Layout (see ``layout``): ``embeddings/<setting>/meta.json`` names one generation
+``vectors-<gen>.npy`` + ``ids-<gen>.json``; ``checkpoint-*.json`` + ``.npy`` while a run is going.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from . import layout
+
+logger = logging.getLogger(__name__)
+# A long run saves what it has every this many images or seconds, whichever comes first: a Colab
+# disconnect then loses at most a few minutes (a checkpoint of 500 ViT-B vectors is 1.5 MB).
+CHECKPOINT_EVERY = 500
+CHECKPOINT_SECONDS = 300
+
+_META_STRINGS = ("model", "weights", "preset", "pooling")
+_GENERATION = re.compile(r"[0-9a-f]{1,32}")
+
+
+def _damaged(path: Path, why: str) -> ValueError:
+    return ValueError(
+        f"embedding cache file {path} is damaged ({why}): delete {path.parent} and rerun "
+        "`embed` to recompute it"
+    )
+
+
+def read_cache_meta(folder: str | os.PathLike) -> dict:
+    """A cache's ``meta.json``, checked field by field (the folder may come from anyone)."""
+    path = Path(folder) / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise _damaged(path, f"not JSON: {type(e).__name__}") from None
+    if not isinstance(meta, dict):
+        raise _damaged(path, f"a {type(meta).__name__}, not an object")
+    for k in _META_STRINGS:
+        if not isinstance(meta.get(k), str):
+            raise _damaged(path, f"{k!r} missing or not a string")
+    for k in ("count", "dim"):
+        if isinstance(meta.get(k), bool) or not isinstance(meta.get(k), int) or meta[k] < 0:
+            raise _damaged(path, f"{k!r} missing or not a count")
+    for k, prefix, suffix in (("vectors_file", "vectors-", ".npy"), ("ids_file", "ids-", ".json")):
+        name = meta.get(k)
+        gen = name.removeprefix(prefix).removesuffix(suffix) if isinstance(name, str) else ""
+        if not (isinstance(name, str) and name == f"{prefix}{gen}{suffix}"):
+            raise _damaged(path, f"{k!r} is not a file name this package writes")
+        if not _GENERATION.fullmatch(gen):
+            raise _damaged(path, f"{k!r} is not a file name this package writes")
+    return meta
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise _damaged(path, f"not JSON: {type(e).__name__}") from None
+
+
+def _check_rows(rows, ids_path: Path, count: int | None) -> dict:
+    """Ids, stamps and failures of one cache generation or checkpoint, checked."""
+    if not isinstance(rows, dict):
+        raise _damaged(ids_path, "not an object")
+    ids, stamps, failed = rows.get("ids"), rows.get("stamps"), rows.get("failed")
+    if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+        raise _damaged(ids_path, "'ids' missing or not a list of strings")
+    if not (isinstance(stamps, list) and all(_is_stamp(st) for st in stamps)):
+        raise _damaged(ids_path, "'stamps' missing or not [size, mtime] pairs")
+    ok = isinstance(failed, dict) and all(
+        isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and _is_stamp(f[1:])
+        for f in failed.values()
+    )
+    if not ok:
+        raise _damaged(ids_path, "'failed' missing or not {id: [reason, size, mtime]}")
+    count = len(ids) if count is None else count
+    if not len(ids) == len(stamps) == count or len(set(ids)) != len(ids):
+        raise _damaged(ids_path, f"{len(ids)} ids, {len(stamps)} stamps for {count} rows")
+    return {"ids": ids, "stamps": stamps, "failed": failed}
+
+
+def _load_vectors(path: Path, count: int, dim: int | None) -> np.ndarray:
+    """(count, dim) float32 unit rows from a .npy file, or ValueError naming it."""
+    try:
+        # allow_pickle=False: an object array (a pickle inside) is refused, never loaded; the
+        # memory map reads the header first, so a hostile shape costs nothing.
+        vectors = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise _damaged(path, f"not a plain float array: {e}") from None
+    want = (count, vectors.shape[-1] if dim is None and vectors.ndim == 2 else dim)
+    if vectors.dtype != np.float32 or vectors.shape != want:
+        raise _damaged(path, f"{vectors.dtype} {vectors.shape}, expected float32 {want}")
+    vectors = np.array(vectors)
+    norms = np.linalg.norm(vectors, axis=1)
+    bad = ~np.isfinite(vectors).all(axis=1) | ~(np.abs(norms - 1) <= 1e-3)
+    if bad.any():
+        raise _damaged(path, f"{int(bad.sum())} rows are NaN or not unit length")
+    return vectors
+
+
+def _is_stamp(st) -> bool:
+    return (
+        isinstance(st, list)
+        and len(st) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in st)
+    )
+
+
+def read_cache(folder: Path) -> tuple[dict, dict]:
+    meta = read_cache_meta(folder)
+    ids_path = folder / meta["ids_file"]
+    rows = _check_rows(_load_json(ids_path), ids_path, meta["count"])
+    rows["vectors"] = _load_vectors(folder / meta["vectors_file"], meta["count"], meta["dim"])
+    return meta, rows
+
+
+def read_checkpoints(data, setting: str, key: dict, source: str) -> list[dict]:
+    """The checkpoints an interrupted run of this setting left, oldest first; a damaged or
+    foreign one is skipped with a warning (its images are embedded again)."""
+    found = []
+    for ids_path in layout.embedding_checkpoints(data, setting):
+        try:
+            made = _load_json(ids_path)
+            rows = _check_rows(made, ids_path, None)
+            if made.get("key") != key or made.get("images") != source:
+                raise ValueError(f"{ids_path} was made with other options")
+            rows["vectors"] = _load_vectors(ids_path.with_suffix(".npy"), len(rows["ids"]), None)
+        except ValueError as e:
+            logger.warning("ignoring checkpoint: %s", e)
+            continue
+        found.append(rows)
+    return found
+
+
+def write_checkpoint(data, setting, key, source, vectors, ids, stamps, failed) -> None:
+    # The vectors first, then the ids file that names them (the commit point), each atomic: a
+    # kill at any moment leaves whole checkpoints and at most a stray .npy, never half of one.
+    ids_path = layout.embedding_checkpoint_path(data, setting, f"{time.time_ns():020d}")
+    with layout.atomic_path(ids_path.with_suffix(".npy")) as tmp:
+        np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
+    made = {"key": key, "images": source, "ids": ids, "stamps": stamps, "failed": failed}
+    layout.write_text_atomic(ids_path, json.dumps(made))
+
+
+def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed) -> dict:
+    # New files under a fresh generation name, then meta.json (the commit point) in one rename: a
+    # kill at any moment leaves the old meta with its old files, or the new meta with the new ones.
+    gen = uuid.uuid4().hex[:8]
+    meta = {**meta, "count": len(ids), "dim": int(vectors.shape[1]) if len(ids) else meta["dim"]}
+    meta.update(vectors_file=f"vectors-{gen}.npy", ids_file=f"ids-{gen}.json")
+    with layout.atomic_path(folder / meta["vectors_file"]) as tmp:
+        np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
+    rows = {"ids": ids, "stamps": stamps, "failed": failed}
+    layout.write_text_atomic(folder / meta["ids_file"], json.dumps(rows))
+    layout.write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))
+    for old in [*folder.glob("vectors-*.npy"), *folder.glob("ids-*.json")]:
+        if old.name not in (meta["vectors_file"], meta["ids_file"]):
+            old.unlink(missing_ok=True)
+    return meta
+
+
+class Checkpointer:
+    """Collects ``embed_images``'s batches; writes them as a checkpoint every N images or T s."""
+
+    def __init__(self, data, setting, key, source, todo, stamps, every):
+        self.where, self.todo, self.stamps, self.every = (
+            (data, setting, key, source),
+            todo,
+            stamps,
+            every,
+        )
+        self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
+
+    def add(self, vectors, kept, errors):
+        if len(kept):
+            self.parts.append(vectors)
+            self.ids += [self.todo[j] for j in kept]
+        for p, e in errors.items():
+            self.failed[Path(p).stem] = [e, *self.stamps[Path(p).stem]]
+        pending = len(self.ids) + len(self.failed)
+        if pending >= self.every or (
+            pending and time.monotonic() - self.since > CHECKPOINT_SECONDS
+        ):
+            self.write()
+
+    def write(self):
+        vectors = np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
+        stamps = [self.stamps[i] for i in self.ids]
+        write_checkpoint(*self.where, vectors, self.ids, stamps, self.failed)
+        self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
