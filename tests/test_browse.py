@@ -148,7 +148,7 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
         monkeypatch.setenv("STEAM_ASSETS_BASE", server.assets_base)
         b.outside.value = "777"  # what pressing Enter in the box does
         assert len(b.shown) == 3 and "Could not" not in b.status.value
-        assert _tile_image(b.query_tile).size == (224, 336)
+        assert _tile_image(b.query_tile).size == (256, 384)  # DEFAULT_SIZE
         b.outside.value = "778"
         assert "Could not fetch app 778" in b.status.value
     b.outside.value = "20"  # in the collection: a plain query

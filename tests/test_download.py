@@ -145,7 +145,7 @@ def test_fetch_banner_matches_the_collection(tmp_path, server, http):
     download_banners(tmp_path, source=[11, 100], http=http, progress=False)
     for app_id in (11, 100):  # plain and hashed path
         live = fetch_banner(app_id, http=http)
-        assert live.size == (224, 336) and live.mode == "RGB"
+        assert live.size == (256, 384) and live.mode == "RGB"  # DEFAULT_SIZE
         assert encode_jpeg(live) == layout.banner_path(tmp_path, app_id).read_bytes()
     with pytest.raises(LookupError, match="no library banner"):
         fetch_banner(101, http=http)

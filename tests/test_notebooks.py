@@ -105,7 +105,7 @@ def test_download_notebook_wrote_banners_manifest_and_snapshot(executed):
     assert (manifest.status == "ok").sum() == 11
     for app_id in manifest.app_id[manifest.status == "ok"]:
         with Image.open(data / "banners" / f"{app_id}.jpg") as img:
-            assert img.size == (224, 336) and img.mode == "RGB"
+            assert img.size == (256, 384) and img.mode == "RGB"
     assert (tmp / "snap.tar.gz").stat().st_size > 10_000
 
 
