@@ -281,10 +281,9 @@ def download_banners(
         time.monotonic() - start, top,
     )  # fmt: skip
     if metadata:
-        from .metadata import fetch_metadata
+        from .metadata import fetch_metadata_quietly
 
-        summary = fetch_metadata(data, http=http.with_pool(4), progress=progress)
-        report = dataclasses.replace(report, metadata=str(summary))
+        report = dataclasses.replace(report, metadata=fetch_metadata_quietly(data, http, progress))
     logger.info("download: %s", report)
     return report
 

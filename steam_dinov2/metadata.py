@@ -64,9 +64,7 @@ def read_metadata(data: str | os.PathLike) -> pd.DataFrame:
     """
     path = layout.metadata_path(data)
     if not path.is_file():
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS}).astype(
-            {"app_id": "int64"}
-        )
+        return _empty()
     try:
         df = pd.read_parquet(path)
         missing = set(COLUMNS) - set(df.columns)
@@ -80,6 +78,10 @@ def read_metadata(data: str | os.PathLike) -> pd.DataFrame:
             f"{path} is not a metadata table ({e}); delete it and run `metadata` again"
         ) from None
     return df.reset_index(drop=True)
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS}).astype({"app_id": "int64"})
 
 
 def read_tag_names(data: str | os.PathLike) -> dict[int, str]:
@@ -116,11 +118,17 @@ def fetch_metadata(
     if app_ids is None:
         app_ids = _collection_ids(data)
     ids = list(dict.fromkeys(int(a) for a in app_ids))
-    old = read_metadata(data)
+    errors: list[str] = []
+    try:
+        old = read_metadata(data)
+    except ValueError as e:  # a damaged table is fetched again, not a reason to stop
+        errors.append(str(e))
+        logger.warning("%s", e)
+        old = _empty()
     keep = old[old["app_id"].isin(ids)] if not refresh else old.iloc[:0]
     todo = sorted(set(ids) - set(keep["app_id"]))
     batches = [todo[i : i + GETITEMS_BATCH] for i in range(0, len(todo), GETITEMS_BATCH)]
-    rows, errors, failed, unknown = [], [], 0, []
+    rows, failed, unknown = [], 0, []
     with (
         ThreadPoolExecutor(_WORKERS, thread_name_prefix="metadata") as pool,
         tqdm(total=len(todo), desc="metadata", unit="app", disable=not progress) as bar,
@@ -131,11 +139,11 @@ def fetch_metadata(
                 errors.append(f"apps {batch[0]}..{batch[-1]}: {result}")
                 logger.warning("metadata of apps %s..%s: %s", batch[0], batch[-1], result)
             else:
-                rows += result
-                # The store's silence about an app is an answer too: an empty row, so a rerun
-                # does not ask again.
-                known = {r["app_id"] for r in result}
-                unknown += [a for a in batch if a not in known]
+                # An app the store says it does not know gets an empty row, so a rerun does not
+                # ask again; one it did not mention at all is asked again.
+                rows += result[0]
+                unknown += result[1]
+                failed += len(batch) - len(result[0]) - len(result[1])
             bar.update(len(batch))
     fetched = len(rows)
     rows += [_row(a, {}) for a in unknown]
@@ -167,6 +175,18 @@ def write_metadata(data: str | os.PathLike, df: pd.DataFrame) -> None:
         pq.write_table(table, tmp)
 
 
+def fetch_metadata_quietly(data: str | os.PathLike, http: SteamHttp, progress: bool) -> str:
+    """``fetch_metadata`` for the end of a download: its summary, or why it failed; never raises."""
+    http = http.with_pool(_WORKERS)
+    try:
+        return str(fetch_metadata(data, http=http, progress=progress))
+    except (ValueError, OSError, HttpError) as e:
+        logger.warning("metadata: %s", e)
+        return f"failed ({type(e).__name__}: {e}); run `python -m steam_dinov2 metadata` again"
+    finally:
+        http.close()
+
+
 def _collection_ids(data) -> list[int]:
     from .manifest import read_manifest
 
@@ -175,15 +195,15 @@ def _collection_ids(data) -> list[int]:
     return ok or sorted(layout.banner_files(data))
 
 
-def _try_batch(ids: list[int], http: SteamHttp) -> list[dict] | str:
-    """The rows of one GetItems batch, or the reason it failed."""
+def _try_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]] | str:
+    """``(rows, unknown ids)`` of one GetItems batch, or the reason it failed."""
     try:
         return _metadata_batch(ids, http)
     except (HttpError, ValueError, TypeError, KeyError, AttributeError) as e:
         return f"{type(e).__name__}: {str(e)[:160]}"
 
 
-def _metadata_batch(ids: list[int], http: SteamHttp) -> list[dict]:
+def _metadata_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]]:
     query = {
         "ids": [{"appid": a} for a in ids],
         "context": {"language": "english", "country_code": "US", "steam_realm": 1},
@@ -196,14 +216,16 @@ def _metadata_batch(ids: list[int], http: SteamHttp) -> list[dict]:
         items = r.json()["response"].get("store_items", [])
     except (json.JSONDecodeError, KeyError, AttributeError):
         raise ValueError("GetItems answered something else than its JSON") from None
-    wanted, rows = set(ids), []
+    wanted, rows, unknown = set(ids), {}, set()
     for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict) or item.get("success", 1) != 1:
+        app_id = item.get("appid", item.get("id")) if isinstance(item, dict) else None
+        if not isinstance(app_id, int) or app_id not in wanted:
             continue
-        app_id = item.get("appid", item.get("id"))
-        if isinstance(app_id, int) and app_id in wanted:
-            rows.append(_row(app_id, item))
-    return rows
+        if item.get("success", 1) == 1:
+            rows[app_id] = _row(app_id, item)
+        else:
+            unknown.add(app_id)
+    return list(rows.values()), sorted(unknown - rows.keys())
 
 
 def _row(app_id: int, item: dict) -> dict:
