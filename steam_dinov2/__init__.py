@@ -4,6 +4,7 @@ from .audit import audit_banners
 from .compare import plot_comparison
 from .download import download_banners
 from .embed import Embeddings, embed_folder, embed_images, load_embeddings
+from .evaluate import evaluate_settings
 from .models import available_models, load_model
 from .plot import plot_image_grid, plot_matches
 from .preprocess import make_transform
@@ -19,6 +20,7 @@ __all__ = [
     "download_banners",
     "embed_folder",
     "embed_images",
+    "evaluate_settings",
     "find_duplicate_groups",
     "find_neighbors",
     "import_snapshot",

@@ -195,22 +195,44 @@ def tag_vectors(emb: Embeddings, metadata: pd.DataFrame) -> np.ndarray:
     return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 
 
-def score_tags(emb: Embeddings, tags: np.ndarray, neighbors: np.ndarray, k: int) -> pd.DataFrame:
-    """Per-query nDCG@k against tag-cosine gains (see the module docstring)."""
+def _gains(tags: np.ndarray, queries: np.ndarray, ranked: np.ndarray) -> np.ndarray:
+    """(Q, k) tag cosines of each query row with its ranked rows, one rank at a time (bounded)."""
+    out = np.zeros(ranked.shape, np.float64)
+    for j in range(ranked.shape[1]):
+        out[:, j] = (tags[queries] * tags[ranked[:, j]]).sum(1)
+    return out
+
+
+def ideal_gains(tags: np.ndarray, k: int) -> np.ndarray:
+    """(N, k') the largest tag cosines of each row with the other rows, best first (k' = min(k,
+    N - 1)). Ties need no order here: only the values enter IDCG."""
+    from .search import build_index
+
+    n = len(tags)
+    kk = max(0, min(k, n - 1))
+    if kk == 0 or tags.shape[1] == 0:
+        return np.zeros((n, kk), np.float64)
+    index, out = build_index(tags), np.empty((n, kk), np.float64)
+    for start in range(0, n, BLOCK):
+        scores, rows = index.search(tags[start : start + BLOCK], min(kk + 1, n))
+        scores[rows == np.arange(start, start + len(rows))[:, None]] = -np.inf
+        out[start : start + len(rows)] = -np.sort(-scores, axis=1)[:, :kk]
+    return np.maximum(out, 0.0)
+
+
+def score_tags(emb: Embeddings, tags: np.ndarray, neighbors: np.ndarray, k: int, ideal=None):
+    """Per-query nDCG@k against tag-cosine gains (see the module docstring); ``ideal`` is
+    ``ideal_gains(tags, k)`` when already known (it depends on the labels, not the setting)."""
     n = len(emb.ids)
-    rows = np.arange(n)
-    ideal_rows = rank_rows(tags, tags, k, self_rows=rows)
-    ideal = np.einsum("qd,qkd->qk", tags, tags[ideal_rows])
+    ideal = ideal_gains(tags, k) if ideal is None else ideal
     q = np.flatnonzero(dcg_at_k(ideal, k) > 0)
-    gains = np.einsum("qd,qkd->qk", tags[q], tags[neighbors[q]])
+    gains = _gains(tags, q, neighbors[q])
     mean_gain = (tags[q] @ tags.sum(0) - (tags[q] ** 2).sum(1)) / max(n - 1, 1)
-    metrics = {
-        f"ndcg@{k}": (
-            ndcg_at_k(gains, ideal[q], k),
-            random_ndcg_at_k(mean_gain, ideal[q], n - 1, k),
-        )
-    }
-    n_rel = (tags[q] @ tags.T > 0).sum(1) - 1
+    baseline = random_ndcg_at_k(mean_gain, ideal[q], n - 1, k)
+    metrics = {f"ndcg@{k}": (ndcg_at_k(gains, ideal[q], k), baseline)}
+    # Candidates with a positive gain, in blocks: a (Q, N) product at once would not fit.
+    blocks = [(tags[q[i : i + 1024]] @ tags.T > 0).sum(1) - 1 for i in range(0, len(q), 1024)]
+    n_rel = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
     return _frame(emb.setting, "tags", [emb.ids[r] for r in q], n_rel, _first_rank(gains), metrics)
 
 
@@ -284,7 +306,11 @@ def _cached(data, setting: str, part: str, key: dict, compute) -> pd.DataFrame:
 
 
 def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if isinstance(obj, np.ndarray):
+        raw = np.ascontiguousarray(obj).tobytes() + str(obj.shape).encode()
+    else:
+        raw = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def _neighbors(data, emb: Embeddings, k: int, base_key: dict) -> np.ndarray:
@@ -329,7 +355,7 @@ def evaluate_settings(
         listed in ``skipped`` with the reason, never raised.
     """
     from .embed import list_images
-    from .metadata import read_metadata
+    from .metadata import empty_metadata, read_metadata
 
     cached = layout.list_settings(data)
     settings = cached if settings is None else list(dict.fromkeys(settings))
@@ -341,12 +367,15 @@ def evaluate_settings(
         raise ValueError(f"unknown truth or variant {bad[0]!r}; truths: {', '.join(TRUTHS)}; variants: {', '.join(VARIANTS)}")  # fmt: skip
     if k < 1 or copies < 0:
         raise ValueError(f"k must be >= 1 and copies >= 0, got k={k}, copies={copies}")
-    metadata = read_metadata(data)
+    try:
+        metadata, no_metadata = read_metadata(data), "no metadata"
+    except ValueError as e:  # damaged: the label truths are skipped with the reason
+        metadata, no_metadata = empty_metadata(), str(e)
     images = images or layout.banners_dir(data)
     paths = {i: str(p) for i, p in list_images(images).items()} if "copy" in truths else {}
     parts, skipped, tops = [], {}, {}
     options = {"k": k, "copies": copies, "seed": seed, "variants": list(variants)}
-    options |= {"weights": weights, "device": device}
+    options |= {"weights": weights, "device": device, "no_metadata": no_metadata, "ideal": {}}
     for setting in settings:
         emb = load_embeddings(data, setting)
         if len(emb.ids) < 2:
@@ -387,7 +416,7 @@ def _score_truth(data, emb, truth, neighbors, base, metadata, paths, o) -> pd.Da
     """One truth's per-query rows for one setting, from the cache when its key still matches."""
     k, setting = o["k"], emb.setting
     if truth != "copy" and metadata.empty:
-        raise _Skip("no metadata: run `python -m steam_dinov2 metadata --data DATA`")
+        raise _Skip(f"{o['no_metadata']}: run `python -m steam_dinov2 metadata --data DATA`")
     if truth in LABELS:
         sets = _label_sets(emb, metadata, LABELS[truth])
         key = {**base, "labels": _digest([sorted(s) for s in sets])}
@@ -396,8 +425,14 @@ def _score_truth(data, emb, truth, neighbors, base, metadata, paths, o) -> pd.Da
         )
     if truth == "tags":
         tags = tag_vectors(emb, metadata)
-        key = {**base, "labels": _digest(tags.round(6).tolist())}
-        return _cached(data, setting, truth, key, lambda: score_tags(emb, tags, neighbors, k))
+        key = {**base, "labels": _digest(tags)}
+
+        def compute():
+            if key["labels"] not in o["ideal"]:  # one search per label set, shared by settings
+                o["ideal"] = {key["labels"]: ideal_gains(tags, k)}
+            return score_tags(emb, tags, neighbors, k, ideal=o["ideal"][key["labels"]])
+
+        return _cached(data, setting, truth, key, compute)
     if not o["copies"]:
         raise _Skip("copies=0")
     ids = set(emb.ids)

@@ -64,7 +64,7 @@ def read_metadata(data: str | os.PathLike) -> pd.DataFrame:
     """
     path = layout.metadata_path(data)
     if not path.is_file():
-        return _empty()
+        return empty_metadata()
     try:
         df = pd.read_parquet(path)
         missing = set(COLUMNS) - set(df.columns)
@@ -80,7 +80,8 @@ def read_metadata(data: str | os.PathLike) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _empty() -> pd.DataFrame:
+def empty_metadata() -> pd.DataFrame:
+    """A metadata table without rows, with ``COLUMNS``."""
     return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS}).astype({"app_id": "int64"})
 
 
@@ -124,7 +125,7 @@ def fetch_metadata(
     except ValueError as e:  # a damaged table is fetched again, not a reason to stop
         errors.append(str(e))
         logger.warning("%s", e)
-        old = _empty()
+        old = empty_metadata()
     keep = old[old["app_id"].isin(ids)] if not refresh else old.iloc[:0]
     todo = sorted(set(ids) - set(keep["app_id"]))
     batches = [todo[i : i + GETITEMS_BATCH] for i in range(0, len(todo), GETITEMS_BATCH)]
