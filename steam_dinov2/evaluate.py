@@ -69,9 +69,18 @@ _COLUMNS = [
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-    """What ``evaluate_settings`` wrote: ``summary`` (setting, truth, metric, value, baseline,
-    n_queries), ``agreement`` (setting_a, setting_b, jaccard@k, n_queries), ``per_query`` (one
-    row per query and metric), and ``skipped``: ``{"setting/truth": reason}``."""
+    """What ``evaluate_settings`` wrote.
+
+    Attributes:
+        summary: setting, truth, metric, value (mean over queries), baseline (mean expected value
+            under a random ranking), n_queries.
+        agreement: setting_a, setting_b, jaccard@k (mean over shared ids), n_queries.
+        per_query: one row per query and metric: setting, truth, query_id, n_relevant (label
+            truths: relevant candidates; tags: candidates with a positive gain, counted up to k;
+            copies: 1), first_rank (of the first relevant item within k, 0 if none), metric,
+            value, baseline.
+        skipped: ``{"setting/truth": reason}`` for what could not be scored.
+    """
 
     summary: pd.DataFrame
     agreement: pd.DataFrame
@@ -230,9 +239,8 @@ def score_tags(emb: Embeddings, tags: np.ndarray, neighbors: np.ndarray, k: int,
     mean_gain = (tags[q] @ tags.sum(0) - (tags[q] ** 2).sum(1)) / max(n - 1, 1)
     baseline = random_ndcg_at_k(mean_gain, ideal[q], n - 1, k)
     metrics = {f"ndcg@{k}": (ndcg_at_k(gains, ideal[q], k), baseline)}
-    # Candidates with a positive gain, in blocks: a (Q, N) product at once would not fit.
-    blocks = [(tags[q[i : i + 1024]] @ tags.T > 0).sum(1) - 1 for i in range(0, len(q), 1024)]
-    n_rel = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
+    # Candidates with a positive gain, counted up to k (all of them would cost another N x N pass).
+    n_rel = (ideal[q] > 0).sum(1)
     return _frame(emb.setting, "tags", [emb.ids[r] for r in q], n_rel, _first_rank(gains), metrics)
 
 
