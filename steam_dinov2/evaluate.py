@@ -199,7 +199,7 @@ def tag_vectors(emb: Embeddings, metadata: pd.DataFrame) -> np.ndarray:
     out = np.zeros((len(emb.ids), len(vocab)), np.float32)
     for row, i in enumerate(emb.ids):
         for t, w in zip(*by_id.get(i, ([], []))):
-            out[row, col[int(t)]] = max(float(w), 0.0)
+            out[row, col[int(t)]] = float(w) if np.isfinite(w) and w > 0 else 0.0
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 
@@ -328,8 +328,16 @@ def _neighbors(data, emb: Embeddings, k: int, base_key: dict) -> np.ndarray:
         return pd.DataFrame({"query_id": emb.ids, "neighbors": list(rows)})
 
     df = _cached(data, emb.setting, "neighbors", base_key, compute)
-    width = min(k, len(emb.ids) - 1)
-    return np.stack(df["neighbors"].to_numpy()) if len(df) else np.zeros((0, width), np.int64)
+    n, width = len(emb.ids), min(k, len(emb.ids) - 1)
+    try:
+        rows = np.stack(df["neighbors"].to_numpy()).astype(np.int64)
+        if rows.shape == (n, width) and rows.min() >= 0 and rows.max() < n:
+            return rows
+    except (KeyError, ValueError, TypeError):
+        pass
+    logger.warning("damaged evaluation cache of %s: ranking again", emb.setting)
+    layout.evaluation_cache_path(data, emb.setting, "neighbors").unlink(missing_ok=True)
+    return np.stack(_cached(data, emb.setting, "neighbors", base_key, compute)["neighbors"])
 
 
 def evaluate_settings(

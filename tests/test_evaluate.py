@@ -241,3 +241,19 @@ def test_without_metadata_and_bad_input(catalogue, tmp_path, capsys):
     assert main(["evaluate", "--data", str(data), "--truth", "developer", "--copies", "0"]) == 0
     out = capsys.readouterr().out
     assert "skipped dinov2_vits14__crop256__cls__random/developer: no metadata" in out
+
+
+def test_a_tampered_cache_is_ranked_again(catalogue, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    shutil.copytree(catalogue, data)
+    first = evaluate_settings(data, SETTINGS[:1], truths=["developer"], k=3)
+    path = layout.evaluation_cache_path(data, SETTINGS[0], "neighbors")
+    table = pq.read_table(path)
+    bad = pa.array([[10**9, -5, 2]] * table.num_rows, pa.list_(pa.int64()))
+    pq.write_table(table.set_column(1, "neighbors", bad).replace_schema_metadata(table.schema.metadata), path)  # fmt: skip
+    (layout.evaluation_cache_path(data, SETTINGS[0], "developer")).unlink()
+    again = evaluate_settings(data, SETTINGS[:1], truths=["developer"], k=3)
+    pd.testing.assert_frame_equal(again.summary, first.summary)

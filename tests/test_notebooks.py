@@ -138,3 +138,17 @@ def test_match_notebook_wrote_matches_comparison_and_export(executed):
         1 for c in out.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
     )
     assert images >= 3  # the well-known games found plus the comparison
+
+
+def test_match_notebook_scored_the_settings(executed):
+    tmp, data = executed
+    summary = pd.read_parquet(data / "evaluation" / "summary.parquet")
+    assert set(summary.setting) == {
+        "dinov2_vits14__crop256__cls__random", "dinov2_vits14__full__gem__random"
+    }  # fmt: skip
+    assert {"franchise", "developer", "publisher", "tags", "copy"} <= set(summary.truth)
+    assert (summary.n_queries > 0).all() and summary.baseline.between(0, 1).all()
+    assert (data / "evaluation" / "agreement.parquet").is_file()
+    out = nbformat.read(tmp / "match_steam_images.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
+    assert "Best setting by the numbers: dinov2_vits14__" in text
