@@ -120,8 +120,9 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
     assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
     assert b.query_tile.app_id is None
     shown = np.asarray(_tile_image(b.query_tile).convert("RGB"), dtype=int)
-    assert shown.shape == (336, 224, 3)  # the upload itself, resized like the collection
-    assert np.abs(shown - np.asarray(make_banner(5), dtype=int)).mean() < 8
+    assert shown.shape == (384, 256, 3)  # the upload itself, resized like a download
+    small = np.asarray(Image.fromarray(shown.astype(np.uint8)).resize((224, 336)), dtype=int)
+    assert np.abs(small - np.asarray(make_banner(5), dtype=int)).mean() < 8
 
     # Another setting embeds the same upload with its own model and pooling.
     b.setting.value = "dinov2_vits14__crop256__gem__random"
