@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from steam_dinov2 import metrics
-from steam_dinov2.evaluate import rank_rows
 
 
 def test_hand_built_rankings():
@@ -59,22 +58,3 @@ def test_baselines_are_the_mean_over_every_ordering(m, k):
     if gains.max() > 0:
         exact = metrics.ndcg_at_k(gains[perms], np.repeat(ideal, len(perms), 0), k).mean()
         assert metrics.random_ndcg_at_k([gains.mean()], ideal, m, k)[0] == pytest.approx(exact)
-
-
-def test_ties_go_to_the_lower_row_even_across_the_kth_place():
-    rng = np.random.default_rng(0)
-    same = rng.normal(size=16).astype(np.float32)
-    same /= np.linalg.norm(same)
-    others = rng.normal(size=(6, 16)).astype(np.float32) * 0.1 + same * 0.2
-    others /= np.linalg.norm(others, axis=1, keepdims=True)
-    vectors = np.concatenate(
-        [others[:3], np.repeat(same[None], 8, 0), others[3:]]
-    )  # rows 3..10 tie
-    # Query row 6 (itself excluded): seven rows tie at cosine 1; the two kept are the lowest.
-    assert rank_rows(vectors, vectors[[6]], 2, self_rows=[6]).tolist() == [[3, 4]]
-    assert rank_rows(vectors, vectors[[3]], 3, self_rows=[3]).tolist() == [[4, 5, 6]]
-    # An outside query equal to the tied vector: the lowest tied rows come first.
-    assert rank_rows(vectors, same[None], 2).tolist() == [[3, 4]]
-    # k larger than the collection: every other row, once.
-    ranked = rank_rows(vectors, vectors[[0]], 50, self_rows=[0])
-    assert ranked.shape == (1, 13) and sorted(ranked[0]) == list(range(1, 14))
