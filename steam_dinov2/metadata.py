@@ -35,6 +35,7 @@ COLUMNS = ("app_id", *LABEL_COLUMNS, "tagids", "tag_weights", "updated_at")
 _MAX_LABELS = 32
 _MAX_LABEL_CHARS = 200
 _WORKERS = 4  # concurrent GetItems batches: polite to a keyless endpoint
+_CHECKPOINT = 20  # batches (1,000 apps) between two writes of the table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,11 +131,22 @@ def fetch_metadata(
     todo = sorted(set(ids) - set(keep["app_id"]))
     batches = [todo[i : i + GETITEMS_BATCH] for i in range(0, len(todo), GETITEMS_BATCH)]
     rows, failed, unknown = [], 0, []
+
+    def save():  # also every _CHECKPOINT batches: a killed run keeps what it fetched
+        done = rows + [_row(a, {}) for a in unknown]
+        if done:
+            new = pd.DataFrame(done, columns=list(COLUMNS)).assign(
+                updated_at=pd.Timestamp.now("UTC")
+            )
+            write_metadata(data, pd.concat([old, new], ignore_index=True))
+        return done
+
     with (
         ThreadPoolExecutor(_WORKERS, thread_name_prefix="metadata") as pool,
         tqdm(total=len(todo), desc="metadata", unit="app", disable=not progress) as bar,
     ):
-        for batch, result in zip(batches, pool.map(_try_batch, batches, [http] * len(batches))):
+        results = pool.map(_try_batch, batches, [http] * len(batches))
+        for n, (batch, result) in enumerate(zip(batches, results), 1):
             if isinstance(result, str):
                 failed += len(batch)
                 errors.append(f"apps {batch[0]}..{batch[-1]}: {result}")
@@ -146,12 +158,10 @@ def fetch_metadata(
                 unknown += result[1]
                 failed += len(batch) - len(result[0]) - len(result[1])
             bar.update(len(batch))
+            if n % _CHECKPOINT == 0:
+                save()
     fetched = len(rows)
-    rows += [_row(a, {}) for a in unknown]
-    if rows:
-        new = pd.DataFrame(rows, columns=list(COLUMNS)).assign(updated_at=pd.Timestamp.now("UTC"))
-        write_metadata(data, pd.concat([old, new], ignore_index=True))
-    names = _update_tag_names(data, rows, http, errors)
+    names = _update_tag_names(data, save(), http, errors)
     report = MetadataReport(fetched, len(keep), len(unknown), failed, names, tuple(errors))
     logger.info("metadata: %s", report)
     return report
@@ -238,7 +248,7 @@ def _row(app_id: int, item: dict) -> dict:
     tags = item.get("tags")
     pairs = []
     for t in tags if isinstance(tags, list) else []:
-        if isinstance(t, dict) and isinstance(t.get("tagid"), int):
+        if isinstance(t, dict) and isinstance(t.get("tagid"), int) and 0 <= t["tagid"] < 2**31:
             weight = t.get("weight", 0)
             pairs.append((t["tagid"], float(weight) if isinstance(weight, int | float) else 0.0))
     pairs = sorted(dict(pairs).items(), key=lambda p: -p[1])[:TAG_COUNT]

@@ -95,3 +95,21 @@ def test_damaged_table_is_fetched_again(tmp_path, server):
     report = fetch_metadata(tmp_path, [7], http=server.client(retries=0), progress=False)
     assert report.fetched == 1 and "not a metadata table" in report.errors[0]
     assert read_metadata(tmp_path).app_id.tolist() == [7]
+
+
+def test_a_killed_fetch_keeps_its_checkpoints(tmp_path, server, monkeypatch):
+    from steam_dinov2 import metadata
+
+    monkeypatch.setattr(metadata, "GETITEMS_BATCH", 10)
+    monkeypatch.setattr(metadata, "_CHECKPOINT", 1)
+    real = metadata._try_batch
+
+    def dies_at_30(ids, http):  # a kill while the third batch is in flight
+        if ids[0] >= 30:
+            raise KeyboardInterrupt
+        return real(ids, http)
+
+    monkeypatch.setattr(metadata, "_try_batch", dies_at_30)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_metadata(tmp_path, range(10, 70), http=server.client(retries=0), progress=False)
+    assert sorted(read_metadata(tmp_path).app_id) == list(range(10, 30))
