@@ -288,7 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data folder")
     p.add_argument("--settings", nargs="+", metavar="NAME", help="cached settings (default: all)")
     p.add_argument(
-        "--truth", nargs="+", default=list(TRUTHS), choices=TRUTHS, help="truths to score"
+        "--truth",
+        nargs="+",
+        default=list(TRUTHS),
+        choices=TRUTHS,
+        metavar="TRUTH",
+        help=f"among {', '.join(TRUTHS)} (default: all)",
     )
     p.add_argument("--k", type=int, default=10, help="ranks looked at (recall@k, map@k, ndcg@k)")
     p.add_argument(

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -318,6 +319,8 @@ def evaluate_settings(
     from .metadata import empty_metadata, read_metadata
 
     cached = layout.list_settings(data)
+    if not cached:
+        raise ValueError(f"no embeddings in {data}: run `embed` first")
     settings = cached if settings is None else list(dict.fromkeys(settings))
     for s in settings:
         if s not in cached:
@@ -332,7 +335,8 @@ def evaluate_settings(
     except ValueError as e:  # damaged: the label truths are skipped with the reason
         metadata, no_metadata = empty_metadata(), str(e)
     images = images or layout.banners_dir(data)
-    paths = {i: str(p) for i, p in list_images(images).items()} if "copy" in truths else {}
+    use = "copy" in truths and copies and Path(images).is_dir()
+    paths = {i: str(p) for i, p in list_images(images).items()} if use else {}
     parts, skipped, tops = [], {}, {}
     options = {"k": k, "copies": copies, "seed": seed, "variants": list(variants)}
     options |= {"weights": weights, "device": device, "no_metadata": no_metadata, "ideal": {}}

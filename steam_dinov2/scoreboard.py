@@ -7,6 +7,7 @@ import pandas as pd
 
 # The figure each truth is ranked by: mAP@k for label truths (order of all relevant items in the
 # top k), nDCG@k for graded tags, recall@1 for copies (the source must come first).
+RANDOM = "(random ranking)"  # the row of baselines in ``rank_settings``
 PRIMARY = {"franchise": "map", "developer": "map", "publisher": "map", "tags": "ndcg", "copy": "recall@1"}  # fmt: skip
 
 
@@ -28,7 +29,8 @@ def rank_settings(summary: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         DataFrame indexed by setting: one column per truth ("<truth> <metric>") with its value,
-        then ``lift`` (the mean), sorted by ``lift`` descending; empty if ``summary`` is.
+        then ``lift`` (the mean), sorted by ``lift`` descending, with a ``RANDOM`` row holding
+        the baselines (lift 0) among them; empty if ``summary`` is.
     """
     rows = _primary(summary)
     if rows.empty:
@@ -40,20 +42,22 @@ def rank_settings(summary: pd.DataFrame) -> pd.DataFrame:
     table = rows.pivot(index="setting", columns="column", values="value")
     table = table[sorted(table.columns, key=lambda c: list(PRIMARY).index(c.split(" ")[0]))]
     table["lift"] = rows.groupby("setting")["lift"].mean()
+    baseline = rows.pivot(index="setting", columns="column", values="baseline").mean()
+    table.loc[RANDOM] = {**baseline.to_dict(), "lift": 0.0}
     return table.sort_values("lift", ascending=False).rename_axis(columns=None)
 
 
 def describe_best(ranked: pd.DataFrame) -> str:
     """One sentence naming the best setting of ``rank_settings`` and its margin."""
+    ranked = ranked.drop(index=RANDOM, errors="ignore")
     if ranked.empty:
         return "No setting could be scored: see the skipped reasons."
-    best = ranked.index[0]
-    text = (
-        f"Best setting by the numbers: {best} (mean lift over random {ranked['lift'].iloc[0]:.3f}"
-    )
+    best, lift = ranked.index[0], ranked["lift"].iloc[0]
+    text = f"Best setting by the numbers: {best} (mean lift over random {lift:.3f}"
     if len(ranked) > 1:
         text += f"; next {ranked.index[1]} at {ranked['lift'].iloc[1]:.3f}"
-    return text + ")."
+    text += ")."
+    return text + (" No setting beats a random ranking here." if lift <= 0 else "")
 
 
 def _plain(text) -> str:

@@ -15,7 +15,13 @@ from steam_dinov2.cli import main
 from steam_dinov2.evaluate import copy_model, evaluate_settings
 from steam_dinov2.metadata import write_metadata
 from steam_dinov2.metrics import random_average_precision_at_k
-from steam_dinov2.scoreboard import describe_best, plot_agreement, plot_evaluation, rank_settings
+from steam_dinov2.scoreboard import (
+    RANDOM,
+    describe_best,
+    plot_agreement,
+    plot_evaluation,
+    rank_settings,
+)
 
 DISTINCT = list(range(101, 116))  # 15 unrelated banners
 TWINS = list(range(201, 206))  # one franchise whose banners are near-copies of each other
@@ -194,11 +200,15 @@ def test_ranked_table_and_figures(catalogue):
     result = evaluate_settings(catalogue, truths=["developer", "tags"], k=3)
     ranked = rank_settings(result.summary)
     assert list(ranked.columns) == ["developer map@3", "tags ndcg@3", "lift"]
-    assert ranked["lift"].is_monotonic_decreasing and set(ranked.index) == set(SETTINGS)
+    assert ranked["lift"].is_monotonic_decreasing and set(ranked.index) == {*SETTINGS, RANDOM}
+    baselines = result.summary.groupby("metric").baseline.mean()
+    assert ranked.loc[RANDOM, "tags ndcg@3"] == pytest.approx(baselines["ndcg@3"])
+    assert ranked.loc[RANDOM, "lift"] == 0 and baselines["map@3"] > 0
     primary = result.summary[result.summary.metric.isin(["map@3", "ndcg@3"])]
     lift = (primary.value - primary.baseline) / (1 - primary.baseline)
-    assert ranked["lift"].max() == pytest.approx(lift.groupby(primary.setting).mean().max())
-    assert ranked.index[0] in describe_best(ranked)
+    best = lift.groupby(primary.setting).mean().idxmax()
+    assert ranked.loc[best, "lift"] == pytest.approx(lift.groupby(primary.setting).mean().max())
+    assert f"Best setting by the numbers: {best}" in describe_best(ranked)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     bars = plot_evaluation(result.summary)
