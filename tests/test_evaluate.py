@@ -196,7 +196,7 @@ def test_summary_matches_brute_force_and_reruns_reuse(catalogue):
     write_metadata(catalogue, _metadata())
 
 
-def test_ranked_table_and_figures(catalogue):
+def test_ranked_table_and_figures(catalogue, capsys):
     result = evaluate_settings(catalogue, truths=["developer", "tags"], k=3)
     ranked = rank_settings(result.summary)
     assert list(ranked.columns) == ["developer map@3", "tags ndcg@3", "lift"]
@@ -211,6 +211,12 @@ def test_ranked_table_and_figures(catalogue):
     assert f"Best setting by the numbers: {best}" in describe_best(ranked)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    argv = ["evaluate", "--data", str(catalogue), "--truth", "developer", "tags", "--k", "3"]
+    assert main(argv) == 0  # the command line prints the same ranking
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:5]] == [
+        s if s != RANDOM else "(random" for s in ranked.index
+    ]
     bars = plot_evaluation(result.summary)
     assert sum(ax.has_data() for ax in bars.axes) == 2
     odd = result.agreement.assign(setting_a="a $x$ b")  # a name from the data folder
