@@ -229,3 +229,13 @@ def test_resize_banner_converts_like_the_embedder():
     Image.fromarray(np.full((900, 600), 60300, np.uint16)).save(grey, "PNG")
     out = resize_banner(grey.getvalue())
     assert out.size == (256, 384) and np.asarray(out)[0, 0].tolist() == [235, 235, 235]
+
+
+def test_a_manifest_from_before_the_original_size_columns_reads(tmp_path):
+    import pandas as pd
+
+    old = pd.DataFrame({"app_id": [5], "name": ["Old"], "status": ["ok"], "width": [224]})
+    old.to_parquet(layout.manifest_path(tmp_path))
+    df = read_manifest(tmp_path)
+    assert list(df.columns) == list(MANIFEST_DTYPES)
+    assert df.loc[0, ["orig_width", "orig_height", "orig_mode"]].tolist() == [0, 0, ""]
