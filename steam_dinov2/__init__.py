@@ -16,6 +16,7 @@ _SOURCES = {
     "download_banners": "download",
     "embed_folder": "embed",
     "embed_images": "embed",
+    "evaluate_settings": "evaluate",
     "find_duplicate_groups": "search",
     "find_neighbors": "search",
     "import_snapshot": "snapshot",

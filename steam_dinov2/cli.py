@@ -272,6 +272,34 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_metadata(args) -> int:
+    from .metadata import fetch_metadata
+
+    print(
+        f"{fetch_metadata(args.data, refresh=args.refresh)}\n-> {layout.metadata_path(args.data)}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import pandas as pd
+
+    from .evaluate import evaluate_settings
+    from .scoreboard import describe_best, rank_settings
+
+    result = evaluate_settings(
+        args.data, args.settings, truths=args.truth, k=args.k, copies=args.copies,
+        weights=args.weights, device=args.device,
+    )  # fmt: skip
+    ranked = rank_settings(result.summary)
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print(ranked.round(3).to_string() if not ranked.empty else "(nothing scored)")
+    for label, reason in result.skipped.items():
+        print(f"skipped {label}: {reason}")
+    print(f"{describe_best(ranked)}\n-> {layout.evaluation_summary_path(args.data)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steam_dinov2", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -315,6 +343,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data folder")
     _add_download_options(p)
     p.set_defaults(func=_cmd_download)
+
+    p = sub.add_parser(
+        "metadata", help="developers, publishers, franchises, tags -> DATA/metadata.parquet"
+    )
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--refresh", action="store_true", help="fetch every app again")
+    p.set_defaults(func=_cmd_metadata)
+
+    from .evaluate import COPY_SAMPLE, TRUTHS
+
+    p = sub.add_parser("evaluate", help="score cached settings against catalogue truths and copies")
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--settings", nargs="+", metavar="NAME", help="cached settings (default: all)")
+    p.add_argument(
+        "--truth",
+        nargs="+",
+        default=list(TRUTHS),
+        choices=TRUTHS,
+        metavar="TRUTH",
+        help=f"among {', '.join(TRUTHS)} (default: all)",
+    )
+    p.add_argument("--k", type=int, default=10, help="ranks looked at (recall@k, map@k, ndcg@k)")
+    p.add_argument(
+        "--copies", type=int, default=COPY_SAMPLE, help="banners sampled for copy (0: none)"
+    )
+    p.add_argument("--weights", help="local weights file of a setting made with one (copy)")
+    p.add_argument("--device", default="auto", help="where copies are embedded")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("import-snapshot", help="import a snapshot (ours or the July-2023 one)")
     p.add_argument("src", help="snapshot .tar.gz, folder, URL, or july-2023")

@@ -33,7 +33,9 @@ logger = logging.getLogger(__name__)
 # Shorter side 224 or 256 keeps DINOv2's "resize 256 (or 224), crop 224" from upscaling; a
 # 600x900 banner becomes exactly 224x336 or 256x384 (the original project's img2dataset sizes).
 SIZES = {"224x336": (224, 336), "256x384": (256, 384), "original": None}
-DEFAULT_SIZE = "224x336"
+# 256x384 serves every preset without upscaling (crop256 takes it as it is, crop224 and full
+# downscale once); 224x336 made crop256 upscale 224 -> 256: benchmarks/bench_fidelity.py.
+DEFAULT_SIZE = "256x384"
 # A Colab VM has 2 vCPUs: 32 threads keep ~30 requests in flight, while decoding and resizing
 # (about 4 ms a banner with JPEG draft mode) stay below what 2 cores can do.
 DEFAULT_WORKERS = 32
@@ -155,11 +157,18 @@ def _finish(row: dict, content: bytes, kind: str, size: str, data) -> dict:
     except ValueError as e:
         return row | {"error": f"{e} ({kind}, {len(content)} bytes)"}
     row |= {"status": "ok", "width": img.width, "height": img.height, "image": img}
+    row |= _original_size_mode(content)
     if data is not None:
         payload = encode_jpeg(img)
         layout.write_bytes_atomic(layout.banner_path(data, row["app_id"]), payload)
         row |= {"bytes": len(payload), "image": None}
     return row
+
+
+def _original_size_mode(content: bytes) -> dict:
+    """``orig_width``, ``orig_height``, ``orig_mode`` of the image as served (header only)."""
+    with Image.open(io.BytesIO(content)) as img:
+        return {"orig_width": img.width, "orig_height": img.height, "orig_mode": img.mode}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +181,7 @@ class DownloadReport:
     skipped: int
     seconds: float
     top_errors: tuple[tuple[str, int], ...] = ()
+    metadata: str = ""  # the metadata step's summary (see metadata.fetch_metadata)
 
     def __str__(self) -> str:
         done = self.ok + self.no_banner + self.error
@@ -180,7 +190,8 @@ class DownloadReport:
             f"{self.ok} ok, {self.no_banner} no banner, {self.error} errors, "
             f"{self.skipped} already done; {done} apps in {self.seconds:.1f} s ({rate:.1f}/s)"
         )
-        return text + "".join(f"\n  {n} x {msg}" for msg, n in self.top_errors)
+        text += "".join(f"\n  {n} x {msg}" for msg, n in self.top_errors)
+        return text + (f"\nmetadata: {self.metadata}" if self.metadata else "")
 
 
 def download_banners(
@@ -194,6 +205,7 @@ def download_banners(
     steamspy_wait: float = STEAMSPY_WAIT,
     http: SteamHttp | None = None,
     progress: bool = True,
+    metadata: bool = True,
 ) -> DownloadReport:
     """Download every app's banner into ``DATA/banners`` and record it in the manifest.
 
@@ -213,6 +225,9 @@ def download_banners(
         steamspy_wait: seconds between SteamSpy pages.
         http: HTTP settings (bases, timeout, retries); its session is resized to ``workers``.
         progress: show tqdm bars.
+        metadata: also fetch the apps' developers, publishers, franchises and tags into
+            ``DATA/metadata.parquet`` (``metadata.fetch_metadata``); its failures are reported in
+            the report, never raised.
 
     Returns:
         A ``DownloadReport``; also logged at INFO.
@@ -225,11 +240,13 @@ def download_banners(
         raise ValueError(f"workers must be >= 1, got {workers}")
     with layout.lock_data(data):
         return _download_locked(
-            data, source, limit, size, workers, api_key, steamspy_wait, http, progress
+            data, source, limit, size, workers, api_key, steamspy_wait, http, progress, metadata
         )
 
 
-def _download_locked(data, source, limit, size, workers, api_key, steamspy_wait, http, progress):
+def _download_locked(
+    data, source, limit, size, workers, api_key, steamspy_wait, http, progress, metadata
+):
     http = (http or SteamHttp()).with_pool(workers)
     apps = _as_apps(source, limit, api_key, steamspy_wait, http, progress)
     names = dict(zip(apps["app_id"].tolist(), apps["name"].tolist(), strict=True))
@@ -291,6 +308,10 @@ def _download_locked(data, source, limit, size, workers, api_key, steamspy_wait,
         time.monotonic() - start,
         top,
     )
+    if metadata:
+        from .metadata import fetch_metadata_quietly
+
+        report = dataclasses.replace(report, metadata=fetch_metadata_quietly(data, http, progress))
     logger.debug("download: %s", report)  # the report is returned: its caller shows it once
     return report
 

@@ -9,6 +9,8 @@ Every stage reads and writes inside one data folder; only this module spells out
                                            checkpoint-*.{json,npy} while a run is in progress
       matches/{setting}/neighbors.parquet  match stage: query_id, rank, id, score
       audit/                               audit stage: issues.parquet, exclusions.json, cleanvision/
+      metadata.parquet, tag_names.parquet  developers, publishers, franchises, tags per app
+      evaluation/                          evaluate stage: summary, agreement, per_query, cache/
 
 A *setting* names one way of embedding: ``{model}__{preset}__{pooling}``, plus ``__random`` for
 random weights or ``__w-{hash}`` for weights from a local file, so caches of different weights
@@ -251,6 +253,35 @@ def cleanvision_sets_path(data: str | os.PathLike) -> Path:
 
 def cleanvision_key_path(data: str | os.PathLike) -> Path:
     return cleanvision_dir(data) / "key.json"
+
+
+def metadata_path(data: str | os.PathLike) -> Path:
+    return Path(data) / "metadata.parquet"
+
+
+def tag_names_path(data: str | os.PathLike) -> Path:
+    return Path(data) / "tag_names.parquet"
+
+
+def evaluation_dir(data: str | os.PathLike) -> Path:
+    return Path(data) / "evaluation"
+
+
+def evaluation_summary_path(data: str | os.PathLike) -> Path:
+    return evaluation_dir(data) / "summary.parquet"
+
+
+def evaluation_agreement_path(data: str | os.PathLike) -> Path:
+    return evaluation_dir(data) / "agreement.parquet"
+
+
+def evaluation_queries_path(data: str | os.PathLike) -> Path:
+    return evaluation_dir(data) / "per_query.parquet"
+
+
+def evaluation_cache_path(data: str | os.PathLike, setting: str, part: str) -> Path:
+    """One cached piece of a setting's evaluation (a truth's per-query rows, its neighbours)."""
+    return evaluation_dir(data) / "cache" / setting / f"{part}.parquet"
 
 
 def list_settings(data: str | os.PathLike) -> list[str]:

@@ -2,7 +2,8 @@
 
 Columns (``MANIFEST_DTYPES``): ``app_id``; ``name`` for display; ``url`` the banner came from;
 ``status`` ok | no_banner | error; ``error`` message ("" unless error); ``width``, ``height`` and
-``bytes`` of the saved file (0 without one); ``updated_at`` (UTC).
+``bytes`` of the saved file (0 without one); ``updated_at`` (UTC); ``orig_width``, ``orig_height``,
+``orig_mode`` of the image as served (0 and "" when unknown, e.g. in manifests made before them).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ MANIFEST_DTYPES = {
     "height": "int32",
     "bytes": "int64",
     "updated_at": "datetime64[ns, UTC]",
+    "orig_width": "int32",
+    "orig_height": "int32",
+    "orig_mode": "str",
 }
 _CHECKPOINT_SECONDS = 2.0  # a killed run loses at most this much bookkeeping, never files
 # Bounds on a manifest read from a data folder or a snapshot, checked on the parquet footer

@@ -39,6 +39,8 @@ class App:
         faults: transient faults consumed one per banner request: "429", "500", "slow", "reset".
         broken: a fault on every request: "truncated", "html", "reset", "trickle" (headers at
             once, then one byte of the body every ``trickle_seconds``).
+        developers, publishers, franchises, tags: store metadata (``basic_info`` and ``tags`` of
+            GetItems); None gives a default derived from the app id, tags as ``(tagid, weight)``.
     """
 
     app_id: int
@@ -48,6 +50,30 @@ class App:
     hashed: bool = False
     faults: list[str] = dataclasses.field(default_factory=list)
     broken: str | None = None
+    developers: list[str] | None = None
+    publishers: list[str] | None = None
+    franchises: list[str] | None = None
+    tags: list[tuple[int, int]] | None = None
+
+    def metadata(self) -> dict:
+        """``basic_info`` and ``tags`` as GetItems gives them."""
+        a = self.app_id
+        labels = {
+            "developers": self.developers if self.developers is not None else [f"Studio {a % 4}"],
+            "publishers": self.publishers if self.publishers is not None else [f"Label {a % 3}"],
+            "franchises": self.franchises
+            if self.franchises is not None
+            else [f"Series {a % 3}"] * (a % 2 == 0),
+        }
+        info = {
+            k: [{"name": n, "creator_clan_account_id": 1} for n in v] for k, v in labels.items()
+        }
+        tags = self.tags if self.tags is not None else [(a % 5 + 1, 900), (a % 7 + 10, 400)]
+        return {
+            "basic_info": {"short_description": f"About {self.name}", **info},
+            "tagids": [t for t, _ in tags],
+            "tags": [{"tagid": t, "weight": w} for t, w in tags],
+        }
 
     @property
     def hash(self) -> str:
@@ -99,6 +125,7 @@ class FakeSteam:
         slow_seconds: float = 1.5,
         trickle_seconds: float = 1.0,
         banner_variants: int | None = None,
+        metadata_faults: list[str] | None = None,
     ):
         self.apps = {a.app_id: a for a in apps}
         self.key = key
@@ -107,6 +134,10 @@ class FakeSteam:
         self.slow_seconds = slow_seconds
         self.trickle_seconds = trickle_seconds
         self.banner_variants = banner_variants  # benchmarks: reuse a few encoded banners
+        # Consumed one per metadata request (GetItems with basic_info, GetTagList): "500",
+        # "html" (200 with a page), "shape" (JSON of the wrong shapes).
+        self.metadata_faults = list(metadata_faults or [])
+        self.tag_names = {i: f"Tag {i}" for i in range(1, 20)}
         self.hits: Counter = Counter()  # banner requests per app id
         self.log: list[tuple[float, str, int]] = []  # (monotonic time, path, status)
         self.lock = threading.Lock()
@@ -198,6 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._app_list(q)
         if path == "/IStoreBrowseService/GetItems/v1":
             return self._get_items(q)
+        if path == "/IStoreService/GetTagList/v1":
+            return self._tag_list()
         if path == "/api.php":
             return self._steamspy(q)
         parts = path.split("/")
@@ -223,7 +256,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _get_items(self, q: dict) -> None:
         query = json.loads(q["input_json"])
         assert len(query["ids"]) <= 50, "GetItems takes at most 50 ids"
-        assert query["data_request"]["include_assets"] is True
+        wants = query["data_request"]
+        assert wants.get("include_assets") or wants.get("include_basic_info")
+        if wants.get("include_basic_info") and self._metadata_fault():
+            return
         items = []
         for ident in query["ids"]:
             app = self.steam.apps.get(int(ident["appid"]))
@@ -247,7 +283,28 @@ class _Handler(BaseHTTPRequestHandler):
                     "assets": assets,
                 }
             )
+            if wants.get("include_basic_info"):
+                items[-1] |= app.metadata()
         self._json({"response": {"store_items": items}})
+
+    def _metadata_fault(self) -> bool:
+        """Answer with the next metadata fault, if any; True when it did."""
+        with self.steam.lock:
+            fault = self.steam.metadata_faults.pop(0) if self.steam.metadata_faults else None
+        if fault == "500":
+            self._send(500, b"oops", "text/plain")
+        elif fault == "html":
+            self._send(200, b"<!doctype html><html>Sorry</html>", "text/html")
+        elif fault == "shape":
+            bad = [{"appid": "x", "success": 1, "basic_info": "dev", "tags": {"a": 1}}, 7, None]
+            self._json({"response": {"store_items": bad, "tags": "none"}})
+        return fault is not None
+
+    def _tag_list(self) -> None:
+        if self._metadata_fault():
+            return
+        tags = [{"tagid": t, "name": n} for t, n in self.steam.tag_names.items()]
+        self._json({"response": {"version_hash": "1", "tags": tags}})
 
     def _steamspy(self, q: dict) -> None:
         if q.get("request") != "all":

@@ -129,8 +129,9 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
     assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
     assert b.query_tile.app_id is None
     shown = np.asarray(_tile_image(b.query_tile).convert("RGB"), dtype=int)
-    assert shown.shape == (336, 224, 3)  # the upload itself, resized like the collection
-    assert np.abs(shown - np.asarray(make_banner(5), dtype=int)).mean() < 8
+    assert shown.shape == (384, 256, 3)  # the upload itself, resized like a download
+    small = np.asarray(Image.fromarray(shown.astype(np.uint8)).resize((224, 336)), dtype=int)
+    assert np.abs(small - np.asarray(make_banner(5), dtype=int)).mean() < 8
 
     # Another setting embeds the same upload with its own model and pooling.
     b.setting.value = "dinov2_vits14__crop256__gem__random"
@@ -157,7 +158,7 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
         monkeypatch.setenv("STEAM_ASSETS_BASE", server.assets_base)
         b.outside.value = "777"  # what pressing Enter in the box does
         assert len(b.shown) == 3 and "Could not" not in b.status.value
-        assert _tile_image(b.query_tile).size == (224, 336)
+        assert _tile_image(b.query_tile).size == (256, 384)  # DEFAULT_SIZE
         b.outside.value = "778"
         assert "Could not fetch app 778" in b.status.value
     b.outside.value = "20"  # in the collection: a plain query

@@ -84,7 +84,9 @@ def test_download_survives_every_fault(tmp_path, server, http):
     assert (report.ok, report.no_banner, report.error, report.skipped) == (16, 2, 4, 0)
     assert "16 ok, 2 no banner, 4 errors" in str(report)
     ok = df[df.status == "ok"]
-    assert (ok.width == 224).all() and (ok.height == 336).all() and (ok.bytes > 0).all()
+    assert (ok.width == 256).all() and (ok.height == 384).all() and (ok.bytes > 0).all()
+    assert (ok.orig_width == 600).all() and (ok.orig_height == 900).all()  # as served
+    assert ok.loc[[106, 107, 108, 10], "orig_mode"].tolist() == ["L", "CMYK", "RGB", "RGB"]
     assert ok.loc[12, "name"] == "Game 12"
     assert "/100/" + server.apps[100].hash in ok.loc[100, "url"] and "?t=" in ok.loc[100, "url"]
     errors = df[df.status == "error"]["error"].to_dict()
@@ -145,7 +147,7 @@ def test_fetch_banner_matches_the_collection(tmp_path, server, http):
     download_banners(tmp_path, source=[11, 100], http=http, progress=False)
     for app_id in (11, 100):  # plain and hashed path
         live = fetch_banner(app_id, http=http)
-        assert live.size == (224, 336) and live.mode == "RGB"
+        assert live.size == (256, 384) and live.mode == "RGB"  # DEFAULT_SIZE
         assert encode_jpeg(live) == layout.banner_path(tmp_path, app_id).read_bytes()
     with pytest.raises(LookupError, match="no library banner"):
         fetch_banner(101, http=http)
@@ -226,4 +228,14 @@ def test_resize_banner_converts_like_the_embedder():
     grey = io.BytesIO()
     Image.fromarray(np.full((900, 600), 60300, np.uint16)).save(grey, "PNG")
     out = resize_banner(grey.getvalue())
-    assert out.size == (224, 336) and np.asarray(out)[0, 0].tolist() == [235, 235, 235]
+    assert out.size == (256, 384) and np.asarray(out)[0, 0].tolist() == [235, 235, 235]
+
+
+def test_a_manifest_from_before_the_original_size_columns_reads(tmp_path):
+    import pandas as pd
+
+    old = pd.DataFrame({"app_id": [5], "name": ["Old"], "status": ["ok"], "width": [224]})
+    old.to_parquet(layout.manifest_path(tmp_path))
+    df = read_manifest(tmp_path)
+    assert list(df.columns) == list(MANIFEST_DTYPES)
+    assert df.loc[0, ["orig_width", "orig_height", "orig_mode"]].tolist() == [0, 0, ""]

@@ -122,7 +122,7 @@ def test_download_notebook_wrote_banners_manifest_and_snapshot(executed):
     assert (manifest.status == "ok").sum() == 12
     for app_id in manifest.app_id[manifest.status == "ok"]:
         with Image.open(data / "banners" / f"{app_id}.jpg") as img:
-            assert img.size == (224, 336) and img.mode == "RGB"
+            assert img.size == (256, 384) and img.mode == "RGB"
     assert (tmp / "snap.tar.gz").stat().st_size > 10_000
 
 
@@ -228,3 +228,18 @@ def test_own_images_go_through_audit_and_match_with_a_weights_file(own_images_wi
     assert set(table.query_id) == {str(a) for a in manifest.app_id}
     out = nbformat.read(tmp / "m.ipynb", as_version=4)
     assert not [o for c in out.cells for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+def test_match_notebook_scored_the_settings(executed):
+    tmp, data = executed
+    summary = pd.read_parquet(data / "evaluation" / "summary.parquet")
+    assert set(summary.setting) == {
+        "dinov2_vits14__crop256__cls__random",
+        "dinov2_vits14__full__gem__random",
+    }
+    assert {"franchise", "developer", "publisher", "tags", "copy"} <= set(summary.truth)
+    assert (summary.n_queries > 0).all() and summary.baseline.between(0, 1).all()
+    assert (data / "evaluation" / "agreement.parquet").is_file()
+    out = nbformat.read(tmp / "match_steam_images.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
+    assert "Best setting by the numbers: dinov2_vits14__" in text
