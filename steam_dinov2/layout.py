@@ -8,6 +8,7 @@ Every stage reads and writes inside one data folder; only this module spells out
       embeddings/{setting}/                embed stage: meta.json, vectors-*.npy, ids-*.json
       matches/{setting}/neighbors.parquet  match stage: query_id, rank, id, score
       audit/                               audit stage: issues.parquet, exclusions.json, imagelab/
+      maps/{setting}/layout.parquet        catalogue map: id, x, y, cluster, centrality
 
 A *setting* names one way of embedding: ``{model}__{preset}__{pooling}``, plus ``__random`` for
 random weights or ``__w-{hash}`` for weights from a local file, so caches of different weights
@@ -79,6 +80,11 @@ def neighbors_path(data: str | os.PathLike, setting: str) -> Path:
 
 def preview_path(data: str | os.PathLike, setting: str) -> Path:
     return matches_dir(data, setting) / "preview.png"
+
+
+def map_path(data: str | os.PathLike, setting: str) -> Path:
+    """The catalogue map of a setting (``catalog_map``)."""
+    return Path(data) / "maps" / setting / "layout.parquet"
 
 
 def downloads_dir(data: str | os.PathLike) -> Path:
