@@ -203,6 +203,18 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_export_site(args) -> int:
+    from .site import export_site
+
+    setting = args.setting or _setting(args)
+    report = export_site(
+        args.data, setting, args.out, k=args.k, include_excluded=args.include_excluded,
+        with_map=not args.no_map, n_clusters=args.clusters,
+    )  # fmt: skip
+    print(f"{report}\nopen it with: python -m http.server -d {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steam_dinov2", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -252,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data folder")
     p.add_argument("--apps", help="apps.json of an img2dataset snapshot, if not beside SRC")
     p.set_defaults(func=_cmd_import_snapshot)
+
+    p = sub.add_parser("export-site", help="a static gallery of one setting (no server code)")
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--setting", help="a cached setting folder name (default: from --model etc.)")
+    p.add_argument("--out", required=True, help="site folder to write (replaced whole)")
+    p.add_argument("--no-map", action="store_true", help="leave the catalogue map out")
+    p.add_argument("--clusters", type=int, help="map clusters (default: about sqrt(N)/4)")
+    _add_model_options(p)
+    _add_match_options(p)
+    p.set_defaults(func=_cmd_export_site)
     return parser
 
 
