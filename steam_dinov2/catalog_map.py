@@ -30,6 +30,8 @@ METHODS = {
 PCA_DIMS = 50  # the usual input size for t-SNE on deep features (openTSNE's docs do the same)
 MADE_FROM = b"steam_dinov2.made_from"
 _VERSION = 1  # bump when the layout or clusters computed from the same input change
+# k-means restarts, best objective kept: one run can merge two groups and split another (tests).
+NREDO = 5
 
 
 def default_method() -> str:
@@ -121,7 +123,7 @@ def cluster_vectors(vectors: np.ndarray, n_clusters: int, *, seed: int = 0):
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     k = max(1, min(int(n_clusters), len(x)))
     km = faiss.Kmeans(
-        x.shape[1], k, niter=25, seed=seed, spherical=True, verbose=False,
+        x.shape[1], k, niter=25, nredo=NREDO, seed=seed, spherical=True, verbose=False,
         min_points_per_centroid=1,  # small collections: no warning printed by faiss
     )  # fmt: skip
     km.train(x)

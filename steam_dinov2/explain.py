@@ -181,6 +181,23 @@ def plot_match_explained(
     return fig
 
 
+def overlay_matches(axes, images, *, model, preset: str, pretrained=True, weights=None) -> None:
+    """Heatmaps over a row of drawn banners: ``images[0]`` is the query, the rest its neighbours
+    (None for an empty cell). Each neighbour shows its patches' best match in the query; the query
+    shows its best match in the first neighbour. Used by ``compare.plot_comparison(explain=True)``.
+    """
+    net = _model_for(model, pretrained=pretrained, weights=weights)
+    query = to_rgb(_open(images[0]))
+    pairs = [(ax, to_rgb(_open(img))) for ax, img in zip(axes[1:], images[1:]) if img is not None]
+    results = [explain_match(query, img, net, preset=preset) for _, img in pairs]
+    if not results:
+        return
+    vmin = min(0.99, min(float(min(r.heat_a.min(), r.heat_b.min())) for r in results))
+    draw_heatmap(axes[0], query, results[0].heat_a, preset, vmin=vmin)
+    for (ax, img), r in zip(pairs, results):
+        draw_heatmap(ax, img, r.heat_b, preset, vmin=vmin)
+
+
 def _open(image):
     from PIL import Image
 
