@@ -28,6 +28,9 @@ METHODS = {
     "umap": "UMAP (pip install umap-learn)",
 }
 PCA_DIMS = 50  # the usual input size for t-SNE on deep features (openTSNE's docs do the same)
+# openTSNE's FFT gradients cost a fixed ~10 s at any size; Barnes-Hut is faster below ~10,000
+# points (openTSNE's documentation gives the same advice).
+FFT_FROM = 10_000
 MADE_FROM = b"steam_dinov2.made_from"
 _VERSION = 1  # bump when the layout or clusters computed from the same input change
 # k-means restarts, best objective kept: one run can merge two groups and split another (tests).
@@ -81,7 +84,7 @@ def compute_layout(
         # annoy ships inside openTSNE; "auto" may pick pynndescent, whose numba compile costs ~50 s.
         tsne = TSNE(
             n_components=2, perplexity=min(30.0, (n - 1) / 3), initialization="pca",
-            neighbors="annoy", negative_gradient_method="fft", n_jobs=threads, random_state=seed, verbose=False,
+            neighbors="annoy", negative_gradient_method="fft" if n >= FFT_FROM else "bh", n_jobs=threads, random_state=seed, verbose=False,
         )  # fmt: skip
         xy = np.asarray(tsne.fit(x))
     elif method == "sklearn":

@@ -1,3 +1,5 @@
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -110,7 +112,8 @@ def data(tmp_path, vits14):
 
 
 def test_catalog_map_is_cached_and_recomputed_when_stale(data, monkeypatch, vits14):
-    import steam_dinov2.catalog_map as cm
+    # The package exports the function catalog_map under the module's name: fetch the module.
+    cm = importlib.import_module("steam_dinov2.catalog_map")
 
     table = catalog_map(data, SETTING, n_clusters=3)
     assert list(table.columns) == ["id", "x", "y", "cluster", "centrality"]
