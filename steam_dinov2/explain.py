@@ -159,11 +159,8 @@ def plot_match_explained(
             titles.append(f"{role}\n{shorten(names.get(str(item), item))}")
         else:
             images.append(item)
-            titles.append(
-                role
-                if not isinstance(item, (str, os.PathLike))
-                else f"{role}\n{shorten(os.path.basename(item))}"
-            )
+            label = os.path.basename(item) if isinstance(item, (str, os.PathLike)) else ""
+            titles.append(f"{role}\n{shorten(label)}" if label else role)
     pil = [to_rgb(_open(i)) for i in images]
     result = explain_match(
         pil[0], pil[1], _model_for(model, pretrained=pretrained, weights=weights), preset=preset

@@ -85,3 +85,10 @@ def test_plot_from_app_ids_escapes_names(tmp_path, vits14):
 def test_model_must_be_a_name_or_a_model():
     with pytest.raises(ValueError, match="model must be"):
         plot_match_explained(make_banner(1), make_banner(2), model=3)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, vits14):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (8000, 6000)).save(bomb)  # 48 Mpixels in a few kB
+    with pytest.raises(ValueError, match="too large"):
+        plot_match_explained(bomb, make_banner(1), model=vits14)

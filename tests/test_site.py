@@ -108,6 +108,16 @@ def test_unreadable_banner_is_a_tile_without_picture(site_data, tmp_path):
     assert not (tmp_path / "out" / "thumbs" / "0" / f"{row}.webp").exists()
 
 
+def test_a_decompression_bomb_gets_no_thumbnail(tmp_path):
+    from steam_dinov2.site import make_thumbnail
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (8000, 6000)).save(bomb)  # 48 Mpixels in a few kB
+    with pytest.raises(ValueError, match="too large"):
+        make_thumbnail(bomb, tmp_path / "t.webp")
+    assert not (tmp_path / "t.webp").exists()
+
+
 def test_unknown_setting_names_the_cached_ones(site_data, tmp_path):
     with pytest.raises(ValueError, match="cached: " + SETTING):
         export_site(site_data, "nope", tmp_path / "out", progress=False)

@@ -144,7 +144,8 @@ function onMapClick(event) {
 }
 
 function fromHash() {
-  const id = decodeURIComponent(location.hash.slice(1));
+  let id = location.hash.slice(1);
+  try { id = decodeURIComponent(id); } catch { return; }  // a malformed link opens nothing
   const row = rowOf.get(id);
   if (row !== undefined) show(row, { push: false });
 }
