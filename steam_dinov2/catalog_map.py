@@ -289,7 +289,6 @@ def plot_catalog_map(
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
-    from PIL import Image
 
     fig = Figure(figsize=(size, size), layout="constrained")
     ax = fig.subplots()
@@ -299,35 +298,41 @@ def plot_catalog_map(
     )
     half = 0.42 / cells  # thumbnail half-height in map units; banners are 2:3
     for row in sample_for_thumbnails(table, cells):
-        app_id, x, y, c = (
-            table["id"].iat[row],
-            table["x"].iat[row],
-            table["y"].iat[row],
-            table["cluster"].iat[row],
-        )
-        path = layout.banner_path(data, app_id)
-        if not path.is_file():
+        x, y, c = table["x"].iat[row], table["y"].iat[row], table["cluster"].iat[row]
+        thumb = _small_banner(layout.banner_path(data, table["id"].iat[row]))
+        if thumb is None:  # missing or unreadable: its dot stays
             continue
-        try:
-            with Image.open(path) as img:
-                img.thumbnail((60, 90))
-                thumb = np.asarray(img.convert("RGB"))
-        except Exception as e:  # an unreadable banner leaves its dot, not a crash
-            log.debug("no thumbnail for %s: %s", app_id, e)
-            continue
-        box = (x - half * 2 / 3, x + half * 2 / 3, y - half, y + half)
-        ax.imshow(thumb, extent=box, zorder=3)
-        ax.add_patch(Rectangle((box[0], box[2]), box[1] - box[0], box[3] - box[2], fill=False,
+        left, right, top, bottom = x - half * 2 / 3, x + half * 2 / 3, y - half, y + half
+        ax.imshow(thumb, extent=(left, right, bottom, top), zorder=3)
+        ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False,
                                edgecolor=cluster_colour(c), linewidth=2, zorder=4))  # fmt: skip
     for c, group in table.groupby("cluster"):
         ax.text(group["x"].median(), group["y"].median(), str(c), fontsize=9, weight="bold",
                 ha="center", va="center", zorder=5,
                 bbox={"boxstyle": "round", "fc": "white", "ec": cluster_colour(c), "alpha": 0.85})  # fmt: skip
     ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylim(1.05, -0.05)  # y down, as the exported site's canvas draws it
     ax.set_aspect("equal")
     ax.axis("off")
     return fig
+
+
+def _small_banner(path) -> np.ndarray | None:
+    """A 60x90 RGB thumbnail, or None for a missing, unreadable or oversized file."""
+    from PIL import Image
+
+    from .embed import MAX_PIXELS
+    from .preprocess import to_rgb
+
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
+            img.thumbnail((60, 90))
+            return np.asarray(to_rgb(img))
+    except Exception as e:  # any decoder failure: a dot without a picture
+        log.debug("no thumbnail for %s: %s", path, e)
+        return None
 
 
 def plot_cluster(
