@@ -158,6 +158,8 @@ def plot_match_explained(
             images.append(path)
             titles.append(f"{role}\n{shorten(names.get(str(item), item))}")
         else:
+            if isinstance(item, int) or (isinstance(item, str) and not os.path.isfile(item)):
+                raise ValueError(f"{item!r} is not an image file; to use app ids, pass data=DATA")
             images.append(item)
             label = os.path.basename(item) if isinstance(item, (str, os.PathLike)) else ""
             titles.append(f"{role}\n{shorten(label)}" if label else role)

@@ -87,6 +87,11 @@ def test_model_must_be_a_name_or_a_model():
         plot_match_explained(make_banner(1), make_banner(2), model=3)
 
 
+def test_an_app_id_without_data_says_what_to_pass(vits14):
+    with pytest.raises(ValueError, match="pass data=DATA"):
+        plot_match_explained(620, make_banner(2), model=vits14)
+
+
 def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, vits14):
     bomb = tmp_path / "bomb.png"
     Image.new("1", (8000, 6000)).save(bomb)  # 48 Mpixels in a few kB
