@@ -4,7 +4,7 @@ The vectors are clustered like real embeddings (planted groups plus noise, L2-no
 neighbour graphs these methods build are realistic in size. Each method gets the same PCA-50 input
 that ``catalog_map.compute_layout`` feeds it (PCA time is reported separately), at 2 threads.
 
-    python benchmarks/bench_map.py                  # N=30,000; ~5-8 min on 2 idle cores
+    python benchmarks/bench_map.py                  # N=30,000; ~25 min, scikit-learn most of it
     python benchmarks/bench_map.py --n 5000 --methods opentsne sklearn
 """
 

@@ -7,7 +7,7 @@ all-pairs neighbours, the catalogue map (openTSNE layout + faiss k-means), thumb
 headless Chromium (Debian's) served by http.server on 127.0.0.1: time to the page ready (games.json
 parsed, map drawn) and to a game's neighbours shown with thumbnails.
 
-    python benchmarks/bench_site.py            # ~6-8 min on 2 cores; --n 3000 for a quick look
+    python benchmarks/bench_site.py            # ~10 min on 2 cores; --n 3000 for a quick look
 """
 
 from __future__ import annotations
