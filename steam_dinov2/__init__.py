@@ -13,10 +13,12 @@ _SOURCES = {
     "audit_banners": "audit",
     "available_models": "models",
     "build_index": "search",
+    "map_catalog": "catalog_map",
     "download_banners": "download",
     "embed_folder": "embed",
     "embed_images": "embed",
     "evaluate_settings": "evaluate",
+    "export_site": "site",
     "find_duplicate_groups": "search",
     "find_neighbors": "search",
     "import_snapshot": "snapshot",
@@ -24,8 +26,10 @@ _SOURCES = {
     "load_model": "models",
     "make_transform": "preprocess",
     "match_all": "search",
+    "plot_catalog_map": "catalog_map",
     "plot_comparison": "compare",
     "plot_image_grid": "plot",
+    "plot_match_explained": "explain",
     "plot_matches": "plot",
 }
 __all__ = sorted(_SOURCES)

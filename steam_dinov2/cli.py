@@ -297,6 +297,22 @@ def _cmd_evaluate(args) -> int:
     for label, reason in result.skipped.items():
         print(f"skipped {label}: {reason}")
     print(f"{describe_best(ranked)}\n-> {layout.evaluation_summary_path(args.data)}")
+
+
+def _cmd_export_site(args) -> int:
+    from .site import export_site
+
+    setting = args.setting or _setting(args)
+    report = export_site(
+        args.data,
+        setting,
+        args.out,
+        k=args.k,
+        include_excluded=args.include_excluded,
+        with_map=not args.no_map,
+        n_clusters=args.clusters,
+    )
+    print(f"{report}\nopen it with: python -m http.server -d {args.out}")
     return 0
 
 
@@ -387,6 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data folder")
     p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved image size")
     p.set_defaults(func=_cmd_import_folder)
+
+    p = sub.add_parser("export-site", help="a static gallery of one setting (no server code)")
+    p.add_argument("--data", required=True, help="data folder")
+    p.add_argument("--setting", help="a cached setting folder name (default: from --model etc.)")
+    p.add_argument("--out", required=True, help="site folder to write (replaced whole)")
+    p.add_argument("--no-map", action="store_true", help="leave the catalogue map out")
+    p.add_argument("--clusters", type=int, help="map clusters (default: about sqrt(N)/4)")
+    _add_model_options(p)
+    _add_match_options(p)
+    p.set_defaults(func=_cmd_export_site)
     return parser
 
 

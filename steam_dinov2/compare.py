@@ -39,6 +39,7 @@ def plot_comparison(
     weights: str | os.PathLike | None = None,
     exclude=(),
     progress: bool = True,
+    explain: bool = False,
 ):
     """One row per setting: the query banner, then its top-k neighbours with names and cosines.
 
@@ -52,6 +53,8 @@ def plot_comparison(
         images: image folder (default ``DATA/banners``).
         pretrained, weights: as for ``load_model``, for every setting.
         exclude: ids never shown as neighbours (e.g. ``load_exclusions(data)``).
+        explain: overlay each neighbour with the heatmap of its patches' best cosine to the
+            query's (``explain.plot_match_explained``), from the row's own model and preset.
 
     Returns:
         matplotlib Figure, ``len(settings)`` rows of ``k + 1`` banners.
@@ -83,6 +86,19 @@ def plot_comparison(
         ncols=k + 1,
         width=1.6,
     )
+    if explain:
+        from .explain import overlay_matches
+
+        for row, (model, preset, _) in enumerate(settings):
+            span = slice(row * (k + 1), (row + 1) * (k + 1))
+            overlay_matches(
+                fig.axes[span],
+                [files[i] if i else None for i, _ in cells[span]],
+                model=model,
+                preset=preset,
+                pretrained=pretrained,
+                weights=weights,
+            )
     for row, (model, preset, pooling) in enumerate(settings):
         ax = fig.axes[row * (k + 1)]  # the query: framed in red, the row labelled with its setting
         ax.axis("on")

@@ -11,6 +11,7 @@ Every stage reads and writes inside one data folder; only this module spells out
       audit/                               audit stage: issues.parquet, exclusions.json, cleanvision/
       metadata.parquet, tag_names.parquet  developers, publishers, franchises, tags per app
       evaluation/                          evaluate stage: summary, agreement, per_query, cache/
+      maps/{setting}/layout.parquet        catalogue map: id, x, y, cluster, centrality
 
 A *setting* names one way of embedding: ``{model}__{preset}__{pooling}``, plus ``__random`` for
 random weights or ``__w-{hash}`` for weights from a local file, so caches of different weights
@@ -219,6 +220,11 @@ def neighbors_path(data: str | os.PathLike, setting: str) -> Path:
 
 def preview_path(data: str | os.PathLike, setting: str) -> Path:
     return matches_dir(data, setting) / "preview.png"
+
+
+def map_path(data: str | os.PathLike, setting: str) -> Path:
+    """The catalogue map of a setting (``catalog_map.map_catalog``)."""
+    return Path(data) / "maps" / setting / "layout.parquet"
 
 
 def downloads_dir(data: str | os.PathLike) -> Path:

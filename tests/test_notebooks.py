@@ -243,3 +243,15 @@ def test_match_notebook_scored_the_settings(executed):
     out = nbformat.read(tmp / "match_steam_images.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
     assert "Best setting by the numbers: dinov2_vits14__" in text
+
+
+def test_match_notebook_mapped_explained_and_exported_a_site(executed):
+    tmp, data = executed
+    setting = "dinov2_vits14__crop256__cls__random"
+    game_map = pd.read_parquet(data / "maps" / setting / "layout.parquet")
+    assert set(game_map.id) == {str(a) for a in [*NAMES, 4000]}
+    games = json.loads((tmp / "steam-site" / "data" / "games.json").read_text())
+    assert sorted(games["ids"]) == sorted(game_map.id) and games["k"] == 3
+    out = nbformat.read(tmp / "match_steam_images.ipynb", as_version=4)
+    why = next(c for c in out.cells if "plot_match_explained" in c.source)
+    assert any("image/png" in o.get("data", {}) for o in why.outputs)  # the heatmap figure

@@ -1,0 +1,154 @@
+"""Static gallery at N=30,000: export time, size on disk, and how fast the page opens in Chromium.
+
+A synthetic data folder: 224x336 JPEG banners (the download size; 300 distinct pictures with
+film-grain noise, which WebP compresses worse than real art, copied to N files), names, and a
+384-d embedding cache written directly (no model). Then export_site as a first export runs it:
+all-pairs neighbours, the catalogue map (openTSNE layout + faiss k-means), thumbnails, JSON. Then
+headless Chromium (Debian's) served by http.server on 127.0.0.1: time to the page ready (games.json
+parsed, map drawn) and to a game's neighbours shown with thumbnails.
+
+    python benchmarks/bench_site.py            # ~10 min on 2 cores; --n 3000 for a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=30_000)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--keep", help="write into this folder and keep it")
+    args = ap.parse_args()
+
+    from steam_dinov2 import layout
+    from steam_dinov2.embed import _write_cache
+    from steam_dinov2.site import export_site
+
+    root = Path(args.keep or tempfile.mkdtemp(prefix="bench_site."))
+    data = root / "data"
+    t = time.perf_counter()
+    ids = _make_banners_and_names(data, args.n)
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((60, 384)).astype(np.float32)
+    vectors = centres[rng.integers(0, 60, args.n)] + rng.standard_normal((args.n, 384)).astype(
+        np.float32
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    setting = "synthetic__crop256__cls"
+    meta = {"model": "synthetic", "weights": "pretrained", "preset": "crop256", "pooling": "cls",
+            "dim": 384, "images": "banners"}  # fmt: skip
+    folder = layout.embeddings_dir(data, setting)
+    folder.mkdir(parents=True)
+    _write_cache(folder, meta, ids, [[0, 0]] * len(ids), vectors, {})
+    print(f"synthetic data folder of {args.n} banners: {time.perf_counter() - t:.0f} s")
+
+    out = root / "site"
+    t = time.perf_counter()
+    report = export_site(data, setting, out, k=args.k, progress=False)
+    export = time.perf_counter() - t
+    print(f"export_site: {export:.0f} s; {report}")
+    sizes = {}
+    for p in out.rglob("*"):
+        if p.is_file():
+            key = p.relative_to(out).parts[0]
+            sizes[key] = sizes.get(key, 0) + p.stat().st_size
+    print("  by folder: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(sizes.items())))
+    games_json = (out / "data" / "games.json").stat().st_size
+    print(f"  games.json {games_json / 1e6:.2f} MB, one neighbours shard "
+          f"{(out / 'data' / 'neighbors-0.json').stat().st_size / 1e3:.0f} kB")  # fmt: skip
+
+    ready, shown = _open_in_chromium(out, args.n)
+    print(f"TARGET export-site at N={args.n}: {export:.0f} s (map included; no target)")
+    print(f"TARGET site size at N={args.n}: {report.bytes / 1e6:.0f} MB (target < 300 MB)")
+    print(f"TARGET page ready at N={args.n}: {ready:.2f} s (target < 2 s)")
+    print(f"  a game's neighbours with thumbnails: {shown:.2f} s after the click")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _make_banners_and_names(data: Path, n: int) -> list[str]:
+    from conftest import make_banner
+    from PIL import Image
+
+    from steam_dinov2 import layout
+    from steam_dinov2.manifest import write_manifest
+
+    banners = layout.banners_dir(data)
+    banners.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    pool = []
+    for s in range(300):
+        img = np.asarray(make_banner(s), np.float32) + rng.normal(0, 12, (336, 224, 3))
+        buf = banners / ".pool.jpg"
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, quality=90)
+        pool.append(buf.read_bytes())
+    buf.unlink()
+    ids = [str(10 * (i + 1)) for i in range(n)]
+    for i, app_id in enumerate(ids):
+        (banners / f"{app_id}.jpg").write_bytes(pool[i % len(pool)])
+    words = ["Space", "Truck", "Dungeon", "Farm", "Legend", "Night", "Zombie", "Racing", "Tactics"]
+    names = [f"{words[i % 9]} {words[(i // 9) % 9]} Simulator {i}" for i in range(n)]
+    write_manifest(data, pd.DataFrame({"app_id": [int(i) for i in ids], "name": names}))
+    return ids
+
+
+def _open_in_chromium(out: Path, n: int) -> tuple[float, float]:
+    from playwright.sync_api import sync_playwright
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(out))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=shutil.which("chromium"), headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
+            )  # fmt: skip
+            # bypass_csp: Playwright polls with eval, which the page's own policy forbids
+            page = browser.new_page(viewport={"width": 1200, "height": 1000}, bypass_csp=True)
+            page.goto(url + "index.html")  # warm the browser itself: not the page's cost
+            times = []
+            for _ in range(3):
+                page.goto("about:blank")
+                t = time.perf_counter()
+                page.goto(url)
+                page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+                times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            page.locator("#search").fill(f"Simulator {n // 2}")
+            page.locator("#results button").first.click()
+            page.wait_for_function(
+                "document.querySelectorAll('#grid img').length > 0 && "
+                "[...document.querySelectorAll('#grid img')].every(i => i.complete)"
+            )
+            shown = time.perf_counter() - t
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return float(np.median(times)), shown
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""The catalogue map: every banner of a setting laid out in 2D by look, grouped by k-means.
+
+The layout is openTSNE's FFT-accelerated t-SNE on a 50-dimensional PCA of the embeddings (the
+fastest of the libraries measured at 30,000 banners, benchmarks/README.md); scikit-learn's t-SNE
+(in Colab already) and UMAP are the alternatives. Clusters are faiss spherical k-means on the full
+embeddings, so they do not depend on the 2D projection. Both are cached per setting in
+``DATA/maps/<setting>/layout.parquet``, keyed on the embedding cache's generation and the options.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+from . import layout
+
+log = logging.getLogger(__name__)
+
+METHODS = {
+    "opentsne": "openTSNE's t-SNE, FFT gradients (pip install openTSNE)",
+    "sklearn": "scikit-learn's Barnes-Hut t-SNE (in Colab already)",
+    "umap": "UMAP (pip install umap-learn)",
+}
+PCA_DIMS = 50  # the usual input size for t-SNE on deep features (openTSNE's docs do the same)
+# openTSNE's FFT gradients cost a fixed ~10 s at any size; Barnes-Hut is faster below ~10,000
+# points (openTSNE's documentation gives the same advice).
+FFT_FROM = 10_000
+MADE_FROM = b"steam_dinov2.made_from"
+_VERSION = 1  # bump when the layout or clusters computed from the same input change
+# k-means restarts, best objective kept: one run can merge two groups and split another (tests).
+NREDO = 5
+
+
+def default_method() -> str:
+    """``opentsne`` when installed (fastest), else ``sklearn``."""
+    return "opentsne" if importlib.util.find_spec("openTSNE") else "sklearn"
+
+
+def default_clusters(n: int) -> int:
+    """About sqrt(N)/4 clusters, 2 to 40: 30,000 banners -> 40 groups a person can read through."""
+    return int(min(40, max(2, round(math.sqrt(n) / 4)), max(n, 1)))
+
+
+def reduce_dims(vectors: np.ndarray, dims: int = PCA_DIMS) -> np.ndarray:
+    """(N, D) -> (N, min(dims, D)) float32: faiss PCA (deterministic), no-op when D <= dims."""
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if x.shape[1] <= dims or len(x) <= dims:
+        return x
+    pca = faiss.PCAMatrix(x.shape[1], dims)
+    pca.train(x)
+    return pca.apply(x)
+
+
+def compute_layout(
+    vectors: np.ndarray, *, method: str | None = None, seed: int = 0, threads: int | None = None
+) -> np.ndarray:
+    """2D positions of (N, D) vectors: (N, 2) float32 in [0, 1] (aspect kept), same seed -> same map.
+
+    Args:
+        vectors: (N, D) float32 embeddings.
+        method: one of ``METHODS`` (default ``default_method()``).
+        seed: random seed of the method.
+        threads: worker threads (default: all cores).
+    """
+    method = method or default_method()
+    if method not in METHODS:
+        raise ValueError(f"unknown map method {method!r}; available: {', '.join(METHODS)}")
+    n = len(vectors)
+    threads = threads or os.cpu_count() or 1
+    x = reduce_dims(vectors)
+    if n < 8:  # too few points for a neighbour graph: the two main axes say enough
+        xy = _pca2(x)
+    elif method == "opentsne":
+        from openTSNE import TSNE
+
+        # annoy ships inside openTSNE; "auto" may pick pynndescent, whose numba compile costs ~50 s.
+        tsne = TSNE(
+            n_components=2, perplexity=min(30.0, (n - 1) / 3), initialization="pca",
+            neighbors="annoy", negative_gradient_method="fft" if n >= FFT_FROM else "bh", n_jobs=threads, random_state=seed, verbose=False,
+        )  # fmt: skip
+        xy = np.asarray(tsne.fit(x))
+    elif method == "sklearn":
+        from sklearn.manifold import TSNE
+
+        tsne = TSNE(
+            n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed,
+            n_jobs=threads,
+        )  # fmt: skip
+        xy = tsne.fit_transform(x)
+    else:
+        import umap
+
+        # A random_state makes UMAP deterministic (and single-threaded).
+        xy = umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed).fit_transform(x)
+    xy = np.asarray(xy, dtype=np.float64)
+    xy -= xy.min(axis=0)
+    return (xy / max(float(xy.max()), 1e-12)).astype(np.float32)
+
+
+def _pca2(x: np.ndarray) -> np.ndarray:
+    centred = x - x.mean(axis=0)
+    if len(x) < 2:
+        return np.zeros((len(x), 2))
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    out = u[:, :2] * s[:2]
+    return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+
+
+def cluster_vectors(vectors: np.ndarray, n_clusters: int, *, seed: int = 0):
+    """Spherical k-means with faiss.
+
+    Returns:
+        ``(labels, centrality)``: (N,) int32 cluster of each row, numbered by size (0 is the
+        largest), and (N,) float32 cosine of each row to its cluster's centroid.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    k = max(1, min(int(n_clusters), len(x)))
+    km = faiss.Kmeans(
+        x.shape[1], k, niter=25, nredo=NREDO, seed=seed, spherical=True, verbose=False,
+        min_points_per_centroid=1,  # small collections: no warning printed by faiss
+    )  # fmt: skip
+    km.train(x)
+    _, labels = km.index.search(x, 1)
+    labels = labels[:, 0]
+    sizes = np.bincount(labels, minlength=k)
+    order = np.argsort(-sizes, kind="stable")  # renumber: cluster 0 is the largest
+    rename = np.empty(k, np.int64)
+    rename[order] = np.arange(k)
+    centroids = km.centroids / np.maximum(
+        np.linalg.norm(km.centroids, axis=1, keepdims=True), 1e-12
+    )
+    centrality = np.einsum("nd,nd->n", x, centroids[labels])
+    return rename[labels].astype(np.int32), centrality.astype(np.float32)
+
+
+def map_catalog(
+    data: str | os.PathLike,
+    setting: str,
+    *,
+    n_clusters: int | None = None,
+    method: str | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The map of one cached setting, computed once and reused while the embeddings are unchanged.
+
+    Args:
+        data: the data folder.
+        setting: a cached setting (``layout.list_settings(data)``).
+        n_clusters: k-means clusters (default ``default_clusters(N)``).
+        method: layout method, one of ``METHODS`` (default ``default_method()``).
+        seed: seed of the layout and of k-means.
+
+    Returns:
+        DataFrame ``id`` (str), ``x``, ``y`` (float32 in [0, 1]), ``cluster`` (int32, 0 the
+        largest), ``centrality`` (float32 cosine to the cluster's centroid), in embedding row order.
+    """
+    from .embed import load_embeddings
+
+    emb = load_embeddings(data, setting)
+    if not emb.ids:
+        raise ValueError(f"setting {setting!r} in {data} holds no embeddings")
+    method = method or default_method()
+    if method not in METHODS:
+        raise ValueError(f"unknown map method {method!r}; available: {', '.join(METHODS)}")
+    k = default_clusters(len(emb.ids)) if n_clusters is None else int(n_clusters)
+    if k < 1:
+        raise ValueError(f"n_clusters must be at least 1, got {n_clusters}")
+    made_from = {
+        "vectors_file": emb.meta.get("vectors_file", ""), "count": len(emb.ids),
+        "method": method, "n_clusters": k, "seed": seed, "version": _VERSION,
+    }  # fmt: skip
+    path = layout.map_path(data, setting)
+    cached = _read_cached(path, made_from)
+    if cached is not None:
+        return cached
+    log.info("laying out %d banners of %s with %s", len(emb.ids), setting, method)
+    xy = compute_layout(emb.vectors, method=method, seed=seed)
+    labels, centrality = cluster_vectors(emb.vectors, k, seed=seed)
+    table = pd.DataFrame({
+        "id": pd.Series(emb.ids, dtype="string"), "x": xy[:, 0], "y": xy[:, 1],
+        "cluster": labels, "centrality": centrality,
+    })  # fmt: skip
+    _write(path, table, made_from)
+    return table
+
+
+def _read_cached(path, made_from: dict) -> pd.DataFrame | None:
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return None
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        if json.loads(meta.get(MADE_FROM, b"null")) != made_from:
+            return None
+        table = pd.read_parquet(path)
+    except Exception as e:  # a damaged cache is recomputed, never trusted
+        log.warning("ignoring unreadable map %s (%s); recomputing", path, e)
+        return None
+    if (
+        list(table.columns) != ["id", "x", "y", "cluster", "centrality"]
+        or len(table) != made_from["count"]
+    ):
+        return None
+    return table
+
+
+def _write(path, table: pd.DataFrame, made_from: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    meta = {**(arrow.schema.metadata or {}), MADE_FROM: json.dumps(made_from).encode()}
+    with layout.atomic_path(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+
+
+def describe_clusters(
+    table: pd.DataFrame, names: dict | None = None, *, top: int = 5
+) -> pd.DataFrame:
+    """One row per cluster: ``cluster``, ``size``, ``central_ids`` and ``central_names`` (the
+    ``top`` members nearest its centroid, nearest first)."""
+    names = names or {}
+    rows = []
+    for c, group in table.sort_values("centrality", ascending=False, kind="stable").groupby(
+        "cluster"
+    ):
+        ids = group["id"].astype(str).tolist()
+        rows.append({
+            "cluster": int(c), "size": len(ids), "central_ids": ids[:top],
+            "central_names": [names.get(i, i) for i in ids[:top]],
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=["cluster", "size", "central_ids", "central_names"])
+
+
+def cluster_members(table: pd.DataFrame, cluster: int) -> list[str]:
+    """Ids of one cluster, most central first."""
+    members = table[table["cluster"] == int(cluster)]
+    return (
+        members.sort_values("centrality", ascending=False, kind="stable")["id"].astype(str).tolist()
+    )
+
+
+def cluster_colour(cluster: int):
+    """An RGBA colour per cluster (tab20, cycling)."""
+    from matplotlib import colormaps
+
+    return colormaps["tab20"](int(cluster) % 20)
+
+
+def sample_for_thumbnails(table: pd.DataFrame, cells: int = 12) -> list[int]:
+    """Row positions of a readable sample: on a ``cells`` x ``cells`` grid over the map, the point
+    nearest each occupied cell's centre, so thumbnails never pile up."""
+    xy = table[["x", "y"]].to_numpy(np.float64)
+    cell = np.minimum((xy * cells).astype(int), cells - 1)
+    centre = (cell + 0.5) / cells
+    dist = ((xy - centre) ** 2).sum(axis=1)
+    key = cell[:, 0] * cells + cell[:, 1]
+    order = np.lexsort((dist, key))
+    first = np.ones(len(order), bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    return sorted(order[first].tolist())
+
+
+def plot_catalog_map(
+    data: str | os.PathLike, table: pd.DataFrame, *, cells: int = 12, size: float = 11
+):
+    """Every banner as a dot coloured by cluster, a grid-spread sample as thumbnails framed in their
+    cluster's colour, and cluster numbers at their centres.
+
+    Args:
+        data: the data folder (banners).
+        table: from ``catalog_map``.
+        cells: thumbnails per side of the sampling grid (at most ``cells**2`` thumbnails).
+        size: figure width and height in inches.
+
+    Returns:
+        matplotlib Figure.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    fig = Figure(figsize=(size, size), layout="constrained")
+    ax = fig.subplots()
+    colours = [cluster_colour(c) for c in table["cluster"]]
+    ax.scatter(
+        table["x"], table["y"], c=colours, s=max(1.0, 3000 / max(len(table), 1)), linewidths=0
+    )
+    half = 0.42 / cells  # thumbnail half-height in map units; banners are 2:3
+    for row in sample_for_thumbnails(table, cells):
+        x, y, c = table["x"].iat[row], table["y"].iat[row], table["cluster"].iat[row]
+        thumb = _small_banner(layout.banner_path(data, table["id"].iat[row]))
+        if thumb is None:  # missing or unreadable: its dot stays
+            continue
+        left, right, top, bottom = x - half * 2 / 3, x + half * 2 / 3, y - half, y + half
+        ax.imshow(thumb, extent=(left, right, bottom, top), zorder=3)
+        ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False,
+                               edgecolor=cluster_colour(c), linewidth=2, zorder=4))  # fmt: skip
+    for c, group in table.groupby("cluster"):
+        ax.text(group["x"].median(), group["y"].median(), str(c), fontsize=9, weight="bold",
+                ha="center", va="center", zorder=5,
+                bbox={"boxstyle": "round", "fc": "white", "ec": cluster_colour(c), "alpha": 0.85})  # fmt: skip
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(1.05, -0.05)  # y down, as the exported site's canvas draws it
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return fig
+
+
+def _small_banner(path) -> np.ndarray | None:
+    """A 60x90 RGB thumbnail, or None for a missing, unreadable or oversized file."""
+    from PIL import Image
+
+    from .embed import MAX_PIXELS
+    from .preprocess import to_rgb
+
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
+            img.thumbnail((60, 90))
+            return np.asarray(to_rgb(img))
+    except Exception as e:  # any decoder failure: a dot without a picture
+        log.debug("no thumbnail for %s: %s", path, e)
+        return None
+
+
+def plot_cluster(
+    data: str | os.PathLike, table: pd.DataFrame, cluster: int, *, top: int = 12, names=None
+):
+    """The ``top`` most central banners of one cluster with their names. Returns a Figure."""
+    from .manifest import load_names
+    from .plot import plot_image_grid, shorten
+
+    names = load_names(data) if names is None else names
+    ids = [
+        i for i in cluster_members(table, cluster)[:top] if layout.banner_path(data, i).is_file()
+    ]
+    if not ids:
+        raise ValueError(f"cluster {cluster} has no banners in {layout.banners_dir(data)}")
+    titles = [shorten(names.get(i, i), 20).replace("$", r"\$") for i in ids]
+    return plot_image_grid([layout.banner_path(data, i) for i in ids], titles, ncols=6, width=1.6)

@@ -1,0 +1,213 @@
+"""Why two banners match: patch-level similarity between a query and a neighbour, as heatmaps.
+
+For every patch token of one banner, its best cosine to any patch token of the other (same model,
+same preset as the embeddings): a logo, a character or a palette that both banners share lights up
+on both. The heatmap covers what the model saw (the preset's crop); the rest of the banner is veiled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .models import forward_tokens, load_model
+from .plot import as_image_array, shorten
+from .preprocess import make_transform, to_rgb
+
+CROP = 224  # the crop presets' output side (preprocess.make_transform)
+
+
+@dataclass(frozen=True)
+class MatchExplanation:
+    """Patch similarity of a pair: ``heat_a[i, j]`` is the best cosine of A's patch (i, j) to B's
+    patches, and the other way round for ``heat_b``; (rows, cols) float32 in [-1, 1]."""
+
+    heat_a: np.ndarray
+    heat_b: np.ndarray
+    cosine: float  # cosine of the two mean-pooled patch sets, a summary of the pair
+    preset: str
+
+
+def explain_match(image_a, image_b, model: torch.nn.Module, *, preset: str = "crop256"):
+    """Patch-to-patch similarity of two images under one model and preset.
+
+    Args:
+        image_a, image_b: paths, PIL images or HWC uint8 arrays.
+        model: from ``load_model`` (any ViT the package supports).
+        preset: the preprocessing preset the embeddings were made with.
+
+    Returns:
+        MatchExplanation; heatmaps are (H/patch, W/patch) of the preset's input (16x16 for a crop
+        preset with ViT-S/14, 24x16 for ``full``).
+    """
+    from PIL import Image
+
+    info = model.steam_info
+    transform = make_transform(preset, mean=info["mean"], std=info["std"])
+    x = torch.stack([transform(Image.fromarray(as_image_array(i))) for i in (image_a, image_b)])
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        _, patches = forward_tokens(model, x.to(device))[-1]
+    patches = torch.nn.functional.normalize(patches.float(), dim=-1).cpu()
+    sim = patches[0] @ patches[1].T  # (P, P) cosines
+    rows, cols = x.shape[2] // info["patch_size"], x.shape[3] // info["patch_size"]
+    assert rows * cols == sim.shape[0], (rows, cols, sim.shape)
+    mean = torch.nn.functional.normalize(patches.mean(dim=1), dim=-1)
+    return MatchExplanation(
+        heat_a=sim.max(dim=1).values.reshape(rows, cols).numpy(),
+        heat_b=sim.max(dim=0).values.reshape(rows, cols).numpy(),
+        cosine=float(mean[0] @ mean[1]),
+        preset=preset,
+    )
+
+
+def seen_box(width: int, height: int, preset: str) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)`` in an image's own pixels: the part the preset shows the model."""
+    if preset == "full":
+        return 0.0, 0.0, float(width), float(height)
+    short = {"crop256": 256, "crop224": 224}.get(preset)
+    if short is None:
+        make_transform(preset)  # raises the ValueError naming the presets
+    side = CROP * min(width, height) / short  # the centre crop, back in original pixels
+    x0, y0 = (width - side) / 2, (height - side) / 2
+    return x0, y0, x0 + side, y0 + side
+
+
+def _escape(text: str) -> str:
+    # A game name is data: '$' would start matplotlib mathtext.
+    return str(text).replace("\\", "\\\\").replace("$", r"\$")
+
+
+def draw_heatmap(ax, image, heat: np.ndarray, preset: str, *, vmin: float, vmax: float = 1.0):
+    """Draw ``image`` on ``ax`` with ``heat`` over the part the model saw, the rest veiled."""
+    img = as_image_array(image)
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = seen_box(w, h, preset)
+    ax.imshow(img)
+    ax.imshow(np.full((1, 1, 4), (0, 0, 0, 0.55)), extent=(0, w, h, 0))  # veil, then unveil box
+    ax.imshow(img[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))], extent=(x0, x1, y1, y0))
+    artist = ax.imshow(
+        heat, cmap="inferno", alpha=0.55, vmin=vmin, vmax=vmax, extent=(x0, x1, y1, y0),
+        interpolation="nearest",
+    )  # fmt: skip
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.axis("off")
+    return artist
+
+
+_MODELS: dict = {}
+
+
+def _model_for(model, *, pretrained: bool, weights) -> torch.nn.Module:
+    if isinstance(model, torch.nn.Module):
+        return model
+    if not isinstance(model, str):
+        raise ValueError(
+            f"model must be a model name or a loaded model, got {type(model).__name__}"
+        )
+    key = (model, pretrained, None if weights is None else os.fspath(weights))
+    if key not in _MODELS:  # a Browser explains many pairs: load once
+        _MODELS.clear()
+        _MODELS[key] = load_model(model, pretrained=pretrained, weights=weights)
+    return _MODELS[key]
+
+
+def plot_match_explained(
+    query,
+    neighbour,
+    *,
+    model,
+    preset: str = "crop256",
+    data: str | os.PathLike | None = None,
+    names: dict | None = None,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+):
+    """Two banners side by side, each with the heatmap of its patches' best match in the other.
+
+    Args:
+        query, neighbour: app ids (with ``data``: their banners in ``DATA/banners``), or paths,
+            PIL images or HWC uint8 arrays.
+        model: the model name the embeddings were made with (``load_model``'s), or a loaded model.
+        preset: the embeddings' preset; the heatmap covers that preset's crop.
+        data: the data folder, for app ids and game names.
+        names: ``{id: name}`` for titles (default: the manifest's, with ``data``).
+        pretrained, weights: as for ``load_model`` when ``model`` is a name.
+
+    Returns:
+        matplotlib Figure: the two banners and a colour bar (cosine).
+    """
+    from matplotlib.figure import Figure
+
+    from . import layout
+    from .manifest import load_names
+
+    if names is None:
+        names = load_names(data) if data is not None else {}
+    images, titles = [], []
+    for role, item in (("QUERY", query), ("neighbour", neighbour)):
+        is_id = data is not None and isinstance(item, (str, int)) and str(item).isdigit()
+        if is_id:
+            path = layout.banner_path(data, item)
+            if not path.is_file():
+                raise ValueError(f"no banner for app {item} in {layout.banners_dir(data)}")
+            images.append(path)
+            titles.append(f"{role}\n{shorten(names.get(str(item), item))}")
+        else:
+            if isinstance(item, int) or (isinstance(item, str) and not os.path.isfile(item)):
+                raise ValueError(f"{item!r} is not an image file; to use app ids, pass data=DATA")
+            images.append(item)
+            label = os.path.basename(item) if isinstance(item, (str, os.PathLike)) else ""
+            titles.append(f"{role}\n{shorten(label)}" if label else role)
+    pil = [to_rgb(_open(i)) for i in images]
+    result = explain_match(
+        pil[0], pil[1], _model_for(model, pretrained=pretrained, weights=weights), preset=preset
+    )
+    vmin = float(min(result.heat_a.min(), result.heat_b.min()))
+    vmin = min(vmin, 0.99)  # an exact copy is uniformly 1: keep a visible scale
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, img, heat, title in zip(axes, pil, (result.heat_a, result.heat_b), titles):
+        artist = draw_heatmap(ax, img, heat, preset, vmin=vmin)
+        ax.set_title(_escape(title), fontsize=9)
+    fig.colorbar(artist, ax=list(axes), shrink=0.7, label="best patch cosine in the other banner")
+    fig.suptitle(f"mean patch cosine {result.cosine:.3f}  ({_escape(preset)})", fontsize=9)
+    fig.explanation = result
+    return fig
+
+
+def overlay_matches(axes, images, *, model, preset: str, pretrained=True, weights=None) -> None:
+    """Heatmaps over a row of drawn banners: ``images[0]`` is the query, the rest its neighbours
+    (None for an empty cell). Each neighbour shows its patches' best match in the query; the query
+    shows its best match in the first neighbour. Used by ``compare.plot_comparison(explain=True)``.
+    """
+    net = _model_for(model, pretrained=pretrained, weights=weights)
+    query = to_rgb(_open(images[0]))
+    pairs = [(ax, to_rgb(_open(img))) for ax, img in zip(axes[1:], images[1:]) if img is not None]
+    results = [explain_match(query, img, net, preset=preset) for _, img in pairs]
+    if not results:
+        return
+    vmin = min(0.99, min(float(min(r.heat_a.min(), r.heat_b.min())) for r in results))
+    draw_heatmap(axes[0], query, results[0].heat_a, preset, vmin=vmin)
+    for (ax, img), r in zip(pairs, results):
+        draw_heatmap(ax, img, r.heat_b, preset, vmin=vmin)
+
+
+def _open(image):
+    from PIL import Image
+
+    from .embed import MAX_PIXELS
+
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as img:
+            if img.width * img.height > MAX_PIXELS:  # a decompression bomb in the data folder
+                raise ValueError(f"{image} is too large ({img.width}x{img.height} pixels)")
+            img.load()
+            return img.copy()
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(image)
+    return image

@@ -1,0 +1,185 @@
+"""A static gallery of one setting that anyone can open: no Python, no server code.
+
+``export_site`` writes::
+
+    OUT/index.html  app.js  style.css     the page (assets/site/ in the package)
+    OUT/data/games.json                   ids, names, map positions and clusters, one array each
+    OUT/data/neighbors-{shard}.json       k neighbours (rows into games.json) and cosines, by shard
+    OUT/thumbs/{row // 1000}/{row}.webp   150 px wide thumbnails, loaded lazily
+
+Thumbnails and shards are named by row number, never by anything read from the data folder, so a
+hostile id cannot reach a path. Names travel as JSON and are put into the page with
+``textContent`` only. The folder works from any static file server (GitHub Pages, http.server).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import layout
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).parent / "assets" / "site"
+THUMB_WIDTH = 150  # px: two columns of tiles on a phone, six on a laptop
+THUMB_QUALITY = 70  # WebP quality: ~5 KB a banner, so 30,000 fit in ~150 MB
+SHARD = 1000  # games per neighbours file: one click fetches ~100 KB at k=10
+MAP_SCALE = 10_000  # map positions as integers 0..10,000: a third of the JSON of floats
+
+
+@dataclass(frozen=True)
+class SiteReport:
+    out: Path
+    games: int
+    thumbnails: int
+    skipped: dict  # id -> reason, banners that got no thumbnail
+    bytes: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.games} games, {self.thumbnails} thumbnails ({len(self.skipped)} skipped), "
+            f"{self.bytes / 1e6:.1f} MB -> {self.out}"
+        )
+
+
+def make_thumbnail(src: Path, dst: Path) -> None:
+    """One banner -> a ``THUMB_WIDTH``-wide WebP; ValueError for a hostile size."""
+    from PIL import Image
+
+    from .embed import MAX_PIXELS
+    from .preprocess import to_rgb
+
+    with Image.open(src) as img:
+        if img.width * img.height > MAX_PIXELS:
+            raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
+        img.draft("RGB", (THUMB_WIDTH * 2, THUMB_WIDTH * 3))  # JPEG: decode at a smaller scale
+        img = to_rgb(img)
+        height = max(1, round(img.height * THUMB_WIDTH / max(img.width, 1)))
+        img = img.resize((THUMB_WIDTH, min(height, THUMB_WIDTH * 4)), Image.Resampling.LANCZOS)
+    img.save(dst, format="WEBP", quality=THUMB_QUALITY, method=4)
+
+
+def export_site(
+    data: str | os.PathLike,
+    setting: str,
+    out: str | os.PathLike,
+    *,
+    k: int = 10,
+    images: str | os.PathLike | None = None,
+    include_excluded: bool = False,
+    with_map: bool = True,
+    n_clusters: int | None = None,
+    workers: int = 4,
+    progress: bool = True,
+) -> SiteReport:
+    """Write the static gallery of one cached setting into ``out`` (replaced whole, atomically).
+
+    Args:
+        data: the data folder.
+        setting: a cached setting (``layout.list_settings(data)``).
+        out: the site folder; an existing one is replaced only if it holds a previous export.
+        k: neighbours listed per game.
+        images: the banner folder (default ``DATA/banners``).
+        include_excluded: show games the audit excluded as neighbours too.
+        with_map: include the catalogue map (``map_catalog``, cached in the data folder).
+        n_clusters: map clusters (default ``map_catalog``'s).
+        workers: thumbnail threads (PIL releases the GIL while it decodes and encodes).
+
+    Returns:
+        SiteReport with counts and the folder's size in bytes.
+    """
+    from tqdm.auto import tqdm
+
+    from .audit import load_exclusions
+    from .embed import list_images, load_embeddings
+    from .manifest import load_names
+    from .search import match_all
+
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    out = Path(out)
+    is_site = (out / "data" / "games.json").is_file()
+    if out.exists() and not is_site and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an exported site: choose an empty or new folder")
+    emb = load_embeddings(data, setting)
+    if not emb.ids:
+        raise ValueError(f"setting {setting!r} in {data} holds no embeddings")
+    names = load_names(data)
+    exclude = {} if include_excluded else load_exclusions(data)
+    files = list_images(images or layout.banners_dir(data))
+    table = match_all(emb, k=k, exclude=exclude, progress=progress)
+    row_of = {i: r for r, i in enumerate(emb.ids)}
+    n = len(emb.ids)
+    nb_rows = np.full((n, k), -1, np.int64)
+    nb_scores = np.zeros((n, k), np.float32)
+    q = table["query_id"].astype(str).map(row_of).to_numpy()
+    nb_rows[q, table["rank"].to_numpy() - 1] = table["id"].astype(str).map(row_of).to_numpy()
+    nb_scores[q, table["rank"].to_numpy() - 1] = table["score"].to_numpy()
+
+    games = {
+        "version": 1, "setting": setting, "k": k, "shard": SHARD, "count": n,
+        "ids": list(emb.ids), "names": [names.get(i, "") for i in emb.ids],
+    }  # fmt: skip
+    if with_map:
+        from .catalog_map import describe_clusters, map_catalog
+
+        cmap = map_catalog(data, setting, n_clusters=n_clusters)
+        games["x"] = np.rint(cmap["x"].to_numpy() * MAP_SCALE).astype(int).tolist()
+        games["y"] = np.rint(cmap["y"].to_numpy() * MAP_SCALE).astype(int).tolist()
+        games["cluster"] = cmap["cluster"].astype(int).tolist()
+        summary = describe_clusters(cmap, names, top=3)
+        games["clusters"] = [
+            {"cluster": int(c), "size": int(s), "central": [row_of[i] for i in ids]}
+            for c, s, ids in zip(summary["cluster"], summary["size"], summary["central_ids"])
+        ]
+
+    with layout.atomic_dir(out) as tmp:
+        (tmp / "data").mkdir(parents=True)
+        for name in ("index.html", "app.js", "style.css"):
+            shutil.copyfile(ASSETS / name, tmp / name)
+        for start in range(0, n, SHARD):
+            stop = min(start + SHARD, n)
+            shard = {
+                "rows": nb_rows[start:stop].tolist(),
+                "scores": np.round(nb_scores[start:stop].astype(np.float64), 3).tolist(),
+            }
+            _write_json(tmp / "data" / f"neighbors-{start // SHARD}.json", shard)
+        jobs = [(r, files[i]) for r, i in enumerate(emb.ids) if i in files]
+        skipped = {i: "no image file" for i in emb.ids if i not in files}
+        for folder in {r // SHARD for r, _ in jobs}:
+            (tmp / "thumbs" / str(folder)).mkdir(parents=True)
+        has_thumb = np.zeros(n, bool)
+
+        def one(job):
+            row, src = job
+            try:
+                make_thumbnail(src, tmp / "thumbs" / str(row // SHARD) / f"{row}.webp")
+                return row, ""
+            except Exception as e:  # an unreadable banner is a tile without a picture
+                return row, f"{type(e).__name__}: {e}"
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            results = pool.map(one, jobs)
+            for row, err in tqdm(results, total=len(jobs), unit="thumb", disable=not progress):
+                if err:
+                    skipped[emb.ids[row]] = err
+                    log.warning("no thumbnail for %s: %s", emb.ids[row], err)
+                else:
+                    has_thumb[row] = True
+        games["thumb"] = has_thumb.astype(int).tolist()
+        _write_json(tmp / "data" / "games.json", games)
+        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    return SiteReport(out, n, int(has_thumb.sum()), skipped, size)
+
+
+def _write_json(path: Path, obj) -> None:
+    # Compact, ASCII only: any server and any browser read it the same way; NaN is never written.
+    path.write_text(json.dumps(obj, separators=(",", ":"), allow_nan=False), encoding="ascii")

@@ -1,0 +1,255 @@
+"""The static gallery: what export_site writes, and the page itself in a real headless Chromium.
+
+The browser tests drive Debian's chromium (``apt-get install chromium``) through Playwright, served
+by Python's http.server on 127.0.0.1 (a plain file server, as GitHub Pages would be); they are
+skipped with the reason when chromium or playwright is missing.
+"""
+
+import functools
+import http.server
+import importlib.util
+import json
+import shutil
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_banner
+from PIL import Image
+
+from steam_dinov2 import embed_folder, find_neighbors, load_embeddings
+from steam_dinov2.manifest import write_manifest
+from steam_dinov2.site import THUMB_WIDTH, export_site
+
+SETTING = "dinov2_vits14__crop256__cls__random"
+EVIL = '<img src=x onerror="document.body.dataset.pwned=1">Evil & Co'
+NAMES = {
+    10: "Portal 2", 20: "Stardew Valley", 30: "Hollow Knight", 40: "Terraria", 50: EVIL,
+    60: "Half-Life", 70: "Celeste", 80: "Hades", 90: "Hollow Knight Copy",
+}  # fmt: skip
+K = 3
+
+
+@pytest.fixture(scope="module")
+def site_data(tmp_path_factory, vits14):
+    """A data folder: 9 banners (90 a re-encoded copy of 30), names with a hostile one, embedded."""
+    data = tmp_path_factory.mktemp("site") / "data"
+    banners = data / "banners"
+    banners.mkdir(parents=True)
+    for app_id in NAMES:
+        seed = 3 if app_id == 90 else app_id // 10
+        make_banner(seed).save(banners / f"{app_id}.jpg", quality=90 if app_id != 90 else 70)
+    write_manifest(data, pd.DataFrame({"app_id": list(NAMES), "name": list(NAMES.values())}))
+    embed_folder(banners, data, model=vits14, progress=False)
+    return data
+
+
+@pytest.fixture(scope="module")
+def site(site_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "site"
+    report = export_site(site_data, SETTING, out, k=K, n_clusters=3, progress=False)
+    return out, report
+
+
+def test_export_writes_games_neighbours_and_thumbnails(site, site_data):
+    out, report = site
+    assert {p.name for p in out.iterdir()} == {
+        "index.html",
+        "app.js",
+        "style.css",
+        "data",
+        "thumbs",
+    }
+    games = json.loads((out / "data" / "games.json").read_text())
+    emb = load_embeddings(site_data, SETTING)
+    assert games["ids"] == emb.ids and games["count"] == len(NAMES) == report.games
+    assert games["names"] == [NAMES[int(i)] for i in emb.ids]
+    shard = json.loads((out / "data" / "neighbors-0.json").read_text())
+    for row, app_id in enumerate(emb.ids):
+        want = find_neighbors(emb, app_id, k=K)
+        assert [games["ids"][r] for r in shard["rows"][row]] == list(want["id"])
+        np.testing.assert_allclose(shard["scores"][row], want["score"], atol=5e-4)
+    assert games["thumb"] == [1] * len(NAMES) and report.thumbnails == len(NAMES)
+    for row in range(len(NAMES)):
+        with Image.open(out / "thumbs" / "0" / f"{row}.webp") as img:
+            assert img.format == "WEBP" and img.size == (THUMB_WIDTH, THUMB_WIDTH * 3 // 2)
+    assert len(games["x"]) == len(games["cluster"]) == len(NAMES)
+    assert sorted(c["cluster"] for c in games["clusters"]) == [0, 1, 2]
+    assert report.bytes == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+
+def test_names_are_never_written_as_markup(site):
+    out, _ = site
+    for name in ("index.html", "app.js"):
+        assert "Evil" not in (out / name).read_text()
+    assert "innerHTML" not in (out / "app.js").read_text()
+    # In the JSON the name is a plain string; the page puts it in with textContent.
+    assert EVIL in json.loads((out / "data" / "games.json").read_text())["names"]
+
+
+def test_refuses_a_folder_that_is_not_a_site(site_data, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not an exported site"):
+        export_site(site_data, SETTING, tmp_path / "mine", with_map=False, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_unreadable_banner_is_a_tile_without_picture(site_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(site_data, data)
+    (data / "banners" / "40.jpg").write_bytes(b"not a jpeg")  # after embedding: cache still has it
+    report = export_site(data, SETTING, tmp_path / "out", k=K, with_map=False, progress=False)
+    games = json.loads((tmp_path / "out" / "data" / "games.json").read_text())
+    row = games["ids"].index("40")
+    assert games["thumb"][row] == 0 and "40" in report.skipped
+    assert "x" not in games  # no map asked for
+    assert not (tmp_path / "out" / "thumbs" / "0" / f"{row}.webp").exists()
+
+
+def test_a_decompression_bomb_gets_no_thumbnail(tmp_path):
+    from steam_dinov2.site import make_thumbnail
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (8000, 6000)).save(bomb)  # 48 Mpixels in a few kB
+    with pytest.raises(ValueError, match="too large"):
+        make_thumbnail(bomb, tmp_path / "t.webp")
+    assert not (tmp_path / "t.webp").exists()
+
+
+def test_unknown_setting_names_the_cached_ones(site_data, tmp_path):
+    with pytest.raises(ValueError, match="cached: " + SETTING):
+        export_site(site_data, "nope", tmp_path / "out", progress=False)
+
+
+def test_cli_export_site(site_data, tmp_path, capsys):
+    from steam_dinov2.cli import main
+
+    out = tmp_path / "out"
+    argv = ["export-site", "--data", str(site_data), "--setting", SETTING, "--out", str(out)]
+    assert main([*argv, "--no-map", "--k", "2"]) == 0
+    assert "9 games" in capsys.readouterr().out
+    assert json.loads((out / "data" / "games.json").read_text())["k"] == 2
+    assert main(["export-site", "--data", str(site_data), "--setting", "x", "--out", str(out)]) == 2
+    assert "no embeddings for setting 'x'" in capsys.readouterr().err
+
+
+# --- in a real browser ----------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium")
+MISSING = [
+    name
+    for name, ok in [
+        ("chromium (apt-get install chromium)", CHROMIUM),
+        ("playwright (pip install playwright)", importlib.util.find_spec("playwright")),
+    ]
+    if not ok
+]
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+def served(site):
+    out, _ = site
+    handler = functools.partial(_QuietHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 1000})
+        page = context.new_page()
+        page.blocked, page.errors, page.dialogs = [], [], []
+
+        def only_local(route):
+            if route.request.url.startswith("http://127.0.0.1:"):
+                route.continue_()
+            else:
+                page.blocked.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_local)
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+def _shown(page) -> tuple[str, list[str]]:
+    query = page.locator("#query .tile .name").inner_text()
+    return query, page.locator("#grid .tile .name").all_inner_texts()
+
+
+def _expected(data, app_id) -> list[str]:
+    table = find_neighbors(load_embeddings(data, SETTING), str(app_id), k=K)
+    return [NAMES[int(i)] for i in table["id"]]
+
+
+@pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}")
+def test_search_click_through_and_map_in_chromium(served, page, site, site_data, tmp_path):
+    from playwright.sync_api import expect
+
+    out, _ = site
+    page.goto(served)
+    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=20_000)
+
+    page.locator("#search").press_sequentially("portal", delay=20)
+    expect(page.locator("#results button")).to_have_text(["Portal 2 (10)"])
+    page.locator("#results button").click()
+    expect(page.locator("#grid .tile")).to_have_count(K)
+    assert _shown(page) == ("Portal 2", _expected(site_data, 10))
+    page.wait_for_function("[...document.querySelectorAll('#grid img')].every(i => i.complete)")
+    assert all(page.locator("#grid img").evaluate_all("imgs => imgs.map(i => i.naturalWidth > 0)"))
+    assert page.locator("#grid img").first.get_attribute("loading") == "lazy"
+
+    first = _expected(site_data, 10)[0]
+    page.locator("#grid .tile img").first.click()  # click through to a neighbour
+    expect(page.locator("#query .tile .name")).to_have_text(first)
+    app_id = next(a for a, n in NAMES.items() if n == first)
+    assert _shown(page) == (first, _expected(site_data, app_id))
+    assert page.evaluate("location.hash") == f"#{app_id}"
+
+    # The map: click the point of the game farthest from any other, the page shows that game.
+    games = json.loads((out / "data" / "games.json").read_text())
+    xy = np.stack([games["x"], games["y"]], axis=1) / 10_000
+    gaps = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(len(xy)) * 9
+    row = int(gaps.min(axis=1).argmax())
+    box = page.locator("#map").bounding_box()
+    x, y = (8 + xy[row] * 424) * box["width"] / 440
+    page.locator("#map").click(position={"x": float(x), "y": float(y)})
+    expect(page.locator("#query .tile .name")).to_have_text(games["names"][row])
+
+    # The hostile name is shown as text, and its markup never ran.
+    page.locator("#search").fill("evil")
+    expect(page.locator("#results button")).to_have_text([f"{EVIL} (50)"])
+    page.locator("#results button").click()
+    expect(page.locator("#query .tile .name")).to_have_text(EVIL)
+    assert page.evaluate("document.body.dataset.pwned") is None
+    assert page.locator("img[src='x']").count() == 0
+
+    page.locator("#clusters").select_option(index=1)  # cluster 0, the largest
+    expect(page.locator("#grid .tile")).to_have_count(games["cluster"].count(0))
+    page.screenshot(path=tmp_path / "site.png")
+    assert not page.errors and not page.dialogs and not page.blocked
