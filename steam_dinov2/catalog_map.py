@@ -348,5 +348,5 @@ def plot_cluster(
     ]
     if not ids:
         raise ValueError(f"cluster {cluster} has no banners in {layout.banners_dir(data)}")
-    titles = [shorten(names.get(i, i), 20).replace("$", r"\$") for i in ids]
+    titles = [shorten(names.get(i, i), 20) for i in ids]
     return plot_image_grid([layout.banner_path(data, i) for i in ids], titles, ncols=6, width=1.6)

@@ -29,7 +29,14 @@ from PIL import Image
 from . import layout
 from .download import encode_jpeg, resize_banner
 from .layout import MANIFEST
-from .manifest import MANIFEST_DTYPES, ManifestBook, load_manifest, read_manifest, write_manifest
+from .manifest import (
+    LATER_COLUMNS,
+    MANIFEST_DTYPES,
+    ManifestBook,
+    load_manifest,
+    read_manifest,
+    write_manifest,
+)
 from .net import SteamHttp, url_path
 from .preprocess import check_pixels
 from .progress import tqdm
@@ -252,7 +259,9 @@ def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> 
                         io.BytesIO(_read_member(tar, m)),
                         f"{path}:{MANIFEST}",
                         fix="this snapshot cannot be imported; ask its author for a new one",
-                        required=tuple(MANIFEST_DTYPES),  # pack_snapshot writes every column
+                        required=tuple(
+                            c for c in MANIFEST_DTYPES if c not in LATER_COLUMNS
+                        ),  # what any pack wrote
                     )
 
             def files() -> Iterator[tuple[str, bytes, float]]:

@@ -140,6 +140,32 @@ def test_snapshot_member_that_is_not_an_app_id_is_refused(tmp_path, http, member
     _usable(data, http)
 
 
+def test_snapshot_packed_before_the_original_size_columns_still_imports(tmp_path):
+    # Snapshots packed before orig_width/orig_height/orig_mode existed are whole, not damaged.
+    old = pd.DataFrame(
+        {
+            "app_id": [10],
+            "name": ["Ten"],
+            "url": [""],
+            "status": ["ok"],
+            "error": [""],
+            "width": [256],
+            "height": [384],
+            "bytes": [1],
+            "updated_at": [pd.Timestamp(0, tz="UTC")],
+        }
+    )
+    snap = _tar(
+        tmp_path / "old.tar.gz",
+        [("banners/10.jpg", _jpeg(10)), ("manifest.parquet", _parquet(old))],
+    )
+    data = tmp_path / "data"
+    import_snapshot(snap, data, progress=False)
+    row = read_manifest(data).set_index("app_id").loc[10]
+    assert (row["name"], row["status"], row["orig_width"], row["orig_mode"]) == ("Ten", "ok", 0, "")
+    assert list(layout.banner_files(data)) == [10]
+
+
 @pytest.mark.parametrize(
     "manifest, reason",
     [
