@@ -42,6 +42,7 @@ class Browser:
         data,
         *,
         settings=None,
+        setting: str | None = None,
         model: str | None = None,
         k: int = 10,
         include_excluded: bool = False,
@@ -51,7 +52,10 @@ class Browser:
         """Args:
         data: the data folder.
         settings: setting names to offer, the first shown first (default: every cached setting
-            made with a registry model or with ``model``, those of ``model`` first).
+            made with a registry model or with ``model``, those of ``model`` first, the most
+            recently embedded first).
+        setting: the setting to open on (e.g. ``emb.setting``, the one just computed); offered
+            first. It must have an embedding cache in ``data``.
         model: the model name you use (a registry, timm or ``hub:`` name). The data folder may
             come from anyone, so a model is loaded (for images from outside the collection) only
             when a cache's ``meta.json`` names a registry model or this one; never from the
@@ -66,7 +70,7 @@ class Browser:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k is the number of neighbours shown, at least 1; got {k!r}")
         self.data, self.weights, self.model = data, weights, model
-        self.settings = _offered_settings(data, settings, model)
+        self.settings = _offered_settings(data, settings, model, setting)
         if not self.settings:
             raise ValueError(
                 f"no cached embeddings in {data}: run the embed stage (or the match notebook) first"
@@ -143,13 +147,20 @@ class Browser:
         return self._emb[setting]
 
     def _on_search(self):
-        ids = search_games(self.names, self.search.value, ids=self._emb_for().ids)
+        text = self.search.value
+        ids = search_games(self.names, text, ids=self._emb_for().ids)
         self.choices.options = [(f"{self.names.get(i, i)} ({i})", i) for i in ids]
+        if text.strip() and not ids:
+            self.status.value = f"no game matches <b>{html.escape(repr(text.strip()))}</b>"
+        elif ids:
+            self.status.value = f"{len(ids)} games match: pick one"
 
     def show(self, query, *, outside: bool = False):
         """Make ``query`` the current query: an id in the collection, or (with ``outside=True``) the
         key of an image fetched or uploaded into ``self.images``, embedded by each setting in turn."""
         entry = {"image": query} if outside else {"id": str(query)}
+        if self.position >= 0 and self.history[self.position] == entry:
+            return self._render()  # already the query: the history does not repeat it
         previous = self.history[:], self.position
         del self.history[self.position + 1 :]
         self.history.append(entry)
@@ -249,8 +260,6 @@ class Browser:
         self.show(app_id, outside=True)
 
     def _show_upload(self):
-        from PIL import Image
-
         from .download import resize_banner
 
         files = self.upload.value
@@ -262,10 +271,10 @@ class Browser:
         name = item.get("name") or item.get("metadata", {}).get("name", "upload")
         # Keyed by content too: two uploads named image.png are two different queries.
         key = f"{name} [{hashlib.sha256(content).hexdigest()[:8]}]"
-        try:
-            self.images[key] = resize_banner(Image.open(io.BytesIO(content)))
-        except Exception as e:  # PIL raises several types for a file that is not an image
-            raise ValueError(f"{name} is not an image PIL can read ({e})") from None
+        try:  # resize_banner turns every decoder failure into a ValueError with the reason
+            self.images[key] = resize_banner(content)
+        except ValueError as e:
+            raise ValueError(f"could not read the upload {name}: {e}") from None
         self.show(key, outside=True)
 
     # --- view -------------------------------------------------------------------------------
@@ -278,7 +287,8 @@ class Browser:
         qid = entry.get("id")
         title = self.names.get(qid, qid) if qid else f"outside the collection: {entry['image']}"
         esc = html.escape
-        self.query_tile = self._tile(qid or entry["image"], f"<b>QUERY</b><br>{esc(title)}", qid)
+        caption = f"<b>QUERY</b><br>{esc(title)}"
+        self.query_tile = self._tile(qid or entry["image"], caption, qid, similar=False)
         self.tiles = [
             self._tile(i, f"{esc(self.names.get(i, i))}<br>{s:.3f}", i) for i, s in self.shown
         ]
@@ -291,7 +301,7 @@ class Browser:
             f"{len(self.shown)} neighbours in <code>{esc(self.setting.value)}</code>{esc(excluded)}"
         )
 
-    def _tile(self, key, caption, app_id):
+    def _tile(self, key, caption, app_id, *, similar: bool = True):
         import ipywidgets as w
 
         path = layout.banner_path(self.data, key)
@@ -314,7 +324,7 @@ class Browser:
             ]
         )
         tile.app_id = app_id
-        if app_id:
+        if app_id and similar:  # the query tile has none: it is already the query
             tile.button = w.Button(description="Similar", layout=w.Layout(width="112px"))
             tile.button.on_click(lambda _: self.show(app_id))
             tile.children += (tile.button,)
@@ -412,12 +422,21 @@ def _trusted_model(name: str, chosen: str | None) -> bool:
     return name in MODELS or (chosen is not None and name == chosen)
 
 
-def _offered_settings(data, settings, model) -> list[str]:
-    """The settings the browser offers: those named, else the cached ones whose model is in the
-    registry or is ``model`` (those of ``model`` first); others are left out with a warning, so a
-    planted cache never becomes the default choice."""
+def _offered_settings(data, settings, model, first=None) -> list[str]:
+    """The settings the browser offers, ``first`` first: those named, else the cached ones whose
+    model is in the registry or is ``model`` (those of ``model`` first, then the most recently
+    embedded); others are left out with a warning, so a planted cache never becomes the default."""
     from .cache import read_cache_meta
 
+    if first is not None:
+        cached = layout.list_settings(data)
+        if first not in cached:
+            raise ValueError(
+                f"setting {first!r} has no embedding cache in {data}; cached: "
+                f"{', '.join(cached) or 'none (run the embed stage first)'}"
+            )
+        rest = _offered_settings(data, settings, model)
+        return [first] + [s for s in rest if s != first]
     if settings:
         return list(settings)
     offered = []
@@ -434,8 +453,10 @@ def _offered_settings(data, settings, model) -> list[str]:
                 setting, meta["model"],
             )  # fmt: skip
             continue
-        offered.append((model is None or meta["model"] != model, setting))
-    return [setting for _, setting in sorted(offered)]
+        # A new cache generation writes files into the folder, so its time is the last embedding.
+        made = layout.embeddings_dir(data, setting).stat().st_mtime_ns
+        offered.append((model is None or meta["model"] != model, -made, setting))
+    return [setting for *_, setting in sorted(offered)]
 
 
 def _blank():
