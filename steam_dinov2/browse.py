@@ -156,7 +156,7 @@ class Browser(OutsideQueries, ClusterPages):
         if text.strip() and not ids:
             self.status.value = f"no game matches <b>{html.escape(repr(text.strip()))}</b>"
         elif ids:
-            self.status.value = f"{len(ids)} games match: pick one"
+            self.status.value = f"{len(ids)} match{'es' if len(ids) > 1 else ''}: pick one"
 
     def show(self, query, *, outside: bool = False):
         """Make ``query`` the current query: an id in the collection, or (with ``outside=True``) the

@@ -258,7 +258,9 @@ def test_query_tile_has_no_similar_button_and_back_goes_back(data):
 def test_a_search_without_hits_says_so(data):
     b = Browser(data, k=3)
     b.search.value = "portal"
-    assert len(b.choices.options) == 2 and "2 games match" in b.status.value
+    assert len(b.choices.options) == 2 and "2 matches: pick one" in b.status.value
+    b.search.value = "stardew"
+    assert "1 match: pick one" in b.status.value
     b.search.value = "<i>zzqx</i>"
     assert b.choices.options == ()
     assert "no game matches" in b.status.value and "&lt;i&gt;zzqx&lt;/i&gt;" in b.status.value
