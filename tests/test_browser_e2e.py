@@ -230,11 +230,13 @@ def test_typing_a_game_name_shows_its_neighbors(voila, notebook, page, tmp_path)
     from playwright.sync_api import expect
 
     _, data = notebook
-    page.goto(voila, timeout=60_000)
+    # Voila runs every cell (embedding, evaluation, map, site export) before the page is whole:
+    # on a busy machine that takes minutes, so wait for the response, then for the browser.
+    page.goto(voila, wait_until="commit", timeout=600_000)
     app = page.locator(".widget-vbox:has(> .widget-gridbox)")  # the Browser's whole widget
     grid = app.locator(".widget-gridbox")
-    # The last cell shows the first query's neighbours; embedding the banners comes first.
-    expect(grid).to_contain_text("QUERY\nPortal 2", use_inner_text=True, timeout=120_000)
+    # The browser cell shows the first query's neighbours; embedding the banners comes first.
+    expect(grid).to_contain_text("QUERY\nPortal 2", use_inner_text=True, timeout=600_000)
     expect(grid.locator("img")).to_have_count(K + 1)
     page.wait_for_function(ALL_DRAWN)
     before = _check(page, data, 620)
