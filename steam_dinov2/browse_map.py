@@ -70,7 +70,7 @@ class ClusterPages:
 
         qid = self.history[self.position].get("id") if self.position >= 0 else None
         for tile in self.tiles:
-            if qid and tile.app_id:
+            if qid and tile.app_id and self.explain_with is not None:  # no model, no button
                 tile.why = w.Button(description="Why?", layout=w.Layout(width="112px"))
                 tile.why.on_click(self._guard(lambda _, n=tile.app_id: self.explain(qid, n)))
                 tile.children += (tile.why,)
