@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import html
 import io
 import logging
@@ -14,7 +13,9 @@ import pandas as pd
 
 from . import layout
 from .audit import load_exclusions
-from .embed import embed_image, load_embeddings
+from .browse_map import ClusterPages
+from .browse_outside import OutsideQueries, is_trusted_model
+from .embed import load_embeddings
 from .folder import is_steam_id
 from .manifest import load_names
 from .names import search_games
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 STORE_URL = "https://store.steampowered.com/app/{}"
 
 
-class Browser:
+class Browser(OutsideQueries, ClusterPages):
     """The widget app; ``browser.widget`` is what a notebook displays (displaying the object works too).
 
     The state is plain Python so tests can drive it: ``search.value``, ``choices.value``,
@@ -42,6 +43,7 @@ class Browser:
         data,
         *,
         settings=None,
+        setting: str | None = None,
         model: str | None = None,
         k: int = 10,
         include_excluded: bool = False,
@@ -51,7 +53,10 @@ class Browser:
         """Args:
         data: the data folder.
         settings: setting names to offer, the first shown first (default: every cached setting
-            made with a registry model or with ``model``, those of ``model`` first).
+            made with a registry model or with ``model``, those of ``model`` first, the most
+            recently embedded first).
+        setting: the setting to open on (e.g. ``emb.setting``, the one just computed); offered
+            first. It must have an embedding cache in ``data``.
         model: the model name you use (a registry, timm or ``hub:`` name). The data folder may
             come from anyone, so a model is loaded (for images from outside the collection) only
             when a cache's ``meta.json`` names a registry model or this one; never from the
@@ -61,12 +66,10 @@ class Browser:
         weights: the weights file of settings embedded with one (``--weights``).
         explain_with: the model name for the *Why?* buttons (patch heatmaps); None hides them.
         """
-        import ipywidgets as w
-
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k is the number of neighbours shown, at least 1; got {k!r}")
         self.data, self.weights, self.model = data, weights, model
-        self.settings = _offered_settings(data, settings, model)
+        self.settings = _offered_settings(data, settings, model, setting)
         if not self.settings:
             raise ValueError(
                 f"no cached embeddings in {data}: run the embed stage (or the match notebook) first"
@@ -78,6 +81,11 @@ class Browser:
         self._emb, self._tables, self._index, self._models, self._vectors = {}, {}, {}, {}, {}
         self.images = {}  # images from outside the collection, by app id or file name
         self.history, self.position, self.shown = [], -1, []
+        self._build_widgets(k)
+        self._add_clusters_and_explain(explain_with)
+
+    def _build_widgets(self, k: int):
+        import ipywidgets as w
 
         self.search = w.Text(placeholder="game name or app id", description="Search")
         self.choices = w.Select(options=[], rows=6, layout=w.Layout(width="420px"))
@@ -117,7 +125,6 @@ class Browser:
                 self.grid,
             ]
         )
-        self._add_clusters_and_explain(explain_with)
 
     def _guard(self, handler):
         # A widget callback that raises only writes to a hidden log: show the reason instead.
@@ -143,13 +150,20 @@ class Browser:
         return self._emb[setting]
 
     def _on_search(self):
-        ids = search_games(self.names, self.search.value, ids=self._emb_for().ids)
+        text = self.search.value
+        ids = search_games(self.names, text, ids=self._emb_for().ids)
         self.choices.options = [(f"{self.names.get(i, i)} ({i})", i) for i in ids]
+        if text.strip() and not ids:
+            self.status.value = f"no game matches <b>{html.escape(repr(text.strip()))}</b>"
+        elif ids:
+            self.status.value = f"{len(ids)} match{'es' if len(ids) > 1 else ''}: pick one"
 
     def show(self, query, *, outside: bool = False):
         """Make ``query`` the current query: an id in the collection, or (with ``outside=True``) the
         key of an image fetched or uploaded into ``self.images``, embedded by each setting in turn."""
         entry = {"image": query} if outside else {"id": str(query)}
+        if self.position >= 0 and self.history[self.position] == entry:
+            return self._render()  # already the query: the history does not repeat it
         previous = self.history[:], self.position
         del self.history[self.position + 1 :]
         self.history.append(entry)
@@ -178,16 +192,6 @@ class Browser:
         query = entry["id"] if "id" in entry else self._vector(entry["image"])
         return find_neighbors(self._emb_for(), query, k=k, index=self._index[setting])
 
-    def _vector(self, key: str):
-        setting = self.setting.value
-        if (key, setting) not in self._vectors:
-            meta = self._emb_for().meta
-            vector = embed_image(
-                self.images[key], self._model(), preset=meta["preset"], pooling=meta["pooling"]
-            )
-            self._vectors[key, setting] = vector
-        return self._vectors[key, setting]
-
     def _precomputed(self, setting):
         # The match stage's table, when it was made from the current cache with the same exclusions:
         # a lookup, no search per click. Otherwise every query is a live search.
@@ -205,69 +209,6 @@ class Browser:
             self._tables[setting] = (table[["rank", "id", "score"]], spans)
         return self._tables[setting]
 
-    # --- outside the collection ---------------------------------------------------------------
-    def _model(self):
-        from .models import load_model, weights_tag
-
-        setting = self.setting.value
-        if setting not in self._models:
-            meta = self._emb_for().meta
-            if not _trusted_model(meta["model"], self.model):
-                raise ValueError(
-                    f"setting {setting} names the model {meta['model']!r}, which is neither in "
-                    "the registry nor the one you gave: pass Browser(..., model=NAME) with the "
-                    "model you trust to query images from outside"
-                )
-            weights = self.weights if meta["weights"].startswith("w-") else None
-            if weights is not None and weights_tag(weights=weights) != meta["weights"]:
-                weights = None  # the wrong file: refused below
-            if meta["weights"].startswith("w-") and weights is None:
-                raise ValueError(
-                    f"setting {setting} was embedded with the weights file {meta['weights']}: "
-                    "pass that file as Browser(..., weights=PATH) to query images from outside"
-                )
-            self._models[setting] = load_model(
-                meta["model"], pretrained=meta["weights"] == "pretrained", weights=weights
-            )
-        return self._models[setting]
-
-    def _show_outside_id(self, app_id: str):
-        from .download import fetch_banner
-
-        app_id = app_id.strip()
-        if app_id in self._emb_for().ids:
-            return self.show(app_id)
-        if not app_id.isdigit():
-            raise ValueError(f"an app id is a number, got {app_id!r}")
-        try:
-            self.images[app_id] = fetch_banner(int(app_id))
-        except Exception as e:  # network, 404, not an image: say so in the app
-            self.status.value = (
-                f"<b>Could not fetch app {html.escape(app_id)}:</b> {html.escape(str(e))}"
-            )
-            return
-        self.show(app_id, outside=True)
-
-    def _show_upload(self):
-        from PIL import Image
-
-        from .download import resize_banner
-
-        files = self.upload.value
-        if not files:
-            return
-        item = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
-        content = bytes(item["content"])
-        # ipywidgets 8 gives the name beside the content, 7 (what Colab ships) in "metadata".
-        name = item.get("name") or item.get("metadata", {}).get("name", "upload")
-        # Keyed by content too: two uploads named image.png are two different queries.
-        key = f"{name} [{hashlib.sha256(content).hexdigest()[:8]}]"
-        try:
-            self.images[key] = resize_banner(Image.open(io.BytesIO(content)))
-        except Exception as e:  # PIL raises several types for a file that is not an image
-            raise ValueError(f"{name} is not an image PIL can read ({e})") from None
-        self.show(key, outside=True)
-
     # --- view -------------------------------------------------------------------------------
     def _render(self):
         if self.position < 0:
@@ -278,7 +219,8 @@ class Browser:
         qid = entry.get("id")
         title = self.names.get(qid, qid) if qid else f"outside the collection: {entry['image']}"
         esc = html.escape
-        self.query_tile = self._tile(qid or entry["image"], f"<b>QUERY</b><br>{esc(title)}", qid)
+        caption = f"<b>QUERY</b><br>{esc(title)}"
+        self.query_tile = self._tile(qid or entry["image"], caption, qid, similar=False)
         self.tiles = [
             self._tile(i, f"{esc(self.names.get(i, i))}<br>{s:.3f}", i) for i, s in self.shown
         ]
@@ -291,7 +233,7 @@ class Browser:
             f"{len(self.shown)} neighbours in <code>{esc(self.setting.value)}</code>{esc(excluded)}"
         )
 
-    def _tile(self, key, caption, app_id):
+    def _tile(self, key, caption, app_id, *, similar: bool = True):
         import ipywidgets as w
 
         path = layout.banner_path(self.data, key)
@@ -314,110 +256,28 @@ class Browser:
             ]
         )
         tile.app_id = app_id
-        if app_id:
+        if app_id and similar:  # the query tile has none: it is already the query
             tile.button = w.Button(description="Similar", layout=w.Layout(width="112px"))
             tile.button.on_click(lambda _: self.show(app_id))
             tile.children += (tile.button,)
         return tile
 
-    # --- clusters of the catalogue map, and why a neighbour matches ----------------------------
-    def _add_clusters_and_explain(self, explain_with):
-        """Widgets to page through a cluster of the map, and a "Why?" button on every neighbour
-        (patch heatmaps; needs ``explain_with``, the setting's model name or a loaded model)."""
-        import ipywidgets as w
 
-        self.explain_with, self._maps = explain_with, {}
-        self.cluster_page, self.cluster_page_size = 0, 24
-        self.clusters = w.Button(description="Clusters", tooltip="group the games by look")
-        self.cluster = w.Dropdown(options=[], description="Cluster", layout=w.Layout(width="520px"))
-        self.cluster_prev, self.cluster_next = w.Button(description="<"), w.Button(description=">")
-        self.explained = w.Image(format="png", layout=w.Layout(display="none"))
-        guard = self._guard
-        self.clusters.on_click(guard(lambda _: self._load_clusters()))
-        self.cluster.observe(guard(lambda ch: self._show_cluster(ch["new"], 0)), "value")
-        self.cluster_prev.on_click(guard(lambda _: self._show_cluster(self.cluster.value, -1)))
-        self.cluster_next.on_click(guard(lambda _: self._show_cluster(self.cluster.value, +1)))
-        row = w.HBox([self.clusters, self.cluster, self.cluster_prev, self.cluster_next])
-        self.widget.children += (row, self.explained)
-
-    def _load_clusters(self):
-        from .catalog_map import describe_clusters, map_catalog
-
-        setting = self.setting.value
-        if setting not in self._maps:
-            self.status.value = "laying out the catalogue (once per setting)..."
-            self._maps[setting] = map_catalog(self.data, setting)
-        summary = describe_clusters(self._maps[setting], self.names, top=3)
-        self.cluster.options = [
-            (f"{c} ({n} games): {', '.join(central)}", int(c))
-            for c, n, central in zip(summary["cluster"], summary["size"], summary["central_names"])
-        ]
-
-    def _show_cluster(self, cluster, step: int):
-        from .catalog_map import cluster_members
-
-        if cluster is None or self.setting.value not in self._maps:
-            return
-        members = cluster_members(self._maps[self.setting.value], cluster)
-        per_page = self.cluster_page_size
-        pages = max(1, -(-len(members) // per_page))
-        self.cluster_page = 0 if step == 0 else min(max(self.cluster_page + step, 0), pages - 1)
-        start = self.cluster_page * per_page
-        self.shown = [(i, None) for i in members[start : start + per_page]]
-        self.tiles = [self._tile(i, html.escape(self.names.get(i, i)), i) for i, _ in self.shown]
-        self.grid.children = self.tiles
-        self.status.value = (
-            f"cluster {int(cluster)}: {len(members)} games, page {self.cluster_page + 1} of {pages}"
-        )
-
-    def _add_why_buttons(self):
-        import ipywidgets as w
-
-        qid = self.history[self.position].get("id") if self.position >= 0 else None
-        for tile in self.tiles:
-            if qid and tile.app_id:
-                tile.why = w.Button(description="Why?", layout=w.Layout(width="112px"))
-                tile.why.on_click(self._guard(lambda _, n=tile.app_id: self.explain(qid, n)))
-                tile.children += (tile.why,)
-
-    def explain(self, query, neighbour):
-        """Show the patch heatmaps of a pair (``explain.plot_match_explained``) under the grid."""
-        from .explain import plot_match_explained
-
-        if self.explain_with is None:
-            raise ValueError(
-                "pass the setting's model to explain matches: Browser(..., explain_with='dinov2_vits14')"
-            )
-        meta = self._emb_for().meta
-        name = getattr(self.explain_with, "steam_info", {}).get("name", self.explain_with)
-        if name != meta["model"]:
-            raise ValueError(
-                f"setting {self.setting.value} was embedded with {meta['model']!r}, not {name!r}: "
-                "explain with the same model"
-            )
-        model = self.explain_with if not isinstance(self.explain_with, str) else self._model()
-        fig = plot_match_explained(
-            query, neighbour, model=model, preset=meta["preset"], data=self.data, names=self.names
-        )
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        self.explained.value = buf.getvalue()
-        self.explained.layout.display = ""
-        self.status.value = f"why {html.escape(str(neighbour))} matches {html.escape(str(query))}"
-
-
-def _trusted_model(name: str, chosen: str | None) -> bool:
-    from .models import MODELS
-
-    return name in MODELS or (chosen is not None and name == chosen)
-
-
-def _offered_settings(data, settings, model) -> list[str]:
-    """The settings the browser offers: those named, else the cached ones whose model is in the
-    registry or is ``model`` (those of ``model`` first); others are left out with a warning, so a
-    planted cache never becomes the default choice."""
+def _offered_settings(data, settings, model, first=None) -> list[str]:
+    """The settings the browser offers, ``first`` first: those named, else the cached ones whose
+    model is in the registry or is ``model`` (those of ``model`` first, then the most recently
+    embedded); others are left out with a warning, so a planted cache never becomes the default."""
     from .cache import read_cache_meta
 
+    if first is not None:
+        cached = layout.list_settings(data)
+        if first not in cached:
+            raise ValueError(
+                f"setting {first!r} has no embedding cache in {data}; cached: "
+                f"{', '.join(cached) or 'none (run the embed stage first)'}"
+            )
+        rest = _offered_settings(data, settings, model)
+        return [first] + [s for s in rest if s != first]
     if settings:
         return list(settings)
     offered = []
@@ -427,15 +287,17 @@ def _offered_settings(data, settings, model) -> list[str]:
         except ValueError as e:
             logger.warning("browser: leaving out setting %s: %s", setting, e)
             continue
-        if not _trusted_model(meta["model"], model):
+        if not is_trusted_model(meta["model"], model):
             logger.warning(
                 "browser: leaving out setting %s: its model %r is not in the registry; pass "
                 "Browser(..., model=NAME) or settings=[...] to use it",
                 setting, meta["model"],
             )  # fmt: skip
             continue
-        offered.append((model is None or meta["model"] != model, setting))
-    return [setting for _, setting in sorted(offered)]
+        # A new cache generation writes files into the folder, so its time is the last embedding.
+        made = layout.embeddings_dir(data, setting).stat().st_mtime_ns
+        offered.append((model is None or meta["model"] != model, -made, setting))
+    return [setting for *_, setting in sorted(offered)]
 
 
 def _blank():

@@ -54,7 +54,6 @@ class App:
     publishers: list[str] | None = None
     franchises: list[str] | None = None
     tags: list[tuple[int, int]] | None = None
-    copy_of: int | None = None  # serve exactly the banner of this app id
 
     def metadata(self) -> dict:
         """``basic_info`` and ``tags`` as GetItems gives them."""
@@ -178,8 +177,7 @@ class FakeSteam:
         }
 
     def banner_bytes(self, app: App) -> bytes:
-        seed = app.copy_of or app.app_id
-        seed = seed % self.banner_variants if self.banner_variants else seed
+        seed = app.app_id % self.banner_variants if self.banner_variants else app.app_id
         k = (seed, app.banner)
         if k not in self._banners:
             self._banners[k] = encode_banner(seed, app.banner)

@@ -122,7 +122,7 @@ def _tile_image(tile):
 
 def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, vits14):
     embed_folder(data / "banners", data, model=vits14, pooling="gem", num_workers=0)
-    b = Browser(data, k=3)
+    b = Browser(data, k=3, setting="dinov2_vits14__crop256__cls__random")
     buf = io.BytesIO()
     make_banner(5, size=(600, 900)).save(buf, format="PNG")
     _upload(b, "mine.png", buf.getvalue())
@@ -150,7 +150,7 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
     _upload(b, "mine.png", buf.getvalue())  # same name, other picture: another query
     assert b.shown[0][0] == "70" and b.shown != first
     _upload(b, "notes.png", b"not an image at all")
-    assert "notes.png is not an image" in b.status.value
+    assert "could not read the upload notes.png: not a decodable image" in b.status.value
     assert b.shown[0][0] == "70"  # the previous query stays on screen
 
     with FakeSteam([App(777, name="Live Game"), App(778, name="No art", banner=None)]) as server:
@@ -228,3 +228,54 @@ def test_outside_queries_need_the_weights_file_of_the_setting(data, vits14, tmp_
     b = Browser(data, settings=[emb.setting], k=3, weights=weights)
     _upload(b, "mine.png", buf.getvalue())
     assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
+
+
+def test_opens_on_the_setting_given_else_the_latest_embedded(data, vits14):
+    cls, gem = "dinov2_vits14__crop256__cls__random", "dinov2_vits14__full__gem__random"
+    embed_folder(data / "banners", data, model=vits14, preset="full", pooling="gem", num_workers=0)
+    # The comparison cell of the notebook embeds other settings after the one it computed.
+    assert Browser(data).setting.value == gem  # the latest, not the alphabetically first
+    b = Browser(data, k=3, setting=cls)
+    assert b.settings == [cls, gem] and b.setting.value == cls
+    b.show("30")
+    _check(b, *_expected(data, "30", 3))
+    with pytest.raises(ValueError, match="has no embedding cache.*cached: " + cls):
+        Browser(data, setting="dinov2_vits14__crop224__cls__random")
+
+
+def test_query_tile_has_no_similar_button_and_back_goes_back(data):
+    b = Browser(data, k=3)
+    b.show("30")
+    assert not hasattr(b.query_tile, "button")
+    assert all(hasattr(t, "button") for t in b.tiles)
+    b.tiles[0].button.click()
+    b.show(b.query_tile.app_id)  # the same game again: not a second history entry
+    assert [e["id"] for e in b.history] == ["30", b.query_tile.app_id]
+    b.back.click()
+    assert b.query_tile.app_id == "30" and b.back.disabled
+
+
+def test_a_search_without_hits_says_so(data):
+    b = Browser(data, k=3)
+    b.search.value = "portal"
+    assert len(b.choices.options) == 2 and "2 matches: pick one" in b.status.value
+    b.search.value = "stardew"
+    assert "1 match: pick one" in b.status.value
+    b.search.value = "<i>zzqx</i>"
+    assert b.choices.options == ()
+    assert "no game matches" in b.status.value and "&lt;i&gt;zzqx&lt;/i&gt;" in b.status.value
+    b.search.value = ""
+    assert "no game matches" in b.status.value  # clearing the box changes nothing on screen
+
+
+def test_upload_errors_name_the_file_and_the_reason(data):
+    b = Browser(data, k=3)
+    _upload(b, "<b>notes</b>.png", b"not an image at all")
+    status = b.status.value
+    assert "&lt;b&gt;notes&lt;/b&gt;.png" in status and "<b>notes" not in status
+    assert "not a decodable image: unknown format" in status and "BytesIO" not in status
+    buf = io.BytesIO()
+    make_banner(5, size=(600, 900)).save(buf, format="PNG")
+    _upload(b, "cut.png", buf.getvalue()[:200])  # a real PNG header, cut short
+    assert "could not read the upload cut.png: not a decodable image" in b.status.value
+    assert "BytesIO" not in b.status.value and b.history == []

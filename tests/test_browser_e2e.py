@@ -230,15 +230,29 @@ def test_typing_a_game_name_shows_its_neighbors(voila, notebook, page, tmp_path)
     from playwright.sync_api import expect
 
     _, data = notebook
-    page.goto(voila, timeout=60_000)
+    # Voila runs every cell (embedding, evaluation, map, site export) before the page is whole:
+    # on a busy machine that takes minutes, so wait for the response, then for the browser.
+    page.goto(voila, wait_until="commit", timeout=600_000)
     app = page.locator(".widget-vbox:has(> .widget-gridbox)")  # the Browser's whole widget
     grid = app.locator(".widget-gridbox")
-    # The last cell shows the first query's neighbours; embedding the banners comes first.
-    expect(grid).to_contain_text("QUERY\nPortal 2", use_inner_text=True, timeout=120_000)
+    # The browser cell shows the first query's neighbours; embedding the banners comes first.
+    expect(grid).to_contain_text("QUERY\nPortal 2", use_inner_text=True, timeout=600_000)
     expect(grid.locator("img")).to_have_count(K + 1)
     page.wait_for_function(ALL_DRAWN)
     before = _check(page, data, 620)
     app.screenshot(path=tmp_path / "before.png")
+
+    # The query tile has no "Similar" (it is the query already); a neighbour's opens it, and
+    # "Back" returns to Portal 2.
+    tiles = grid.locator(":scope > .widget-vbox")
+    expect(tiles.first.get_by_role("button", name="Similar")).to_have_count(0)
+    top = before[1]["lines"][-1]  # the app id under the best neighbour
+    tiles.nth(1).get_by_role("button", name="Similar").click()
+    expect(grid).to_contain_text(f"QUERY\n{NAMES[int(top)]}", use_inner_text=True)
+    page.get_by_role("button", name="Back").click()
+    expect(grid).to_contain_text("QUERY\nPortal 2", use_inner_text=True)
+    page.wait_for_function(ALL_DRAWN)
+    _check(page, data, 620)
 
     search = page.get_by_placeholder("game name or app id")
     search.press_sequentially("stardew", delay=30)  # key by key, as a user types

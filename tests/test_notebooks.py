@@ -63,6 +63,13 @@ def test_notebook_shape(name):
         ]
         assert not defs, "logic belongs in the package, under test"
     assert "widgets" not in nb.metadata
+    ids = [c.id for c in cells]
+    assert len(ids) == len(set(ids)), "cell ids are unique"
+    if name == "match_steam_images.ipynb":
+        # The browser opens on the setting just computed and explains with the same model.
+        browser = next(c.source for c in cells if "Browser(" in c.source)
+        assert "setting=emb.setting" in browser and "explain_with=MODEL" in browser
+        assert "browser.explain_with" not in code
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +80,12 @@ def steam():
     ]
     apps.append(App(999, name="No Art Game", banner=None))
     apps.append(App(4000, name="Garry's Mod", hashed=True))
-    apps.append(App(6410, name="Counter-Strike Copy", copy_of=10))  # an exact copy of 10's banner
-    with FakeSteam(apps) as server:
+    # Banners are drawn from app_id % 6400 (no two of the others collide): 6410 is an exact copy of
+    # 10's, served as the same PNG. Random weights find no embedding duplicates (audit refuses
+    # them), so CleanVision's exact duplicates must find it.
+    apps.append(App(6410, name="Counter-Strike Copy", banner="png"))
+    assert apps[3].app_id == 10 and apps[3].banner == "png"
+    with FakeSteam(apps, banner_variants=6400) as server:
         yield server
 
 
@@ -156,6 +167,17 @@ def test_match_notebook_wrote_matches_comparison_and_export(executed):
         1 for c in out.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
     )
     assert images >= 3  # the well-known games found plus the comparison
+    rows = _output_text(out, "ranked.reindex")  # the comparison's rows with their figures
+    assert "dinov2_vits14__crop256__cls__random" in rows
+    assert "dinov2_vits14__full__gem__random" in rows
+
+
+def _output_text(notebook, marker: str) -> str:
+    """Everything the (first) cell whose source holds ``marker`` printed or displayed as text."""
+    cell = next(c for c in notebook.cells if marker in c.source)
+    return "".join(
+        o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in cell.outputs
+    )
 
 
 def _run(name, out, params, cwd):
@@ -227,6 +249,7 @@ def test_own_images_go_through_audit_and_match_with_a_weights_file(own_images_wi
     assert set(table.query_id) == {str(a) for a in manifest.app_id}
     out = nbformat.read(tmp / "m.ipynb", as_version=4)
     assert not [o for c in out.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert setting in _output_text(out, "ranked.reindex")  # the weights file's row and figures
 
 
 def test_match_notebook_scored_the_settings(executed):
@@ -248,7 +271,8 @@ def test_match_notebook_mapped_explained_and_exported_a_site(executed):
     tmp, data = executed
     setting = "dinov2_vits14__crop256__cls__random"
     game_map = pd.read_parquet(data / "maps" / setting / "layout.parquet")
-    assert set(game_map.id) == {str(a) for a in [*NAMES, 4000, 6410]}  # the whole collection
+    # The map and the site hold every game with a banner (the excluded copy too, as a query).
+    assert set(game_map.id) == {str(a) for a in [*NAMES, 4000, 6410]}
     games = json.loads((tmp / "steam-site" / "data" / "games.json").read_text())
     assert sorted(games["ids"]) == sorted(game_map.id) and games["k"] == 3
     out = nbformat.read(tmp / "match_steam_images.ipynb", as_version=4)

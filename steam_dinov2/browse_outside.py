@@ -1,0 +1,94 @@
+"""The browser's queries from outside the collection: an app id fetched from Steam, an uploaded
+image; each embedded by the current setting's model, loaded only when that model is trusted."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+
+from .embed import embed_image
+
+
+class OutsideQueries:
+    """Mixin of ``browse.Browser``: the *Fetch* box and the *Upload* button.
+
+    Uses the browser's ``data``, ``model``, ``weights``, ``setting``, ``status``, ``upload``,
+    ``images`` (outside images by key), ``_emb_for``, ``_models``, ``_vectors`` and ``show``.
+    """
+
+    def _vector(self, key: str):
+        setting = self.setting.value
+        if (key, setting) not in self._vectors:
+            meta = self._emb_for().meta
+            vector = embed_image(
+                self.images[key], self._model(), preset=meta["preset"], pooling=meta["pooling"]
+            )
+            self._vectors[key, setting] = vector
+        return self._vectors[key, setting]
+
+    def _model(self):
+        from .models import load_model, weights_tag
+
+        setting = self.setting.value
+        if setting not in self._models:
+            meta = self._emb_for().meta
+            if not is_trusted_model(meta["model"], self.model):
+                raise ValueError(
+                    f"setting {setting} names the model {meta['model']!r}, which is neither in "
+                    "the registry nor the one you gave: pass Browser(..., model=NAME) with the "
+                    "model you trust to query images from outside"
+                )
+            weights = self.weights if meta["weights"].startswith("w-") else None
+            if weights is not None and weights_tag(weights=weights) != meta["weights"]:
+                weights = None  # the wrong file: refused below
+            if meta["weights"].startswith("w-") and weights is None:
+                raise ValueError(
+                    f"setting {setting} was embedded with the weights file {meta['weights']}: "
+                    "pass that file as Browser(..., weights=PATH) to query images from outside"
+                )
+            self._models[setting] = load_model(
+                meta["model"], pretrained=meta["weights"] == "pretrained", weights=weights
+            )
+        return self._models[setting]
+
+    def _show_outside_id(self, app_id: str):
+        from .download import fetch_banner
+
+        app_id = app_id.strip()
+        if app_id in self._emb_for().ids:
+            return self.show(app_id)
+        if not app_id.isdigit():
+            raise ValueError(f"an app id is a number, got {app_id!r}")
+        try:
+            self.images[app_id] = fetch_banner(int(app_id))
+        except Exception as e:  # network, 404, not an image: say so in the app
+            self.status.value = (
+                f"<b>Could not fetch app {html.escape(app_id)}:</b> {html.escape(str(e))}"
+            )
+            return
+        self.show(app_id, outside=True)
+
+    def _show_upload(self):
+        from .download import resize_banner
+
+        files = self.upload.value
+        if not files:
+            return
+        item = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
+        content = bytes(item["content"])
+        # ipywidgets 8 gives the name beside the content, 7 (what Colab ships) in "metadata".
+        name = item.get("name") or item.get("metadata", {}).get("name", "upload")
+        # Keyed by content too: two uploads named image.png are two different queries.
+        key = f"{name} [{hashlib.sha256(content).hexdigest()[:8]}]"
+        try:  # resize_banner turns every decoder failure into a ValueError with the reason
+            self.images[key] = resize_banner(content)
+        except ValueError as e:
+            raise ValueError(f"could not read the upload {name}: {e}") from None
+        self.show(key, outside=True)
+
+
+def is_trusted_model(name: str, chosen: str | None) -> bool:
+    """Whether a cache naming the model ``name`` may load it: a registry model, or the one chosen."""
+    from .models import MODELS
+
+    return name in MODELS or (chosen is not None and name == chosen)
