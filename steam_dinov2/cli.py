@@ -37,14 +37,18 @@ def _add_embed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
 
 
-def _setting(args) -> str:
-    from .embed import precision_tag
-    from .models import select_device, weights_tag
+def _setting(args):
+    """The ``Setting`` the model options name (``--model --preset --pooling --no-pretrained
+    --weights``, and ``--device`` for the precision)."""
+    from .setting import Setting
 
-    tag = weights_tag(pretrained=not args.no_pretrained, weights=args.weights)
-    precision = precision_tag(select_device(getattr(args, "device", "auto")))
-    return layout.setting_name(
-        args.model, args.preset, args.pooling, weights_tag=tag, precision=precision
+    return Setting.create(
+        args.model,
+        args.preset,
+        args.pooling,
+        pretrained=not args.no_pretrained,
+        weights=args.weights,
+        device=getattr(args, "device", "auto"),
     )
 
 
@@ -63,11 +67,7 @@ def _embed(args):
     emb = embed_folder(
         args.images or layout.banners_dir(args.data),
         args.data,
-        model=args.model,
-        preset=args.preset,
-        pooling=args.pooling,
-        pretrained=not args.no_pretrained,
-        weights=args.weights,
+        setting=_setting(args),
         batch_size=args.batch_size,
         num_workers=args.workers,
         device=args.device,
@@ -297,12 +297,13 @@ def _cmd_evaluate(args) -> int:
     for label, reason in result.skipped.items():
         print(f"skipped {label}: {reason}")
     print(f"{describe_best(ranked)}\n-> {layout.evaluation_summary_path(args.data)}")
+    return 0
 
 
 def _cmd_export_site(args) -> int:
     from .site import export_site
 
-    setting = args.setting or _setting(args)
+    setting = args.setting or _setting(args).name
     report = export_site(
         args.data,
         setting,

@@ -11,6 +11,7 @@ from .manifest import load_names
 from .names import search_games
 from .plot import escape_mathtext, shorten
 from .search import describe_exclusions, find_neighbors, index_collection
+from .setting import Setting
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +70,8 @@ def plot_comparison(
     files = list_images(images)
     cells = []
     for model, preset, pooling in settings:
-        emb = embed_folder(
-            images,
-            data,
-            model=model,
-            preset=preset,
-            pooling=pooling,
-            pretrained=pretrained,
-            weights=weights,
-            progress=progress,
-        )
+        setting = Setting.create(model, preset, pooling, pretrained=pretrained, weights=weights)
+        emb = embed_folder(images, data, setting=setting, progress=progress)
         cells += _neighbor_row(emb, str(app_id), k, index_collection(emb, exclude), names, 18)
     fig = plot_image_grid(
         [files[i] if i else _blank_array() for i, _ in cells],

@@ -13,8 +13,9 @@ from PIL import Image
 
 from . import layout
 from .cache import CHECKPOINT_EVERY, Checkpointer, read_cache, read_checkpoints, write_cache
-from .models import forward_tokens, load_model, resolve_arch, select_device, weights_tag
+from .models import forward_tokens, resolve_arch, select_device
 from .preprocess import FULL_SIZE, MAX_PIXELS, make_transform
+from .setting import Setting, precision_for, setting_of
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class _ImageFiles(torch.utils.data.Dataset):
 def precision_tag(device: torch.device) -> str:
     """ "fp16" where ``embed_images`` runs in half precision (CUDA autocast), else "" (float32):
     part of the setting name, so fp16 and fp32 vectors never share a cache."""
-    return "fp16" if torch.device(device).type == "cuda" else ""
+    return "" if precision_for(torch.device(device)) == "fp32" else "fp16"
 
 
 def _default_workers(device: torch.device) -> int:
@@ -197,9 +198,11 @@ def list_images(folder: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def load_embeddings(data: str | os.PathLike, setting: str) -> Embeddings:
-    """Read one setting's cache; ValueError naming the cached settings when it is missing, or
-    naming the damaged file and the fix when it cannot be trusted."""
+def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddings:
+    """Read one setting's cache (a ``Setting`` or its name); ValueError naming the cached
+    settings when it is missing, or naming the damaged file and the fix when it cannot be
+    trusted."""
+    setting = setting_of(setting)
     folder = layout.embeddings_dir(data, setting)
     if not (folder / "meta.json").is_file():
         cached = layout.list_settings(data)
@@ -234,10 +237,27 @@ def _versions() -> dict:
     }
 
 
+def _setting_for(model, preset, pooling, pretrained, weights, device) -> Setting:
+    """The setting of ``embed_folder``'s loose arguments; a loaded model brings its own."""
+    if isinstance(model, torch.nn.Module):
+        info = model.steam_info
+        return Setting(
+            info["name"],
+            preset,
+            pooling,
+            weights=info["weights_tag"] or "pretrained",
+            precision=precision_for(next(model.parameters()).device),
+        )
+    return Setting.create(
+        model, preset, pooling, pretrained=pretrained, weights=weights, device=device
+    )
+
+
 def embed_folder(
     images: str | os.PathLike,
     data: str | os.PathLike,
     *,
+    setting: Setting | None = None,
     model: str | torch.nn.Module = "dinov2_vits14",
     preset: str = "crop256",
     pooling: str = "cls",
@@ -260,35 +280,39 @@ def embed_folder(
     Args:
         images: folder of images; an image's id is its file stem (for banners, the app id).
         data: the data folder; the cache goes to ``embeddings/<setting>/``.
+        setting: the ``Setting`` to embed with; when given, it replaces model, preset, pooling,
+            pretrained and weights (its precision must be the device's).
         model: a name for ``load_model``, or a model it returned (then pretrained/weights are
             taken from the model).
         preset, pooling: see ``preprocess.PRESETS`` and ``POOLINGS``.
+        batch_size, num_workers, device: run options (how fast, not which vectors).
         checkpoint_every: images per checkpoint (at least 1).
 
     Returns:
         Embeddings with ids in row order and (N, D') float32 L2-normalised vectors; ``errors``
         lists the images skipped as unreadable.
     """
-    make_transform(preset)  # a bad preset or pooling fails before any work
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; available: {', '.join(POOLINGS)}")
+    loaded = model if isinstance(model, torch.nn.Module) else None
+    if setting is None:
+        setting = _setting_for(model, preset, pooling, pretrained, weights, device)
+    elif precision_for(select_device(device)) != setting.precision:
+        raise ValueError(
+            f"setting {setting.name} embeds in {setting.precision}; device {device!r} runs "
+            f"{precision_for(select_device(device))}: pick the device it was made on"
+        )
+    make_transform(setting.preset)  # a bad preset or pooling fails before any work
+    if setting.pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {setting.pooling!r}; available: {', '.join(POOLINGS)}")
     if not Path(images).is_dir():
         raise ValueError(f"image folder not found: {images}")
     if checkpoint_every < 1:
         raise ValueError(
             f"checkpoint_every is a number of images, at least 1; got {checkpoint_every}"
         )
-    if isinstance(model, torch.nn.Module):
-        name, tag = model.steam_info["name"], model.steam_info["weights_tag"]
-        precision = precision_tag(next(model.parameters()).device)
-    else:
-        resolve_arch(model)
-        name, tag = model, weights_tag(pretrained=pretrained, weights=weights)
-        precision = precision_tag(select_device(device))
-    setting = layout.setting_name(name, preset, pooling, weights_tag=tag, precision=precision)
-    folder = layout.embeddings_dir(data, setting)
-    key = {"model": name, "weights": tag or "pretrained", "preset": preset, "pooling": pooling}
-    key["precision"] = precision or "fp32"
+    resolve_arch(setting.model)
+    name = setting.name
+    folder = layout.embeddings_dir(data, name)
+    key = setting.key()
     source = _folder_ref(images, data)
 
     ids, stamps, vectors, failed, meta = [], [], np.zeros((0, 0), np.float32), {}, None
@@ -315,7 +339,7 @@ def embed_folder(
                 logger.warning("cache %s was made with other options; recomputing", folder)
                 meta = None
     resumed, have = 0, set(ids)
-    for rows in read_checkpoints(data, setting, key, source):
+    for rows in read_checkpoints(data, name, key, source):
         new = [r for r, i in enumerate(rows["ids"]) if i not in have]
         if new and (len(ids) == 0 or rows["vectors"].shape[1] == vectors.shape[1]):
             vectors = np.concatenate([vectors, rows["vectors"][new]]) if ids else rows["vectors"]
@@ -325,9 +349,7 @@ def embed_folder(
             resumed += len(new)
         failed = {**rows["failed"], **failed}
     if resumed:
-        logger.info(
-            "resuming %s: %d images from checkpoints of an interrupted run", setting, resumed
-        )
+        logger.info("resuming %s: %d images from checkpoints of an interrupted run", name, resumed)
 
     files = list_images(images)
     if not files:
@@ -341,14 +363,13 @@ def embed_folder(
     done = set(ids) | set(failed)
     todo = [i for i in files if i not in done]
     if todo:
-        if not isinstance(model, torch.nn.Module):
-            model = load_model(name, pretrained=pretrained, weights=weights, device=device)
-        saver = Checkpointer(data, setting, key, source, todo, now, checkpoint_every)
+        model = loaded or setting.load_model(device=device)
+        saver = Checkpointer(data, name, key, source, todo, now, checkpoint_every)
         new, kept, errs = embed_images(
             [files[i] for i in todo],
             model,
-            preset=preset,
-            pooling=pooling,
+            preset=setting.preset,
+            pooling=setting.pooling,
             batch_size=batch_size,
             num_workers=num_workers,
             progress=progress,
@@ -365,7 +386,7 @@ def embed_folder(
         if isinstance(model, torch.nn.Module):
             base["arch"] = model.steam_info["arch"]
         meta = write_cache(folder, base, ids, stamps, vectors, failed)
-    for path in layout.embedding_checkpoints(data, setting, suffix=""):  # in the cache now
+    for path in layout.embedding_checkpoints(data, name, suffix=""):  # in the cache now
         path.unlink(missing_ok=True)
     errors = {i: f[0] for i, f in failed.items()}
-    return Embeddings(setting, ids, vectors, meta, errors)
+    return Embeddings(name, ids, vectors, meta, errors)

@@ -195,21 +195,31 @@ def copy_model(meta: dict, *, weights=None, device="auto"):
     The model name comes from the cache (untrusted): only a registry name is loaded, with its
     pretrained weights, random weights, or ``weights`` when that file is the one the cache names.
     """
-    from .models import MODELS, load_model, weights_tag
+    from .models import MODELS, weights_tag
+    from .setting import Setting
 
     name, tag = meta.get("model"), meta.get("weights")
     if name not in MODELS:
         return None, f"the cache's model {name!r} is not a registry name (see `models`)"
+    mine = weights is not None and weights_tag(weights=weights) == tag
     try:
-        if tag == "random":
-            return load_model(name, pretrained=False, device=device), ""
-        if tag == "pretrained":
-            return load_model(name, device=device), ""
-        if weights is not None and weights_tag(weights=weights) == tag:
-            return load_model(name, weights=weights, device=device), ""
+        setting = Setting(
+            name,
+            meta["preset"],
+            meta["pooling"],
+            weights=tag,
+            weights_file=weights if mine else None,
+        )
+        return setting.load_model(device=device), ""
+    except ValueError as e:  # a weights file the caller did not pass, or an unknown tag
+        if str(tag).startswith("w-"):
+            return (
+                None,
+                f"made with a local weights file ({tag}): pass that file as weights (--weights)",
+            )
+        return None, f"could not load {name}: {e}"
     except Exception as e:  # no internet, no weights, out of memory: a skip to report
         return None, f"could not load {name}: {type(e).__name__}: {str(e)[:160]}"
-    return None, f"made with a local weights file ({tag}): pass that file as weights (--weights)"
 
 
 def score_copies(emb, model, paths: dict[str, str], k: int, *, sample, seed, variants):
@@ -302,7 +312,8 @@ def evaluate_settings(
 
     Args:
         data: the data folder (embedding caches, ``metadata.parquet``, banners).
-        settings: setting names (``layout.list_settings``); default every cached one.
+        settings: setting names (``layout.list_settings``) or ``Setting`` values; default every
+            cached one.
         truths: among ``TRUTHS``.
         k: ranks looked at (recall@k, mAP@k, nDCG@k, agreement).
         copies: banners sampled for ``copy`` (seeded by ``seed``); 0 skips it.
@@ -317,11 +328,12 @@ def evaluate_settings(
     """
     from .embed import list_images
     from .metadata import empty_metadata, read_metadata
+    from .setting import setting_of
 
     cached = layout.list_settings(data)
     if not cached:
         raise ValueError(f"no embeddings in {data}: run `embed` first")
-    settings = cached if settings is None else list(dict.fromkeys(settings))
+    settings = cached if settings is None else list(dict.fromkeys(map(setting_of, settings)))
     for s in settings:
         if s not in cached:
             raise ValueError(f"no cached setting {s!r} in {data}; cached: {', '.join(cached) or 'none (run embed)'}")  # fmt: skip

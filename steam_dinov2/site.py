@@ -84,7 +84,7 @@ def export_site(
 
     Args:
         data: the data folder.
-        setting: a cached setting (``layout.list_settings(data)``).
+        setting: a cached setting (a name of ``layout.list_settings(data)``, or a ``Setting``).
         out: the site folder; an existing one is replaced only if it holds a previous export.
         k: neighbours listed per game.
         images: the banner folder (default ``DATA/banners``).
@@ -102,7 +102,9 @@ def export_site(
     from .embed import list_images, load_embeddings
     from .manifest import load_names
     from .search import match_all
+    from .setting import setting_of
 
+    setting = setting_of(setting)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     out = Path(out)

@@ -11,6 +11,7 @@ import steam_dinov2.embed as embed_mod
 from steam_dinov2 import embed_folder, embed_images, load_embeddings, load_model, make_transform
 from steam_dinov2.embed import pool_tokens
 from steam_dinov2.models import forward_tokens
+from steam_dinov2.setting import Setting
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_cache_reuse_append_drop(vits14, banner_dir, tmp_path, monkeypatch):
     assert first.setting == "dinov2_vits14__crop256__cls__random"
 
     # Rerun: nothing embedded, not even the bad file again, and the model is never loaded.
-    monkeypatch.setattr(embed_mod, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(Setting, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     again = embed_folder(banner_dir, data, model="dinov2_vits14", pretrained=False)
     assert len(calls) == 1 and again.ids == first.ids and set(again.errors) == {"junk"}
     np.testing.assert_array_equal(again.vectors, first.vectors)
