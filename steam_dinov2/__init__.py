@@ -26,6 +26,7 @@ _SOURCES = {
     "load_embeddings": "embed",
     "load_model": "models",
     "make_transform": "preprocess",
+    "model_info": "models",
     "match_all": "search",
     "plot_catalog_map": "catalog_map",
     "plot_comparison": "compare",

@@ -13,7 +13,7 @@ from PIL import Image
 
 from . import layout
 from .cache import CHECKPOINT_EVERY, Checkpointer, read_cache, read_checkpoints, write_cache
-from .models import forward_tokens, resolve_arch, select_device
+from .models import forward_tokens, model_info, resolve_arch, select_device
 from .preprocess import FULL_SIZE, MAX_PIXELS, make_transform
 from .setting import Setting, precision_for, setting_of
 
@@ -119,8 +119,8 @@ def embed_images(
     from .progress import tqdm
 
     paths = [str(p) for p in paths]
-    info = model.steam_info
-    transform = make_transform(preset, mean=info["mean"], std=info["std"])
+    info = model_info(model)
+    transform = make_transform(preset, mean=info.mean, std=info.std)
     shape = (3, 224, 224) if preset != "full" else (3, *FULL_SIZE)
     device = next(model.parameters()).device
     workers = _default_workers(device) if num_workers is None else num_workers
@@ -165,8 +165,8 @@ def embed_images(
 
 def embed_image(image: Image.Image, model: torch.nn.Module, *, preset="crop256", pooling="cls"):
     """One PIL image of any mode (a query from outside the collection) -> (D',) float32, unit norm."""
-    info = model.steam_info
-    x = make_transform(preset, mean=info["mean"], std=info["std"])(image)[None]
+    info = model_info(model)
+    x = make_transform(preset, mean=info.mean, std=info.std)(image)[None]
     device = next(model.parameters()).device
     with torch.inference_mode():
         return pool_tokens(model, x.to(device), pooling)[0].cpu().numpy()
@@ -240,12 +240,12 @@ def _versions() -> dict:
 def _setting_for(model, preset, pooling, pretrained, weights, device) -> Setting:
     """The setting of ``embed_folder``'s loose arguments; a loaded model brings its own."""
     if isinstance(model, torch.nn.Module):
-        info = model.steam_info
+        info = model_info(model)
         return Setting(
-            info["name"],
+            info.name,
             preset,
             pooling,
-            weights=info["weights_tag"] or "pretrained",
+            weights=info.weights_tag or "pretrained",
             precision=precision_for(next(model.parameters()).device),
         )
     return Setting.create(
@@ -384,7 +384,7 @@ def embed_folder(
     if changed:
         base = {**(meta or {**key, "dim": 0, "versions": _versions()}), "images": source}
         if isinstance(model, torch.nn.Module):
-            base["arch"] = model.steam_info["arch"]
+            base["arch"] = model_info(model).arch
         meta = write_cache(folder, base, ids, stamps, vectors, failed)
     for path in layout.embedding_checkpoints(data, name, suffix=""):  # in the cache now
         path.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .models import forward_tokens, load_model
+from .models import forward_tokens, load_model, model_info
 from .plot import as_image_array, shorten
 from .preprocess import make_transform, to_rgb
 
@@ -45,8 +45,8 @@ def explain_match(image_a, image_b, model: torch.nn.Module, *, preset: str = "cr
     """
     from PIL import Image
 
-    info = model.steam_info
-    transform = make_transform(preset, mean=info["mean"], std=info["std"])
+    info = model_info(model)
+    transform = make_transform(preset, mean=info.mean, std=info.std)
     x = torch.stack([transform(Image.fromarray(as_image_array(i))) for i in (image_a, image_b)])
     device = next(model.parameters()).device
     with torch.inference_mode():

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import os
 import sys
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,43 @@ class ModelSpec:
     dim: int  # embedding size of one token
     patch_size: int
     family: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``load_model`` knows about a model it returned (``model_info(model)``).
+
+    Attributes:
+        name: the name it was loaded by; arch: the timm architecture (or the hub name);
+        weights_tag: "" (pretrained), "random" or "w-<sha>"; dim: token width;
+        patch_size: pixels per patch side; mean, std: its normalisation;
+        num_prefix_tokens: CLS plus register tokens before the patches.
+    """
+
+    name: str
+    arch: str
+    weights_tag: str
+    dim: int
+    patch_size: int
+    mean: tuple
+    std: tuple
+    num_prefix_tokens: int
+
+
+# A model's info lives beside it, not on it: no attribute is attached to a torch module, and the
+# entry goes when the model is garbage collected.
+_INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def model_info(model: torch.nn.Module) -> ModelInfo:
+    """The ``ModelInfo`` of a model ``load_model`` returned; ValueError for any other model."""
+    try:
+        return _INFO[model]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"{type(model).__name__} was not loaded by load_model; load it with "
+            "steam_dinov2.load_model(name) so its preprocessing and tokens are known"
+        ) from None
 
 
 def _spec(arch: str, dim: int, patch: int, family: str) -> ModelSpec:
@@ -107,8 +145,8 @@ def load_model(
         device: "auto" (cuda > mps > cpu) or any torch device.
 
     Returns:
-        The model in eval mode on ``device``, with a ``steam_info`` dict (name, arch, weights_tag,
-        dim, patch_size, mean, std, num_prefix_tokens).
+        The model in eval mode on ``device``; ``model_info(model)`` gives its ``ModelInfo``
+        (name, arch, weights_tag, dim, patch_size, mean, std, num_prefix_tokens).
     """
     if weights is not None and not Path(weights).is_file():
         raise ValueError(f"weights file not found: {weights}")
@@ -117,8 +155,9 @@ def load_model(
         model, info = _load_hub(name, pretrained=pretrained and weights is None, weights=weights)
     else:
         model, info = _load_timm(name, pretrained=pretrained and weights is None, weights=weights)
-    model.steam_info = {"name": name, "weights_tag": tag, **info}
-    return model.eval().requires_grad_(False).to(select_device(device))
+    model = model.eval().requires_grad_(False).to(select_device(device))
+    _INFO[model] = ModelInfo(name=name, weights_tag=tag, **info)
+    return model
 
 
 def resolve_arch(name: str) -> str:
@@ -280,8 +319,8 @@ def _load_hub(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module,
         "arch": name,
         "dim": model.embed_dim,
         "patch_size": patch[0] if isinstance(patch, tuple) else patch,
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
+        "mean": tuple(IMAGENET_MEAN),
+        "std": tuple(IMAGENET_STD),
         "num_prefix_tokens": 1 + getattr(model, "num_register_tokens", 0),
     }
 
@@ -297,7 +336,7 @@ def forward_tokens(model: torch.nn.Module, x: torch.Tensor, *, n_last: int = 1) 
         ``n_last`` pairs ``(cls, patches)``: cls (B, D), patches (B, H*W/patch**2, D); register
         tokens are dropped.
     """
-    prefix = model.steam_info["num_prefix_tokens"]
+    prefix = model_info(model).num_prefix_tokens
     if hasattr(model, "forward_intermediates"):  # timm
         if n_last == 1:
             t = model.forward_features(x)
