@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -91,13 +92,52 @@ def _candidates(emb: Embeddings, exclude) -> np.ndarray:
     return np.array([i for i, x in enumerate(emb.ids) if x not in excluded], dtype=np.int64)
 
 
-def index_collection(emb: Embeddings, exclude=()):
-    """``(rows, index)``: the rows of ``emb`` that may be neighbours, and a faiss index over them.
+@dataclass(frozen=True, eq=False)
+class CollectionIndex:
+    """A faiss index over the rows of one setting's embeddings that may be neighbours.
 
-    Build it once and pass it as ``index=`` to ``find_neighbors`` to answer many queries.
+    Attributes:
+        setting: the ``Embeddings.setting`` it was built from.
+        count: how many images that collection held (a changed collection needs a new index).
+        rows: (M,) int64 rows of ``emb`` in the index, ascending: the ids not excluded.
+        index: the faiss index over ``emb.vectors[rows]``.
+        excluded: the ids left out, as strings.
+    """
+
+    setting: str
+    count: int
+    rows: np.ndarray
+    index: object
+    excluded: frozenset[str]
+
+    def check(self, emb: Embeddings, exclude=()) -> None:
+        """ValueError unless this index answers for ``emb`` with the exclusions ``exclude``
+        (empty ``exclude`` means "the index's own")."""
+        if emb.setting != self.setting or len(emb.ids) != self.count:
+            raise ValueError(
+                f"index was built for {self.setting} ({self.count} images), not for "
+                f"{emb.setting} ({len(emb.ids)} images): build it with index_collection(emb)"
+            )
+        asked = {str(e) for e in exclude}
+        if asked and asked != self.excluded:
+            raise ValueError(
+                f"exclude= ({len(asked)} ids) differs from the {len(self.excluded)} ids the index "
+                "was built without: build it with index_collection(emb, exclude), or leave "
+                "exclude= out to use the index's exclusions"
+            )
+
+
+def index_collection(emb: Embeddings, exclude=()) -> CollectionIndex:
+    """A ``CollectionIndex`` over the rows of ``emb`` that may be neighbours (not in ``exclude``).
+
+    Build it once and pass it as ``index=`` to ``find_neighbors`` to answer many queries; it
+    remembers its exclusions.
     """
     cand = _candidates(emb, exclude)
-    return cand, build_index(emb.vectors[cand])
+    excluded = frozenset(str(e) for e in exclude)
+    return CollectionIndex(
+        emb.setting, len(emb.ids), cand, build_index(emb.vectors[cand]), excluded
+    )
 
 
 def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=None) -> pd.DataFrame:
@@ -107,13 +147,25 @@ def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=Non
         emb: embeddings from ``embed_folder`` or ``load_embeddings``.
         query: an id in ``emb.ids``, or a (D,) float32 L2-normalised vector.
         exclude: ids that must never appear as neighbours (they can still be the query).
-        index: from ``index_collection(emb, exclude)``, to skip building it per query.
+        index: a ``CollectionIndex`` from ``index_collection(emb, exclude)``, to skip building
+            it per query; its exclusions apply (``exclude`` may be left out, or must match).
 
     Returns:
         DataFrame with columns rank (1..k), id, score (cosine), best first.
+
+    Raises:
+        ValueError: ``index`` is not a ``CollectionIndex`` of ``emb``, or was built with other
+            exclusions than ``exclude``.
     """
     _check_k(k)
-    cand, index = index or index_collection(emb, exclude)
+    if index is None:
+        index = index_collection(emb, exclude)
+    elif not isinstance(index, CollectionIndex):
+        raise ValueError(
+            f"index must come from index_collection(emb, exclude), got {type(index).__name__}"
+        )
+    index.check(emb, exclude)
+    cand = index.rows
     if isinstance(query, (str, int, np.integer)):
         query = str(query)
         try:
@@ -124,14 +176,14 @@ def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=Non
             ) from None
         self_row = np.searchsorted(cand, row)
         self_row = self_row if self_row < len(cand) and cand[self_row] == row else -1
-        scores, rows = search_index(index, emb.vectors[row], k=k, self_rows=[self_row])
+        scores, rows = search_index(index.index, emb.vectors[row], k=k, self_rows=[self_row])
     else:
         vector = np.asarray(query, dtype=np.float32).reshape(1, -1)
         if vector.shape[1] != emb.vectors.shape[1]:
             raise ValueError(
                 f"query has {vector.shape[1]} dims, the collection {emb.vectors.shape[1]}"
             )
-        scores, rows = search_index(index, vector, k=k)
+        scores, rows = search_index(index.index, vector, k=k)
     ok = rows[0] >= 0
     return pd.DataFrame(
         {
