@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +25,6 @@ CHECKPOINT_EVERY = 500
 CHECKPOINT_SECONDS = 300
 
 _META_STRINGS = ("model", "weights", "preset", "pooling")
-_GENERATION = re.compile(r"[0-9a-f]{1,32}")
 
 
 def _damaged(path: Path, why: str) -> ValueError:
@@ -38,7 +36,7 @@ def _damaged(path: Path, why: str) -> ValueError:
 
 def read_cache_meta(folder: str | os.PathLike) -> dict:
     """A cache's ``meta.json``, checked field by field (the folder may come from anyone)."""
-    path = Path(folder) / "meta.json"
+    path = layout.cache_meta_path(folder)
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
@@ -51,13 +49,9 @@ def read_cache_meta(folder: str | os.PathLike) -> dict:
     for k in ("count", "dim"):
         if isinstance(meta.get(k), bool) or not isinstance(meta.get(k), int) or meta[k] < 0:
             raise _damaged(path, f"{k!r} missing or not a count")
-    for k, prefix, suffix in (("vectors_file", "vectors-", ".npy"), ("ids_file", "ids-", ".json")):
-        name = meta.get(k)
-        gen = name.removeprefix(prefix).removesuffix(suffix) if isinstance(name, str) else ""
-        if not (isinstance(name, str) and name == f"{prefix}{gen}{suffix}"):
-            raise _damaged(path, f"{k!r} is not a file name this package writes")
-        if not _GENERATION.fullmatch(gen):
-            raise _damaged(path, f"{k!r} is not a file name this package writes")
+    for kind in ("vectors", "ids"):
+        if not layout.is_cache_file_name(kind, meta.get(f"{kind}_file")):
+            raise _damaged(path, f"{kind + '_file'!r} is not a file name this package writes")
     return meta
 
 
@@ -134,7 +128,8 @@ def read_checkpoints(data, setting: str, key: dict, source: str) -> list[dict]:
             rows = _check_rows(made, ids_path, None)
             if made.get("key") != key or made.get("images") != source:
                 raise ValueError(f"{ids_path} was made with other options")
-            rows["vectors"] = _load_vectors(ids_path.with_suffix(".npy"), len(rows["ids"]), None)
+            vectors_path = layout.checkpoint_vectors_path(ids_path)
+            rows["vectors"] = _load_vectors(vectors_path, len(rows["ids"]), None)
         except ValueError as e:
             logger.warning("ignoring checkpoint: %s", e)
             continue
@@ -146,7 +141,7 @@ def write_checkpoint(data, setting, key, source, vectors, ids, stamps, failed) -
     # The vectors first, then the ids file that names them (the commit point), each atomic: a
     # kill at any moment leaves whole checkpoints and at most a stray .npy, never half of one.
     ids_path = layout.embedding_checkpoint_path(data, setting, f"{time.time_ns():020d}")
-    with layout.atomic_path(ids_path.with_suffix(".npy")) as tmp:
+    with layout.atomic_path(layout.checkpoint_vectors_path(ids_path)) as tmp:
         np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
     made = {"key": key, "images": source, "ids": ids, "stamps": stamps, "failed": failed}
     layout.write_text_atomic(ids_path, json.dumps(made))
@@ -157,13 +152,16 @@ def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed) -> dict:
     # kill at any moment leaves the old meta with its old files, or the new meta with the new ones.
     gen = uuid.uuid4().hex[:8]
     meta = {**meta, "count": len(ids), "dim": int(vectors.shape[1]) if len(ids) else meta["dim"]}
-    meta.update(vectors_file=f"vectors-{gen}.npy", ids_file=f"ids-{gen}.json")
+    meta.update(
+        vectors_file=layout.cache_file_name("vectors", gen),
+        ids_file=layout.cache_file_name("ids", gen),
+    )
     with layout.atomic_path(folder / meta["vectors_file"]) as tmp:
         np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
     rows = {"ids": ids, "stamps": stamps, "failed": failed}
     layout.write_text_atomic(folder / meta["ids_file"], json.dumps(rows))
-    layout.write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))
-    for old in [*folder.glob("vectors-*.npy"), *folder.glob("ids-*.json")]:
+    layout.write_text_atomic(layout.cache_meta_path(folder), json.dumps(meta, indent=1))
+    for old in layout.cache_generation_files(folder):
         if old.name not in (meta["vectors_file"], meta["ids_file"]):
             old.unlink(missing_ok=True)
     return meta

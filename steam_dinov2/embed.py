@@ -204,7 +204,7 @@ def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddin
     trusted."""
     setting = setting_of(setting)
     folder = layout.embeddings_dir(data, setting)
-    if not (folder / "meta.json").is_file():
+    if not layout.cache_meta_path(folder).is_file():
         cached = layout.list_settings(data)
         raise ValueError(
             f"no embeddings for setting {setting!r} in {data}; run `embed` first"
@@ -316,7 +316,7 @@ def embed_folder(
     source = _folder_ref(images, data)
 
     ids, stamps, vectors, failed, meta = [], [], np.zeros((0, 0), np.float32), {}, None
-    if (folder / "meta.json").is_file():
+    if layout.cache_meta_path(folder).is_file():
         try:
             meta, rows = read_cache(folder)
         except (ValueError, OSError) as e:

@@ -8,14 +8,15 @@ Every stage reads and writes inside one data folder; only this module spells out
       embeddings/{setting}/                embed stage: meta.json, vectors-*.npy, ids-*.json,
                                            checkpoint-*.{json,npy} while a run is in progress
       matches/{setting}/neighbors.parquet  match stage: query_id, rank, id, score
+      matches/{setting}/neighbors.json     the same for serving; preview.png of ``run``
       audit/                               audit stage: issues.parquet, exclusions.json, cleanvision/
       metadata.parquet, tag_names.parquet  developers, publishers, franchises, tags per app
       evaluation/                          evaluate stage: summary, agreement, per_query, cache/
       maps/{setting}/layout.parquet        catalogue map: id, x, y, cluster, centrality
 
 A *setting* names one way of embedding: ``{model}__{preset}__{pooling}``, plus ``__random`` for
-random weights or ``__w-{hash}`` for weights from a local file, so caches of different weights
-never share a folder.
+random weights or ``__w-{hash}`` for weights from a local file, plus ``__fp16`` for half
+precision, so caches of different weights never share a folder (``setting.Setting.name``).
 """
 
 from __future__ import annotations
@@ -195,10 +196,53 @@ def embeddings_dir(data: str | os.PathLike, setting: str) -> Path:
     return Path(data) / EMBEDDINGS / setting
 
 
+def embedding_meta_path(data: str | os.PathLike, setting: str) -> Path:
+    """A cache's ``meta.json``: the commit point naming its current generation of files."""
+    return cache_meta_path(embeddings_dir(data, setting))
+
+
+def cache_meta_path(folder: str | os.PathLike) -> Path:
+    """``meta.json`` of the cache folder ``folder`` (``embeddings_dir(data, setting)``)."""
+    return Path(folder) / "meta.json"
+
+
+# One generation of a cache: ``vectors-{gen}.npy`` (float32 rows) + ``ids-{gen}.json``.
+_CACHE_FILES = {"vectors": ("vectors-", ".npy"), "ids": ("ids-", ".json")}
+_GENERATION = re.compile(r"[0-9a-f]{1,32}")
+
+
+def cache_file_name(kind: str, gen: str) -> str:
+    """The name of one generation's ``kind`` file ("vectors" or "ids") in a cache folder."""
+    prefix, suffix = _CACHE_FILES[kind]
+    return f"{prefix}{gen}{suffix}"
+
+
+def is_cache_file_name(kind: str, name: object) -> bool:
+    """True when ``name`` (from an untrusted ``meta.json``) is a ``kind`` file name this package
+    writes: a plain name, never a path leading out of the cache folder."""
+    prefix, suffix = _CACHE_FILES[kind]
+    if not isinstance(name, str) or not (name.startswith(prefix) and name.endswith(suffix)):
+        return False
+    return bool(_GENERATION.fullmatch(name[len(prefix) : len(name) - len(suffix)]))
+
+
+def cache_generation_files(folder: str | os.PathLike) -> list[Path]:
+    """Every generation's files in a cache folder (current and left over)."""
+    folder = Path(folder)
+    return [
+        p for prefix, suffix in _CACHE_FILES.values() for p in folder.glob(f"{prefix}*{suffix}")
+    ]
+
+
 def embedding_checkpoint_path(data: str | os.PathLike, setting: str, gen: str) -> Path:
     """One checkpoint of an embed run in progress: ``checkpoint-{gen}.json`` (ids, stamps, the
     options it was made with) beside ``checkpoint-{gen}.npy`` (its vectors)."""
     return embeddings_dir(data, setting) / f"checkpoint-{gen}.json"
+
+
+def checkpoint_vectors_path(ids_path: str | os.PathLike) -> Path:
+    """The ``.npy`` of vectors a checkpoint's ``.json`` names (beside it, same stem)."""
+    return Path(ids_path).with_suffix(".npy")
 
 
 def embedding_checkpoints(
@@ -216,6 +260,11 @@ def matches_dir(data: str | os.PathLike, setting: str) -> Path:
 
 def neighbors_path(data: str | os.PathLike, setting: str) -> Path:
     return matches_dir(data, setting) / "neighbors.parquet"
+
+
+def neighbors_json_path(data: str | os.PathLike, setting: str) -> Path:
+    """The match table for serving (``export_matches``), beside ``neighbors.parquet``."""
+    return matches_dir(data, setting) / "neighbors.json"
 
 
 def preview_path(data: str | os.PathLike, setting: str) -> Path:
@@ -295,7 +344,7 @@ def list_settings(data: str | os.PathLike) -> list[str]:
     root = Path(data) / EMBEDDINGS
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "meta.json").is_file())
+    return sorted(p.name for p in root.iterdir() if cache_meta_path(p).is_file())
 
 
 @contextlib.contextmanager

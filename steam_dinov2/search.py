@@ -329,6 +329,6 @@ def export_matches(data: str | os.PathLike, setting: str, *, names: dict[str, st
         ]
         for q, g in table.groupby("query_id", sort=False)
     }
-    json_path = path.with_suffix(".json")
+    json_path = layout.neighbors_json_path(data, setting)
     layout.write_text_atomic(json_path, json.dumps(out, ensure_ascii=False))
     return path, json_path
