@@ -12,11 +12,12 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import layout
+from . import files, layout
 
 logger = logging.getLogger(__name__)
 # A long run saves what it has every this many images or seconds, whichever comes first: a Colab
@@ -141,10 +142,10 @@ def write_checkpoint(data, setting, key, source, vectors, ids, stamps, failed) -
     # The vectors first, then the ids file that names them (the commit point), each atomic: a
     # kill at any moment leaves whole checkpoints and at most a stray .npy, never half of one.
     ids_path = layout.embedding_checkpoint_path(data, setting, f"{time.time_ns():020d}")
-    with layout.atomic_path(layout.checkpoint_vectors_path(ids_path)) as tmp:
+    with files.atomic_path(layout.checkpoint_vectors_path(ids_path)) as tmp:
         np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
     made = {"key": key, "images": source, "ids": ids, "stamps": stamps, "failed": failed}
-    layout.write_text_atomic(ids_path, json.dumps(made))
+    files.write_text_atomic(ids_path, json.dumps(made))
 
 
 def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed) -> dict:
@@ -156,11 +157,11 @@ def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed) -> dict:
         vectors_file=layout.cache_file_name("vectors", gen),
         ids_file=layout.cache_file_name("ids", gen),
     )
-    with layout.atomic_path(folder / meta["vectors_file"]) as tmp:
+    with files.atomic_path(folder / meta["vectors_file"]) as tmp:
         np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
     rows = {"ids": ids, "stamps": stamps, "failed": failed}
-    layout.write_text_atomic(folder / meta["ids_file"], json.dumps(rows))
-    layout.write_text_atomic(layout.cache_meta_path(folder), json.dumps(meta, indent=1))
+    files.write_text_atomic(folder / meta["ids_file"], json.dumps(rows))
+    files.write_text_atomic(layout.cache_meta_path(folder), json.dumps(meta, indent=1))
     for old in layout.cache_generation_files(folder):
         if old.name not in (meta["vectors_file"], meta["ids_file"]):
             old.unlink(missing_ok=True)
@@ -196,3 +197,84 @@ class Checkpointer:
         stamps = [self.stamps[i] for i in self.ids]
         write_checkpoint(*self.where, vectors, self.ids, stamps, self.failed)
         self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
+
+
+@dataclass
+class CachedRows:
+    """What a setting's cache and an interrupted run's checkpoints already hold, row by row:
+    ``vectors[r]`` belongs to ``ids[r]``, embedded from a file with ``stamps[r]`` (size, mtime);
+    ``failed`` is ``{id: [reason, size, mtime]}``. ``changed`` says it must be written again."""
+
+    ids: list[str] = field(default_factory=list)
+    stamps: list[list[int]] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    failed: dict[str, list] = field(default_factory=dict)
+    meta: dict | None = None
+    resumed: int = 0
+    changed: bool = False
+
+    @classmethod
+    def read(cls, data, setting: str, key: dict, source: str) -> CachedRows:
+        """The cache of ``setting`` when it was made with ``key`` from the folder ``source``,
+        plus the checkpoints of an interrupted run; empty when there is none (or it is
+        damaged: then it is recomputed). ValueError when it holds another image folder."""
+        rows = cls()
+        folder = layout.embeddings_dir(data, setting)
+        if layout.cache_meta_path(folder).is_file():
+            rows._read_cache(folder, key, source)
+        rows._add_checkpoints(read_checkpoints(data, setting, key, source))
+        rows.changed = rows.meta is None or rows.resumed > 0
+        return rows
+
+    def _read_cache(self, folder: Path, key: dict, source: str) -> None:
+        try:
+            meta, rows = read_cache(folder)
+        except (ValueError, OSError) as e:
+            logger.warning("%s; recomputing", e)
+            return
+        if meta.get("images", source) != source:
+            raise ValueError(
+                f"{folder} holds embeddings of {meta['images']}, not {source}: embed that "
+                "folder with another data folder (--data), or delete this cache"
+            )
+        if {k: meta.get(k, "fp32" if k == "precision" else None) for k in key} != key:
+            logger.warning("cache %s was made with other options; recomputing", folder)
+            return
+        self.meta = meta
+        self.ids, self.stamps, self.vectors = rows["ids"], rows["stamps"], rows["vectors"]
+        self.failed = rows["failed"]
+
+    def _add_checkpoints(self, checkpoints: list[dict]) -> None:
+        for rows in checkpoints:
+            have = set(self.ids)
+            new = [r for r, i in enumerate(rows["ids"]) if i not in have]
+            if new and (not self.ids or rows["vectors"].shape[1] == self.vectors.shape[1]):
+                ids = [rows["ids"][r] for r in new]
+                self.append(rows["vectors"][new], ids, [rows["stamps"][r] for r in new])
+                self.resumed += len(new)
+            self.failed = {**rows["failed"], **self.failed}
+
+    def refresh(self, now: dict[str, list[int]]) -> None:
+        """Keep the rows (and failures) of files whose stamp in ``now`` (``{id: [size,
+        mtime]}``) is unchanged; drop the rest (changed or vanished files)."""
+        have = set(self.ids)
+        keep = [r for r, i in enumerate(self.ids) if now.get(i) == self.stamps[r]]
+        failed = {i: f for i, f in self.failed.items() if now.get(i) == f[1:] and i not in have}
+        self.changed |= len(keep) != len(self.ids) or len(failed) != len(self.failed)
+        self.failed = failed
+        self.ids = [self.ids[r] for r in keep]
+        self.stamps = [self.stamps[r] for r in keep]
+        self.vectors = self.vectors[keep]
+
+    def append(self, vectors: np.ndarray, ids: list[str], stamps: list[list[int]]) -> None:
+        if len(ids):
+            self.vectors = np.concatenate([self.vectors, vectors]) if self.ids else vectors
+            self.ids, self.stamps = self.ids + list(ids), self.stamps + list(stamps)
+            self.changed = True
+
+    def write(self, data, setting: str, meta: dict) -> None:
+        """Write the rows as the cache's new generation (``write_cache``) with ``meta``."""
+        folder = layout.embeddings_dir(data, setting)
+        rows = (self.ids, self.stamps, self.vectors, self.failed)
+        self.meta = write_cache(folder, meta, *rows)
+        self.changed = False

@@ -11,47 +11,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import layout
-from .cache import CHECKPOINT_EVERY, Checkpointer, read_cache, read_checkpoints, write_cache
-from .models import forward_tokens, model_info, resolve_arch, select_device
+from . import files, layout
+from .cache import CHECKPOINT_EVERY, CachedRows, Checkpointer, read_cache
+from .models import model_info, resolve_arch, select_device
+from .pooling import GEM_P, POOLINGS, pool_tokens  # noqa: F401  (public here too)
 from .preprocess import FULL_SIZE, MAX_PIXELS, make_transform
 from .setting import Setting, precision_for, setting_of
 
 logger = logging.getLogger(__name__)
 
-POOLINGS = {
-    "cls": "CLS token of the last block (DINO's k-NN eval; steam-DINO's 'Simple')",
-    "cls+avg": "CLS concatenated with the mean patch token (DINO's linear eval, base models)",
-    "last4cls": "CLS tokens of the last 4 blocks concatenated (DINO's linear eval, small models)",
-    "gem": "GeM (p=3) over the patch tokens (DINO's copy detection pools this way)",
-}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-GEM_P = 3.0
 CPU_FORWARD_BATCH = 8
-
-
-def pool_tokens(model: torch.nn.Module, x: torch.Tensor, pooling: str = "cls") -> torch.Tensor:
-    """Embed a batch: (B, 3, H, W) normalised images -> (B, D') float32, rows L2-normalised.
-
-    D' is the model's width D for ``cls`` and ``gem``, 2*D for ``cls+avg``, 4*D for ``last4cls``.
-    Register tokens never count as patches.
-    """
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; available: {', '.join(POOLINGS)}")
-    layers = forward_tokens(model, x, n_last=4 if pooling == "last4cls" else 1)
-    cls, patches = layers[-1]
-    if pooling == "cls":
-        out = cls
-    elif pooling == "cls+avg":
-        out = torch.cat([cls, patches.mean(dim=1)], dim=-1)
-    elif pooling == "last4cls":
-        out = torch.cat([c for c, _ in layers], dim=-1)
-    else:
-        # DINO's copy detection clamps to positive before GeM (it uses p=4 and adds the CLS token;
-        # p=3 is the usual GeM default for retrieval).
-        p = patches.float().clamp(min=1e-6)
-        out = p.pow(GEM_P).mean(dim=1).pow(1.0 / GEM_P)
-    return torch.nn.functional.normalize(out.float(), dim=-1)
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -188,7 +158,7 @@ def list_images(folder: str | os.PathLike) -> dict[str, Path]:
     found, root = {}, Path(folder).resolve()
     for p in sorted(Path(folder).iterdir()):
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            if reason := layout.not_a_regular_file(p, root):  # FIFOs, folders, links out
+            if reason := files.not_a_regular_file(p, root):  # FIFOs, folders, links out
                 logger.warning("skipped %s: %s", p, reason)
                 continue
             if p.stem in found:
@@ -293,6 +263,41 @@ def embed_folder(
         lists the images skipped as unreadable.
     """
     loaded = model if isinstance(model, torch.nn.Module) else None
+    setting = _checked_setting(setting, model, preset, pooling, pretrained, weights, device)
+    _check_folder_options(images, checkpoint_every)
+    name, key, source = setting.name, setting.key(), _folder_ref(images, data)
+    cached = CachedRows.read(data, name, key, source)
+    if cached.resumed:
+        logger.info("resuming %s: %d from checkpoints of an interrupted run", name, cached.resumed)
+    files = list_images(images)
+    if not files:
+        raise ValueError(f"no images in {images} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    now = {i: _stamp(p) for i, p in files.items()}
+    cached.refresh(now)
+    done = set(cached.ids) | set(cached.failed)
+    todo = [i for i in files if i not in done]
+    if todo:
+        model = loaded or setting.load_model(device=device)
+        saver = Checkpointer(data, name, key, source, todo, now, checkpoint_every)
+        run = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
+        paths = [files[i] for i in todo]
+        opts = {"preset": setting.preset, "pooling": setting.pooling, "on_batch": saver.add}
+        new, kept, errs = embed_images(paths, model, **opts, **run)
+        cached.failed.update({Path(p).stem: [e, *now[Path(p).stem]] for p, e in errs.items()})
+        cached.append(new, [todo[j] for j in kept], [now[todo[j]] for j in kept])
+        cached.changed = True
+    if cached.changed:
+        fresh = {**key, "dim": 0, "versions": _versions()}
+        extra = {"arch": model_info(model).arch} if isinstance(model, torch.nn.Module) else {}
+        cached.write(data, name, {**(cached.meta or fresh), "images": source, **extra})
+    for path in layout.embedding_checkpoints(data, name, suffix=""):  # in the cache now
+        path.unlink(missing_ok=True)
+    errors = {i: f[0] for i, f in cached.failed.items()}
+    return Embeddings(name, cached.ids, cached.vectors, cached.meta, errors)
+
+
+def _checked_setting(setting, model, preset, pooling, pretrained, weights, device) -> Setting:
+    """``setting``, or the one the loose arguments name; ValueError for a bad choice."""
     if setting is None:
         setting = _setting_for(model, preset, pooling, pretrained, weights, device)
     elif precision_for(select_device(device)) != setting.precision:
@@ -303,90 +308,14 @@ def embed_folder(
     make_transform(setting.preset)  # a bad preset or pooling fails before any work
     if setting.pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {setting.pooling!r}; available: {', '.join(POOLINGS)}")
+    resolve_arch(setting.model)
+    return setting
+
+
+def _check_folder_options(images, checkpoint_every: int) -> None:
     if not Path(images).is_dir():
         raise ValueError(f"image folder not found: {images}")
     if checkpoint_every < 1:
         raise ValueError(
             f"checkpoint_every is a number of images, at least 1; got {checkpoint_every}"
         )
-    resolve_arch(setting.model)
-    name = setting.name
-    folder = layout.embeddings_dir(data, name)
-    key = setting.key()
-    source = _folder_ref(images, data)
-
-    ids, stamps, vectors, failed, meta = [], [], np.zeros((0, 0), np.float32), {}, None
-    if layout.cache_meta_path(folder).is_file():
-        try:
-            meta, rows = read_cache(folder)
-        except (ValueError, OSError) as e:
-            logger.warning("%s; recomputing", e)
-        else:
-            if meta.get("images", source) != source:
-                raise ValueError(
-                    f"{folder} holds embeddings of {meta['images']}, not {source}: embed that "
-                    "folder with another data folder (--data), or delete this cache"
-                )
-            made = {k: meta.get(k, "fp32" if k == "precision" else None) for k in key}
-            if made == key:
-                ids, stamps, vectors, failed = (
-                    rows["ids"],
-                    rows["stamps"],
-                    rows["vectors"],
-                    rows["failed"],
-                )
-            else:
-                logger.warning("cache %s was made with other options; recomputing", folder)
-                meta = None
-    resumed, have = 0, set(ids)
-    for rows in read_checkpoints(data, name, key, source):
-        new = [r for r, i in enumerate(rows["ids"]) if i not in have]
-        if new and (len(ids) == 0 or rows["vectors"].shape[1] == vectors.shape[1]):
-            vectors = np.concatenate([vectors, rows["vectors"][new]]) if ids else rows["vectors"]
-            ids = ids + [rows["ids"][r] for r in new]
-            stamps = stamps + [rows["stamps"][r] for r in new]
-            have.update(ids[-len(new) :])
-            resumed += len(new)
-        failed = {**rows["failed"], **failed}
-    if resumed:
-        logger.info("resuming %s: %d images from checkpoints of an interrupted run", name, resumed)
-
-    files = list_images(images)
-    if not files:
-        raise ValueError(f"no images in {images} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    now = {i: _stamp(p) for i, p in files.items()}
-    keep = [r for r, i in enumerate(ids) if now.get(i) == stamps[r]]
-    still_failed = {i: f for i, f in failed.items() if now.get(i) == f[1:] and i not in have}
-    changed = meta is None or resumed or len(keep) != len(ids) or len(still_failed) != len(failed)
-    failed = still_failed
-    ids, stamps, vectors = [ids[r] for r in keep], [stamps[r] for r in keep], vectors[keep]
-    done = set(ids) | set(failed)
-    todo = [i for i in files if i not in done]
-    if todo:
-        model = loaded or setting.load_model(device=device)
-        saver = Checkpointer(data, name, key, source, todo, now, checkpoint_every)
-        new, kept, errs = embed_images(
-            [files[i] for i in todo],
-            model,
-            preset=setting.preset,
-            pooling=setting.pooling,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            progress=progress,
-            on_batch=saver.add,
-        )
-        failed.update({Path(p).stem: [e, *now[Path(p).stem]] for p, e in errs.items()})
-        if len(new):
-            vectors = np.concatenate([vectors, new]) if len(ids) else new
-            ids += [todo[j] for j in kept]
-            stamps += [now[todo[j]] for j in kept]
-        changed = True
-    if changed:
-        base = {**(meta or {**key, "dim": 0, "versions": _versions()}), "images": source}
-        if isinstance(model, torch.nn.Module):
-            base["arch"] = model_info(model).arch
-        meta = write_cache(folder, base, ids, stamps, vectors, failed)
-    for path in layout.embedding_checkpoints(data, name, suffix=""):  # in the cache now
-        path.unlink(missing_ok=True)
-    errors = {i: f[0] for i, f in failed.items()}
-    return Embeddings(name, ids, vectors, meta, errors)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
-import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .weights import load_weights_file, weights_tag
 
 HUB_PREFIX = "hub:"
 # Random weights come from this seed, so two runs (and a cache one made and the other extends) agree.
@@ -108,23 +106,6 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def weights_tag(*, pretrained: bool = True, weights: str | os.PathLike | None = None) -> str:
-    """Short name of the weights a model carries: "" (its pretrained weights), "random" or "w-<sha>"."""
-    if weights is not None:
-        st = os.stat(weights)
-        return "w-" + _file_sha256(os.path.abspath(weights), st.st_size, st.st_mtime_ns)[:12]
-    return "" if pretrained else "random"
-
-
-@functools.lru_cache(maxsize=16)  # a run asks several times; a ViT-g file is 4.5 GB
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_model(
     name: str,
     *,
@@ -203,7 +184,7 @@ def _load_timm(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module
         if weights is None:
             _init_layer_scale(model)
         else:
-            _load_weights_file(model, weights)
+            load_weights_file(model, weights)
     patch = model.patch_embed.patch_size
     cfg = model.pretrained_cfg
     return model, {
@@ -235,64 +216,6 @@ def _init_layer_scale(model: torch.nn.Module) -> None:
                 p.fill_(1.0)
 
 
-def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file; ValueError naming the file and what is wrong with it."""
-    import pickle
-
-    path = str(path)
-    if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            sd = load_file(path)
-        except SafetensorError as e:
-            raise ValueError(f"weights file {path} is not a valid safetensors file ({e})") from None
-    else:
-        # weights_only: never unpickle arbitrary objects from a file we did not write.
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # torch's own message suggests weights_only=False, i.e. running the file's code: no.
-            raise ValueError(
-                f"weights file {path} holds Python objects besides tensors, which are never "
-                "loaded (they could run code); save model.state_dict() to a .pth or .safetensors"
-            ) from None
-        except Exception as e:  # text, truncated zip, ...: torch raises many types
-            raise ValueError(
-                f"weights file {path} is not a PyTorch checkpoint ({type(e).__name__})"
-            ) from None
-    for key in ("model", "state_dict", "teacher"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()
-    ):
-        raise ValueError(f"weights file {path} is not a state dict (names -> tensors)")
-    return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in sd.items()}
-
-
-def _load_weights_file(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    sd = _read_state_dict(path)
-    # timm's own filter converts official checkpoints (DINOv2's mask_token, register_tokens, SwiGLU
-    # names) and resamples position embeddings to the model's grid.
-    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    if filter_fn is not None:
-        sd = filter_fn(sd, model)
-    try:
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        first = str(e).splitlines()[1:2] or [str(e)]
-        raise ValueError(
-            f"weights file {path} does not fit this model: {first[0].strip()}"
-        ) from None
-    if missing or unexpected:
-        raise ValueError(
-            f"weights file {path} does not fit this model: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-
-
 def _load_hub(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module, dict]:
     repo, _, entry = name.removeprefix(HUB_PREFIX).rpartition(":")
     if not repo or not entry:
@@ -313,7 +236,7 @@ def _load_hub(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module,
             f"hub:DIR:{entry}, and pass weights=PATH (CLI: --weights PATH) for the weights file."
         ) from e
     if weights is not None:
-        _load_weights_file(model, weights)
+        load_weights_file(model, weights)
     patch = getattr(model, "patch_size", None) or model.patch_embed.patch_size
     return model, {
         "arch": name,

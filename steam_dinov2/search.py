@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -11,8 +9,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import layout
 from .embed import Embeddings
+
+# Writing and serving match tables lives in ``export``; these names stay importable from here.
+from .export import (  # noqa: F401
+    MADE_FROM,
+    export_matches,
+    matches_made_from,
+    read_matches_made_from,
+    write_matches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -241,36 +247,8 @@ def match_all(
         }
     )
     if data is not None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
-        # What the table was made from, so a reader can tell when it has gone stale.
-        made_from = json.dumps(matches_made_from(emb, exclude)).encode()
-        arrow = arrow.replace_schema_metadata({**arrow.schema.metadata, MADE_FROM: made_from})
-        with layout.atomic_path(layout.neighbors_path(data, emb.setting)) as tmp:
-            pq.write_table(arrow, tmp)
+        write_matches(data, emb, table, exclude)
     return table
-
-
-MADE_FROM = b"steam_dinov2.made_from"
-
-
-def matches_made_from(emb: Embeddings, exclude=()) -> dict:
-    """The cache generation and exclusion list a match table is computed from."""
-    excluded = ",".join(sorted({str(e) for e in exclude}))
-    return {
-        "vectors_file": emb.meta.get("vectors_file", ""),
-        "excluded_sha256": hashlib.sha256(excluded.encode()).hexdigest(),
-    }
-
-
-def read_matches_made_from(path) -> dict | None:
-    """``matches_made_from`` as written into a neighbors.parquet, or None for an older file."""
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta[MADE_FROM]) if MADE_FROM in meta else None
 
 
 def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[int]]:
@@ -306,29 +284,3 @@ def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[in
     bounds = np.flatnonzero(np.diff(root[order])) + 1
     groups = [g.tolist() for g in np.split(order, bounds) if len(g) > 1]
     return sorted(groups, key=lambda g: g[0])
-
-
-def export_matches(data: str | os.PathLike, setting: str, *, names: dict[str, str] | None = None):
-    """Write the match table for serving: ``neighbors.json`` beside ``neighbors.parquet``.
-
-    The JSON maps each query id to its neighbours best first, ``[{"id", "name", "score"}, ...]``
-    (scores rounded to 4 decimals), so a web page can look a game up without pandas.
-
-    Returns:
-        ``(parquet_path, json_path)``.
-    """
-    path = layout.neighbors_path(data, setting)
-    if not path.is_file():
-        raise ValueError(f"no matches for setting {setting!r}: run `match` first")
-    table = pd.read_parquet(path).sort_values(["query_id", "rank"])
-    names = names or {}
-    out = {
-        q: [
-            {"id": i, "name": names.get(i, ""), "score": round(float(s), 4)}
-            for i, s in zip(g["id"], g["score"])
-        ]
-        for q, g in table.groupby("query_id", sort=False)
-    }
-    json_path = layout.neighbors_json_path(data, setting)
-    layout.write_text_atomic(json_path, json.dumps(out, ensure_ascii=False))
-    return path, json_path

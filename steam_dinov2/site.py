@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layout
+from .files import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def export_site(
             for c, s, ids in zip(summary["cluster"], summary["size"], summary["central_ids"])
         ]
 
-    with layout.atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         (tmp / "data").mkdir(parents=True)
         for name in ("index.html", "app.js", "style.css"):
             shutil.copyfile(ASSETS / name, tmp / name)

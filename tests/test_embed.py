@@ -8,7 +8,14 @@ from PIL import Image
 from synthetic import make_banner
 
 import steam_dinov2.embed as embed_mod
-from steam_dinov2 import embed_folder, embed_images, load_embeddings, load_model, make_transform
+from steam_dinov2 import (
+    embed_folder,
+    embed_images,
+    files,
+    load_embeddings,
+    load_model,
+    make_transform,
+)
 from steam_dinov2.embed import pool_tokens
 from steam_dinov2.models import forward_tokens
 from steam_dinov2.setting import Setting
@@ -180,7 +187,7 @@ def test_killed_write_keeps_the_old_cache(vits14, banner_dir, tmp_path, monkeypa
     def dies(*a, **k):  # the process dies after the vectors, before meta.json is replaced
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(embed_mod.layout, "write_text_atomic", dies)
+    monkeypatch.setattr(files, "write_text_atomic", dies)
     with pytest.raises(KeyboardInterrupt):
         embed_folder(banner_dir, data, model=vits14, num_workers=0)
     monkeypatch.undo()
