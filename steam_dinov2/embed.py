@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from . import files, layout
-from .cache import CHECKPOINT_EVERY, CachedRows, Checkpointer, read_cache
+from .cache import CHECKPOINT_EVERY, CachedRows, Checkpointer, content_hash, read_cache
 from .models import model_info, resolve_arch, select_device
 from .pooling import GEM_P, POOLINGS, pool_tokens  # noqa: F401  (public here too)
 from .preprocess import FULL_SIZE, MAX_PIXELS, make_transform
@@ -151,6 +151,8 @@ class Embeddings:
     vectors: np.ndarray
     meta: dict
     errors: dict[str, str] = field(default_factory=dict)
+    embedded: int = 0  # of this call: images embedded now ...
+    reused: int = 0  # ... and vectors taken from the cache or an interrupted run's checkpoints
 
 
 def list_images(folder: str | os.PathLike) -> dict[str, Path]:
@@ -273,18 +275,21 @@ def embed_folder(
     if not files:
         raise ValueError(f"no images in {images} (looked for {', '.join(IMAGE_SUFFIXES)})")
     now = {i: _stamp(p) for i, p in files.items()}
-    cached.refresh(now)
+    by_content = cached.refresh(now, files)
+    reused = len(cached.ids)
     done = set(cached.ids) | set(cached.failed)
     todo = [i for i in files if i not in done]
     if todo:
         model = loaded or setting.load_model(device=device)
-        saver = Checkpointer(data, name, key, source, todo, now, checkpoint_every)
+        hashes = {i: content_hash(files[i]) for i in todo}
+        saver = Checkpointer(data, name, key, source, todo, now, checkpoint_every, hashes)
         run = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
         paths = [files[i] for i in todo]
         opts = {"preset": setting.preset, "pooling": setting.pooling, "on_batch": saver.add}
         new, kept, errs = embed_images(paths, model, **opts, **run)
         cached.failed.update({Path(p).stem: [e, *now[Path(p).stem]] for p, e in errs.items()})
-        cached.append(new, [todo[j] for j in kept], [now[todo[j]] for j in kept])
+        ids = [todo[j] for j in kept]
+        cached.append(new, ids, [now[i] for i in ids], [hashes[i] for i in ids])
         cached.changed = True
     if cached.changed:
         fresh = {**key, "dim": 0, "versions": _versions()}
@@ -293,7 +298,10 @@ def embed_folder(
     for path in layout.embedding_checkpoints(data, name, suffix=""):  # in the cache now
         path.unlink(missing_ok=True)
     errors = {i: f[0] for i, f in cached.failed.items()}
-    return Embeddings(name, cached.ids, cached.vectors, cached.meta, errors)
+    embedded = len(cached.ids) - reused
+    counts = (embedded, reused, by_content, len(errors))
+    logger.info("%s: %d embedded, %d reused (%d by content), %d skipped", name, *counts)
+    return Embeddings(name, cached.ids, cached.vectors, cached.meta, errors, embedded, reused)
 
 
 def _checked_setting(setting, model, preset, pooling, pretrained, weights, device) -> Setting:

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 from PIL import Image
 from synthetic import make_banner
 
+import steam_dinov2.cache as cache_mod
 import steam_dinov2.embed as embed_mod
 from steam_dinov2 import (
     embed_folder,
@@ -249,3 +251,35 @@ def test_checkpoints_every_n_images_or_seconds(vits14, banner_dir, tmp_path, mon
     assert writes == [2, 2, 2, 2, 1]
     with pytest.raises(ValueError, match="checkpoint_every is a number of images, at least 1"):
         embed_folder(banner_dir, tmp_path / "c", model=vits14, checkpoint_every=0)
+
+
+def test_a_copied_folder_is_recognised_by_content_not_embedded_again(
+    vits14, banner_dir, tmp_path, monkeypatch
+):
+    data = tmp_path / "data"
+    shutil.copytree(banner_dir, data / "banners")
+    first = embed_folder(data / "banners", data, model=vits14, num_workers=0)
+    assert (first.embedded, first.reused) == (9, 0)
+    # `cp -r data data2` or a Drive round trip: same bytes, new mtimes (set apart on purpose:
+    # copytree's copy2 would keep them).
+    copy = tmp_path / "data2"
+    shutil.copytree(data, copy)
+    for p in (copy / "banners").iterdir():
+        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    calls = _count_embedded(monkeypatch)
+    again = embed_folder(copy / "banners", copy, model=vits14, num_workers=0)
+    assert calls == [] and (again.embedded, again.reused) == (0, 9)
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+    # The new stamps were written back: the next run decides by stamp, and reads no file.
+    monkeypatch.setattr(embed_mod, "content_hash", lambda p: pytest.fail(f"hashed {p}"))
+    monkeypatch.setattr(cache_mod, "content_hash", lambda p: pytest.fail(f"hashed {p}"))
+    assert embed_folder(copy / "banners", copy, model=vits14, num_workers=0).reused == 9
+    monkeypatch.undo()
+    # Same size, other bytes: embedded again.
+    calls = _count_embedded(monkeypatch)
+    path = copy / "banners" / "30.jpg"
+    raw = bytearray(path.read_bytes())
+    raw[-10] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    changed = embed_folder(copy / "banners", copy, model=vits14, num_workers=0)
+    assert calls == [["30.jpg"]] and changed.reused == 8
