@@ -42,8 +42,9 @@ def _embed(args):
         device=args.device,
     )
     print(
-        f"{len(emb.ids)} images embedded ({emb.vectors.shape[1] if len(emb.ids) else 0} dims), "
-        f"{len(emb.errors)} skipped -> {layout.embeddings_dir(args.data, emb.setting)}"
+        f"{emb.embedded} embedded, {emb.reused} reused "
+        f"({emb.vectors.shape[1] if len(emb.ids) else 0} dims), {len(emb.errors)} skipped "
+        f"-> {layout.embeddings_dir(args.data, emb.setting)}"
     )
     for i, reason in list(emb.errors.items())[:10]:
         print(f"  skipped {i}: {reason}")
@@ -172,7 +173,8 @@ def cmd_run(args) -> int:
     table = _match(args, emb, exclude)
     path = layout.preview_path(args.data, emb.setting)
     with files.atomic_path(path) as tmp:
-        plot_games(args.data, emb, k=5, exclude=exclude).savefig(tmp, format="png", dpi=80)
+        fig = plot_games(args.data, emb, k=args.k, exclude=exclude, title=True)
+        fig.savefig(tmp, format="png", dpi=80)
     print(f"done: {len(emb.ids)} banners, {len(table)} matches; preview of a few games -> {path}")
     return 0
 
