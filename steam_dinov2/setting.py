@@ -43,7 +43,7 @@ class Setting:
             raise ValueError(
                 f"unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}"
             )
-        ok = self.weights in (PRETRAINED, RANDOM) or self.weights.startswith("w-")
+        ok = self.weights in (PRETRAINED, RANDOM) or str(self.weights).startswith("w-")
         if not ok:
             raise ValueError(
                 f"unknown weights {self.weights!r}; use pretrained, random or w-<hash>"
