@@ -113,61 +113,28 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m steam_dinov2", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="stage", required=True)
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="data folder")
 
-    p = sub.add_parser("models", help="list the model registry")
-    p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("embed", help="embed a folder of images, reusing the cache")
+def _add_images(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", help="image folder (default: DATA/banners)")
-    p.add_argument("--data", required=True, help="data folder")
-    _add_embed_options(p)
-    p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("match", help="all-pairs top-k neighbours of a cached setting")
-    p.add_argument("--data", required=True, help="data folder")
-    _add_model_options(p)
-    _add_match_options(p)
-    p.set_defaults(func=cmd_match)
 
-    p = sub.add_parser("audit", help="CleanVision + embedding near duplicates -> exclusion list")
-    p.add_argument("--data", required=True, help="data folder")
-    _add_embed_options(p)
-    _add_audit_options(p)
-    p.set_defaults(func=cmd_audit)
-
-    p = sub.add_parser("run", help="the main job: download, audit, embed, match, preview")
-    p.add_argument("--data", required=True, help="data folder")
-    p.add_argument("--images", help=argparse.SUPPRESS)
-    _add_download_options(p)
-    _add_embed_options(p)
-    _add_audit_options(p)
-    _add_match_options(p)
+def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-download", action="store_true", help="use the banners already in DATA")
     p.add_argument(
         "--skip-audit", action="store_true", help="no audit (exclusions on disk still apply)"
     )
-    p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("download", help="Steam banners -> DATA/banners + manifest (resumable)")
-    p.add_argument("--data", required=True, help="data folder")
-    _add_download_options(p)
-    p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser(
-        "metadata", help="developers, publishers, franchises, tags -> DATA/metadata.parquet"
-    )
-    p.add_argument("--data", required=True, help="data folder")
+def _add_metadata_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh", action="store_true", help="fetch every app again")
-    p.set_defaults(func=cmd_metadata)
 
+
+def _add_evaluate_options(p: argparse.ArgumentParser) -> None:
     from .evaluate import COPY_SAMPLE, TRUTHS
 
-    p = sub.add_parser("evaluate", help="score cached settings against catalogue truths and copies")
-    p.add_argument("--data", required=True, help="data folder")
     p.add_argument("--settings", nargs="+", metavar="NAME", help="cached settings (default: all)")
     p.add_argument(
         "--truth",
@@ -183,33 +150,116 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", help="local weights file of a setting made with one (copy)")
     p.add_argument("--device", default="auto", help="where copies are embedded")
-    p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("import-snapshot", help="import a snapshot (ours or the July-2023 one)")
+
+def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="snapshot .tar.gz, folder, URL, or july-2023")
-    p.add_argument("--data", required=True, help="data folder")
+    _add_data(p)
     p.add_argument("--apps", help="apps.json of an img2dataset snapshot, if not beside SRC")
-    p.set_defaults(func=cmd_import_snapshot)
 
+
+def _add_folder_options(p: argparse.ArgumentParser) -> None:
     from .download import DEFAULT_SIZE, SIZES
 
-    p = sub.add_parser(
-        "import-folder", help="any folder of images -> a collection (ids above Steam's, names)"
-    )
     p.add_argument("src", help="folder of images (subfolders included)")
-    p.add_argument("--data", required=True, help="data folder")
+    _add_data(p)
     p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved image size")
-    p.set_defaults(func=cmd_import_folder)
 
-    p = sub.add_parser("export-site", help="a static gallery of one setting (no server code)")
-    p.add_argument("--data", required=True, help="data folder")
+
+def _add_site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", help="a cached setting folder name (default: from --model etc.)")
     p.add_argument("--out", required=True, help="site folder to write (replaced whole)")
     p.add_argument("--no-map", action="store_true", help="leave the catalogue map out")
     p.add_argument("--clusters", type=int, help="map clusters (default: about sqrt(N)/4)")
-    _add_model_options(p)
-    _add_match_options(p)
-    p.set_defaults(func=cmd_export_site)
+
+
+def _hidden_images(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", help=argparse.SUPPRESS)
+
+
+# Each stage: name, help, command, and its option groups in the order --help lists them.
+_STAGES = [
+    ("models", "list the model registry", cmd_models, []),
+    (
+        "embed",
+        "embed a folder of images, reusing the cache",
+        cmd_embed,
+        [_add_images, _add_data, _add_embed_options],
+    ),
+    (
+        "match",
+        "all-pairs top-k neighbours of a cached setting",
+        cmd_match,
+        [_add_data, _add_model_options, _add_match_options],
+    ),
+    (
+        "audit",
+        "CleanVision + embedding near duplicates -> exclusion list",
+        cmd_audit,
+        [_add_data, _add_embed_options, _add_audit_options],
+    ),
+    (
+        "run",
+        "the main job: download, audit, embed, match, preview",
+        cmd_run,
+        [
+            _add_data,
+            _hidden_images,
+            _add_download_options,
+            _add_embed_options,
+            _add_audit_options,
+            _add_match_options,
+            _add_run_options,
+        ],
+    ),
+    (
+        "download",
+        "Steam banners -> DATA/banners + manifest (resumable)",
+        cmd_download,
+        [_add_data, _add_download_options],
+    ),
+    (
+        "metadata",
+        "developers, publishers, franchises, tags -> DATA/metadata.parquet",
+        cmd_metadata,
+        [_add_data, _add_metadata_options],
+    ),
+    (
+        "evaluate",
+        "score cached settings against catalogue truths and copies",
+        cmd_evaluate,
+        [_add_data, _add_evaluate_options],
+    ),
+    (
+        "import-snapshot",
+        "import a snapshot (ours or the July-2023 one)",
+        cmd_import_snapshot,
+        [_add_snapshot_options],
+    ),
+    (
+        "import-folder",
+        "any folder of images -> a collection (ids above Steam's, names)",
+        cmd_import_folder,
+        [_add_folder_options],
+    ),
+    (
+        "export-site",
+        "a static gallery of one setting (no server code)",
+        cmd_export_site,
+        [_add_data, _add_site_options, _add_model_options, _add_match_options],
+    ),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m steam_dinov2", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", required=True)
+    for name, help_text, command, option_groups in _STAGES:
+        p = sub.add_parser(name, help=help_text)
+        for add in option_groups:
+            add(p)
+        p.set_defaults(func=command)
     return parser
 
 
@@ -221,8 +271,10 @@ def main(argv=None) -> int:
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader chatters at INFO
     if getattr(args, "k", 1) < 1:  # before any stage of `run` spends time
-        print(f"error: --k is the number of neighbours per image, at least 1; got {args.k}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: --k is the number of neighbours per image, at least 1; got {args.k}",
+            file=sys.stderr,
+        )
         return 2
     try:
         return args.func(args)

@@ -195,9 +195,14 @@ def cmd_evaluate(args) -> int:
     from .scoreboard import describe_best, rank_settings
 
     result = evaluate_settings(
-        args.data, args.settings, truths=args.truth, k=args.k, copies=args.copies,
-        weights=args.weights, device=args.device,
-    )  # fmt: skip
+        args.data,
+        args.settings,
+        truths=args.truth,
+        k=args.k,
+        copies=args.copies,
+        weights=args.weights,
+        device=args.device,
+    )
     ranked = rank_settings(result.summary)
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(ranked.round(3).to_string() if not ranked.empty else "(nothing scored)")

@@ -160,20 +160,8 @@ def evaluate_settings(
     """
     from .embed import list_images
     from .metadata import empty_metadata, read_metadata
-    from .setting import setting_of
 
-    cached = layout.list_settings(data)
-    if not cached:
-        raise ValueError(f"no embeddings in {data}: run `embed` first")
-    settings = cached if settings is None else list(dict.fromkeys(map(setting_of, settings)))
-    for s in settings:
-        if s not in cached:
-            raise ValueError(f"no cached setting {s!r} in {data}; cached: {', '.join(cached) or 'none (run embed)'}")  # fmt: skip
-    bad = [t for t in truths if t not in TRUTHS] + [v for v in variants if v not in VARIANTS]
-    if bad:
-        raise ValueError(f"unknown truth or variant {bad[0]!r}; truths: {', '.join(TRUTHS)}; variants: {', '.join(VARIANTS)}")  # fmt: skip
-    if k < 1 or copies < 0:
-        raise ValueError(f"k must be >= 1 and copies >= 0, got k={k}, copies={copies}")
+    settings = _checked_request(data, settings, truths, variants, k, copies)
     try:
         metadata, no_metadata = read_metadata(data), "no metadata"
     except ValueError as e:  # damaged: the label truths are skipped with the reason
@@ -214,6 +202,29 @@ def evaluate_settings(
     for label, reason in skipped.items():
         logger.info("skipped %s: %s", label, reason)
     return Evaluation(summary, agreement, per_query, skipped)
+
+
+def _checked_request(data, settings, truths, variants, k: int, copies: int) -> list[str]:
+    """The setting names to score; ValueError naming the choices for anything unknown."""
+    from .setting import setting_of
+
+    cached = layout.list_settings(data)
+    if not cached:
+        raise ValueError(f"no embeddings in {data}: run `embed` first")
+    settings = cached if settings is None else list(dict.fromkeys(map(setting_of, settings)))
+    for s in settings:
+        if s not in cached:
+            raise ValueError(
+                f"no cached setting {s!r} in {data}; cached: {', '.join(cached) or 'none (run embed)'}"
+            )
+    bad = [t for t in truths if t not in TRUTHS] + [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise ValueError(
+            f"unknown truth or variant {bad[0]!r}; truths: {', '.join(TRUTHS)}; variants: {', '.join(VARIANTS)}"
+        )
+    if k < 1 or copies < 0:
+        raise ValueError(f"k must be >= 1 and copies >= 0, got k={k}, copies={copies}")
+    return settings
 
 
 class _Skip(Exception):

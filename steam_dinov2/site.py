@@ -128,9 +128,14 @@ def export_site(
     nb_scores[q, table["rank"].to_numpy() - 1] = table["score"].to_numpy()
 
     games = {
-        "version": 1, "setting": setting, "k": k, "shard": SHARD, "count": n,
-        "ids": list(emb.ids), "names": [names.get(i, "") for i in emb.ids],
-    }  # fmt: skip
+        "version": 1,
+        "setting": setting,
+        "k": k,
+        "shard": SHARD,
+        "count": n,
+        "ids": list(emb.ids),
+        "names": [names.get(i, "") for i in emb.ids],
+    }
     if with_map:
         from .catalog_map import describe_clusters, map_catalog
 

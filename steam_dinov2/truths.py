@@ -43,7 +43,7 @@ def frame(setting, truth, ids, n_rel, first, metrics: dict) -> pd.DataFrame:
                 "value": value,
                 "baseline": base,
             }
-        )  # fmt: skip
+        )
         for name, (value, base) in metrics.items()
     ]
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
@@ -167,9 +167,12 @@ def score_copies(emb, model, paths: dict[str, str], k: int, *, sample, seed, var
     chosen = sorted(rng.choice(len(ids), size=min(sample, len(ids)), replace=False).tolist())
     chosen = [ids[c] for c in chosen]
     vectors, sources, kinds = embed_variants(
-        [paths[i] for i in chosen], model, variants=variants, preset=emb.meta["preset"],
+        [paths[i] for i in chosen],
+        model,
+        variants=variants,
+        preset=emb.meta["preset"],
         pooling=emb.meta["pooling"],
-    )  # fmt: skip
+    )
     row_of = {i: r for r, i in enumerate(emb.ids)}
     source_rows = np.array([row_of[chosen[s]] for s in sources], np.int64)
     ranked = rank_rows(emb.vectors, vectors, k)
