@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from steam_dinov2 import layout  # noqa: E402
-from steam_dinov2.embed import _write_cache  # noqa: E402
+from steam_dinov2.cache import write_cache as _write_cache  # noqa: E402
 from steam_dinov2.evaluate import evaluate_settings  # noqa: E402
 from steam_dinov2.metadata import write_metadata  # noqa: E402
 

@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from steam_dinov2 import layout
-    from steam_dinov2.embed import _write_cache
+    from steam_dinov2.cache import write_cache as _write_cache
     from steam_dinov2.site import export_site
 
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench_site."))

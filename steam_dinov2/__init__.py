@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 # PIL and faiss; they load on first use (PEP 562), so `import steam_dinov2` stays fast.
 _SOURCES = {
     "Embeddings": "embed",
+    "Setting": "setting",
     "audit_banners": "audit",
     "available_models": "models",
     "build_index": "search",
@@ -25,6 +26,7 @@ _SOURCES = {
     "load_embeddings": "embed",
     "load_model": "models",
     "make_transform": "preprocess",
+    "model_info": "models",
     "match_all": "search",
     "plot_catalog_map": "catalog_map",
     "plot_comparison": "compare",

@@ -336,7 +336,9 @@ def audit_banners(
 def _random_weights(model, pretrained: bool, weights) -> bool:
     if isinstance(model, str):
         return not pretrained and weights is None
-    return model.steam_info["weights_tag"] == "random"
+    from .models import model_info
+
+    return model_info(model).weights_tag == "random"
 
 
 def _embedding_duplicates(issues, emb, clean: list[str], row, threshold) -> list[list[str]]:

@@ -78,13 +78,18 @@ class ClusterPages:
     def explain(self, query, neighbour):
         """Show the patch heatmaps of a pair (``explain.plot_match_explained``) under the grid."""
         from .explain import plot_match_explained
+        from .models import model_info
 
         if self.explain_with is None:
             raise ValueError(
                 "pass the setting's model to explain matches: Browser(..., explain_with='dinov2_vits14')"
             )
         meta = self._emb_for().meta
-        name = getattr(self.explain_with, "steam_info", {}).get("name", self.explain_with)
+        name = (
+            self.explain_with
+            if isinstance(self.explain_with, str)
+            else model_info(self.explain_with).name
+        )
         if name != meta["model"]:
             raise ValueError(
                 f"setting {self.setting.value} was embedded with {meta['model']!r}, not {name!r}: "

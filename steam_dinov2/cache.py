@@ -7,17 +7,19 @@ Layout (see ``layout``): ``embeddings/<setting>/meta.json`` names one generation
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import layout
+from . import files, layout
 
 logger = logging.getLogger(__name__)
 # A long run saves what it has every this many images or seconds, whichever comes first: a Colab
@@ -26,7 +28,7 @@ CHECKPOINT_EVERY = 500
 CHECKPOINT_SECONDS = 300
 
 _META_STRINGS = ("model", "weights", "preset", "pooling")
-_GENERATION = re.compile(r"[0-9a-f]{1,32}")
+_HASH = re.compile(r"[0-9a-f]{32}")
 
 
 def _damaged(path: Path, why: str) -> ValueError:
@@ -38,7 +40,7 @@ def _damaged(path: Path, why: str) -> ValueError:
 
 def read_cache_meta(folder: str | os.PathLike) -> dict:
     """A cache's ``meta.json``, checked field by field (the folder may come from anyone)."""
-    path = Path(folder) / "meta.json"
+    path = layout.cache_meta_path(folder)
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
@@ -51,13 +53,9 @@ def read_cache_meta(folder: str | os.PathLike) -> dict:
     for k in ("count", "dim"):
         if isinstance(meta.get(k), bool) or not isinstance(meta.get(k), int) or meta[k] < 0:
             raise _damaged(path, f"{k!r} missing or not a count")
-    for k, prefix, suffix in (("vectors_file", "vectors-", ".npy"), ("ids_file", "ids-", ".json")):
-        name = meta.get(k)
-        gen = name.removeprefix(prefix).removesuffix(suffix) if isinstance(name, str) else ""
-        if not (isinstance(name, str) and name == f"{prefix}{gen}{suffix}"):
-            raise _damaged(path, f"{k!r} is not a file name this package writes")
-        if not _GENERATION.fullmatch(gen):
-            raise _damaged(path, f"{k!r} is not a file name this package writes")
+    for kind in ("vectors", "ids"):
+        if not layout.is_cache_file_name(kind, meta.get(f"{kind}_file")):
+            raise _damaged(path, f"{kind + '_file'!r} is not a file name this package writes")
     return meta
 
 
@@ -86,7 +84,11 @@ def _check_rows(rows, ids_path: Path, count: int | None) -> dict:
     count = len(ids) if count is None else count
     if not len(ids) == len(stamps) == count or len(set(ids)) != len(ids):
         raise _damaged(ids_path, f"{len(ids)} ids, {len(stamps)} stamps for {count} rows")
-    return {"ids": ids, "stamps": stamps, "failed": failed}
+    hashes = rows.get("hashes", [None] * len(ids))  # absent in caches made before hashes
+    ok = isinstance(hashes, list) and len(hashes) == len(ids)
+    if not ok or not all(h is None or (isinstance(h, str) and _HASH.fullmatch(h)) for h in hashes):
+        raise _damaged(ids_path, "'hashes' not one content hash (hex) or null per id")
+    return {"ids": ids, "stamps": stamps, "failed": failed, "hashes": hashes}
 
 
 def _load_vectors(path: Path, count: int, dim: int | None) -> np.ndarray:
@@ -134,7 +136,8 @@ def read_checkpoints(data, setting: str, key: dict, source: str) -> list[dict]:
             rows = _check_rows(made, ids_path, None)
             if made.get("key") != key or made.get("images") != source:
                 raise ValueError(f"{ids_path} was made with other options")
-            rows["vectors"] = _load_vectors(ids_path.with_suffix(".npy"), len(rows["ids"]), None)
+            vectors_path = layout.checkpoint_vectors_path(ids_path)
+            rows["vectors"] = _load_vectors(vectors_path, len(rows["ids"]), None)
         except ValueError as e:
             logger.warning("ignoring checkpoint: %s", e)
             continue
@@ -142,28 +145,43 @@ def read_checkpoints(data, setting: str, key: dict, source: str) -> list[dict]:
     return found
 
 
-def write_checkpoint(data, setting, key, source, vectors, ids, stamps, failed) -> None:
+def content_hash(path: str | os.PathLike) -> str:
+    """BLAKE2b-128 of a file's bytes, hex: recognises an unchanged image whose size or mtime
+    changed (a copy, a Drive round trip). Read in 1 MiB blocks: memory stays flat."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checkpoint(data, setting, key, source, vectors, ids, stamps, failed, hashes) -> None:
     # The vectors first, then the ids file that names them (the commit point), each atomic: a
     # kill at any moment leaves whole checkpoints and at most a stray .npy, never half of one.
     ids_path = layout.embedding_checkpoint_path(data, setting, f"{time.time_ns():020d}")
-    with layout.atomic_path(ids_path.with_suffix(".npy")) as tmp:
+    with files.atomic_path(layout.checkpoint_vectors_path(ids_path)) as tmp:
         np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
     made = {"key": key, "images": source, "ids": ids, "stamps": stamps, "failed": failed}
-    layout.write_text_atomic(ids_path, json.dumps(made))
+    made["hashes"] = hashes
+    files.write_text_atomic(ids_path, json.dumps(made))
 
 
-def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed) -> dict:
+def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed, hashes=None) -> dict:
     # New files under a fresh generation name, then meta.json (the commit point) in one rename: a
     # kill at any moment leaves the old meta with its old files, or the new meta with the new ones.
     gen = uuid.uuid4().hex[:8]
     meta = {**meta, "count": len(ids), "dim": int(vectors.shape[1]) if len(ids) else meta["dim"]}
-    meta.update(vectors_file=f"vectors-{gen}.npy", ids_file=f"ids-{gen}.json")
-    with layout.atomic_path(folder / meta["vectors_file"]) as tmp:
+    meta.update(
+        vectors_file=layout.cache_file_name("vectors", gen),
+        ids_file=layout.cache_file_name("ids", gen),
+    )
+    with files.atomic_path(folder / meta["vectors_file"]) as tmp:
         np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
     rows = {"ids": ids, "stamps": stamps, "failed": failed}
-    layout.write_text_atomic(folder / meta["ids_file"], json.dumps(rows))
-    layout.write_text_atomic(folder / "meta.json", json.dumps(meta, indent=1))
-    for old in [*folder.glob("vectors-*.npy"), *folder.glob("ids-*.json")]:
+    rows["hashes"] = [None] * len(ids) if hashes is None else hashes
+    files.write_text_atomic(folder / meta["ids_file"], json.dumps(rows))
+    files.write_text_atomic(layout.cache_meta_path(folder), json.dumps(meta, indent=1))
+    for old in layout.cache_generation_files(folder):
         if old.name not in (meta["vectors_file"], meta["ids_file"]):
             old.unlink(missing_ok=True)
     return meta
@@ -172,7 +190,7 @@ def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed) -> dict:
 class Checkpointer:
     """Collects ``embed_images``'s batches; writes them as a checkpoint every N images or T s."""
 
-    def __init__(self, data, setting, key, source, todo, stamps, every):
+    def __init__(self, data, setting, key, source, todo, stamps, every, hashes=None):
         self.where, self.todo, self.stamps, self.every = (
             (data, setting, key, source),
             todo,
@@ -180,6 +198,7 @@ class Checkpointer:
             every,
         )
         self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
+        self.hashes = hashes or {}
 
     def add(self, vectors, kept, errors):
         if len(kept):
@@ -196,5 +215,106 @@ class Checkpointer:
     def write(self):
         vectors = np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
         stamps = [self.stamps[i] for i in self.ids]
-        write_checkpoint(*self.where, vectors, self.ids, stamps, self.failed)
+        hashes = [self.hashes.get(i) for i in self.ids]
+        write_checkpoint(*self.where, vectors, self.ids, stamps, self.failed, hashes)
         self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
+
+
+@dataclass
+class CachedRows:
+    """What a setting's cache and an interrupted run's checkpoints already hold, row by row:
+    ``vectors[r]`` belongs to ``ids[r]``, embedded from a file with ``stamps[r]`` (size, mtime);
+    ``hashes[r]`` is the file's ``content_hash`` (None in caches made before hashes);
+    ``failed`` is ``{id: [reason, size, mtime]}``. ``changed`` says it must be written again."""
+
+    ids: list[str] = field(default_factory=list)
+    stamps: list[list[int]] = field(default_factory=list)
+    hashes: list[str | None] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    failed: dict[str, list] = field(default_factory=dict)
+    meta: dict | None = None
+    resumed: int = 0
+    changed: bool = False
+
+    @classmethod
+    def read(cls, data, setting: str, key: dict, source: str) -> CachedRows:
+        """The cache of ``setting`` when it was made with ``key`` from the folder ``source``,
+        plus the checkpoints of an interrupted run; empty when there is none (or it is
+        damaged: then it is recomputed). ValueError when it holds another image folder."""
+        rows = cls()
+        folder = layout.embeddings_dir(data, setting)
+        if layout.cache_meta_path(folder).is_file():
+            rows._read_cache(folder, key, source)
+        rows._add_checkpoints(read_checkpoints(data, setting, key, source))
+        rows.changed = rows.meta is None or rows.resumed > 0
+        return rows
+
+    def _read_cache(self, folder: Path, key: dict, source: str) -> None:
+        try:
+            meta, rows = read_cache(folder)
+        except (ValueError, OSError) as e:
+            logger.warning("%s; recomputing", e)
+            return
+        if meta.get("images", source) != source:
+            raise ValueError(
+                f"{folder} holds embeddings of {meta['images']}, not {source}: embed that "
+                "folder with another data folder (--data), or delete this cache"
+            )
+        if {k: meta.get(k, "fp32" if k == "precision" else None) for k in key} != key:
+            logger.warning("cache %s was made with other options; recomputing", folder)
+            return
+        self.meta = meta
+        self.ids, self.stamps, self.vectors = rows["ids"], rows["stamps"], rows["vectors"]
+        self.hashes = rows["hashes"]
+        self.failed = rows["failed"]
+
+    def _add_checkpoints(self, checkpoints: list[dict]) -> None:
+        for rows in checkpoints:
+            have = set(self.ids)
+            new = [r for r, i in enumerate(rows["ids"]) if i not in have]
+            if new and (not self.ids or rows["vectors"].shape[1] == self.vectors.shape[1]):
+                ids = [rows["ids"][r] for r in new]
+                stamps, hashes = ([rows[x][r] for r in new] for x in ("stamps", "hashes"))
+                self.append(rows["vectors"][new], ids, stamps, hashes)
+                self.resumed += len(new)
+            self.failed = {**rows["failed"], **self.failed}
+
+    def refresh(self, now: dict[str, list[int]], paths: dict[str, Path]) -> int:
+        """Keep the rows (and failures) of files that are unchanged; drop the rest (changed or
+        vanished files).
+
+        A file is unchanged when its stamp in ``now`` (``{id: [size, mtime]}``) is the cached
+        one, or, when only the mtime differs (a copy, a Drive round trip), its ``content_hash``
+        is: only those files are read. Returns how many rows were recognised by content.
+        """
+        have, recognised, keep = set(self.ids), 0, []
+        for r, i in enumerate(self.ids):
+            stamp = now.get(i)
+            moved = stamp is not None and stamp != self.stamps[r] and stamp[0] == self.stamps[r][0]
+            if moved and self.hashes[r] is not None and content_hash(paths[i]) == self.hashes[r]:
+                self.stamps[r], self.changed = stamp, True  # next time: by stamp
+                recognised += 1
+            if stamp == self.stamps[r]:
+                keep.append(r)
+        failed = {i: f for i, f in self.failed.items() if now.get(i) == f[1:] and i not in have}
+        self.changed |= len(keep) != len(self.ids) or len(failed) != len(self.failed)
+        self.failed = failed
+        self.ids, self.stamps, self.hashes = (
+            [x[r] for r in keep] for x in (self.ids, self.stamps, self.hashes)
+        )
+        self.vectors = self.vectors[keep]
+        return recognised
+
+    def append(self, vectors: np.ndarray, ids: list[str], stamps: list, hashes: list) -> None:
+        if len(ids):
+            self.vectors = np.concatenate([self.vectors, vectors]) if self.ids else vectors
+            self.ids, self.stamps = self.ids + list(ids), self.stamps + list(stamps)
+            self.hashes = self.hashes + list(hashes)
+            self.changed = True
+
+    def write(self, data, setting: str, meta: dict) -> None:
+        """Write the rows as the cache's new generation (``write_cache``) with ``meta``."""
+        folder = layout.embeddings_dir(data, setting)
+        rows = (self.ids, self.stamps, self.vectors, self.failed, self.hashes)
+        self.meta = write_cache(folder, meta, *rows)
+        self.changed = False

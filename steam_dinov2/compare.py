@@ -11,6 +11,7 @@ from .manifest import load_names
 from .names import search_games
 from .plot import escape_mathtext, shorten
 from .search import describe_exclusions, find_neighbors, index_collection
+from .setting import Setting
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +70,8 @@ def plot_comparison(
     files = list_images(images)
     cells = []
     for model, preset, pooling in settings:
-        emb = embed_folder(
-            images,
-            data,
-            model=model,
-            preset=preset,
-            pooling=pooling,
-            pretrained=pretrained,
-            weights=weights,
-            progress=progress,
-        )
+        setting = Setting.create(model, preset, pooling, pretrained=pretrained, weights=weights)
+        emb = embed_folder(images, data, setting=setting, progress=progress)
         cells += _neighbor_row(emb, str(app_id), k, index_collection(emb, exclude), names, 18)
     fig = plot_image_grid(
         [files[i] if i else _blank_array() for i, _ in cells],
@@ -154,7 +147,9 @@ def plot_neighbors(
 WELL_KNOWN = ["Euro Truck Simulator 2", "Portal 2", "Stardew Valley", "Hollow Knight", "Terraria"]
 
 
-def plot_games(data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclude=()):
+def plot_games(
+    data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclude=(), title: bool = False
+):
     """One row per game: its banner, then its k nearest banners, titled with names and cosines.
 
     Args:
@@ -163,6 +158,7 @@ def plot_games(data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclud
         app_ids: the games (default: those of ``WELL_KNOWN`` in the collection, then the first ids,
             four in all).
         exclude: ids never shown as neighbours.
+        title: name the setting and k in the figure's title (the ``run`` preview does).
 
     Returns:
         matplotlib Figure.
@@ -177,12 +173,15 @@ def plot_games(data: str | os.PathLike, emb, app_ids=None, *, k: int = 5, exclud
         app_ids = list(dict.fromkeys(found + emb.ids))[:4]
     index = index_collection(emb, exclude)  # built once for every row
     cells = [c for a in map(str, app_ids) for c in _neighbor_row(emb, a, k, index, names, 20)]
-    return plot_image_grid(
+    fig = plot_image_grid(
         [layout.banner_path(data, i) if i else _blank_array() for i, _ in cells],
         [t for _, t in cells],
         ncols=k + 1,
         width=1.6,
     )
+    if title:
+        fig.suptitle(escape_mathtext(f"{emb.setting}: {k} nearest banners"), fontsize=9)
+    return fig
 
 
 def _blank_array():

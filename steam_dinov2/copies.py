@@ -82,10 +82,11 @@ def embed_variants(
     import torch
 
     from .embed import CPU_FORWARD_BATCH, pool_tokens
+    from .models import model_info
     from .preprocess import make_transform
 
-    info = model.steam_info
-    transform = make_transform(preset, mean=info["mean"], std=info["std"])
+    info = model_info(model)
+    transform = make_transform(preset, mean=info.mean, std=info.std)
     device = next(model.parameters()).device
     step = CPU_FORWARD_BATCH if device.type == "cpu" else batch_size
     chunks, sources, kinds, batch = [], [], [], []

@@ -11,46 +11,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import layout
-from .cache import CHECKPOINT_EVERY, Checkpointer, read_cache, read_checkpoints, write_cache
-from .models import forward_tokens, load_model, resolve_arch, select_device, weights_tag
+from . import files, layout
+from .cache import CHECKPOINT_EVERY, CachedRows, Checkpointer, content_hash, read_cache
+from .models import model_info, resolve_arch, select_device
+from .pooling import GEM_P, POOLINGS, pool_tokens  # noqa: F401  (public here too)
 from .preprocess import FULL_SIZE, MAX_PIXELS, make_transform
+from .setting import Setting, precision_for, setting_of
 
 logger = logging.getLogger(__name__)
 
-POOLINGS = {
-    "cls": "CLS token of the last block (DINO's k-NN eval; steam-DINO's 'Simple')",
-    "cls+avg": "CLS concatenated with the mean patch token (DINO's linear eval, base models)",
-    "last4cls": "CLS tokens of the last 4 blocks concatenated (DINO's linear eval, small models)",
-    "gem": "GeM (p=3) over the patch tokens (DINO's copy detection pools this way)",
-}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-GEM_P = 3.0
 CPU_FORWARD_BATCH = 8
-
-
-def pool_tokens(model: torch.nn.Module, x: torch.Tensor, pooling: str = "cls") -> torch.Tensor:
-    """Embed a batch: (B, 3, H, W) normalised images -> (B, D') float32, rows L2-normalised.
-
-    D' is the model's width D for ``cls`` and ``gem``, 2*D for ``cls+avg``, 4*D for ``last4cls``.
-    Register tokens never count as patches.
-    """
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; available: {', '.join(POOLINGS)}")
-    layers = forward_tokens(model, x, n_last=4 if pooling == "last4cls" else 1)
-    cls, patches = layers[-1]
-    if pooling == "cls":
-        out = cls
-    elif pooling == "cls+avg":
-        out = torch.cat([cls, patches.mean(dim=1)], dim=-1)
-    elif pooling == "last4cls":
-        out = torch.cat([c for c, _ in layers], dim=-1)
-    else:
-        # DINO's copy detection clamps to positive before GeM (it uses p=4 and adds the CLS token;
-        # p=3 is the usual GeM default for retrieval).
-        p = patches.float().clamp(min=1e-6)
-        out = p.pow(GEM_P).mean(dim=1).pow(1.0 / GEM_P)
-    return torch.nn.functional.normalize(out.float(), dim=-1)
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -77,7 +48,7 @@ class _ImageFiles(torch.utils.data.Dataset):
 def precision_tag(device: torch.device) -> str:
     """ "fp16" where ``embed_images`` runs in half precision (CUDA autocast), else "" (float32):
     part of the setting name, so fp16 and fp32 vectors never share a cache."""
-    return "fp16" if torch.device(device).type == "cuda" else ""
+    return "" if precision_for(torch.device(device)) == "fp32" else "fp16"
 
 
 def _default_workers(device: torch.device) -> int:
@@ -118,8 +89,8 @@ def embed_images(
     from .progress import tqdm
 
     paths = [str(p) for p in paths]
-    info = model.steam_info
-    transform = make_transform(preset, mean=info["mean"], std=info["std"])
+    info = model_info(model)
+    transform = make_transform(preset, mean=info.mean, std=info.std)
     shape = (3, 224, 224) if preset != "full" else (3, *FULL_SIZE)
     device = next(model.parameters()).device
     workers = _default_workers(device) if num_workers is None else num_workers
@@ -164,8 +135,8 @@ def embed_images(
 
 def embed_image(image: Image.Image, model: torch.nn.Module, *, preset="crop256", pooling="cls"):
     """One PIL image of any mode (a query from outside the collection) -> (D',) float32, unit norm."""
-    info = model.steam_info
-    x = make_transform(preset, mean=info["mean"], std=info["std"])(image)[None]
+    info = model_info(model)
+    x = make_transform(preset, mean=info.mean, std=info.std)(image)[None]
     device = next(model.parameters()).device
     with torch.inference_mode():
         return pool_tokens(model, x.to(device), pooling)[0].cpu().numpy()
@@ -180,6 +151,8 @@ class Embeddings:
     vectors: np.ndarray
     meta: dict
     errors: dict[str, str] = field(default_factory=dict)
+    embedded: int = 0  # of this call: images embedded now ...
+    reused: int = 0  # ... and vectors taken from the cache or an interrupted run's checkpoints
 
 
 def list_images(folder: str | os.PathLike) -> dict[str, Path]:
@@ -187,7 +160,7 @@ def list_images(folder: str | os.PathLike) -> dict[str, Path]:
     found, root = {}, Path(folder).resolve()
     for p in sorted(Path(folder).iterdir()):
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            if reason := layout.not_a_regular_file(p, root):  # FIFOs, folders, links out
+            if reason := files.not_a_regular_file(p, root):  # FIFOs, folders, links out
                 logger.warning("skipped %s: %s", p, reason)
                 continue
             if p.stem in found:
@@ -197,11 +170,13 @@ def list_images(folder: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def load_embeddings(data: str | os.PathLike, setting: str) -> Embeddings:
-    """Read one setting's cache; ValueError naming the cached settings when it is missing, or
-    naming the damaged file and the fix when it cannot be trusted."""
+def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddings:
+    """Read one setting's cache (a ``Setting`` or its name); ValueError naming the cached
+    settings when it is missing, or naming the damaged file and the fix when it cannot be
+    trusted."""
+    setting = setting_of(setting)
     folder = layout.embeddings_dir(data, setting)
-    if not (folder / "meta.json").is_file():
+    if not layout.cache_meta_path(folder).is_file():
         cached = layout.list_settings(data)
         raise ValueError(
             f"no embeddings for setting {setting!r} in {data}; run `embed` first"
@@ -234,10 +209,27 @@ def _versions() -> dict:
     }
 
 
+def _setting_for(model, preset, pooling, pretrained, weights, device) -> Setting:
+    """The setting of ``embed_folder``'s loose arguments; a loaded model brings its own."""
+    if isinstance(model, torch.nn.Module):
+        info = model_info(model)
+        return Setting(
+            info.name,
+            preset,
+            pooling,
+            weights=info.weights_tag or "pretrained",
+            precision=precision_for(next(model.parameters()).device),
+        )
+    return Setting.create(
+        model, preset, pooling, pretrained=pretrained, weights=weights, device=device
+    )
+
+
 def embed_folder(
     images: str | os.PathLike,
     data: str | os.PathLike,
     *,
+    setting: Setting | None = None,
     model: str | torch.nn.Module = "dinov2_vits14",
     preset: str = "crop256",
     pooling: str = "cls",
@@ -260,112 +252,78 @@ def embed_folder(
     Args:
         images: folder of images; an image's id is its file stem (for banners, the app id).
         data: the data folder; the cache goes to ``embeddings/<setting>/``.
+        setting: the ``Setting`` to embed with; when given, it replaces model, preset, pooling,
+            pretrained and weights (its precision must be the device's).
         model: a name for ``load_model``, or a model it returned (then pretrained/weights are
             taken from the model).
         preset, pooling: see ``preprocess.PRESETS`` and ``POOLINGS``.
+        batch_size, num_workers, device: run options (how fast, not which vectors).
         checkpoint_every: images per checkpoint (at least 1).
 
     Returns:
         Embeddings with ids in row order and (N, D') float32 L2-normalised vectors; ``errors``
         lists the images skipped as unreadable.
     """
-    make_transform(preset)  # a bad preset or pooling fails before any work
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; available: {', '.join(POOLINGS)}")
+    loaded = model if isinstance(model, torch.nn.Module) else None
+    setting = _checked_setting(setting, model, preset, pooling, pretrained, weights, device)
+    _check_folder_options(images, checkpoint_every)
+    name, key, source = setting.name, setting.key(), _folder_ref(images, data)
+    cached = CachedRows.read(data, name, key, source)
+    if cached.resumed:
+        logger.info("resuming %s: %d from checkpoints of an interrupted run", name, cached.resumed)
+    files = list_images(images)
+    if not files:
+        raise ValueError(f"no images in {images} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    now = {i: _stamp(p) for i, p in files.items()}
+    by_content = cached.refresh(now, files)
+    reused = len(cached.ids)
+    done = set(cached.ids) | set(cached.failed)
+    todo = [i for i in files if i not in done]
+    if todo:
+        model = loaded or setting.load_model(device=device)
+        hashes = {i: content_hash(files[i]) for i in todo}
+        saver = Checkpointer(data, name, key, source, todo, now, checkpoint_every, hashes)
+        run = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
+        paths = [files[i] for i in todo]
+        opts = {"preset": setting.preset, "pooling": setting.pooling, "on_batch": saver.add}
+        new, kept, errs = embed_images(paths, model, **opts, **run)
+        cached.failed.update({Path(p).stem: [e, *now[Path(p).stem]] for p, e in errs.items()})
+        ids = [todo[j] for j in kept]
+        cached.append(new, ids, [now[i] for i in ids], [hashes[i] for i in ids])
+        cached.changed = True
+    if cached.changed:
+        fresh = {**key, "dim": 0, "versions": _versions()}
+        extra = {"arch": model_info(model).arch} if isinstance(model, torch.nn.Module) else {}
+        cached.write(data, name, {**(cached.meta or fresh), "images": source, **extra})
+    for path in layout.embedding_checkpoints(data, name, suffix=""):  # in the cache now
+        path.unlink(missing_ok=True)
+    errors = {i: f[0] for i, f in cached.failed.items()}
+    embedded = len(cached.ids) - reused
+    counts = (embedded, reused, by_content, len(errors))
+    logger.info("%s: %d embedded, %d reused (%d by content), %d skipped", name, *counts)
+    return Embeddings(name, cached.ids, cached.vectors, cached.meta, errors, embedded, reused)
+
+
+def _checked_setting(setting, model, preset, pooling, pretrained, weights, device) -> Setting:
+    """``setting``, or the one the loose arguments name; ValueError for a bad choice."""
+    if setting is None:
+        setting = _setting_for(model, preset, pooling, pretrained, weights, device)
+    elif precision_for(select_device(device)) != setting.precision:
+        raise ValueError(
+            f"setting {setting.name} embeds in {setting.precision}; device {device!r} runs "
+            f"{precision_for(select_device(device))}: pick the device it was made on"
+        )
+    make_transform(setting.preset)  # a bad preset or pooling fails before any work
+    if setting.pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {setting.pooling!r}; available: {', '.join(POOLINGS)}")
+    resolve_arch(setting.model)
+    return setting
+
+
+def _check_folder_options(images, checkpoint_every: int) -> None:
     if not Path(images).is_dir():
         raise ValueError(f"image folder not found: {images}")
     if checkpoint_every < 1:
         raise ValueError(
             f"checkpoint_every is a number of images, at least 1; got {checkpoint_every}"
         )
-    if isinstance(model, torch.nn.Module):
-        name, tag = model.steam_info["name"], model.steam_info["weights_tag"]
-        precision = precision_tag(next(model.parameters()).device)
-    else:
-        resolve_arch(model)
-        name, tag = model, weights_tag(pretrained=pretrained, weights=weights)
-        precision = precision_tag(select_device(device))
-    setting = layout.setting_name(name, preset, pooling, weights_tag=tag, precision=precision)
-    folder = layout.embeddings_dir(data, setting)
-    key = {"model": name, "weights": tag or "pretrained", "preset": preset, "pooling": pooling}
-    key["precision"] = precision or "fp32"
-    source = _folder_ref(images, data)
-
-    ids, stamps, vectors, failed, meta = [], [], np.zeros((0, 0), np.float32), {}, None
-    if (folder / "meta.json").is_file():
-        try:
-            meta, rows = read_cache(folder)
-        except (ValueError, OSError) as e:
-            logger.warning("%s; recomputing", e)
-        else:
-            if meta.get("images", source) != source:
-                raise ValueError(
-                    f"{folder} holds embeddings of {meta['images']}, not {source}: embed that "
-                    "folder with another data folder (--data), or delete this cache"
-                )
-            made = {k: meta.get(k, "fp32" if k == "precision" else None) for k in key}
-            if made == key:
-                ids, stamps, vectors, failed = (
-                    rows["ids"],
-                    rows["stamps"],
-                    rows["vectors"],
-                    rows["failed"],
-                )
-            else:
-                logger.warning("cache %s was made with other options; recomputing", folder)
-                meta = None
-    resumed, have = 0, set(ids)
-    for rows in read_checkpoints(data, setting, key, source):
-        new = [r for r, i in enumerate(rows["ids"]) if i not in have]
-        if new and (len(ids) == 0 or rows["vectors"].shape[1] == vectors.shape[1]):
-            vectors = np.concatenate([vectors, rows["vectors"][new]]) if ids else rows["vectors"]
-            ids = ids + [rows["ids"][r] for r in new]
-            stamps = stamps + [rows["stamps"][r] for r in new]
-            have.update(ids[-len(new) :])
-            resumed += len(new)
-        failed = {**rows["failed"], **failed}
-    if resumed:
-        logger.info(
-            "resuming %s: %d images from checkpoints of an interrupted run", setting, resumed
-        )
-
-    files = list_images(images)
-    if not files:
-        raise ValueError(f"no images in {images} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    now = {i: _stamp(p) for i, p in files.items()}
-    keep = [r for r, i in enumerate(ids) if now.get(i) == stamps[r]]
-    still_failed = {i: f for i, f in failed.items() if now.get(i) == f[1:] and i not in have}
-    changed = meta is None or resumed or len(keep) != len(ids) or len(still_failed) != len(failed)
-    failed = still_failed
-    ids, stamps, vectors = [ids[r] for r in keep], [stamps[r] for r in keep], vectors[keep]
-    done = set(ids) | set(failed)
-    todo = [i for i in files if i not in done]
-    if todo:
-        if not isinstance(model, torch.nn.Module):
-            model = load_model(name, pretrained=pretrained, weights=weights, device=device)
-        saver = Checkpointer(data, setting, key, source, todo, now, checkpoint_every)
-        new, kept, errs = embed_images(
-            [files[i] for i in todo],
-            model,
-            preset=preset,
-            pooling=pooling,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            progress=progress,
-            on_batch=saver.add,
-        )
-        failed.update({Path(p).stem: [e, *now[Path(p).stem]] for p, e in errs.items()})
-        if len(new):
-            vectors = np.concatenate([vectors, new]) if len(ids) else new
-            ids += [todo[j] for j in kept]
-            stamps += [now[todo[j]] for j in kept]
-        changed = True
-    if changed:
-        base = {**(meta or {**key, "dim": 0, "versions": _versions()}), "images": source}
-        if isinstance(model, torch.nn.Module):
-            base["arch"] = model.steam_info["arch"]
-        meta = write_cache(folder, base, ids, stamps, vectors, failed)
-    for path in layout.embedding_checkpoints(data, setting, suffix=""):  # in the cache now
-        path.unlink(missing_ok=True)
-    errors = {i: f[0] for i, f in failed.items()}
-    return Embeddings(setting, ids, vectors, meta, errors)

@@ -35,19 +35,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import layout
+from . import files, layout
 from .copies import VARIANTS
 from .embed import Embeddings, load_embeddings
-from .metrics import (
-    average_precision_at_k,
-    dcg_at_k,
-    ndcg_at_k,
-    random_average_precision_at_k,
-    random_ndcg_at_k,
-    random_recall_at_k,
-    recall_at_k,
-)
 from .ranking import ideal_gains, rank_rows
+
+# The per-truth scoring lives in ``truths``; these names stay importable from here.
+from .truths import (  # noqa: F401
+    COLUMNS,
+    copy_model,
+    label_sets,
+    score_copies,
+    score_labels,
+    score_tags,
+    tag_vectors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +58,6 @@ LABELS = {"franchise": "franchises", "developer": "developers", "publisher": "pu
 COPY_SAMPLE = 200
 SEED = 0
 _KEY = b"steam_dinov2.evaluation_key"
-_COLUMNS = [
-    "setting",
-    "truth",
-    "query_id",
-    "n_relevant",
-    "first_rank",
-    "metric",
-    "value",
-    "baseline",
-]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,156 +81,6 @@ class Evaluation:
     skipped: dict[str, str]
 
 
-def _frame(setting, truth, ids, n_rel, first, metrics: dict) -> pd.DataFrame:
-    parts = [
-        pd.DataFrame(
-            {
-                "setting": setting,
-                "truth": truth,
-                "query_id": ids,
-                "n_relevant": n_rel,
-                "first_rank": first,
-                "metric": name,
-                "value": value,
-                "baseline": base,
-            }
-        )  # fmt: skip
-        for name, (value, base) in metrics.items()
-    ]
-    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_COLUMNS)
-    return df.astype({"n_relevant": "int64", "first_rank": "int32", "query_id": "string"})
-
-
-def _first_rank(rel: np.ndarray) -> np.ndarray:
-    hit = rel > 0
-    return np.where(hit.any(1), hit.argmax(1) + 1, 0)
-
-
-def _label_sets(emb: Embeddings, metadata: pd.DataFrame, column: str) -> list[frozenset]:
-    by_id = {str(a): v for a, v in zip(metadata["app_id"], metadata[column])}
-    return [frozenset(str(x).casefold() for x in by_id.get(i, [])) for i in emb.ids]
-
-
-def score_labels(emb: Embeddings, labels: list[frozenset], neighbors: np.ndarray, k: int, truth):
-    """Per-query recall@1, recall@k, mAP@k of one label truth (see the module docstring)."""
-    n = len(emb.ids)
-    members: dict[str, set[int]] = {}
-    for row, ls in enumerate(labels):
-        for label in ls:
-            members.setdefault(label, set()).add(row)
-    memo: dict[frozenset, int] = {}
-    n_rel = np.zeros(n, np.int64)
-    for row, ls in enumerate(labels):
-        if ls and ls not in memo:
-            memo[ls] = len(set().union(*(members[x] for x in ls))) - 1
-        n_rel[row] = memo.get(ls, 0)
-    q = np.flatnonzero(n_rel > 0)
-    rel = np.zeros((len(q), neighbors.shape[1]), np.float64)
-    for j, row in enumerate(q):
-        mine = labels[row]
-        rel[j] = [not mine.isdisjoint(labels[r]) for r in neighbors[row]]
-    m = n - 1
-    metrics = {
-        "recall@1": (recall_at_k(rel, 1), random_recall_at_k(n_rel[q], m, 1)),
-        f"recall@{k}": (recall_at_k(rel, k), random_recall_at_k(n_rel[q], m, k)),
-        f"map@{k}": (
-            average_precision_at_k(rel, n_rel[q], k),
-            random_average_precision_at_k(n_rel[q], m, k),
-        ),
-    }
-    ids = [emb.ids[r] for r in q]
-    return _frame(emb.setting, truth, ids, n_rel[q], _first_rank(rel), metrics)
-
-
-def tag_vectors(emb: Embeddings, metadata: pd.DataFrame) -> np.ndarray:
-    """(N, T) float32 tag-weight vectors of the collection's apps, rows L2-normalised (0 if none)."""
-    by_id = {
-        str(a): (list(t), list(w))
-        for a, t, w in zip(metadata["app_id"], metadata["tagids"], metadata["tag_weights"])
-    }
-    vocab = sorted({int(t) for tags, _ in by_id.values() for t in tags})
-    col = {t: j for j, t in enumerate(vocab)}
-    out = np.zeros((len(emb.ids), len(vocab)), np.float32)
-    for row, i in enumerate(emb.ids):
-        for t, w in zip(*by_id.get(i, ([], []))):
-            out[row, col[int(t)]] = float(w) if np.isfinite(w) and w > 0 else 0.0
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
-
-
-def _gains(tags: np.ndarray, queries: np.ndarray, ranked: np.ndarray) -> np.ndarray:
-    """(Q, k) tag cosines of each query row with its ranked rows, one rank at a time (bounded)."""
-    out = np.zeros(ranked.shape, np.float64)
-    for j in range(ranked.shape[1]):
-        out[:, j] = (tags[queries] * tags[ranked[:, j]]).sum(1)
-    return out
-
-
-def score_tags(emb: Embeddings, tags: np.ndarray, neighbors: np.ndarray, k: int, ideal=None):
-    """Per-query nDCG@k against tag-cosine gains (see the module docstring); ``ideal`` is
-    ``ideal_gains(tags, k)`` when already known (it depends on the labels, not the setting)."""
-    n = len(emb.ids)
-    ideal = ideal_gains(tags, k) if ideal is None else ideal
-    q = np.flatnonzero(dcg_at_k(ideal, k) > 0)
-    gains = _gains(tags, q, neighbors[q])
-    mean_gain = (tags[q] @ tags.sum(0) - (tags[q] ** 2).sum(1)) / max(n - 1, 1)
-    baseline = random_ndcg_at_k(mean_gain, ideal[q], n - 1, k)
-    metrics = {f"ndcg@{k}": (ndcg_at_k(gains, ideal[q], k), baseline)}
-    # Candidates with a positive gain, counted up to k (all of them would cost another N x N pass).
-    n_rel = (ideal[q] > 0).sum(1)
-    return _frame(emb.setting, "tags", [emb.ids[r] for r in q], n_rel, _first_rank(gains), metrics)
-
-
-def copy_model(meta: dict, *, weights=None, device="auto"):
-    """``(model, "")`` for the cache's setting, or ``(None, reason)`` when it may not be loaded.
-
-    The model name comes from the cache (untrusted): only a registry name is loaded, with its
-    pretrained weights, random weights, or ``weights`` when that file is the one the cache names.
-    """
-    from .models import MODELS, load_model, weights_tag
-
-    name, tag = meta.get("model"), meta.get("weights")
-    if name not in MODELS:
-        return None, f"the cache's model {name!r} is not a registry name (see `models`)"
-    try:
-        if tag == "random":
-            return load_model(name, pretrained=False, device=device), ""
-        if tag == "pretrained":
-            return load_model(name, device=device), ""
-        if weights is not None and weights_tag(weights=weights) == tag:
-            return load_model(name, weights=weights, device=device), ""
-    except Exception as e:  # no internet, no weights, out of memory: a skip to report
-        return None, f"could not load {name}: {type(e).__name__}: {str(e)[:160]}"
-    return None, f"made with a local weights file ({tag}): pass that file as weights (--weights)"
-
-
-def score_copies(emb, model, paths: dict[str, str], k: int, *, sample, seed, variants):
-    """Per-query recall@1 of planted copies (``copy:<variant>`` rows; see the module docstring)."""
-    from .copies import embed_variants
-
-    ids = sorted(i for i in emb.ids if i in paths)
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(ids), size=min(sample, len(ids)), replace=False).tolist())
-    chosen = [ids[c] for c in chosen]
-    vectors, sources, kinds = embed_variants(
-        [paths[i] for i in chosen], model, variants=variants, preset=emb.meta["preset"],
-        pooling=emb.meta["pooling"],
-    )  # fmt: skip
-    row_of = {i: r for r, i in enumerate(emb.ids)}
-    source_rows = np.array([row_of[chosen[s]] for s in sources], np.int64)
-    ranked = rank_rows(emb.vectors, vectors, k)
-    rel = (ranked == source_rows[:, None]).astype(np.float64)
-    first, kinds = _first_rank(rel), np.asarray(kinds, dtype=object)
-    base = np.full(len(rel), 1.0 / len(emb.ids))
-    parts = []
-    for v in variants:
-        sel = kinds == v
-        ids_v = [chosen[s] for s in sources[sel]]
-        metrics = {"recall@1": (recall_at_k(rel[sel], 1), base[sel])}
-        parts.append(_frame(emb.setting, f"copy:{v}", ids_v, 1, first[sel], metrics))
-    return pd.concat(parts, ignore_index=True)
-
-
 def _cached(data, setting: str, part: str, key: dict, compute) -> pd.DataFrame:
     """The cached piece when its key matches, else ``compute()`` stored under ``key``."""
     import pyarrow as pa
@@ -253,7 +95,7 @@ def _cached(data, setting: str, part: str, key: dict, compute) -> pd.DataFrame:
     df = compute()
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = {**(table.schema.metadata or {}), _KEY: json.dumps(key).encode()}
-    with layout.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         pq.write_table(table.replace_schema_metadata(meta), tmp)
     return df
 
@@ -302,7 +144,8 @@ def evaluate_settings(
 
     Args:
         data: the data folder (embedding caches, ``metadata.parquet``, banners).
-        settings: setting names (``layout.list_settings``); default every cached one.
+        settings: setting names (``layout.list_settings``) or ``Setting`` values; default every
+            cached one.
         truths: among ``TRUTHS``.
         k: ranks looked at (recall@k, mAP@k, nDCG@k, agreement).
         copies: banners sampled for ``copy`` (seeded by ``seed``); 0 skips it.
@@ -318,18 +161,7 @@ def evaluate_settings(
     from .embed import list_images
     from .metadata import empty_metadata, read_metadata
 
-    cached = layout.list_settings(data)
-    if not cached:
-        raise ValueError(f"no embeddings in {data}: run `embed` first")
-    settings = cached if settings is None else list(dict.fromkeys(settings))
-    for s in settings:
-        if s not in cached:
-            raise ValueError(f"no cached setting {s!r} in {data}; cached: {', '.join(cached) or 'none (run embed)'}")  # fmt: skip
-    bad = [t for t in truths if t not in TRUTHS] + [v for v in variants if v not in VARIANTS]
-    if bad:
-        raise ValueError(f"unknown truth or variant {bad[0]!r}; truths: {', '.join(TRUTHS)}; variants: {', '.join(VARIANTS)}")  # fmt: skip
-    if k < 1 or copies < 0:
-        raise ValueError(f"k must be >= 1 and copies >= 0, got k={k}, copies={copies}")
+    settings = _checked_request(data, settings, truths, variants, k, copies)
     try:
         metadata, no_metadata = read_metadata(data), "no metadata"
     except ValueError as e:  # damaged: the label truths are skipped with the reason
@@ -357,7 +189,7 @@ def evaluate_settings(
             if part.empty:
                 skipped[f"{setting}/{truth}"] = "no query: no app shares this label with another"
             parts.append(part)
-    per_query = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_COLUMNS)
+    per_query = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
     summary = summarize(per_query)
     agreement = _agreement(tops, k)
     for path, df in (
@@ -365,11 +197,34 @@ def evaluate_settings(
         (layout.evaluation_agreement_path(data), agreement),
         (layout.evaluation_queries_path(data), per_query),
     ):
-        with layout.atomic_path(path) as tmp:
+        with files.atomic_path(path) as tmp:
             df.to_parquet(tmp, index=False)
     for label, reason in skipped.items():
         logger.info("skipped %s: %s", label, reason)
     return Evaluation(summary, agreement, per_query, skipped)
+
+
+def _checked_request(data, settings, truths, variants, k: int, copies: int) -> list[str]:
+    """The setting names to score; ValueError naming the choices for anything unknown."""
+    from .setting import setting_of
+
+    cached = layout.list_settings(data)
+    if not cached:
+        raise ValueError(f"no embeddings in {data}: run `embed` first")
+    settings = cached if settings is None else list(dict.fromkeys(map(setting_of, settings)))
+    for s in settings:
+        if s not in cached:
+            raise ValueError(
+                f"no cached setting {s!r} in {data}; cached: {', '.join(cached) or 'none (run embed)'}"
+            )
+    bad = [t for t in truths if t not in TRUTHS] + [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise ValueError(
+            f"unknown truth or variant {bad[0]!r}; truths: {', '.join(TRUTHS)}; variants: {', '.join(VARIANTS)}"
+        )
+    if k < 1 or copies < 0:
+        raise ValueError(f"k must be >= 1 and copies >= 0, got k={k}, copies={copies}")
+    return settings
 
 
 class _Skip(Exception):
@@ -382,7 +237,7 @@ def _score_truth(data, emb, truth, neighbors, base, metadata, paths, o) -> pd.Da
     if truth != "copy" and metadata.empty:
         raise _Skip(f"{o['no_metadata']}: run `python -m steam_dinov2 metadata --data DATA`")
     if truth in LABELS:
-        sets = _label_sets(emb, metadata, LABELS[truth])
+        sets = label_sets(emb, metadata, LABELS[truth])
         key = {**base, "labels": _digest([sorted(s) for s in sets])}
         return _cached(
             data, setting, truth, key, lambda: score_labels(emb, sets, neighbors, k, truth)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .models import forward_tokens, load_model
+from .models import forward_tokens, load_model, model_info
 from .plot import as_image_array, escape_mathtext, shorten
 from .preprocess import make_transform, to_rgb
 
@@ -45,15 +45,15 @@ def explain_match(image_a, image_b, model: torch.nn.Module, *, preset: str = "cr
     """
     from PIL import Image
 
-    info = model.steam_info
-    transform = make_transform(preset, mean=info["mean"], std=info["std"])
+    info = model_info(model)
+    transform = make_transform(preset, mean=info.mean, std=info.std)
     x = torch.stack([transform(Image.fromarray(as_image_array(i))) for i in (image_a, image_b)])
     device = next(model.parameters()).device
     with torch.inference_mode():
         _, patches = forward_tokens(model, x.to(device))[-1]
     patches = torch.nn.functional.normalize(patches.float(), dim=-1).cpu()
     sim = patches[0] @ patches[1].T  # (P, P) cosines
-    rows, cols = x.shape[2] // info["patch_size"], x.shape[3] // info["patch_size"]
+    rows, cols = x.shape[2] // info.patch_size, x.shape[3] // info.patch_size
     assert rows * cols == sim.shape[0], (rows, cols, sim.shape)
     mean = torch.nn.functional.normalize(patches.mean(dim=1), dim=-1)
     return MatchExplanation(
@@ -85,9 +85,14 @@ def draw_heatmap(ax, image, heat: np.ndarray, preset: str, *, vmin: float, vmax:
     ax.imshow(np.full((1, 1, 4), (0, 0, 0, 0.55)), extent=(0, w, h, 0))  # veil, then unveil box
     ax.imshow(img[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))], extent=(x0, x1, y1, y0))
     artist = ax.imshow(
-        heat, cmap="inferno", alpha=0.55, vmin=vmin, vmax=vmax, extent=(x0, x1, y1, y0),
+        heat,
+        cmap="inferno",
+        alpha=0.55,
+        vmin=vmin,
+        vmax=vmax,
+        extent=(x0, x1, y1, y0),
         interpolation="nearest",
-    )  # fmt: skip
+    )
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.axis("off")

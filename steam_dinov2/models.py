@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
-import sys
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .weights import load_weights_file, weights_tag
 
 HUB_PREFIX = "hub:"
 # Random weights come from this seed, so two runs (and a cache one made and the other extends) agree.
@@ -24,6 +23,43 @@ class ModelSpec:
     dim: int  # embedding size of one token
     patch_size: int
     family: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``load_model`` knows about a model it returned (``model_info(model)``).
+
+    Attributes:
+        name: the name it was loaded by; arch: the timm architecture (or the hub name);
+        weights_tag: "" (pretrained), "random" or "w-<sha>"; dim: token width;
+        patch_size: pixels per patch side; mean, std: its normalisation;
+        num_prefix_tokens: CLS plus register tokens before the patches.
+    """
+
+    name: str
+    arch: str
+    weights_tag: str
+    dim: int
+    patch_size: int
+    mean: tuple
+    std: tuple
+    num_prefix_tokens: int
+
+
+# A model's info lives beside it, not on it: no attribute is attached to a torch module, and the
+# entry goes when the model is garbage collected.
+_INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def model_info(model: torch.nn.Module) -> ModelInfo:
+    """The ``ModelInfo`` of a model ``load_model`` returned; ValueError for any other model."""
+    try:
+        return _INFO[model]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"{type(model).__name__} was not loaded by load_model; load it with "
+            "steam_dinov2.load_model(name) so its preprocessing and tokens are known"
+        ) from None
 
 
 def _spec(arch: str, dim: int, patch: int, family: str) -> ModelSpec:
@@ -70,23 +106,6 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def weights_tag(*, pretrained: bool = True, weights: str | os.PathLike | None = None) -> str:
-    """Short name of the weights a model carries: "" (its pretrained weights), "random" or "w-<sha>"."""
-    if weights is not None:
-        st = os.stat(weights)
-        return "w-" + _file_sha256(os.path.abspath(weights), st.st_size, st.st_mtime_ns)[:12]
-    return "" if pretrained else "random"
-
-
-@functools.lru_cache(maxsize=16)  # a run asks several times; a ViT-g file is 4.5 GB
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_model(
     name: str,
     *,
@@ -107,8 +126,8 @@ def load_model(
         device: "auto" (cuda > mps > cpu) or any torch device.
 
     Returns:
-        The model in eval mode on ``device``, with a ``steam_info`` dict (name, arch, weights_tag,
-        dim, patch_size, mean, std, num_prefix_tokens).
+        The model in eval mode on ``device``; ``model_info(model)`` gives its ``ModelInfo``
+        (name, arch, weights_tag, dim, patch_size, mean, std, num_prefix_tokens).
     """
     if weights is not None and not Path(weights).is_file():
         raise ValueError(f"weights file not found: {weights}")
@@ -117,8 +136,9 @@ def load_model(
         model, info = _load_hub(name, pretrained=pretrained and weights is None, weights=weights)
     else:
         model, info = _load_timm(name, pretrained=pretrained and weights is None, weights=weights)
-    model.steam_info = {"name": name, "weights_tag": tag, **info}
-    return model.eval().requires_grad_(False).to(select_device(device))
+    model = model.eval().requires_grad_(False).to(select_device(device))
+    _INFO[model] = ModelInfo(name=name, weights_tag=tag, **info)
+    return model
 
 
 def resolve_arch(name: str) -> str:
@@ -164,7 +184,7 @@ def _load_timm(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module
         if weights is None:
             _init_layer_scale(model)
         else:
-            _load_weights_file(model, weights)
+            load_weights_file(model, weights)
     patch = model.patch_embed.patch_size
     cfg = model.pretrained_cfg
     return model, {
@@ -196,64 +216,6 @@ def _init_layer_scale(model: torch.nn.Module) -> None:
                 p.fill_(1.0)
 
 
-def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file; ValueError naming the file and what is wrong with it."""
-    import pickle
-
-    path = str(path)
-    if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            sd = load_file(path)
-        except SafetensorError as e:
-            raise ValueError(f"weights file {path} is not a valid safetensors file ({e})") from None
-    else:
-        # weights_only: never unpickle arbitrary objects from a file we did not write.
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # torch's own message suggests weights_only=False, i.e. running the file's code: no.
-            raise ValueError(
-                f"weights file {path} holds Python objects besides tensors, which are never "
-                "loaded (they could run code); save model.state_dict() to a .pth or .safetensors"
-            ) from None
-        except Exception as e:  # text, truncated zip, ...: torch raises many types
-            raise ValueError(
-                f"weights file {path} is not a PyTorch checkpoint ({type(e).__name__})"
-            ) from None
-    for key in ("model", "state_dict", "teacher"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()
-    ):
-        raise ValueError(f"weights file {path} is not a state dict (names -> tensors)")
-    return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in sd.items()}
-
-
-def _load_weights_file(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    sd = _read_state_dict(path)
-    # timm's own filter converts official checkpoints (DINOv2's mask_token, register_tokens, SwiGLU
-    # names) and resamples position embeddings to the model's grid.
-    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-    if filter_fn is not None:
-        sd = filter_fn(sd, model)
-    try:
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        first = str(e).splitlines()[1:2] or [str(e)]
-        raise ValueError(
-            f"weights file {path} does not fit this model: {first[0].strip()}"
-        ) from None
-    if missing or unexpected:
-        raise ValueError(
-            f"weights file {path} does not fit this model: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-
-
 def _load_hub(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module, dict]:
     repo, _, entry = name.removeprefix(HUB_PREFIX).rpartition(":")
     if not repo or not entry:
@@ -274,14 +236,14 @@ def _load_hub(name: str, *, pretrained: bool, weights) -> tuple[torch.nn.Module,
             f"hub:DIR:{entry}, and pass weights=PATH (CLI: --weights PATH) for the weights file."
         ) from e
     if weights is not None:
-        _load_weights_file(model, weights)
+        load_weights_file(model, weights)
     patch = getattr(model, "patch_size", None) or model.patch_embed.patch_size
     return model, {
         "arch": name,
         "dim": model.embed_dim,
         "patch_size": patch[0] if isinstance(patch, tuple) else patch,
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
+        "mean": tuple(IMAGENET_MEAN),
+        "std": tuple(IMAGENET_STD),
         "num_prefix_tokens": 1 + getattr(model, "num_register_tokens", 0),
     }
 
@@ -297,7 +259,7 @@ def forward_tokens(model: torch.nn.Module, x: torch.Tensor, *, n_last: int = 1) 
         ``n_last`` pairs ``(cls, patches)``: cls (B, D), patches (B, H*W/patch**2, D); register
         tokens are dropped.
     """
-    prefix = model.steam_info["num_prefix_tokens"]
+    prefix = model_info(model).num_prefix_tokens
     if hasattr(model, "forward_intermediates"):  # timm
         if n_last == 1:
             t = model.forward_features(x)

@@ -10,7 +10,13 @@ from .plot import escape_mathtext
 # The figure each truth is ranked by: mAP@k for label truths (order of all relevant items in the
 # top k), nDCG@k for graded tags, recall@1 for copies (the source must come first).
 RANDOM = "(random ranking)"  # the row of baselines in ``rank_settings``
-PRIMARY = {"franchise": "map", "developer": "map", "publisher": "map", "tags": "ndcg", "copy": "recall@1"}  # fmt: skip
+PRIMARY = {
+    "franchise": "map",
+    "developer": "map",
+    "publisher": "map",
+    "tags": "ndcg",
+    "copy": "recall@1",
+}
 
 
 def _primary(summary: pd.DataFrame) -> pd.DataFrame:

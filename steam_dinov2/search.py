@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from . import layout
 from .embed import Embeddings
+
+# Writing and serving match tables lives in ``export``; these names stay importable from here.
+from .export import (  # noqa: F401
+    MADE_FROM,
+    export_matches,
+    matches_made_from,
+    read_matches_made_from,
+    write_matches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,13 +98,52 @@ def _candidates(emb: Embeddings, exclude) -> np.ndarray:
     return np.array([i for i, x in enumerate(emb.ids) if x not in excluded], dtype=np.int64)
 
 
-def index_collection(emb: Embeddings, exclude=()):
-    """``(rows, index)``: the rows of ``emb`` that may be neighbours, and a faiss index over them.
+@dataclass(frozen=True, eq=False)
+class CollectionIndex:
+    """A faiss index over the rows of one setting's embeddings that may be neighbours.
 
-    Build it once and pass it as ``index=`` to ``find_neighbors`` to answer many queries.
+    Attributes:
+        setting: the ``Embeddings.setting`` it was built from.
+        count: how many images that collection held (a changed collection needs a new index).
+        rows: (M,) int64 rows of ``emb`` in the index, ascending: the ids not excluded.
+        index: the faiss index over ``emb.vectors[rows]``.
+        excluded: the ids left out, as strings.
+    """
+
+    setting: str
+    count: int
+    rows: np.ndarray
+    index: object
+    excluded: frozenset[str]
+
+    def check(self, emb: Embeddings, exclude=()) -> None:
+        """ValueError unless this index answers for ``emb`` with the exclusions ``exclude``
+        (empty ``exclude`` means "the index's own")."""
+        if emb.setting != self.setting or len(emb.ids) != self.count:
+            raise ValueError(
+                f"index was built for {self.setting} ({self.count} images), not for "
+                f"{emb.setting} ({len(emb.ids)} images): build it with index_collection(emb)"
+            )
+        asked = {str(e) for e in exclude}
+        if asked and asked != self.excluded:
+            raise ValueError(
+                f"exclude= ({len(asked)} ids) differs from the {len(self.excluded)} ids the index "
+                "was built without: build it with index_collection(emb, exclude), or leave "
+                "exclude= out to use the index's exclusions"
+            )
+
+
+def index_collection(emb: Embeddings, exclude=()) -> CollectionIndex:
+    """A ``CollectionIndex`` over the rows of ``emb`` that may be neighbours (not in ``exclude``).
+
+    Build it once and pass it as ``index=`` to ``find_neighbors`` to answer many queries; it
+    remembers its exclusions.
     """
     cand = _candidates(emb, exclude)
-    return cand, build_index(emb.vectors[cand])
+    excluded = frozenset(str(e) for e in exclude)
+    return CollectionIndex(
+        emb.setting, len(emb.ids), cand, build_index(emb.vectors[cand]), excluded
+    )
 
 
 def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=None) -> pd.DataFrame:
@@ -107,13 +153,25 @@ def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=Non
         emb: embeddings from ``embed_folder`` or ``load_embeddings``.
         query: an id in ``emb.ids``, or a (D,) float32 L2-normalised vector.
         exclude: ids that must never appear as neighbours (they can still be the query).
-        index: from ``index_collection(emb, exclude)``, to skip building it per query.
+        index: a ``CollectionIndex`` from ``index_collection(emb, exclude)``, to skip building
+            it per query; its exclusions apply (``exclude`` may be left out, or must match).
 
     Returns:
         DataFrame with columns rank (1..k), id, score (cosine), best first.
+
+    Raises:
+        ValueError: ``index`` is not a ``CollectionIndex`` of ``emb``, or was built with other
+            exclusions than ``exclude``.
     """
     _check_k(k)
-    cand, index = index or index_collection(emb, exclude)
+    if index is None:
+        index = index_collection(emb, exclude)
+    elif not isinstance(index, CollectionIndex):
+        raise ValueError(
+            f"index must come from index_collection(emb, exclude), got {type(index).__name__}"
+        )
+    index.check(emb, exclude)
+    cand = index.rows
     if isinstance(query, (str, int, np.integer)):
         query = str(query)
         try:
@@ -124,14 +182,14 @@ def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=Non
             ) from None
         self_row = np.searchsorted(cand, row)
         self_row = self_row if self_row < len(cand) and cand[self_row] == row else -1
-        scores, rows = search_index(index, emb.vectors[row], k=k, self_rows=[self_row])
+        scores, rows = search_index(index.index, emb.vectors[row], k=k, self_rows=[self_row])
     else:
         vector = np.asarray(query, dtype=np.float32).reshape(1, -1)
         if vector.shape[1] != emb.vectors.shape[1]:
             raise ValueError(
                 f"query has {vector.shape[1]} dims, the collection {emb.vectors.shape[1]}"
             )
-        scores, rows = search_index(index, vector, k=k)
+        scores, rows = search_index(index.index, vector, k=k)
     ok = rows[0] >= 0
     return pd.DataFrame(
         {
@@ -189,36 +247,8 @@ def match_all(
         }
     )
     if data is not None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
-        # What the table was made from, so a reader can tell when it has gone stale.
-        made_from = json.dumps(matches_made_from(emb, exclude)).encode()
-        arrow = arrow.replace_schema_metadata({**arrow.schema.metadata, MADE_FROM: made_from})
-        with layout.atomic_path(layout.neighbors_path(data, emb.setting)) as tmp:
-            pq.write_table(arrow, tmp)
+        write_matches(data, emb, table, exclude)
     return table
-
-
-MADE_FROM = b"steam_dinov2.made_from"
-
-
-def matches_made_from(emb: Embeddings, exclude=()) -> dict:
-    """The cache generation and exclusion list a match table is computed from."""
-    excluded = ",".join(sorted({str(e) for e in exclude}))
-    return {
-        "vectors_file": emb.meta.get("vectors_file", ""),
-        "excluded_sha256": hashlib.sha256(excluded.encode()).hexdigest(),
-    }
-
-
-def read_matches_made_from(path) -> dict | None:
-    """``matches_made_from`` as written into a neighbors.parquet, or None for an older file."""
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta[MADE_FROM]) if MADE_FROM in meta else None
 
 
 def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[int]]:
@@ -254,29 +284,3 @@ def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[in
     bounds = np.flatnonzero(np.diff(root[order])) + 1
     groups = [g.tolist() for g in np.split(order, bounds) if len(g) > 1]
     return sorted(groups, key=lambda g: g[0])
-
-
-def export_matches(data: str | os.PathLike, setting: str, *, names: dict[str, str] | None = None):
-    """Write the match table for serving: ``neighbors.json`` beside ``neighbors.parquet``.
-
-    The JSON maps each query id to its neighbours best first, ``[{"id", "name", "score"}, ...]``
-    (scores rounded to 4 decimals), so a web page can look a game up without pandas.
-
-    Returns:
-        ``(parquet_path, json_path)``.
-    """
-    path = layout.neighbors_path(data, setting)
-    if not path.is_file():
-        raise ValueError(f"no matches for setting {setting!r}: run `match` first")
-    table = pd.read_parquet(path).sort_values(["query_id", "rank"])
-    names = names or {}
-    out = {
-        q: [
-            {"id": i, "name": names.get(i, ""), "score": round(float(s), 4)}
-            for i, s in zip(g["id"], g["score"])
-        ]
-        for q, g in table.groupby("query_id", sort=False)
-    }
-    json_path = path.with_suffix(".json")
-    layout.write_text_atomic(json_path, json.dumps(out, ensure_ascii=False))
-    return path, json_path

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import layout
+from .files import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def export_site(
 
     Args:
         data: the data folder.
-        setting: a cached setting (``layout.list_settings(data)``).
+        setting: a cached setting (a name of ``layout.list_settings(data)``, or a ``Setting``).
         out: the site folder; an existing one is replaced only if it holds a previous export.
         k: neighbours listed per game.
         images: the banner folder (default ``DATA/banners``).
@@ -102,7 +103,9 @@ def export_site(
     from .embed import list_images, load_embeddings
     from .manifest import load_names
     from .search import match_all
+    from .setting import setting_of
 
+    setting = setting_of(setting)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     out = Path(out)
@@ -125,9 +128,14 @@ def export_site(
     nb_scores[q, table["rank"].to_numpy() - 1] = table["score"].to_numpy()
 
     games = {
-        "version": 1, "setting": setting, "k": k, "shard": SHARD, "count": n,
-        "ids": list(emb.ids), "names": [names.get(i, "") for i in emb.ids],
-    }  # fmt: skip
+        "version": 1,
+        "setting": setting,
+        "k": k,
+        "shard": SHARD,
+        "count": n,
+        "ids": list(emb.ids),
+        "names": [names.get(i, "") for i in emb.ids],
+    }
     if with_map:
         from .catalog_map import describe_clusters, map_catalog
 
@@ -141,7 +149,7 @@ def export_site(
             for c, s, ids in zip(summary["cluster"], summary["size"], summary["central_ids"])
         ]
 
-    with layout.atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         (tmp / "data").mkdir(parents=True)
         for name in ("index.html", "app.js", "style.css"):
             shutil.copyfile(ASSETS / name, tmp / name)

@@ -32,7 +32,10 @@ def test_embed_then_match_end_to_end(banner_dir, tmp_path):
         "4",
     )
     assert r.returncode == 0, r.stderr
-    assert "9 images embedded (384 dims), 1 skipped" in r.stdout and "broken" in r.stdout
+    assert "9 embedded, 0 reused (384 dims), 1 skipped" in r.stdout and "broken" in r.stdout
+    r = subprocess.run(r.args, capture_output=True, text=True)  # again: all cached, and it says so
+    assert r.returncode == 0, r.stderr
+    assert "0 embedded, 9 reused (384 dims), 1 skipped" in r.stdout
     r = _run("match", "--data", data, "--no-pretrained", "--pooling", "gem", "--k", "3")
     assert r.returncode == 0, r.stderr
     table = pd.read_parquet(
@@ -115,5 +118,6 @@ def test_run_downloads_audits_embeds_matches_and_previews(tmp_path):
     assert not set(table.id) & excluded
     assert ("audit exclusions applied: " in r.stdout) == bool(excluded)
     with Image.open(data / "matches" / setting / "preview.png") as img:
-        assert img.width > 400 and img.height > 200
+        # --k 3: the query and 3 neighbours per row, 1.6 inches each at 80 dpi.
+        assert img.width == 4 * 128 and img.height > 200
     assert f"preview of a few games -> {data / 'matches' / setting / 'preview.png'}" in r.stdout

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -7,10 +8,19 @@ import torch
 from PIL import Image
 from synthetic import make_banner
 
+import steam_dinov2.cache as cache_mod
 import steam_dinov2.embed as embed_mod
-from steam_dinov2 import embed_folder, embed_images, load_embeddings, load_model, make_transform
+from steam_dinov2 import (
+    embed_folder,
+    embed_images,
+    files,
+    load_embeddings,
+    load_model,
+    make_transform,
+)
 from steam_dinov2.embed import pool_tokens
 from steam_dinov2.models import forward_tokens
+from steam_dinov2.setting import Setting
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +141,7 @@ def test_cache_reuse_append_drop(vits14, banner_dir, tmp_path, monkeypatch):
     assert first.setting == "dinov2_vits14__crop256__cls__random"
 
     # Rerun: nothing embedded, not even the bad file again, and the model is never loaded.
-    monkeypatch.setattr(embed_mod, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(Setting, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     again = embed_folder(banner_dir, data, model="dinov2_vits14", pretrained=False)
     assert len(calls) == 1 and again.ids == first.ids and set(again.errors) == {"junk"}
     np.testing.assert_array_equal(again.vectors, first.vectors)
@@ -179,7 +189,7 @@ def test_killed_write_keeps_the_old_cache(vits14, banner_dir, tmp_path, monkeypa
     def dies(*a, **k):  # the process dies after the vectors, before meta.json is replaced
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(embed_mod.layout, "write_text_atomic", dies)
+    monkeypatch.setattr(files, "write_text_atomic", dies)
     with pytest.raises(KeyboardInterrupt):
         embed_folder(banner_dir, data, model=vits14, num_workers=0)
     monkeypatch.undo()
@@ -241,3 +251,35 @@ def test_checkpoints_every_n_images_or_seconds(vits14, banner_dir, tmp_path, mon
     assert writes == [2, 2, 2, 2, 1]
     with pytest.raises(ValueError, match="checkpoint_every is a number of images, at least 1"):
         embed_folder(banner_dir, tmp_path / "c", model=vits14, checkpoint_every=0)
+
+
+def test_a_copied_folder_is_recognised_by_content_not_embedded_again(
+    vits14, banner_dir, tmp_path, monkeypatch
+):
+    data = tmp_path / "data"
+    shutil.copytree(banner_dir, data / "banners")
+    first = embed_folder(data / "banners", data, model=vits14, num_workers=0)
+    assert (first.embedded, first.reused) == (9, 0)
+    # `cp -r data data2` or a Drive round trip: same bytes, new mtimes (set apart on purpose:
+    # copytree's copy2 would keep them).
+    copy = tmp_path / "data2"
+    shutil.copytree(data, copy)
+    for p in (copy / "banners").iterdir():
+        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    calls = _count_embedded(monkeypatch)
+    again = embed_folder(copy / "banners", copy, model=vits14, num_workers=0)
+    assert calls == [] and (again.embedded, again.reused) == (0, 9)
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+    # The new stamps were written back: the next run decides by stamp, and reads no file.
+    monkeypatch.setattr(embed_mod, "content_hash", lambda p: pytest.fail(f"hashed {p}"))
+    monkeypatch.setattr(cache_mod, "content_hash", lambda p: pytest.fail(f"hashed {p}"))
+    assert embed_folder(copy / "banners", copy, model=vits14, num_workers=0).reused == 9
+    monkeypatch.undo()
+    # Same size, other bytes: embedded again.
+    calls = _count_embedded(monkeypatch)
+    path = copy / "banners" / "30.jpg"
+    raw = bytearray(path.read_bytes())
+    raw[-10] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    changed = embed_folder(copy / "banners", copy, model=vits14, num_workers=0)
+    assert calls == [["30.jpg"]] and changed.reused == 8

@@ -8,7 +8,7 @@ from synthetic import make_banner
 
 from steam_dinov2 import available_models, load_model, make_transform
 from steam_dinov2.embed import pool_tokens
-from steam_dinov2.models import MODELS
+from steam_dinov2.models import MODELS, model_info
 
 HUB_REPO = Path(__file__).parent / "fixtures" / "hubrepo"
 
@@ -40,7 +40,23 @@ def test_small_models_instantiate_and_embed_the_full_banner(name):
     with torch.inference_mode():
         out = pool_tokens(model, x, "cls")
     assert out.shape == (2, MODELS[name].dim)
-    assert model.steam_info["weights_tag"] == "random"
+    assert model_info(model).weights_tag == "random"
+
+
+def test_model_info_lives_beside_the_model_not_on_it():
+    model = load_model("dinov2_vits14", pretrained=False, device="cpu")
+    info = model_info(model)
+    assert (info.name, info.weights_tag, info.dim, info.patch_size) == (
+        "dinov2_vits14",
+        "random",
+        384,
+        14,
+    )
+    assert not hasattr(model, "steam_info")
+    # A model made elsewhere has no info: pooling it says how to get one, not a KeyError.
+    other = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56)
+    with pytest.raises(ValueError, match="was not loaded by load_model"):
+        pool_tokens(other, torch.zeros(1, 3, 56, 56), "cls")
 
 
 def test_unknown_model_names_the_choices():
@@ -105,7 +121,7 @@ def test_weights_file_round_trip(tmp_path, vits14, suffix):
         # The official DINOv2 checkpoint format carries mask_token; timm's filter drops it.
         torch.save({**sd, "mask_token": torch.zeros(1, 384)}, path)
     model = load_model("dinov2_vits14", weights=path, device="cpu")
-    assert model.steam_info["weights_tag"].startswith("w-")
+    assert model_info(model).weights_tag.startswith("w-")
     ref = load_model("dinov2_vits14", pretrained=False, device="cpu")
     ref.load_state_dict(sd)
     x = _batch([4, 5])
@@ -127,7 +143,7 @@ def test_torch_hub_path_pools_like_timm(vits14):
     hub = load_model(f"hub:{HUB_REPO}:dinov2_tiny", pretrained=False, device="cpu")
     timm_model = load_model("vit_small_patch14_reg4_dinov2", pretrained=False, device="cpu")
     timm_model.load_state_dict(hub.vit.state_dict())
-    assert hub.steam_info["num_prefix_tokens"] == 5
+    assert model_info(hub).num_prefix_tokens == 5
     x = _batch([1, 2])
     with torch.inference_mode():
         for pooling in ("cls", "cls+avg", "last4cls", "gem"):

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from steam_dinov2 import Embeddings, build_index, find_duplicate_groups, find_neighbors, match_all
-from steam_dinov2.search import search_index
+from steam_dinov2.search import index_collection, search_index
 
 
 def _unit(rng, n, d):
@@ -80,6 +80,25 @@ def test_excluded_ids_are_queried_but_never_neighbors():
     assert table.groupby("query_id").size().min() == 4
     near = find_neighbors(emb, "103", k=4, exclude=excluded)
     assert not set(near["id"]) & excluded and len(near) == 4
+
+
+def test_a_prebuilt_index_applies_its_exclusions_and_refuses_others():
+    vectors = _unit(np.random.default_rng(4), 20, 8)
+    emb = _emb(vectors)
+    excluded = {"103", "110", "119"}
+    index = index_collection(emb, excluded)
+    fresh = find_neighbors(emb, "105", k=5, exclude=excluded)
+    # The index remembers its exclusions: leaving exclude= out, or repeating it, gives the same.
+    pd.testing.assert_frame_equal(find_neighbors(emb, "105", k=5, index=index), fresh)
+    pd.testing.assert_frame_equal(
+        find_neighbors(emb, "105", k=5, exclude=sorted(excluded), index=index), fresh
+    )
+    with pytest.raises(ValueError, match="differs from the 3 ids"):
+        find_neighbors(emb, "105", k=5, exclude={"104"}, index=index)
+    with pytest.raises(ValueError, match="index was built for"):
+        find_neighbors(_emb(vectors[:10]), "105", k=5, index=index)
+    with pytest.raises(ValueError, match="index_collection"):
+        find_neighbors(emb, "105", k=5, index=(index.rows, index.index))  # the old tuple
 
 
 def test_query_by_id_and_by_new_vector():

@@ -257,7 +257,7 @@ def test_dollar_signs_in_names_never_break_a_figure(tmp_path, banner_dir, vits14
     data = _data(tmp_path, banner_dir, vits14, names={str(i): name for i in range(10, 100, 10)})
     emb = load_embeddings(data, SETTING)
     figures = [
-        plot_games(data, emb, k=3),  # run's preview
+        plot_games(data, emb, k=3, title=True),  # run's preview
         plot_neighbors(data, emb, 30, k=3),
         plot_comparison(data, 30, ["dinov2_vits14:crop256:cls"], k=3, pretrained=False),
     ]
