@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import layout
-from .download import DEFAULT_SIZE, encode_jpeg, parse_size, resize_banner
+from .codec import DEFAULT_SIZE, encode_jpeg, parse_size, resize_banner
 from .manifest import read_manifest, write_manifest
 from .progress import tqdm
 
@@ -83,7 +83,7 @@ def import_folder(
     Args:
         src: a folder of images (any of ``embed.IMAGE_SUFFIXES``, subfolders included).
         data: the data folder.
-        size: one of ``download.SIZES``: shorter side resized like the downloaded banners.
+        size: one of ``codec.SIZES``: shorter side resized like the downloaded banners.
         progress: show a progress bar.
 
     Returns:

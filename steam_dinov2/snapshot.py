@@ -27,11 +27,10 @@ import pandas as pd
 from PIL import Image
 
 from . import layout
-from .download import encode_jpeg, resize_banner
+from .codec import check_pixels, encode_jpeg, resize_banner
 from .layout import MANIFEST
 from .manifest import MANIFEST_DTYPES, ManifestBook, load_manifest, read_manifest, write_manifest
 from .net import SteamHttp, url_path
-from .preprocess import check_pixels
 from .progress import tqdm
 from .steam import read_app_file
 

@@ -28,7 +28,8 @@ from steam_server import App, FakeSteam, bomb_png, encode_banner  # noqa: E402
 
 from steam_dinov2 import layout  # noqa: E402
 from steam_dinov2.cli import main  # noqa: E402
-from steam_dinov2.download import download_banners, encode_jpeg, resize_banner  # noqa: E402
+from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
+from steam_dinov2.download import download_banners  # noqa: E402
 from steam_dinov2.manifest import load_names, read_manifest, write_manifest  # noqa: E402
 from steam_dinov2.snapshot import MAX_MEMBER_BYTES, import_snapshot, pack_snapshot  # noqa: E402
 from steam_dinov2.steam import read_app_file  # noqa: E402
@@ -156,6 +157,9 @@ def test_snapshot_member_that_is_not_an_app_id_is_refused(tmp_path, http, member
                     "height": [1],
                     "bytes": [1],
                     "updated_at": [pd.Timestamp(0, tz="UTC")],
+                    "orig_width": [1],
+                    "orig_height": [1],
+                    "orig_mode": ["RGB"],
                 }
             ),
             r"app_id is (str|object), not integers",
@@ -172,6 +176,9 @@ def test_snapshot_member_that_is_not_an_app_id_is_refused(tmp_path, http, member
                     "height": [1, 1],
                     "bytes": [1, 1],
                     "updated_at": [pd.Timestamp(0, tz="UTC")] * 2,
+                    "orig_width": [1, 1],
+                    "orig_height": [1, 1],
+                    "orig_mode": ["RGB", "RGB"],
                 }
             ),
             f"row 1: {2**60}",
