@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from . import layout
-from .manifest import read_manifest
+from .manifest import collection_images
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +66,8 @@ class Audit:
 
 
 def _audit_images(data: str | os.PathLike) -> dict[str, Path]:
-    """``{app_id: banner}`` for the manifest's ``ok`` rows, or every banner when there is none."""
-    on_disk = layout.banner_files(data)  # valid ids, regular files inside banners/ only
-    if layout.manifest_path(data).is_file():
-        table = read_manifest(data)  # a damaged one: ValueError naming the file and the fix
-        ids = table.loc[table["status"] == "ok", "app_id"].tolist()
-    else:
-        ids = list(on_disk)
-    found = {}
-    for i in ids:
-        if i not in on_disk:
-            logger.warning("manifest lists %s.jpg as ok but the file is missing", i)
-        else:
-            found[str(i)] = on_disk[i]
-    return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
+    """``{app_id: banner}`` (ids as str) of the collection (``manifest.collection_images``)."""
+    return {str(a): p for a, p in collection_images(data).items()}
 
 
 def _readable(path: Path, *, decode: bool = False) -> bool:

@@ -54,6 +54,7 @@ OWN_ID_BASE = 2**32
 MAX_IMAGE_ID = OWN_ID_BASE + 2**48 - 1
 _DIGITS = re.compile(r"[0-9]+")
 _BANNER_NAME = re.compile(r"([0-9]+)\.jpg")
+_BANNER_MEMBER = re.compile(r"banners/([^/]+)\.jpg")  # any stem: callers check it is an id
 # A temp file whose writer cannot be asked (no flock on this filesystem) is stale after this long.
 _STALE_SECONDS = 6 * 3600
 
@@ -103,6 +104,17 @@ def banner_path(data: str | os.PathLike, app_id: int | str) -> Path:
     """Where an app's banner is (or would be); writers pass ids checked by ``parse_app_id``,
     readers may ask for any key (an upload's) and simply find no file."""
     return banners_dir(data) / f"{app_id}.jpg"
+
+
+def banner_member(app_id: int | str) -> str:
+    """A banner's path relative to the data folder, as a snapshot archive names its member."""
+    return f"{BANNERS}/{app_id}.jpg"
+
+
+def banner_member_stem(name: str) -> str | None:
+    """The stem of a member named ``banners/<stem>.jpg``, else None; the stem is unchecked."""
+    m = _BANNER_MEMBER.fullmatch(name)
+    return m.group(1) if m else None
 
 
 def banner_files(

@@ -29,7 +29,14 @@ from PIL import Image
 from . import layout
 from .codec import check_pixels, encode_jpeg, resize_banner
 from .layout import MANIFEST
-from .manifest import MANIFEST_DTYPES, ManifestBook, load_manifest, read_manifest, write_manifest
+from .manifest import (
+    MANIFEST_DTYPES,
+    ManifestBook,
+    collection_images,
+    load_manifest,
+    read_manifest,
+    write_manifest,
+)
 from .net import SteamHttp, url_path
 from .progress import tqdm
 from .steam import read_app_file
@@ -41,8 +48,6 @@ RELEASE_FILES = ("apps.json", "images_partA.tar.gz", "images_partB.tar.gz")
 # The CDN the original project downloaded from in July 2023.
 JULY_2023_URL = "https://cdn.cloudflare.steamstatic.com/steam/apps/{app_id}/library_600x900.jpg"
 _I2D = re.compile(r"^images/(\d{5})/(\d{9})\.jpg$")
-_OURS = re.compile(r"^banners/(\d+)\.jpg$")
-_OURS_LOOSE = re.compile(r"^banners/([^/]+)\.jpg$")  # checked: a name here must be an app id
 # A 600x900 banner is ~0.2 MB as JPEG, ~1.6 MB as PNG; the July-2023 parts hold ~100k members.
 MAX_MEMBER_BYTES = 32 << 20
 MAX_MEMBERS = 1_000_000
@@ -63,12 +68,12 @@ def pack_snapshot(
     """
     if not layout.manifest_path(data).is_file():
         raise ValueError(f"no manifest in {data}: run `download` or `import-snapshot` first")
-    files = sorted(layout.banner_files(data).values())
+    files = collection_images(data)
     out = Path(out)
     with layout.atomic_path(out) as tmp, tarfile.open(tmp, "w:gz") as tar:
         tar.add(layout.manifest_path(data), arcname=MANIFEST)
-        for f in tqdm(files, desc="pack", unit="file", disable=not progress):
-            tar.add(f, arcname=f"{layout.BANNERS}/{f.name}")
+        for app_id, f in tqdm(files.items(), desc="pack", unit="file", disable=not progress):
+            tar.add(f, arcname=layout.banner_member(app_id))
     return out
 
 
@@ -215,10 +220,10 @@ def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.T
                 f"refusing {name}: member {m.name!r} is {m.size:,} bytes, above the cap of "
                 f"{MAX_MEMBER_BYTES:,} per file"
             )
-        if m.isfile() and (o := _OURS_LOOSE.match(norm)):
+        if m.isfile() and (stem := layout.banner_member_stem(norm)) is not None:
             try:
-                app_id = layout.parse_image_id(o.group(1))
-                if str(app_id) != o.group(1):
+                app_id = layout.parse_image_id(stem)
+                if str(app_id) != stem:
                     raise ValueError(f"not the canonical name {app_id}.jpg")
             except ValueError as e:
                 raise ValueError(f"refusing {name}: member {m.name!r}: {e}") from None
@@ -228,7 +233,7 @@ def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.T
 
 
 def _wanted(name: str) -> bool:
-    return bool(_I2D.match(name) or _OURS_LOOSE.match(name) or name == MANIFEST)
+    return bool(_I2D.match(name) or layout.banner_member_stem(name) or name == MANIFEST)
 
 
 def _read_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
@@ -256,7 +261,7 @@ def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> 
 
             def files() -> Iterator[tuple[str, bytes, float]]:
                 for m in members:
-                    if m.isfile() and (_I2D.match(m.name) or _OURS.match(m.name)):
+                    if m.isfile() and _wanted(m.name) and m.name != MANIFEST:
                         yield m.name, _read_member(tar, m), m.mtime
 
             return _import_files(files(), data, app_ids, len(members), progress, incoming)
@@ -282,8 +287,8 @@ def _import_files(
 ) -> int:
     rows = []
     for name, payload, mtime in tqdm(files, total=total, desc="import", disable=not progress):
-        if m := _OURS.match(name):
-            app_id, url = layout.parse_image_id(m.group(1)), ""
+        if (stem := layout.banner_member_stem(name)) is not None:  # checked by check_archive
+            app_id, url = layout.parse_image_id(stem), ""
         else:
             m = _I2D.match(name)
             if app_ids is None:
