@@ -340,7 +340,7 @@ def plot_cluster(
 ):
     """The ``top`` most central banners of one cluster with their names. Returns a Figure."""
     from .manifest import load_names
-    from .plot import plot_image_grid, shorten
+    from .plot import name_with_id, plot_image_grid
 
     names = load_names(data) if names is None else names
     ids = [
@@ -348,5 +348,5 @@ def plot_cluster(
     ]
     if not ids:
         raise ValueError(f"cluster {cluster} has no banners in {layout.banners_dir(data)}")
-    titles = [shorten(names.get(i, i), 20).replace("$", r"\$") for i in ids]
+    titles = [name_with_id(names.get(i), i, 20) for i in ids]  # escaped by plot_image_grid
     return plot_image_grid([layout.banner_path(data, i) for i in ids], titles, ncols=6, width=1.6)

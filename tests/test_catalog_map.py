@@ -152,7 +152,7 @@ def test_clusters_described_and_drawn(data, tmp_path):
     c10 = int(table.loc[table["id"] == "10", "cluster"].iloc[0])
     fig = plot_cluster(data, table, c10)
     fig.savefig(tmp_path / "cluster.png")  # '$' in a name would be mathtext if not escaped
-    assert r"\$100 Dollars\$" in [ax.get_title() for ax in fig.axes]
+    assert r"\$100 Dollars\$ (10)" in [ax.get_title() for ax in fig.axes]  # escaped once, id kept
 
 
 def test_thumbnail_sample_has_one_point_per_cell():
