@@ -26,7 +26,7 @@ _SOURCES = {
     "load_model": "models",
     "make_transform": "preprocess",
     "match_all": "search",
-    "plot_catalog_map": "catalog_map",
+    "plot_catalog_map": "map_plots",
     "plot_comparison": "compare",
     "plot_image_grid": "plot",
     "plot_match_explained": "explain",
