@@ -2,7 +2,7 @@
 
 Every file is written by one rename, so a run killed by SIGKILL leaves whole files only; the
 manifest is checkpointed the same way and reconciled with the folder when the next run starts.
-Decoding and resizing are ``codec``'s.
+Fetching one banner is ``fetch``'s, decoding and resizing ``codec``'s.
 """
 
 from __future__ import annotations
@@ -10,25 +10,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import queue
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from collections.abc import Iterable, Sequence
+from concurrent.futures import as_completed
 
 import pandas as pd
-from PIL import Image
 
 from . import layout
-from .codec import (  # noqa: F401 (SIZES, DEFAULT_SIZE, resize_banner: re-exported for callers)
-    DEFAULT_SIZE,
-    SIZES,
-    encode_jpeg,
-    original_size_mode,
-    parse_size,
-    resize_banner,
-)
+from .codec import DEFAULT_SIZE, SIZES, parse_size, resize_banner  # noqa: F401 (re-exported)
+from .fetch import MISSING, FetchPipeline, fetch_banner  # noqa: F401 (fetch_banner re-exported)
 from .manifest import ManifestBook
 from .net import HttpError, SteamHttp
 from .progress import tqdm
@@ -39,135 +30,6 @@ logger = logging.getLogger(__name__)
 # A Colab VM has 2 vCPUs: 32 threads keep ~30 requests in flight, while decoding and resizing
 # (about 4 ms a banner with JPEG draft mode) stay below what 2 cores can do.
 DEFAULT_WORKERS = 32
-_MISSING = "missing"  # internal status: 404 on the tried URL, ask GetItems
-
-
-def fetch_banner(
-    app_id: int, *, size: str = DEFAULT_SIZE, http: SteamHttp | None = None
-) -> Image.Image:
-    """Fetch one app's banner live (a game outside the collection), resized like the collection.
-
-    Returns:
-        RGB PIL image, see ``codec.resize_banner``.
-
-    Raises:
-        LookupError: the app has no library banner.
-        HttpError: the download failed or the response is not an image.
-    """
-    parse_size(size)
-    own = http is None
-    http = http or SteamHttp()
-    try:
-        app_id = layout.parse_app_id(app_id)
-        row = _finish(_fetch_one(app_id, banner_url(app_id, http=http), http), size, None)
-        if row["status"] == _MISSING:
-            url = fetch_store_items([app_id], http=http).get(app_id, {}).get("banner_url")
-            if url is None:
-                raise LookupError(f"app {app_id} has no library banner")
-            row = _finish(_fetch_one(app_id, url, http), size, None)
-    finally:
-        if own:
-            http.close()
-    if row["status"] != "ok":
-        raise HttpError(f"app {app_id}: {row['error'] or 'no banner'}")
-    return row["image"]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Fetched:
-    """One banner request's outcome: its manifest row so far and, on HTTP 200, the body."""
-
-    row: dict
-    body: bytes | None = None
-    kind: str = ""  # the Content-Type, named in the error when the body does not decode
-
-
-def _fetch_one(
-    app_id: int, url: str, http: SteamHttp, stop: threading.Event | None = None
-) -> _Fetched:
-    """GET one banner within ``http.deadline`` seconds in all; gives up when ``stop`` is set."""
-    row = {"app_id": app_id, "url": url, "status": "error", "error": ""}
-    try:
-        r = http.get(url, deadline=http.deadline, stop=stop)
-    except HttpError as e:
-        return _Fetched(row | {"error": str(e)})
-    if r.status_code == 404:
-        return _Fetched(row | {"status": _MISSING, "error": "HTTP 404"})
-    if r.status_code != 200:
-        return _Fetched(row | {"error": f"HTTP {r.status_code}"})
-    return _Fetched(row, r.content, r.headers.get("Content-Type", "no Content-Type"))
-
-
-def _finish(fetched: _Fetched, size: str, data) -> dict:
-    """The manifest row of a fetched banner: checked, resized and, when ``data`` is given, saved
-    (the row then holds no image); a failed fetch's row as it is."""
-    row, content = fetched.row, fetched.body
-    if content is None:
-        return row
-    try:
-        img = resize_banner(content, size=size)
-    except ValueError as e:
-        return row | {"error": f"{e} ({fetched.kind}, {len(content)} bytes)"}
-    row = row | {"status": "ok", "width": img.width, "height": img.height, "image": img}
-    row |= original_size_mode(content)
-    if data is not None:
-        payload = encode_jpeg(img)
-        layout.write_bytes_atomic(layout.banner_path(data, row["app_id"]), payload)
-        row |= {"bytes": len(payload), "image": None}
-    return row
-
-
-class _Pipeline:
-    """Banners fetched on ``workers`` threads, then decoded, resized and saved on one thread per
-    core (Pillow releases the GIL), so a download thread goes back to the network at once: at 8
-    threads and 50 ms latency this took throughput from 0.77 to 0.9 of workers/latency
-    (benchmarks/README.md). ``stop`` (set on Ctrl-C) makes requests in flight give up."""
-
-    def __init__(self, http: SteamHttp, *, workers: int, size: str, data) -> None:
-        self.http, self.size, self.data = http, size, data
-        self.stop = threading.Event()
-        self.net = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="banner")
-        cores = os.cpu_count() or 1
-        self.cpu = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="resize")
-        # Back-pressure: at most `workers` fetched bodies wait for a core.
-        self.slots = threading.Semaphore(workers)
-        self.done: queue.SimpleQueue = queue.SimpleQueue()
-
-    def rows(self, urls: dict[int, str]) -> Iterator[dict]:
-        """Fetch ``{app_id: url}``; yields each app's row in the order they complete."""
-        for app_id, url in urls.items():
-            job = self.net.submit(_fetch_one, app_id, url, self.http, self.stop)
-            job.add_done_callback(self._fetched)
-        for _ in range(len(urls)):
-            out = self.done.get()
-            if isinstance(out, BaseException):  # raised in the calling thread
-                raise out
-            yield out
-
-    def _fetched(self, job: Future) -> None:
-        try:
-            fetched = job.result()
-        except BaseException as e:
-            self.done.put(e)
-            return
-        if fetched.body is None:
-            self.done.put(fetched.row)
-            return
-        self.slots.acquire()
-        self.cpu.submit(_finish, fetched, self.size, self.data).add_done_callback(self._finished)
-
-    def _finished(self, job: Future) -> None:
-        self.slots.release()
-        try:
-            self.done.put(job.result())
-        except BaseException as e:
-            self.done.put(e)
-
-    def close(self) -> None:
-        """Wait for the work in flight, or abandon it when stopped."""
-        wait = not self.stop.is_set()
-        self.net.shutdown(wait=wait, cancel_futures=True)
-        self.cpu.shutdown(wait=wait, cancel_futures=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,7 +150,7 @@ def _download_locked(data, options: _Options, http: SteamHttp | None) -> Downloa
     target = parse_size(options.size)
     pending = [a for a in names if not book.is_done(a, min(target) if target else None)]
     tally = _Tally(book, len(pending), options.progress)
-    pipeline = _Pipeline(http, workers=options.workers, size=options.size, data=data)
+    pipeline = FetchPipeline(http, workers=options.workers, size=options.size, data=data)
     try:
         _fetch_pending(pipeline, book, names, pending, tally.record)
     except BaseException:
@@ -310,7 +172,7 @@ def _download_locked(data, options: _Options, http: SteamHttp | None) -> Downloa
     return report
 
 
-def _fetch_pending(pipeline: _Pipeline, book, names: dict, pending: list[int], record) -> None:
+def _fetch_pending(pipeline: FetchPipeline, book, names: dict, pending: list[int], record) -> None:
     """Fetch ``pending`` at their usual URL; ask GetItems where the 404s' banners are (and the
     names still unknown), then fetch those. Every app ends as one ``record``-ed row."""
     http = pipeline.http
@@ -334,7 +196,7 @@ def _record_found(rows: Iterable[dict], record) -> list[int]:
     """``record`` every row but the 404s, whose app ids are returned."""
     missing = []
     for row in rows:
-        if row["status"] == _MISSING:
+        if row["status"] == MISSING:
             missing.append(row["app_id"])
         else:
             record(row)
