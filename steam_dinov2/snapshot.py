@@ -27,6 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from . import layout
+from .app_file import read_app_file
 from .codec import check_pixels, encode_jpeg, resize_banner
 from .layout import MANIFEST
 from .manifest import (
@@ -39,7 +40,6 @@ from .manifest import (
 )
 from .net import SteamHttp, url_path
 from .progress import tqdm
-from .steam import read_app_file
 
 logger = logging.getLogger(__name__)
 
