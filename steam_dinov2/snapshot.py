@@ -38,13 +38,13 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
-from .net import SteamHttp, url_path
+from .net import SteamHttp
 from .progress import tqdm
+from .snapshot_fetch import fetch_snapshot, is_tar
 
 logger = logging.getLogger(__name__)
 
 RELEASE_URL = "https://github.com/woctezuma/steam-DINOv2/releases/download/input"
-RELEASE_FILES = ("apps.json", "images_partA.tar.gz", "images_partB.tar.gz")
 # The CDN the original project downloaded from in July 2023.
 JULY_2023_URL = "https://cdn.cloudflare.steamstatic.com/steam/apps/{app_id}/library_600x900.jpg"
 _I2D = re.compile(r"^images/(\d{5})/(\d{9})\.jpg$")
@@ -113,7 +113,7 @@ def _import(src, data, apps, http, progress) -> int:
     if re.match(r"^https?://", src):
         # Kept under DATA/downloads/: a rerun (or a re-import) does not fetch the release again.
         folder = layout.downloads_dir(data) / hashlib.sha256(src.encode()).hexdigest()[:12]
-        local = _fetch(src, folder, http or SteamHttp(), progress)
+        local = fetch_snapshot(src, folder, http or SteamHttp(), progress)
         return _import(local, data, apps, None, progress)
     path = Path(src)
     if path.is_dir():
@@ -123,7 +123,7 @@ def _import(src, data, apps, http, progress) -> int:
             return sum(_import_tar(a, data, app_ids, progress) for a in archives)
         if (path / "images").is_dir():
             return _import_files(_walk(path), data, app_ids, None, progress)
-    elif path.is_file() and _is_tar(path):
+    elif path.is_file() and is_tar(path):
         beside = path.parent / "apps.json"
         app_ids = _read_apps(apps) if apps is not None else None
         if app_ids is None and beside.is_file():
@@ -137,13 +137,6 @@ def _import(src, data, apps, http, progress) -> int:
     raise ValueError(f"cannot import {src!r}; expected {_FORMS}{own}")
 
 
-def _is_tar(path: Path) -> bool:
-    try:
-        return tarfile.is_tarfile(path)
-    except (OSError, EOFError, zlib.error):
-        return False
-
-
 def _read_apps(apps) -> list[int] | None:
     if apps is None:
         return None
@@ -153,47 +146,6 @@ def _read_apps(apps) -> list[int] | None:
     if not path.is_file():
         return None
     return [app_id for app_id, _ in read_app_file(path)]  # names the file and line of a bad id
-
-
-def _fetch(url: str, folder: Path, http: SteamHttp, progress: bool) -> Path:
-    """Download a snapshot file, or the release's files when ``url`` is not an archive."""
-    if re.search(r"\.(tar\.gz|tgz|tar)$", url.split("?")[0]):
-        return _fetch_file(url, folder / Path(url.split("?")[0]).name, http, progress)
-    for name in RELEASE_FILES:
-        _fetch_file(f"{url.rstrip('/')}/{name}", folder / name, http, progress)
-    return folder
-
-
-def _fetch_file(url: str, out: Path, http: SteamHttp, progress: bool) -> Path:
-    """Fetch ``url`` into ``out`` unless a whole earlier copy is there; an answer that is not
-    what ``out`` should hold (an HTML page, bytes that are not a tar or an app list) is
-    refused and never kept, so a rerun asks again."""
-    if out.is_file():  # written by one rename, after the checks below: whole and valid
-        return out
-    with http.session.get(url, stream=True, timeout=http.timeout) as r:
-        http.raise_for_status(r)
-        kind = r.headers.get("Content-Type", "")
-        if kind.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
-            raise ValueError(f"{url_path(url)} answered with a web page ({kind}), not a snapshot")
-        total = int(r.headers.get("Content-Length", 0) or 0) or None
-        with (
-            layout.atomic_path(out) as tmp,
-            open(tmp, "wb") as f,
-            tqdm(
-                total=total, desc=out.name, unit="B", unit_scale=True, disable=not progress
-            ) as bar,
-        ):
-            for chunk in r.iter_content(1 << 20):
-                f.write(chunk)
-                bar.update(len(chunk))
-            f.flush()
-            if out.suffix == ".json":
-                read_app_file(tmp)  # raises ValueError naming the line of the first bad id
-            elif not _is_tar(tmp):
-                raise ValueError(
-                    f"{url_path(url)} did not send a tar archive ({kind or 'no type'})"
-                )
-    return out
 
 
 def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.TarInfo]:
