@@ -132,11 +132,15 @@ class FetchPipeline:
             self.done.put(fetched.row)
             return
         self.slots.acquire()
-        self.cpu.submit(finish_banner, fetched, self.size, self.data).add_done_callback(
-            self.finish_bannered
-        )
+        try:
+            job = self.cpu.submit(finish_banner, fetched, self.size, self.data)
+        except RuntimeError as e:  # shut down: a Ctrl-C or an error stopped the run
+            self.slots.release()
+            self.done.put(e)
+            return
+        job.add_done_callback(self._finished)
 
-    def finish_bannered(self, job: Future) -> None:
+    def _finished(self, job: Future) -> None:
         self.slots.release()
         try:
             self.done.put(job.result())
