@@ -297,6 +297,7 @@ def _cmd_evaluate(args) -> int:
     for label, reason in result.skipped.items():
         print(f"skipped {label}: {reason}")
     print(f"{describe_best(ranked)}\n-> {layout.evaluation_summary_path(args.data)}")
+    return 0
 
 
 def _cmd_export_site(args) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .models import forward_tokens, load_model
-from .plot import as_image_array, shorten
+from .plot import as_image_array, escape_mathtext, shorten
 from .preprocess import make_transform, to_rgb
 
 CROP = 224  # the crop presets' output side (preprocess.make_transform)
@@ -74,11 +74,6 @@ def seen_box(width: int, height: int, preset: str) -> tuple[float, float, float,
     side = CROP * min(width, height) / short  # the centre crop, back in original pixels
     x0, y0 = (width - side) / 2, (height - side) / 2
     return x0, y0, x0 + side, y0 + side
-
-
-def _escape(text: str) -> str:
-    # A game name is data: '$' would start matplotlib mathtext.
-    return str(text).replace("\\", "\\\\").replace("$", r"\$")
 
 
 def draw_heatmap(ax, image, heat: np.ndarray, preset: str, *, vmin: float, vmax: float = 1.0):
@@ -173,9 +168,9 @@ def plot_match_explained(
     axes = fig.subplots(1, 2)
     for ax, img, heat, title in zip(axes, pil, (result.heat_a, result.heat_b), titles):
         artist = draw_heatmap(ax, img, heat, preset, vmin=vmin)
-        ax.set_title(_escape(title), fontsize=9)
+        ax.set_title(escape_mathtext(title), fontsize=9)
     fig.colorbar(artist, ax=list(axes), shrink=0.7, label="best patch cosine in the other banner")
-    fig.suptitle(f"mean patch cosine {result.cosine:.3f}  ({_escape(preset)})", fontsize=9)
+    fig.suptitle(f"mean patch cosine {result.cosine:.3f}  ({escape_mathtext(preset)})", fontsize=9)
     fig.explanation = result
     return fig
 

@@ -37,6 +37,8 @@ MANIFEST_DTYPES = {
     "orig_height": "int32",
     "orig_mode": "str",
 }
+# Added after the first snapshots were packed: a manifest or snapshot without them is still whole.
+LATER_COLUMNS = ("orig_width", "orig_height", "orig_mode")
 _CHECKPOINT_SECONDS = 2.0  # a killed run loses at most this much bookkeeping, never files
 # Bounds on a manifest read from a data folder or a snapshot, checked on the parquet footer
 # before any column is decoded: Steam lists ~250,000 apps; a row takes ~200 bytes.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .plot import escape_mathtext
+
 # The figure each truth is ranked by: mAP@k for label truths (order of all relevant items in the
 # top k), nDCG@k for graded tags, recall@1 for copies (the source must come first).
 RANDOM = "(random ranking)"  # the row of baselines in ``rank_settings``
@@ -60,11 +62,6 @@ def describe_best(ranked: pd.DataFrame) -> str:
     return text + (" No setting beats a random ranking here." if lift <= 0 else "")
 
 
-def _plain(text) -> str:
-    """A string from the data folder, safe from matplotlib's mathtext."""
-    return str(text).replace("$", r"\$")
-
-
 def plot_evaluation(summary: pd.DataFrame, *, width: float = 4.0):
     """One panel per truth: its primary metric per setting as bars, the random baseline marked.
 
@@ -89,9 +86,13 @@ def plot_evaluation(summary: pd.DataFrame, *, width: float = 4.0):
         ax.barh(y, sub["value"], color="tab:blue", label="setting")
         ax.scatter(sub["baseline"], y, marker="|", s=300, color="black", label="random", zorder=3)
         ax.set_xlim(0, 1)
-        ax.set_yticks(y, [_plain(s) for s in settings] if i % ncols == 0 else [""] * len(y))
+        ax.set_yticks(
+            y, [escape_mathtext(s) for s in settings] if i % ncols == 0 else [""] * len(y)
+        )
         n = int(sub["n_queries"].max()) if sub["n_queries"].notna().any() else 0
-        ax.set_title(_plain(f"{truth}: {sub['metric'].dropna().iloc[0]} ({n} queries)"), fontsize=9)
+        ax.set_title(
+            escape_mathtext(f"{truth}: {sub['metric'].dropna().iloc[0]} ({n} queries)"), fontsize=9
+        )
     if truths:
         axes[0].legend(loc="lower right", fontsize=7)
     return fig
@@ -115,13 +116,13 @@ def plot_agreement(agreement: pd.DataFrame):
     fig = Figure(figsize=(size + 3, size + 1), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
-    labels = [_plain(n) for n in names]
+    labels = [escape_mathtext(n) for n in names]
     ax.set_xticks(range(len(names)), labels, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(names)), labels, fontsize=7)
     for i in range(len(names)):
         for j in range(len(names)):
             colour = "white" if grid[i, j] < 0.6 else "black"
             ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
-    ax.set_title(_plain(f"mean {column} of the top-k sets"), fontsize=9)
+    ax.set_title(escape_mathtext(f"mean {column} of the top-k sets"), fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return fig

@@ -31,6 +31,7 @@ from .app_file import read_app_file
 from .codec import check_pixels, encode_jpeg, resize_banner
 from .layout import MANIFEST
 from .manifest import (
+    LATER_COLUMNS,
     MANIFEST_DTYPES,
     ManifestBook,
     collection_images,
@@ -208,7 +209,9 @@ def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> 
                         io.BytesIO(_read_member(tar, m)),
                         f"{path}:{MANIFEST}",
                         fix="this snapshot cannot be imported; ask its author for a new one",
-                        required=tuple(MANIFEST_DTYPES),  # pack_snapshot writes every column
+                        required=tuple(
+                            c for c in MANIFEST_DTYPES if c not in LATER_COLUMNS
+                        ),  # what any pack wrote
                     )
 
             def files() -> Iterator[tuple[str, bytes, float]]:

@@ -54,6 +54,7 @@ class App:
     publishers: list[str] | None = None
     franchises: list[str] | None = None
     tags: list[tuple[int, int]] | None = None
+    copy_of: int | None = None  # serve exactly the banner of this app id
 
     def metadata(self) -> dict:
         """``basic_info`` and ``tags`` as GetItems gives them."""
@@ -177,7 +178,8 @@ class FakeSteam:
         }
 
     def banner_bytes(self, app: App) -> bytes:
-        seed = app.app_id % self.banner_variants if self.banner_variants else app.app_id
+        seed = app.copy_of or app.app_id
+        seed = seed % self.banner_variants if self.banner_variants else seed
         k = (seed, app.banner)
         if k not in self._banners:
             self._banners[k] = encode_banner(seed, app.banner)

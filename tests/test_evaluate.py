@@ -253,7 +253,10 @@ def test_without_metadata_and_bad_input(catalogue, tmp_path, capsys):
         evaluate_settings(data, truths=["colour"])
     assert main(["evaluate", "--data", str(data), "--k", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: k must be >= 1") and err.count("\n") == 1
+    assert (
+        err.startswith("error: --k is the number of neighbours per image, at least 1")
+        and err.count("\n") == 1
+    )
     assert main(["evaluate", "--data", str(data), "--truth", "developer", "--copies", "0"]) == 0
     out = capsys.readouterr().out
     assert "skipped dinov2_vits14__crop256__cls__random/developer: no metadata" in out

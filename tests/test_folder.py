@@ -9,7 +9,7 @@ from PIL import Image
 
 from steam_dinov2 import layout
 from steam_dinov2.cli import main
-from steam_dinov2.codec import DEFAULT_SIZE, SIZES
+from steam_dinov2.codec import DEFAULT_SIZE, parse_size
 from steam_dinov2.folder import import_folder, is_steam_id, own_image_id
 from steam_dinov2.layout import OWN_ID_BASE
 
@@ -40,8 +40,8 @@ def test_ids_are_stable_above_steam_and_names_come_from_file_names(photos, tmp_p
     assert all(a >= OWN_ID_BASE and not is_steam_id(a) for a in manifest.app_id)
     assert sorted(layout.banner_files(data)) == sorted(manifest.app_id)
     for path in layout.banner_files(data).values():
-        with Image.open(path) as img:  # saved like a downloaded banner: RGB, shorter side 256
-            assert img.mode == "RGB" and min(img.size) == min(SIZES[DEFAULT_SIZE])
+        with Image.open(path) as img:  # saved like a downloaded banner: RGB, the default size
+            assert img.mode == "RGB" and min(img.size) == min(parse_size(DEFAULT_SIZE))
     # A rerun decodes nothing and gives the same ids; a Steam id is still a Steam id.
     again = import_folder(photos, data, progress=False)
     assert again.imported == [] and sorted(again.unchanged) == sorted(report.imported)

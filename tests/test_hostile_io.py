@@ -141,6 +141,32 @@ def test_snapshot_member_that_is_not_an_app_id_is_refused(tmp_path, http, member
     _usable(data, http)
 
 
+def test_snapshot_packed_before_the_original_size_columns_still_imports(tmp_path):
+    # Snapshots packed before orig_width/orig_height/orig_mode existed are whole, not damaged.
+    old = pd.DataFrame(
+        {
+            "app_id": [10],
+            "name": ["Ten"],
+            "url": [""],
+            "status": ["ok"],
+            "error": [""],
+            "width": [256],
+            "height": [384],
+            "bytes": [1],
+            "updated_at": [pd.Timestamp(0, tz="UTC")],
+        }
+    )
+    snap = _tar(
+        tmp_path / "old.tar.gz",
+        [("banners/10.jpg", _jpeg(10)), ("manifest.parquet", _parquet(old))],
+    )
+    data = tmp_path / "data"
+    import_snapshot(snap, data, progress=False)
+    row = read_manifest(data).set_index("app_id").loc[10]
+    assert (row["name"], row["status"], row["orig_width"], row["orig_mode"]) == ("Ten", "ok", 0, "")
+    assert list(layout.banner_files(data)) == [10]
+
+
 @pytest.mark.parametrize(
     "manifest, reason",
     [
@@ -157,9 +183,6 @@ def test_snapshot_member_that_is_not_an_app_id_is_refused(tmp_path, http, member
                     "height": [1],
                     "bytes": [1],
                     "updated_at": [pd.Timestamp(0, tz="UTC")],
-                    "orig_width": [1],
-                    "orig_height": [1],
-                    "orig_mode": ["RGB"],
                 }
             ),
             r"app_id is (str|object), not integers",
@@ -176,9 +199,6 @@ def test_snapshot_member_that_is_not_an_app_id_is_refused(tmp_path, http, member
                     "height": [1, 1],
                     "bytes": [1, 1],
                     "updated_at": [pd.Timestamp(0, tz="UTC")] * 2,
-                    "orig_width": [1, 1],
-                    "orig_height": [1, 1],
-                    "orig_mode": ["RGB", "RGB"],
                 }
             ),
             f"row 1: {2**60}",

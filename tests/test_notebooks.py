@@ -73,8 +73,7 @@ def steam():
     ]
     apps.append(App(999, name="No Art Game", banner=None))
     apps.append(App(4000, name="Garry's Mod", hashed=True))
-    # The fake banner depends on app_id % 256 and % 200: 6410 is an exact copy of 10's.
-    apps.append(App(6410, name="Counter-Strike Copy"))
+    apps.append(App(6410, name="Counter-Strike Copy", copy_of=10))  # an exact copy of 10's banner
     with FakeSteam(apps) as server:
         yield server
 
@@ -249,7 +248,7 @@ def test_match_notebook_mapped_explained_and_exported_a_site(executed):
     tmp, data = executed
     setting = "dinov2_vits14__crop256__cls__random"
     game_map = pd.read_parquet(data / "maps" / setting / "layout.parquet")
-    assert set(game_map.id) == {str(a) for a in [*NAMES, 4000]}
+    assert set(game_map.id) == {str(a) for a in [*NAMES, 4000, 6410]}  # the whole collection
     games = json.loads((tmp / "steam-site" / "data" / "games.json").read_text())
     assert sorted(games["ids"]) == sorted(game_map.id) and games["k"] == 3
     out = nbformat.read(tmp / "match_steam_images.ipynb", as_version=4)
