@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from steam_dinov2.download import SIZES, encode_jpeg, resize_banner
+from steam_dinov2.codec import SIZES, encode_jpeg, resize_banner
 from steam_dinov2.preprocess import FULL_SIZE, IMAGENET_MEAN, IMAGENET_STD, PRESETS, make_transform
 
 SERVED = (600, 900)  # (W, H) of library_600x900.jpg

@@ -28,7 +28,7 @@ _SOURCES = {
     "make_transform": "preprocess",
     "model_info": "models",
     "match_all": "search",
-    "plot_catalog_map": "catalog_map",
+    "plot_catalog_map": "map_plots",
     "plot_comparison": "compare",
     "plot_image_grid": "plot",
     "plot_match_explained": "explain",

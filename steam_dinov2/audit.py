@@ -9,7 +9,6 @@ the match stage applies: an excluded app is never anyone's neighbour.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,24 +17,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from . import layout
-from .manifest import read_manifest
+from .audit_cleanvision import (  # noqa: F401 (the type names are public here too)
+    DUPLICATE_TYPES,
+    ISSUE_TYPES,
+    PROPERTY_TYPES,
+    issue_params,
+    readable,
+    run_cleanvision,
+)
+from .manifest import collection_images
 
 logger = logging.getLogger(__name__)
 
-PROPERTY_TYPES = (
-    "dark",
-    "light",
-    "blurry",
-    "low_information",
-    "grayscale",
-    "odd_aspect_ratio",
-    "odd_size",
-)
-DUPLICATE_TYPES = ("exact_duplicates", "near_duplicates")
-ISSUE_TYPES = PROPERTY_TYPES + DUPLICATE_TYPES  # CleanVision's defaults, all selected by default
 EMBEDDING_DUPLICATES = "embedding_duplicates"
 # Cosine of DINOv2 CLS vectors at or above which two banners are the same picture. A re-encoded,
 # resized or lightly cropped copy moves a DINOv2 CLS vector very little (its training augments with
@@ -66,152 +61,8 @@ class Audit:
 
 
 def _audit_images(data: str | os.PathLike) -> dict[str, Path]:
-    """``{app_id: banner}`` for the manifest's ``ok`` rows, or every banner when there is none."""
-    on_disk = layout.banner_files(data)  # valid ids, regular files inside banners/ only
-    if layout.manifest_path(data).is_file():
-        table = read_manifest(data)  # a damaged one: ValueError naming the file and the fix
-        ids = table.loc[table["status"] == "ok", "app_id"].tolist()
-    else:
-        ids = list(on_disk)
-    found = {}
-    for i in ids:
-        if i not in on_disk:
-            logger.warning("manifest lists %s.jpg as ok but the file is missing", i)
-        else:
-            found[str(i)] = on_disk[i]
-    return dict(sorted(found.items(), key=lambda kv: int(kv[0])))
-
-
-def _readable(path: Path, *, decode: bool = False) -> bool:
-    try:
-        with Image.open(path) as img:
-            if decode:
-                img.load()
-            return img.size[0] > 0 and img.size[1] > 0
-    except Exception:
-        return False
-
-
-def _issue_params(issue_types, thresholds) -> dict[str, dict]:
-    types = list(ISSUE_TYPES if issue_types is None else issue_types)
-    for t in [*types, *(thresholds or {})]:
-        if t not in ISSUE_TYPES:
-            raise ValueError(f"unknown issue type {t!r}; available: {', '.join(ISSUE_TYPES)}")
-    params = {t: {} for t in types}
-    for t, value in (thresholds or {}).items():
-        if t in DUPLICATE_TYPES:
-            raise ValueError(
-                f"{t} has no threshold (hash equality); for embedding duplicates "
-                "use near_dup_threshold"
-            )
-        if t not in params:
-            raise ValueError(f"threshold given for {t!r}, which is not among the issue types")
-        params[t] = {"threshold": float(value)}
-    return params
-
-
-def _run_cleanvision(data, images: dict[str, Path], params: dict, n_jobs):
-    """CleanVision over ``images``; its results are saved under ``DATA/audit/cleanvision/`` as
-    plain data and read back while their key (files with size and mtime, issue types, versions)
-    is unchanged. Nothing there is ever unpickled: the folder may come from someone else.
-
-    Returns ``(issues, sets, reused, broken)``: issues, CleanVision's table indexed by app id;
-    sets, ``{duplicate type: [[app_id, ...], ...]}``; broken, the ids it could not decode.
-    """
-    import cleanvision
-
-    stamps = {i: [p.stat().st_size, p.stat().st_mtime_ns] for i, p in images.items()}
-    key = {"cleanvision": cleanvision.__version__, "pandas": pd.__version__, "issue_types": params}
-    key["files"] = hashlib.sha256(json.dumps(stamps, sort_keys=True).encode()).hexdigest()
-    saved = _read_key(data)
-    if saved.get("key") == key and set(saved["broken"]) <= set(images):
-        loaded = _read_saved_cleanvision(data, images, params, saved["broken"])
-        if loaded is not None:
-            return (*loaded, True, saved["broken"])
-    issues, sets, broken = _find_issues(images, params, n_jobs)
-    folder = layout.cleanvision_dir(data)
-    with layout.atomic_dir(folder) as tmp:
-        tmp.mkdir()
-        issues.rename_axis("app_id").reset_index().to_parquet(
-            tmp / layout.cleanvision_issues_path(data).name, index=False
-        )
-        (tmp / layout.cleanvision_sets_path(data).name).write_text(json.dumps(sets))
-        key_file = tmp / layout.cleanvision_key_path(data).name
-        key_file.write_text(json.dumps({"key": key, "broken": broken}))
-    return issues, sets, False, broken
-
-
-def _read_key(data) -> dict:
-    path = layout.cleanvision_key_path(data)
-    if not path.is_file():
-        return {}
-    try:
-        saved = json.loads(path.read_text())
-    except (ValueError, OSError) as e:
-        logger.warning("audit key file %s is damaged (%s); recomputing CleanVision", path, e)
-        return {}
-    ok = isinstance(saved, dict) and isinstance(saved.get("broken"), list)
-    if not ok or not all(isinstance(b, str) for b in saved["broken"]):
-        logger.warning("audit key file %s is not a key this package wrote; recomputing", path)
-        return {}
-    return saved
-
-
-def _read_saved_cleanvision(data, images, params, broken):
-    """``(issues, sets)`` as saved, or None with a warning when the files are damaged."""
-    try:
-        issues = pd.read_parquet(layout.cleanvision_issues_path(data)).set_index("app_id")
-        issues.index = issues.index.astype(str)
-        sets = json.loads(layout.cleanvision_sets_path(data).read_text())
-        columns = [c for t in params for c in (f"is_{t}_issue", f"{t}_score")]
-        missing = [c for c in columns if c not in issues]
-        if missing:
-            raise ValueError(f"columns {missing[:3]} missing")
-        want = [t for t in params if t in DUPLICATE_TYPES]
-        if not isinstance(sets, dict) or sorted(sets) != sorted(want):
-            raise ValueError(f"duplicate sets for {want} expected")
-        for groups in sets.values():
-            if not isinstance(groups, list) or not all(
-                isinstance(g, list) and all(isinstance(i, str) and i in images for i in g)
-                for g in groups
-            ):
-                raise ValueError("duplicate sets are not lists of audited app ids")
-        if set(issues.index) != set(images) - set(broken):
-            raise ValueError("issues of other app ids than the audited ones")
-    except Exception as e:  # damaged or foreign files are recomputed, never trusted
-        logger.warning(
-            "saved CleanVision results in %s are damaged (%s); recomputing",
-            layout.cleanvision_dir(data),
-            e,
-        )
-        return None
-    return issues, sets
-
-
-def _find_issues(images: dict[str, Path], params: dict, n_jobs):
-    from cleanvision import Imagelab
-
-    def run(paths):
-        lab = Imagelab(filepaths=[str(p) for p in paths], verbose=False)
-        lab.find_issues(params, n_jobs=n_jobs, verbose=False)
-        issues = lab.issues.rename(index=lambda p: Path(p).stem)
-        sets = {
-            t: [[Path(p).stem for p in s] for s in lab.info[t]["sets"]]
-            for t in params
-            if t in DUPLICATE_TYPES
-        }
-        return issues, sets
-
-    broken = []
-    try:
-        issues, sets = run(images.values())
-    except Exception:  # CleanVision stops at the first file it cannot decode: find them, go on
-        broken = [i for i, p in images.items() if not _readable(p, decode=True)]
-        if not broken or len(broken) == len(images):
-            raise
-        logger.warning("%d banners cannot be decoded: %s", len(broken), ", ".join(broken[:10]))
-        issues, sets = run(p for i, p in images.items() if i not in set(broken))
-    return issues, sets, broken
+    """``{app_id: banner}`` (ids as str) of the collection (``manifest.collection_images``)."""
+    return {str(a): p for a, p in collection_images(data).items()}
 
 
 def audit_banners(
@@ -261,15 +112,45 @@ def audit_banners(
         ``embedding_nearest_cosine`` (float32, to the nearest app without a property issue, NaN
         for apps with one); ``excluded`` (bool).
     """
-    params = _issue_params(issue_types, thresholds)
+    params = issue_params(issue_types, thresholds)
     if near_dup_threshold is not None and not -1.0 <= near_dup_threshold <= 1.0:
         raise ValueError(f"near_dup_threshold is a cosine in [-1, 1], got {near_dup_threshold}")
     images = _audit_images(data)
     if not images:
         raise ValueError(f"no banners to audit in {data}; run `download` first")
-    emb, notes = None, []
-    if near_dup_threshold is not None and _random_weights(model, pretrained, weights):
-        if random_weights_duplicates:
+    setting = dict(model=model, preset=preset, pooling=pooling, pretrained=pretrained)
+    setting |= dict(weights=weights, batch_size=batch_size, device=device, progress=progress)
+    emb, near_dup_threshold, notes = _embed_for_audit(
+        data, setting, near_dup_threshold, random_weights_duplicates
+    )
+    bad = [i for i, p in images.items() if (emb is not None and i in emb.errors) or not readable(p)]
+    if len(bad) == len(images):
+        raise ValueError(f"none of the {len(images)} banners in {data} can be read")
+    good = {i: p for i, p in images.items() if i not in set(bad)}
+    found, sets, reused, broken = run_cleanvision(data, good, params, n_jobs)
+    bad += broken
+    good = {i: p for i, p in good.items() if i not in set(broken)}
+    issues, groups = _issues_table(list(images), found, sets, params)
+    if emb is not None:
+        flagged = issues[[f"is_{t}_issue" for t in params if t in PROPERTY_TYPES]].any(axis=1)
+        clean = [i for i, f in zip(images, flagged) if not f and i in good]
+        groups[EMBEDDING_DUPLICATES] = _embedding_duplicates(issues, emb, clean, near_dup_threshold)
+    exclusions = _exclusions(issues, params, groups, bad)
+    issues["excluded"] = issues["app_id"].astype(str).isin(set(exclusions))
+    with layout.atomic_path(layout.issues_path(data)) as tmp:
+        issues.to_parquet(tmp, index=False)
+    layout.write_text_atomic(layout.exclusions_path(data), json.dumps(exclusions, indent=1))
+    logger.debug("audit: %d of %d banners excluded", len(exclusions), len(images))  # returned too
+    return Audit(issues, exclusions, groups, reused, tuple(notes))
+
+
+def _embed_for_audit(data, setting: dict, threshold: float | None, force_random: bool):
+    """``(embeddings or None, threshold or None, notes)``: the embedding step, skipped when no
+    threshold is given or (unless forced) the weights are random."""
+    notes = []
+    random = _random_weights(setting["model"], setting["pretrained"], setting["weights"])
+    if threshold is not None and random:
+        if force_random:
             notes.append(
                 "embedding near duplicates found with RANDOM weights: they are not meaningful"
             )
@@ -278,59 +159,28 @@ def audit_banners(
                 "embedding near duplicates skipped: the model has random weights, which would "
                 "exclude unrelated banners (pass random_weights_duplicates=True to force)"
             )
-            near_dup_threshold = None
+            threshold = None
         logger.warning("audit: %s", notes[-1])
-    if near_dup_threshold is not None:
-        from .embed import embed_folder
+    if threshold is None:
+        return None, None, notes
+    from .embed import embed_folder
 
-        emb = embed_folder(
-            layout.banners_dir(data),
-            data,
-            model=model,
-            preset=preset,
-            pooling=pooling,
-            pretrained=pretrained,
-            weights=weights,
-            batch_size=batch_size,
-            device=device,
-            progress=progress,
-        )
-    bad = [
-        i for i, p in images.items() if (emb is not None and i in emb.errors) or not _readable(p)
-    ]
-    if len(bad) == len(images):
-        raise ValueError(f"none of the {len(images)} banners in {data} can be read")
-    good = {i: p for i, p in images.items() if i not in set(bad)}
-    found, sets, reused, broken = _run_cleanvision(data, good, params, n_jobs)
-    bad += broken
-    good = {i: p for i, p in good.items() if i not in set(broken)}
+    return embed_folder(layout.banners_dir(data), data, **setting), threshold, notes
 
-    issues = pd.DataFrame({"app_id": np.array([int(i) for i in images], np.int64)})
-    row = {i: r for r, i in enumerate(images)}
+
+def _issues_table(ids: list[str], found: pd.DataFrame, sets: dict, params: dict):
+    """``(issues, groups)``: CleanVision's columns for ``ids`` (unaudited ones not flagged, NaN
+    scores) and its duplicate groups, each sorted, kept id first."""
+    issues = pd.DataFrame({"app_id": np.array([int(i) for i in ids], np.int64)})
     groups: dict[str, list[list[str]]] = {}
     for t in params:
         is_col, score_col = f"is_{t}_issue", f"{t}_score"
-        issues[is_col] = (
-            found[is_col].astype(bool).reindex(list(images), fill_value=False).to_numpy()
-        )
-        issues[score_col] = found[score_col].reindex(list(images)).astype(float).to_numpy()
+        issues[is_col] = found[is_col].astype(bool).reindex(ids, fill_value=False).to_numpy()
+        issues[score_col] = found[score_col].reindex(ids).astype(float).to_numpy()
         if t in DUPLICATE_TYPES:
             groups[t] = _sorted_groups(sets[t])
-            issues[f"{t}_group"] = _group_column(groups[t], row, len(images))
-    if emb is not None:
-        flagged = issues[[f"is_{t}_issue" for t in params if t in PROPERTY_TYPES]].any(axis=1)
-        clean = [i for i, f in zip(images, flagged) if not f and i in good]
-        groups[EMBEDDING_DUPLICATES] = _embedding_duplicates(
-            issues, emb, clean, row, near_dup_threshold
-        )
-
-    exclusions = _exclusions(issues, params, groups, bad)
-    issues["excluded"] = issues["app_id"].astype(str).isin(set(exclusions))
-    with layout.atomic_path(layout.issues_path(data)) as tmp:
-        issues.to_parquet(tmp, index=False)
-    layout.write_text_atomic(layout.exclusions_path(data), json.dumps(exclusions, indent=1))
-    logger.debug("audit: %d of %d banners excluded", len(exclusions), len(images))  # returned too
-    return Audit(issues, exclusions, groups, reused, tuple(notes))
+            issues[f"{t}_group"] = _group_column(groups[t], issues)
+    return issues, groups
 
 
 def _random_weights(model, pretrained: bool, weights) -> bool:
@@ -341,7 +191,7 @@ def _random_weights(model, pretrained: bool, weights) -> bool:
     return model_info(model).weights_tag == "random"
 
 
-def _embedding_duplicates(issues, emb, clean: list[str], row, threshold) -> list[list[str]]:
+def _embedding_duplicates(issues, emb, clean: list[str], threshold) -> list[list[str]]:
     """Duplicate groups of the ``clean`` apps by cosine; fills the embedding columns of ``issues``.
 
     Apps with a property issue stay out: dark, flat or blank banners all look alike to a ViT and
@@ -355,7 +205,7 @@ def _embedding_duplicates(issues, emb, clean: list[str], row, threshold) -> list
     groups = _sorted_groups(
         [[clean[r] for r in g] for g in find_duplicate_groups(vectors, threshold)]
     )
-    kept = _group_column(groups, row, len(issues))
+    kept = _group_column(groups, issues)
     issues[f"is_{EMBEDDING_DUPLICATES}_issue"] = kept.notna().to_numpy()
     issues[f"{EMBEDDING_DUPLICATES}_group"] = kept
     issues["embedding_nearest_id"] = pd.array([pd.NA] * len(issues), dtype="Int64")
@@ -364,6 +214,7 @@ def _embedding_duplicates(issues, emb, clean: list[str], row, threshold) -> list
         scores, nearest = search_index(
             build_index(vectors), vectors, k=1, self_rows=np.arange(len(clean))
         )
+        row = {str(a): r for r, a in enumerate(issues["app_id"])}
         rows = [row[i] for i in clean]
         issues.loc[rows, "embedding_nearest_id"] = [int(clean[r]) for r in nearest[:, 0]]
         issues.loc[rows, "embedding_nearest_cosine"] = scores[:, 0]
@@ -375,8 +226,10 @@ def _sorted_groups(groups: list[list[str]]) -> list[list[str]]:
     return sorted(groups, key=lambda g: int(g[0]))
 
 
-def _group_column(groups: list[list[str]], row: dict[str, int], n: int) -> pd.Series:
-    out = pd.Series(pd.array([pd.NA] * n, dtype="Int64"))
+def _group_column(groups: list[list[str]], issues: pd.DataFrame) -> pd.Series:
+    """The kept id of each row's group (Int64, NA outside every group)."""
+    row = {str(a): r for r, a in enumerate(issues["app_id"])}
+    out = pd.Series(pd.array([pd.NA] * len(issues), dtype="Int64"))
     for g in groups:
         out.iloc[[row[i] for i in g]] = int(g[0])
     return out
@@ -432,54 +285,35 @@ def summarize_audit(data: str | os.PathLike) -> pd.DataFrame:
 
     The last row, ``any``, counts the apps excluded for any reason.
     """
-    issues = _read_issues(data)
+    issues = read_issues(data)
     reasons = [r.split(":")[0] for rs in load_exclusions(data).values() for r in rs]
     names = {"exact_duplicate_of": "exact_duplicates", "near_duplicate_of": "near_duplicates"}
     names["embedding_duplicate_of"] = EMBEDDING_DUPLICATES
     counted = pd.Series([names.get(r, r) for r in reasons], dtype=object).value_counts()
     rows = [
         (t, int(issues[f"is_{t}_issue"].sum()), int(counted.get(t, 0)))
-        for t in _audited_types(issues)
+        for t in audited_types(issues)
     ]
     rows.append(("any", len(issues), int(issues["excluded"].sum())))
     return pd.DataFrame(rows, columns=["issue_type", "images", "excluded"])
 
 
-def plot_audit_examples(data: str | os.PathLike, issue_type: str, *, n: int = 10, ncols: int = 5):
-    """A grid of banners with one issue: the worst scores first, or duplicate groups (kept first).
-
-    Returns:
-        matplotlib Figure (empty grid when nothing was flagged).
-    """
-    from .plot import plot_image_grid
-
-    issues = _read_issues(data)
-    if issue_type not in _audited_types(issues):
-        raise ValueError(
-            f"issue type {issue_type!r} was not audited; available: "
-            + ", ".join(_audited_types(issues))
-        )
-    hit = issues[issues[f"is_{issue_type}_issue"]]
-    group = f"{issue_type}_group"
-    if group in hit:
-        hit = hit.sort_values([group, "app_id"]).head(n)
-        titles = [
-            f"{a}\n" + ("kept" if a == g else f"= {g}") for a, g in zip(hit.app_id, hit[group])
-        ]
-    else:
-        hit = hit.sort_values(f"{issue_type}_score").head(n)
-        titles = [f"{a}\n{s:.3f}" for a, s in zip(hit["app_id"], hit[f"{issue_type}_score"])]
-    return plot_image_grid(
-        [layout.banner_path(data, a) for a in hit["app_id"]], titles, ncols=ncols
-    )
-
-
-def _audited_types(issues: pd.DataFrame) -> list[str]:
+def audited_types(issues: pd.DataFrame) -> list[str]:
+    """The issue types an ``issues`` table has columns for."""
     return [c[3:-6] for c in issues.columns if c.startswith("is_") and c.endswith("_issue")]
 
 
-def _read_issues(data) -> pd.DataFrame:
+def read_issues(data) -> pd.DataFrame:
+    """``DATA/audit/issues.parquet`` (see ``audit_banners``); ValueError when there is no audit."""
     path = layout.issues_path(data)
     if not path.is_file():
         raise ValueError(f"no audit in {data}; run `audit` first")
     return pd.read_parquet(path)
+
+
+def __getattr__(name: str):  # plot_audit_examples moved to audit_plots.py; old imports still work
+    if name == "plot_audit_examples":
+        from .audit_plots import plot_audit_examples
+
+        return plot_audit_examples
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

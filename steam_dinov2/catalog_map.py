@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import layout
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 METHODS = {
     "opentsne": "openTSNE's t-SNE, FFT gradients (pip install openTSNE)",
@@ -183,7 +183,7 @@ def map_catalog(
     cached = _read_cached(path, made_from)
     if cached is not None:
         return cached
-    log.info("laying out %d banners of %s with %s", len(emb.ids), setting, method)
+    logger.info("laying out %d banners of %s with %s", len(emb.ids), setting, method)
     xy = compute_layout(emb.vectors, method=method, seed=seed)
     labels, centrality = cluster_vectors(emb.vectors, k, seed=seed)
     table = pd.DataFrame({
@@ -205,7 +205,7 @@ def _read_cached(path, made_from: dict) -> pd.DataFrame | None:
             return None
         table = pd.read_parquet(path)
     except Exception as e:  # a damaged cache is recomputed, never trusted
-        log.warning("ignoring unreadable map %s (%s); recomputing", path, e)
+        logger.warning("ignoring unreadable map %s (%s); recomputing", path, e)
         return None
     if (
         list(table.columns) != ["id", "x", "y", "cluster", "centrality"]
@@ -251,102 +251,12 @@ def cluster_members(table: pd.DataFrame, cluster: int) -> list[str]:
     )
 
 
-def cluster_colour(cluster: int):
-    """An RGBA colour per cluster (tab20, cycling)."""
-    from matplotlib import colormaps
-
-    return colormaps["tab20"](int(cluster) % 20)
+_PLOTS = ("cluster_colour", "plot_catalog_map", "plot_cluster", "sample_for_thumbnails")
 
 
-def sample_for_thumbnails(table: pd.DataFrame, cells: int = 12) -> list[int]:
-    """Row positions of a readable sample: on a ``cells`` x ``cells`` grid over the map, the point
-    nearest each occupied cell's centre, so thumbnails never pile up."""
-    xy = table[["x", "y"]].to_numpy(np.float64)
-    cell = np.minimum((xy * cells).astype(int), cells - 1)
-    centre = (cell + 0.5) / cells
-    dist = ((xy - centre) ** 2).sum(axis=1)
-    key = cell[:, 0] * cells + cell[:, 1]
-    order = np.lexsort((dist, key))
-    first = np.ones(len(order), bool)
-    first[1:] = key[order][1:] != key[order][:-1]
-    return sorted(order[first].tolist())
+def __getattr__(name: str):  # the figures moved to map_plots.py; old imports still work
+    if name in _PLOTS:
+        from . import map_plots
 
-
-def plot_catalog_map(
-    data: str | os.PathLike, table: pd.DataFrame, *, cells: int = 12, size: float = 11
-):
-    """Every banner as a dot coloured by cluster, a grid-spread sample as thumbnails framed in their
-    cluster's colour, and cluster numbers at their centres.
-
-    Args:
-        data: the data folder (banners).
-        table: from ``catalog_map``.
-        cells: thumbnails per side of the sampling grid (at most ``cells**2`` thumbnails).
-        size: figure width and height in inches.
-
-    Returns:
-        matplotlib Figure.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    fig = Figure(figsize=(size, size), layout="constrained")
-    ax = fig.subplots()
-    colours = [cluster_colour(c) for c in table["cluster"]]
-    ax.scatter(
-        table["x"], table["y"], c=colours, s=max(1.0, 3000 / max(len(table), 1)), linewidths=0
-    )
-    half = 0.42 / cells  # thumbnail half-height in map units; banners are 2:3
-    for row in sample_for_thumbnails(table, cells):
-        x, y, c = table["x"].iat[row], table["y"].iat[row], table["cluster"].iat[row]
-        thumb = _small_banner(layout.banner_path(data, table["id"].iat[row]))
-        if thumb is None:  # missing or unreadable: its dot stays
-            continue
-        left, right, top, bottom = x - half * 2 / 3, x + half * 2 / 3, y - half, y + half
-        ax.imshow(thumb, extent=(left, right, bottom, top), zorder=3)
-        ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False,
-                               edgecolor=cluster_colour(c), linewidth=2, zorder=4))  # fmt: skip
-    for c, group in table.groupby("cluster"):
-        ax.text(group["x"].median(), group["y"].median(), str(c), fontsize=9, weight="bold",
-                ha="center", va="center", zorder=5,
-                bbox={"boxstyle": "round", "fc": "white", "ec": cluster_colour(c), "alpha": 0.85})  # fmt: skip
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(1.05, -0.05)  # y down, as the exported site's canvas draws it
-    ax.set_aspect("equal")
-    ax.axis("off")
-    return fig
-
-
-def _small_banner(path) -> np.ndarray | None:
-    """A 60x90 RGB thumbnail, or None for a missing, unreadable or oversized file."""
-    from PIL import Image
-
-    from .embed import MAX_PIXELS
-    from .preprocess import to_rgb
-
-    try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
-            img.thumbnail((60, 90))
-            return np.asarray(to_rgb(img))
-    except Exception as e:  # any decoder failure: a dot without a picture
-        log.debug("no thumbnail for %s: %s", path, e)
-        return None
-
-
-def plot_cluster(
-    data: str | os.PathLike, table: pd.DataFrame, cluster: int, *, top: int = 12, names=None
-):
-    """The ``top`` most central banners of one cluster with their names. Returns a Figure."""
-    from .manifest import load_names
-    from .plot import plot_image_grid, shorten
-
-    names = load_names(data) if names is None else names
-    ids = [
-        i for i in cluster_members(table, cluster)[:top] if layout.banner_path(data, i).is_file()
-    ]
-    if not ids:
-        raise ValueError(f"cluster {cluster} has no banners in {layout.banners_dir(data)}")
-    titles = [shorten(names.get(i, i), 20) for i in ids]
-    return plot_image_grid([layout.banner_path(data, i) for i in ids], titles, ncols=6, width=1.6)
+        return getattr(map_plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from . import layout
 from .embed import embed_folder, list_images
 from .manifest import load_names
 from .names import search_games
-from .plot import escape_mathtext, shorten
+from .plot import blank_banner, escape_mathtext, frame_query, name_with_id
 from .search import describe_exclusions, find_neighbors, index_collection
 from .setting import Setting
 
@@ -74,7 +74,7 @@ def plot_comparison(
         emb = embed_folder(images, data, setting=setting, progress=progress)
         cells += _neighbor_row(emb, str(app_id), k, index_collection(emb, exclude), names, 18)
     fig = plot_image_grid(
-        [files[i] if i else _blank_array() for i, _ in cells],
+        [files[i] if i else blank_banner() for i, _ in cells],
         [t for _, t in cells],
         ncols=k + 1,
         width=1.6,
@@ -94,11 +94,7 @@ def plot_comparison(
             )
     for row, (model, preset, pooling) in enumerate(settings):
         ax = fig.axes[row * (k + 1)]  # the query: framed in red, the row labelled with its setting
-        ax.axis("on")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor("red")
+        frame_query(ax)
         ax.set_ylabel(escape_mathtext(f"{model}\n{preset}\n{pooling}"), fontsize=8)
     return fig
 
@@ -107,7 +103,7 @@ def _neighbor_row(emb, app_id: str, k: int, index, names, width: int) -> list:
     """``k + 1`` cells ``(id or None, title)``: the query, its neighbours, blanks if short."""
     table = find_neighbors(emb, app_id, k=k, index=index)
     row = [(app_id, "QUERY")] + [(i, f"{s:.3f}") for i, s in zip(table["id"], table["score"])]
-    row = [(i, f"{shorten(names.get(i, i), width)}\n{t}") for i, t in row]
+    row = [(i, f"{name_with_id(names.get(i), i, width)}\n{t}") for i, t in row]
     return row + [(None, "")] * (k + 1 - len(row))
 
 
@@ -174,7 +170,7 @@ def plot_games(
     index = index_collection(emb, exclude)  # built once for every row
     cells = [c for a in map(str, app_ids) for c in _neighbor_row(emb, a, k, index, names, 20)]
     fig = plot_image_grid(
-        [layout.banner_path(data, i) if i else _blank_array() for i, _ in cells],
+        [layout.banner_path(data, i) if i else blank_banner() for i, _ in cells],
         [t for _, t in cells],
         ncols=k + 1,
         width=1.6,
@@ -182,9 +178,3 @@ def plot_games(
     if title:
         fig.suptitle(escape_mathtext(f"{emb.setting}: {k} nearest banners"), fontsize=9)
     return fig
-
-
-def _blank_array():
-    import numpy as np
-
-    return np.full((336, 224, 3), 255, np.uint8)

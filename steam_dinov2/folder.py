@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import layout
-from .download import DEFAULT_SIZE, encode_jpeg, parse_size, resize_banner
-from .manifest import read_manifest, write_manifest
+from .codec import DEFAULT_SIZE, encode_jpeg, parse_size, resize_banner
+from .manifest import collection_images, read_manifest, write_manifest
 from .progress import tqdm
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def import_folder(
     Args:
         src: a folder of images (any of ``embed.IMAGE_SUFFIXES``, subfolders included).
         data: the data folder.
-        size: one of ``download.SIZES``: shorter side resized like the downloaded banners.
+        size: one of ``codec.SIZES``: shorter side resized like the downloaded banners.
         progress: show a progress bar.
 
     Returns:
@@ -104,11 +104,12 @@ def import_folder(
     known = {
         int(a): t for a, t, s in zip(old["app_id"], old["updated_at"], old["status"]) if s == "ok"
     }
+    present = collection_images(data, old)
     report, rows = FolderImport(), []
     for rel, path in tqdm(files.items(), desc="import folder", unit="image", disable=not progress):
         app_id = ids[rel]
         mtime = pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC")
-        if known.get(app_id) == mtime and layout.banner_path(data, app_id).is_file():
+        if known.get(app_id) == mtime and app_id in present:
             report.unchanged.append(app_id)
             continue
         try:

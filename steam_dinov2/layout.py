@@ -54,6 +54,7 @@ MATCHES = "matches"
 AUDIT = "audit"
 LOCK = ".lock"
 _BANNER_NAME = re.compile(r"([0-9]+)\.jpg")
+_BANNER_MEMBER = re.compile(r"banners/([^/]+)\.jpg")  # any stem: callers check it is an id
 
 
 def banners_dir(data: str | os.PathLike) -> Path:
@@ -64,6 +65,17 @@ def banner_path(data: str | os.PathLike, app_id: int | str) -> Path:
     """Where an app's banner is (or would be); writers pass ids checked by ``parse_app_id``,
     readers may ask for any key (an upload's) and simply find no file."""
     return banners_dir(data) / f"{app_id}.jpg"
+
+
+def banner_member(app_id: int | str) -> str:
+    """A banner's path relative to the data folder, as a snapshot archive names its member."""
+    return f"{BANNERS}/{app_id}.jpg"
+
+
+def banner_member_stem(name: str) -> str | None:
+    """The stem of a member named ``banners/<stem>.jpg``, else None; the stem is unchecked."""
+    m = _BANNER_MEMBER.fullmatch(name)
+    return m.group(1) if m else None
 
 
 def banner_files(

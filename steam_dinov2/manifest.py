@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 
 import pandas as pd
 from PIL import Image
@@ -241,6 +242,37 @@ class ManifestBook:
             write_manifest(self.data, pd.DataFrame(list(self.rows.values())))
             self.dirty = False
         self.last_flush = time.monotonic()
+
+
+def collection_images(
+    data: str | os.PathLike, manifest: pd.DataFrame | None = None
+) -> dict[int, Path]:
+    """The images in the collection: the one answer every stage uses.
+
+    ``{app_id: banner path}``, sorted by id: the manifest's ``ok`` rows whose banner is on disk
+    (``layout.banner_files``: valid names, regular files inside ``banners/``), or every banner
+    when the data folder has no manifest. An ``ok`` row without its file is logged and left out.
+
+    Args:
+        data: the data folder.
+        manifest: the manifest when the caller has read it already.
+
+    Raises:
+        ValueError: a damaged manifest (named, with the fix).
+    """
+    on_disk = layout.banner_files(data)
+    if manifest is None and layout.manifest_path(data).is_file():
+        manifest = read_manifest(data)
+    if manifest is None:
+        return dict(sorted(on_disk.items()))
+    ok = manifest.loc[manifest["status"] == "ok", "app_id"].tolist()
+    missing = [a for a in ok if a not in on_disk]
+    if missing:
+        shown = ", ".join(map(str, missing[:5]))
+        logger.warning(
+            "manifest lists %d banners as ok whose file is missing: %s", len(missing), shown
+        )
+    return {a: on_disk[a] for a in sorted(set(ok) & on_disk.keys())}
 
 
 def load_names(data: str | os.PathLike) -> dict[str, str]:

@@ -97,9 +97,12 @@ def _pause(seconds: float, stop: threading.Event | None) -> bool:
     return stop is not None and stop.is_set()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class SteamHttp:
     """Base URLs and retry policy shared by every request to Steam, with one pooled session.
+
+    Not frozen: it owns a live ``requests.Session`` (made here unless one is given), which
+    ``close`` ends; ``with_pool`` gives a copy with a session of its own.
 
     Bases left as None come from ``STEAM_API_BASE``, ``STEAM_ASSETS_BASE``, ``STEAMSPY_BASE``,
     then the public defaults. Tests point them at 127.0.0.1 and shrink the waits.
@@ -126,7 +129,7 @@ class SteamHttp:
     backoff: float = 1.0
     max_retry_after: float = 120.0
     pool_size: int = 32
-    session: requests.Session = dataclasses.field(default=None, compare=False, repr=False)
+    session: requests.Session | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         for name, env, default in (
@@ -135,14 +138,14 @@ class SteamHttp:
             ("steamspy_base", "STEAMSPY_BASE", DEFAULT_STEAMSPY_BASE),
         ):
             value = getattr(self, name) or os.environ.get(env) or default
-            object.__setattr__(self, name, value.rstrip("/"))
+            setattr(self, name, value.rstrip("/"))
         if self.session is None:
             s = requests.Session()
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.pool_size)
             s.mount("http://", adapter)
             s.mount("https://", adapter)
             s.headers["User-Agent"] = USER_AGENT
-            object.__setattr__(self, "session", s)
+            self.session = s
 
     def close(self) -> None:
         """Close the pooled connections (the object must not be used after)."""

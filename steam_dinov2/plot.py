@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 from PIL import Image
@@ -27,7 +28,8 @@ def plot_image_grid(images, titles=None, ncols: int = 5, *, width: float = 2.2):
     Args:
         images: paths, PIL images or HWC uint8 arrays.
         titles: one string per image, or None.
-        ncols: cells per row.
+        ncols: at most this many cells per row; fewer when that balances the rows
+            (``grid_shape``: 6 images in rows of 5 become two rows of 3).
         width: inches per cell; cells are 2:3 like a banner.
 
     Returns:
@@ -38,8 +40,7 @@ def plot_image_grid(images, titles=None, ncols: int = 5, *, width: float = 2.2):
     images = list(images)
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"{len(titles)} titles for {len(images)} images")
-    ncols = max(1, min(ncols, len(images)))
-    nrows = max(1, math.ceil(len(images) / ncols))
+    nrows, ncols = grid_shape(len(images), ncols)
     fig = Figure(figsize=(width * ncols, width * 1.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes:
@@ -49,6 +50,21 @@ def plot_image_grid(images, titles=None, ncols: int = 5, *, width: float = 2.2):
         if titles is not None:
             axes[i].set_title(escape_mathtext(titles[i]), fontsize=8, wrap=True)
     return fig
+
+
+def grid_shape(n: int, ncols: int) -> tuple[int, int]:
+    """``(rows, columns)`` for ``n`` cells at most ``ncols`` wide, no tile alone on its row.
+
+    As few rows as allow that, the cells spread evenly over them: 6 in rows of at most 5 ->
+    3 + 3; 7 in rows of 6 -> 4 + 3; 10 in rows of 3 -> five rows of 2. When no width of 2 or
+    more avoids a lone tile (7 in rows of 3), the rows are only balanced (3 + 3 + 1).
+    """
+    ncols = max(1, min(ncols, n))
+    fits = [(math.ceil(n / c), c) for c in range(2, ncols + 1) if n % c != 1]
+    if ncols == n or not fits:
+        nrows = max(1, math.ceil(n / ncols))
+        return nrows, max(1, math.ceil(n / nrows))
+    return min(fits)
 
 
 def escape_mathtext(text) -> str:
@@ -77,16 +93,48 @@ def plot_matches(query, neighbors, scores, names=None, *, query_name: str = "", 
     titles = [f"QUERY\n{shorten(query_name)}"]
     titles += [f"{shorten(n)}\n{s:.3f}" for n, s in zip(names, scores)]
     fig = plot_image_grid([query, *neighbors], titles, ncols=ncols)
-    ax = fig.axes[0]
+    frame_query(fig.axes[0])
+    return fig
+
+
+def frame_query(ax) -> None:
+    """Frame the query's cell in red (the axes stay on, without ticks, to draw the frame)."""
     ax.axis("on")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_edgecolor("red")
         spine.set_linewidth(3)
-    return fig
+
+
+def blank_banner(fill: int = 255) -> np.ndarray:
+    """An empty banner cell: (336, 224, 3) uint8 of one grey level (white by default)."""
+    return np.full((336, 224, 3), fill, np.uint8)
+
+
+_ID_SUFFIX = re.compile(r"^(.*\S)(\s+\(\d+\))$", re.DOTALL)
 
 
 def shorten(text, limit: int = 28) -> str:
+    """``text`` in at most ``limit`` characters, cut with "…"; a trailing app id in parentheses
+    is kept whole and the name before it is cut instead: "Euro Truck Simu… (227300)"."""
     text = str(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    m = _ID_SUFFIX.match(text)
+    if m and len(m.group(2)) + 2 <= limit:
+        name, suffix = m.group(1), m.group(2).strip()
+        keep = limit - len(suffix) - 2  # the ellipsis and the space
+        return f"{name[:keep].rstrip()}… {suffix}"
+    return text[: limit - 1] + "…"
+
+
+def name_with_id(name, app_id, limit: int = 28) -> str:
+    """A title for one game that always shows its app id: "name (app id)" when that fits in
+    ``limit`` characters, else the name (cut with "…" to ``limit``) with the id on the next line;
+    the id alone when the name is unknown."""
+    name, app_id = str(name or "").strip(), str(app_id)
+    if not name or name == app_id:
+        return app_id
+    whole = f"{name} ({app_id})"
+    return whole if len(whole) <= limit else f"{shorten(name, limit)}\n({app_id})"

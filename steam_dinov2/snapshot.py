@@ -27,30 +27,28 @@ import pandas as pd
 from PIL import Image
 
 from . import layout
-from .download import encode_jpeg, resize_banner
+from .app_file import read_app_file
+from .codec import check_pixels, encode_jpeg, resize_banner
 from .layout import MANIFEST
 from .manifest import (
     LATER_COLUMNS,
     MANIFEST_DTYPES,
     ManifestBook,
+    collection_images,
     load_manifest,
     read_manifest,
     write_manifest,
 )
-from .net import SteamHttp, url_path
-from .preprocess import check_pixels
+from .net import SteamHttp
 from .progress import tqdm
-from .steam import read_app_file
+from .snapshot_fetch import fetch_snapshot, is_tar
 
 logger = logging.getLogger(__name__)
 
 RELEASE_URL = "https://github.com/woctezuma/steam-DINOv2/releases/download/input"
-RELEASE_FILES = ("apps.json", "images_partA.tar.gz", "images_partB.tar.gz")
 # The CDN the original project downloaded from in July 2023.
 JULY_2023_URL = "https://cdn.cloudflare.steamstatic.com/steam/apps/{app_id}/library_600x900.jpg"
 _I2D = re.compile(r"^images/(\d{5})/(\d{9})\.jpg$")
-_OURS = re.compile(r"^banners/(\d+)\.jpg$")
-_OURS_LOOSE = re.compile(r"^banners/([^/]+)\.jpg$")  # checked: a name here must be an app id
 # A 600x900 banner is ~0.2 MB as JPEG, ~1.6 MB as PNG; the July-2023 parts hold ~100k members.
 MAX_MEMBER_BYTES = 32 << 20
 MAX_MEMBERS = 1_000_000
@@ -71,12 +69,12 @@ def pack_snapshot(
     """
     if not layout.manifest_path(data).is_file():
         raise ValueError(f"no manifest in {data}: run `download` or `import-snapshot` first")
-    files = sorted(layout.banner_files(data).values())
+    files = collection_images(data)
     out = Path(out)
     with layout.atomic_path(out) as tmp, tarfile.open(tmp, "w:gz") as tar:
         tar.add(layout.manifest_path(data), arcname=MANIFEST)
-        for f in tqdm(files, desc="pack", unit="file", disable=not progress):
-            tar.add(f, arcname=f"{layout.BANNERS}/{f.name}")
+        for app_id, f in tqdm(files.items(), desc="pack", unit="file", disable=not progress):
+            tar.add(f, arcname=layout.banner_member(app_id))
     return out
 
 
@@ -116,7 +114,7 @@ def _import(src, data, apps, http, progress) -> int:
     if re.match(r"^https?://", src):
         # Kept under DATA/downloads/: a rerun (or a re-import) does not fetch the release again.
         folder = layout.downloads_dir(data) / hashlib.sha256(src.encode()).hexdigest()[:12]
-        local = _fetch(src, folder, http or SteamHttp(), progress)
+        local = fetch_snapshot(src, folder, http or SteamHttp(), progress)
         return _import(local, data, apps, None, progress)
     path = Path(src)
     if path.is_dir():
@@ -126,7 +124,7 @@ def _import(src, data, apps, http, progress) -> int:
             return sum(_import_tar(a, data, app_ids, progress) for a in archives)
         if (path / "images").is_dir():
             return _import_files(_walk(path), data, app_ids, None, progress)
-    elif path.is_file() and _is_tar(path):
+    elif path.is_file() and is_tar(path):
         beside = path.parent / "apps.json"
         app_ids = _read_apps(apps) if apps is not None else None
         if app_ids is None and beside.is_file():
@@ -140,13 +138,6 @@ def _import(src, data, apps, http, progress) -> int:
     raise ValueError(f"cannot import {src!r}; expected {_FORMS}{own}")
 
 
-def _is_tar(path: Path) -> bool:
-    try:
-        return tarfile.is_tarfile(path)
-    except (OSError, EOFError, zlib.error):
-        return False
-
-
 def _read_apps(apps) -> list[int] | None:
     if apps is None:
         return None
@@ -156,47 +147,6 @@ def _read_apps(apps) -> list[int] | None:
     if not path.is_file():
         return None
     return [app_id for app_id, _ in read_app_file(path)]  # names the file and line of a bad id
-
-
-def _fetch(url: str, folder: Path, http: SteamHttp, progress: bool) -> Path:
-    """Download a snapshot file, or the release's files when ``url`` is not an archive."""
-    if re.search(r"\.(tar\.gz|tgz|tar)$", url.split("?")[0]):
-        return _fetch_file(url, folder / Path(url.split("?")[0]).name, http, progress)
-    for name in RELEASE_FILES:
-        _fetch_file(f"{url.rstrip('/')}/{name}", folder / name, http, progress)
-    return folder
-
-
-def _fetch_file(url: str, out: Path, http: SteamHttp, progress: bool) -> Path:
-    """Fetch ``url`` into ``out`` unless a whole earlier copy is there; an answer that is not
-    what ``out`` should hold (an HTML page, bytes that are not a tar or an app list) is
-    refused and never kept, so a rerun asks again."""
-    if out.is_file():  # written by one rename, after the checks below: whole and valid
-        return out
-    with http.session.get(url, stream=True, timeout=http.timeout) as r:
-        http.raise_for_status(r)
-        kind = r.headers.get("Content-Type", "")
-        if kind.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
-            raise ValueError(f"{url_path(url)} answered with a web page ({kind}), not a snapshot")
-        total = int(r.headers.get("Content-Length", 0) or 0) or None
-        with (
-            layout.atomic_path(out) as tmp,
-            open(tmp, "wb") as f,
-            tqdm(
-                total=total, desc=out.name, unit="B", unit_scale=True, disable=not progress
-            ) as bar,
-        ):
-            for chunk in r.iter_content(1 << 20):
-                f.write(chunk)
-                bar.update(len(chunk))
-            f.flush()
-            if out.suffix == ".json":
-                read_app_file(tmp)  # raises ValueError naming the line of the first bad id
-            elif not _is_tar(tmp):
-                raise ValueError(
-                    f"{url_path(url)} did not send a tar archive ({kind or 'no type'})"
-                )
-    return out
 
 
 def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.TarInfo]:
@@ -223,10 +173,10 @@ def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.T
                 f"refusing {name}: member {m.name!r} is {m.size:,} bytes, above the cap of "
                 f"{MAX_MEMBER_BYTES:,} per file"
             )
-        if m.isfile() and (o := _OURS_LOOSE.match(norm)):
+        if m.isfile() and (stem := layout.banner_member_stem(norm)) is not None:
             try:
-                app_id = layout.parse_image_id(o.group(1))
-                if str(app_id) != o.group(1):
+                app_id = layout.parse_image_id(stem)
+                if str(app_id) != stem:
                     raise ValueError(f"not the canonical name {app_id}.jpg")
             except ValueError as e:
                 raise ValueError(f"refusing {name}: member {m.name!r}: {e}") from None
@@ -236,7 +186,7 @@ def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.T
 
 
 def _wanted(name: str) -> bool:
-    return bool(_I2D.match(name) or _OURS_LOOSE.match(name) or name == MANIFEST)
+    return bool(_I2D.match(name) or layout.banner_member_stem(name) or name == MANIFEST)
 
 
 def _read_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
@@ -266,7 +216,7 @@ def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> 
 
             def files() -> Iterator[tuple[str, bytes, float]]:
                 for m in members:
-                    if m.isfile() and (_I2D.match(m.name) or _OURS.match(m.name)):
+                    if m.isfile() and _wanted(m.name) and m.name != MANIFEST:
                         yield m.name, _read_member(tar, m), m.mtime
 
             return _import_files(files(), data, app_ids, len(members), progress, incoming)
@@ -292,8 +242,8 @@ def _import_files(
 ) -> int:
     rows = []
     for name, payload, mtime in tqdm(files, total=total, desc="import", disable=not progress):
-        if m := _OURS.match(name):
-            app_id, url = layout.parse_image_id(m.group(1)), ""
+        if (stem := layout.banner_member_stem(name)) is not None:  # checked by check_archive
+            app_id, url = layout.parse_image_id(stem), ""
         else:
             m = _I2D.match(name)
             if app_ids is None:

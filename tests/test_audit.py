@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from steam_dinov2 import audit, layout, load_model
 from steam_dinov2.embed import embed_folder
+from steam_dinov2.manifest import read_manifest, write_manifest
 from steam_dinov2.search import match_all
 
 W, H = 224, 336
@@ -30,6 +31,7 @@ EXPECTED = {
     "26": ["odd_aspect_ratio", "odd_size"],  # every other banner is 224x336: any other size is odd
     "27": ["unreadable"],  # HTML saved as .jpg
     "28": ["unreadable"],  # truncated JPEG: the header reads, the pixels do not
+    "29": ["grayscale"],  # grey pixels saved as RGB (R = G = B): CleanVision's mode check misses it
     "50": ["exact_duplicate_of:10"],  # byte copy: also a phash and an embedding duplicate of 10
     "60": ["near_duplicate_of:10"],  # resized and re-encoded: same phash, and an embedding match
     "70": ["embedding_duplicate_of:10"],  # cropped 5% and resized back: phash differs
@@ -92,6 +94,7 @@ def _make_data(root) -> str:
     save(22, vignetted.filter(ImageFilter.GaussianBlur(6)))
     save(23, Image.new("RGB", (W, H), (90, 120, 160)))
     save(24, _normal(14).convert("L"))  # CleanVision's grayscale is the file's mode "L"
+    save(29, _normal(17).convert("L").convert("RGB"))  # how a grey banner is downloaded
     save(25, _normal(13).resize((112, 168)))
     save(26, _normal(15).resize((150, 500)))
     layout.banner_path(data, 27).write_bytes(b"<html>not an image</html>")
@@ -236,6 +239,7 @@ def test_no_manifest_audits_every_banner(tmp_path):
         "24": ["grayscale"],
         "27": ["unreadable"],
         "28": ["unreadable"],
+        "29": ["grayscale"],
     } | {"999": ["grayscale"]}
     with pytest.raises(ValueError, match="no banners to audit"):
         audit.audit_banners(tmp_path / "empty", near_dup_threshold=None)
@@ -247,12 +251,22 @@ def test_summary_and_example_grids(audited):
     assert summary.loc["odd_size"].tolist() == [2, 2]
     assert summary.loc["embedding_duplicates"].tolist() == [6, 2]  # 50, 60: stronger reasons
     assert summary.loc["near_duplicates"].tolist() == [3, 1]
-    assert summary.loc["any"].tolist() == [45, len(EXPECTED)]
+    assert summary.loc["any"].tolist() == [46, len(EXPECTED)]
     fig = audit.plot_audit_examples(data, "embedding_duplicates")
     titles = [ax.get_title() for ax in fig.axes if ax.images]
     assert titles == ["10\nkept", "50\n= 10", "60\n= 10", "70\n= 10", "30\nkept", "140\n= 30"]
+    assert fig.get_suptitle() == "embedding duplicates: 6 of 46 banners"
+    assert len(fig.axes) == 6  # 6 tiles in rows of at most 5: two rows of 3, no lone tile
     fig = audit.plot_audit_examples(data, "odd_size", n=1)
     assert [ax.get_title().split("\n")[0] for ax in fig.axes if ax.images] == ["25"]
+    assert fig.get_suptitle().startswith("odd size: 2 of ")
+    named = read_manifest(data).assign(
+        name=lambda m: m["app_id"].map({10: "Euro Truck Simulator 2"})
+    )
+    write_manifest(data, named.fillna({"name": ""}))
+    fig = audit.plot_audit_examples(data, "embedding_duplicates", n=2)
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert titles == ["Euro Truck Simulator 2 (10)\nkept", "50\n= Euro Truck Simulator 2\n(10)"]
     with pytest.raises(ValueError, match="available: dark"):
         audit.plot_audit_examples(data, "blurriness")
 

@@ -173,7 +173,7 @@ def test_comparison_rows_compute_only_missing_settings(data):
     assert len(fig.axes) == 2 * 4
     assert fig.axes[0].get_ylabel() == "dinov2_vits14\ncrop256\ncls"
     assert fig.axes[4].get_ylabel() == "dinov2_vits14\nfull\ngem"
-    assert fig.axes[0].get_title() == "Euro Truck Simula…\nQUERY"
+    assert fig.axes[0].get_title() == "Euro Truck Simula…\n(40)\nQUERY"  # the id kept whole
     ids, scores = _expected(data, "40", 3)
     assert fig.axes[1].get_title().endswith(f"{scores[0]:.3f}")
     assert (data / "embeddings" / "dinov2_vits14__full__gem__random" / "meta.json").is_file()

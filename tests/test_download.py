@@ -17,12 +17,8 @@ from PIL import Image  # noqa: E402
 from steam_server import KEY, App, FakeSteam, encode_banner  # noqa: E402
 
 from steam_dinov2 import layout  # noqa: E402
-from steam_dinov2.download import (  # noqa: E402
-    download_banners,
-    encode_jpeg,
-    fetch_banner,
-    resize_banner,
-)
+from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
+from steam_dinov2.download import download_banners, fetch_banner  # noqa: E402
 from steam_dinov2.manifest import MANIFEST_DTYPES, read_manifest  # noqa: E402
 from steam_dinov2.net import SteamHttp  # noqa: E402
 

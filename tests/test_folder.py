@@ -9,7 +9,7 @@ from PIL import Image
 
 from steam_dinov2 import layout
 from steam_dinov2.cli import main
-from steam_dinov2.download import DEFAULT_SIZE, parse_size
+from steam_dinov2.codec import DEFAULT_SIZE, parse_size
 from steam_dinov2.folder import import_folder, is_steam_id, own_image_id
 from steam_dinov2.layout import OWN_ID_BASE
 

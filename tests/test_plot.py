@@ -4,6 +4,7 @@ import pytest
 from synthetic import make_banner
 
 from steam_dinov2 import plot_image_grid, plot_matches
+from steam_dinov2.plot import blank_banner, grid_shape, name_with_id, shorten
 
 matplotlib.use("Agg")
 
@@ -43,3 +44,32 @@ def test_matches_put_the_query_first_with_names_and_scores(tmp_path):
     assert fig.axes[0].spines["top"].get_edgecolor()[:3] == (1.0, 0.0, 0.0)
     fig.savefig(tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_titles_keep_the_app_id_and_cut_the_name():
+    assert shorten("Euro Truck Simulator 2 (227300)", 25) == "Euro Truck Simu… (227300)"
+    assert name_with_id("Euro Truck Simulator 2", 227300, 18) == "Euro Truck Simula…\n(227300)"
+    assert name_with_id("Portal 2", 620) == "Portal 2 (620)"  # short enough: whole
+    assert name_with_id("", 620) == name_with_id(None, "620") == "620"  # no name: the id alone
+    assert shorten("A very long game name that goes on", 10) == "A very lo…"  # no id: plain cut
+    fig = plot_matches(make_banner(1), [make_banner(2)], [0.5], ["Euro Truck Simulator 2 (227300)"])
+    assert fig.axes[1].get_title() == "Euro Truck Simulat… (227300)\n0.500"
+
+
+@pytest.mark.parametrize(
+    "n, ncols, shape",
+    [(6, 5, (2, 3)), (7, 6, (2, 4)), (10, 3, (5, 2)), (5, 5, (1, 5)), (12, 5, (3, 4))],
+)
+def test_grids_leave_no_tile_alone_on_a_row(n, ncols, shape):
+    assert grid_shape(n, ncols) == shape
+    rows, cols = shape
+    assert n % cols != 1 and rows * cols >= n and cols <= ncols
+    fig = plot_image_grid([blank_banner()] * n, ncols=ncols)
+    assert len(fig.axes) == rows * cols
+
+
+def test_matches_with_k6_fill_two_rows_with_the_query_framed():
+    fig = plot_matches(blank_banner(0), [blank_banner()] * 6, [0.9] * 6)  # 7 tiles in rows of 6
+    assert len(fig.axes) == 8 and sum(bool(ax.images) for ax in fig.axes) == 7
+    framed = [ax for ax in fig.axes if ax.spines["top"].get_edgecolor()[:3] == (1.0, 0.0, 0.0)]
+    assert framed == [fig.axes[0]] and framed[0].spines["top"].get_visible()

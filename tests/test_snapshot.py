@@ -13,7 +13,7 @@ from PIL import Image  # noqa: E402
 from steam_server import encode_banner  # noqa: E402
 
 from steam_dinov2 import layout  # noqa: E402
-from steam_dinov2.download import encode_jpeg, resize_banner  # noqa: E402
+from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
 from steam_dinov2.manifest import read_manifest, write_manifest  # noqa: E402
 from steam_dinov2.snapshot import import_snapshot, pack_snapshot  # noqa: E402
 
