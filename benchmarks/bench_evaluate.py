@@ -64,10 +64,16 @@ def make_metadata(n: int, seed: int = 0) -> pd.DataFrame:
         tagids.append((t + 1).tolist())
         weights.append(sorted(rng.integers(10, 5000, len(t)).astype(float).tolist())[::-1])
     return pd.DataFrame(
-        {"app_id": np.arange(1, n + 1), "developers": [[f"Dev {x}"] for x in dev],
-         "publishers": [[f"Pub {x}"] for x in pub], "franchises": franchises,
-         "tagids": tagids, "tag_weights": weights, "updated_at": pd.Timestamp.now("UTC")}
-    )  # fmt: skip
+        {
+            "app_id": np.arange(1, n + 1),
+            "developers": [[f"Dev {x}"] for x in dev],
+            "publishers": [[f"Pub {x}"] for x in pub],
+            "franchises": franchises,
+            "tagids": tagids,
+            "tag_weights": weights,
+            "updated_at": pd.Timestamp.now("UTC"),
+        }
+    )
 
 
 def main() -> None:

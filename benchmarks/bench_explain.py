@@ -41,10 +41,14 @@ def main(pairs: int = 8) -> None:
             fig = plot_match_explained(banners[i], banners[i + 1], model=model, preset=preset)
             fig.savefig(io.BytesIO(), format="png", dpi=72)
             figs.append(time.perf_counter() - t)
-        print(f"{preset:<8} {threads} thread(s): patch similarity {statistics.median(sims):.3f} s, "
-              f"figure as PNG {statistics.median(figs):.3f} s (medians of {pairs} pairs)")  # fmt: skip
-        print(f"TARGET explanation per pair ({preset}, {threads} thread(s), figure): {statistics.median(figs):.2f} s "
-              "(target < 1 s)")  # fmt: skip
+        print(
+            f"{preset:<8} {threads} thread(s): patch similarity {statistics.median(sims):.3f} s, "
+            f"figure as PNG {statistics.median(figs):.3f} s (medians of {pairs} pairs)"
+        )
+        print(
+            f"TARGET explanation per pair ({preset}, {threads} thread(s), figure): {statistics.median(figs):.2f} s "
+            "(target < 1 s)"
+        )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,14 @@ def main() -> None:
     )
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     setting = "synthetic__crop256__cls"
-    meta = {"model": "synthetic", "weights": "pretrained", "preset": "crop256", "pooling": "cls",
-            "dim": 384, "images": "banners"}  # fmt: skip
+    meta = {
+        "model": "synthetic",
+        "weights": "pretrained",
+        "preset": "crop256",
+        "pooling": "cls",
+        "dim": 384,
+        "images": "banners",
+    }
     folder = layout.embeddings_dir(data, setting)
     folder.mkdir(parents=True)
     _write_cache(folder, meta, ids, [[0, 0]] * len(ids), vectors, {})
@@ -69,8 +75,10 @@ def main() -> None:
             sizes[key] = sizes.get(key, 0) + p.stat().st_size
     print("  by folder: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(sizes.items())))
     games_json = (out / "data" / "games.json").stat().st_size
-    print(f"  games.json {games_json / 1e6:.2f} MB, one neighbours shard "
-          f"{(out / 'data' / 'neighbors-0.json').stat().st_size / 1e3:.0f} kB")  # fmt: skip
+    print(
+        f"  games.json {games_json / 1e6:.2f} MB, one neighbours shard "
+        f"{(out / 'data' / 'neighbors-0.json').stat().st_size / 1e3:.0f} kB"
+    )
 
     ready, shown = _open_in_chromium(out, args.n)
     print(f"TARGET export-site at N={args.n}: {export:.0f} s (map included; no target)")
@@ -122,9 +130,10 @@ def _open_in_chromium(out: Path, n: int) -> tuple[float, float]:
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
-                executable_path=shutil.which("chromium"), headless=True,
+                executable_path=shutil.which("chromium"),
+                headless=True,
                 args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
-            )  # fmt: skip
+            )
             # bypass_csp: Playwright polls with eval, which the page's own policy forbids
             page = browser.new_page(viewport={"width": 1200, "height": 1000}, bypass_csp=True)
             page.goto(url + "index.html")  # warm the browser itself: not the page's cost

@@ -291,8 +291,9 @@ def _offered_settings(data, settings, model, first=None) -> list[str]:
             logger.warning(
                 "browser: leaving out setting %s: its model %r is not in the registry; pass "
                 "Browser(..., model=NAME) or settings=[...] to use it",
-                setting, meta["model"],
-            )  # fmt: skip
+                setting,
+                meta["model"],
+            )
             continue
         # A new cache generation writes files into the folder, so its time is the last embedding.
         made = layout.embeddings_dir(data, setting).stat().st_mtime_ns

@@ -83,17 +83,26 @@ def compute_layout(
 
         # annoy ships inside openTSNE; "auto" may pick pynndescent, whose numba compile costs ~50 s.
         tsne = TSNE(
-            n_components=2, perplexity=min(30.0, (n - 1) / 3), initialization="pca",
-            neighbors="annoy", negative_gradient_method="fft" if n >= FFT_FROM else "bh", n_jobs=threads, random_state=seed, verbose=False,
-        )  # fmt: skip
+            n_components=2,
+            perplexity=min(30.0, (n - 1) / 3),
+            initialization="pca",
+            neighbors="annoy",
+            negative_gradient_method="fft" if n >= FFT_FROM else "bh",
+            n_jobs=threads,
+            random_state=seed,
+            verbose=False,
+        )
         xy = np.asarray(tsne.fit(x))
     elif method == "sklearn":
         from sklearn.manifold import TSNE
 
         tsne = TSNE(
-            n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed,
+            n_components=2,
+            perplexity=min(30.0, (n - 1) / 3),
+            init="pca",
+            random_state=seed,
             n_jobs=threads,
-        )  # fmt: skip
+        )
         xy = tsne.fit_transform(x)
     else:
         import umap
@@ -126,9 +135,15 @@ def cluster_vectors(vectors: np.ndarray, n_clusters: int, *, seed: int = 0):
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     k = max(1, min(int(n_clusters), len(x)))
     km = faiss.Kmeans(
-        x.shape[1], k, niter=25, nredo=NREDO, seed=seed, spherical=True, verbose=False,
+        x.shape[1],
+        k,
+        niter=25,
+        nredo=NREDO,
+        seed=seed,
+        spherical=True,
+        verbose=False,
         min_points_per_centroid=1,  # small collections: no warning printed by faiss
-    )  # fmt: skip
+    )
     km.train(x)
     _, labels = km.index.search(x, 1)
     labels = labels[:, 0]
@@ -176,9 +191,13 @@ def map_catalog(
     if k < 1:
         raise ValueError(f"n_clusters must be at least 1, got {n_clusters}")
     made_from = {
-        "vectors_file": emb.meta.get("vectors_file", ""), "count": len(emb.ids),
-        "method": method, "n_clusters": k, "seed": seed, "version": _VERSION,
-    }  # fmt: skip
+        "vectors_file": emb.meta.get("vectors_file", ""),
+        "count": len(emb.ids),
+        "method": method,
+        "n_clusters": k,
+        "seed": seed,
+        "version": _VERSION,
+    }
     path = layout.map_path(data, setting)
     cached = _read_cached(path, made_from)
     if cached is not None:
@@ -186,10 +205,15 @@ def map_catalog(
     logger.info("laying out %d banners of %s with %s", len(emb.ids), setting, method)
     xy = compute_layout(emb.vectors, method=method, seed=seed)
     labels, centrality = cluster_vectors(emb.vectors, k, seed=seed)
-    table = pd.DataFrame({
-        "id": pd.Series(emb.ids, dtype="string"), "x": xy[:, 0], "y": xy[:, 1],
-        "cluster": labels, "centrality": centrality,
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "id": pd.Series(emb.ids, dtype="string"),
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "cluster": labels,
+            "centrality": centrality,
+        }
+    )
     _write(path, table, made_from)
     return table
 
@@ -236,10 +260,14 @@ def describe_clusters(
         "cluster"
     ):
         ids = group["id"].astype(str).tolist()
-        rows.append({
-            "cluster": int(c), "size": len(ids), "central_ids": ids[:top],
-            "central_names": [names.get(i, i) for i in ids[:top]],
-        })  # fmt: skip
+        rows.append(
+            {
+                "cluster": int(c),
+                "size": len(ids),
+                "central_ids": ids[:top],
+                "central_names": [names.get(i, i) for i in ids[:top]],
+            }
+        )
     return pd.DataFrame(rows, columns=["cluster", "size", "central_ids", "central_names"])
 
 

@@ -120,11 +120,19 @@ def import_folder(
             continue
         payload = encode_jpeg(img)
         layout.write_bytes_atomic(layout.banner_path(data, app_id), payload)
-        rows.append({
-            "app_id": app_id, "name": path.stem, "url": f"folder:{rel}", "status": "ok",
-            "error": "", "width": img.width, "height": img.height, "bytes": len(payload),
-            "updated_at": mtime,
-        })  # fmt: skip
+        rows.append(
+            {
+                "app_id": app_id,
+                "name": path.stem,
+                "url": f"folder:{rel}",
+                "status": "ok",
+                "error": "",
+                "width": img.width,
+                "height": img.height,
+                "bytes": len(payload),
+                "updated_at": mtime,
+            }
+        )
         report.imported.append(app_id)
     if rows:
         write_manifest(data, pd.concat([d for d in (old, pd.DataFrame(rows)) if len(d)]))

@@ -69,12 +69,29 @@ def plot_catalog_map(
             continue
         left, right, top, bottom = x - half * 2 / 3, x + half * 2 / 3, y - half, y + half
         ax.imshow(thumb, extent=(left, right, bottom, top), zorder=3)
-        ax.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False,
-                               edgecolor=cluster_colour(c), linewidth=2, zorder=4))  # fmt: skip
+        ax.add_patch(
+            Rectangle(
+                (left, top),
+                right - left,
+                bottom - top,
+                fill=False,
+                edgecolor=cluster_colour(c),
+                linewidth=2,
+                zorder=4,
+            )
+        )
     for c, group in table.groupby("cluster"):
-        ax.text(group["x"].median(), group["y"].median(), str(c), fontsize=9, weight="bold",
-                ha="center", va="center", zorder=5,
-                bbox={"boxstyle": "round", "fc": "white", "ec": cluster_colour(c), "alpha": 0.85})  # fmt: skip
+        ax.text(
+            group["x"].median(),
+            group["y"].median(),
+            str(c),
+            fontsize=9,
+            weight="bold",
+            ha="center",
+            va="center",
+            zorder=5,
+            bbox={"boxstyle": "round", "fc": "white", "ec": cluster_colour(c), "alpha": 0.85},
+        )
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(1.05, -0.05)  # y down, as the exported site's canvas draws it
     ax.set_aspect("equal")

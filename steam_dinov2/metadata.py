@@ -175,10 +175,14 @@ def write_metadata(data: str | os.PathLike, df: pd.DataFrame) -> None:
     df = df.drop_duplicates("app_id", keep="last").sort_values("app_id")
     strings = pa.list_(pa.string())
     schema = pa.schema(
-        [("app_id", pa.int64()), *((c, strings) for c in LABEL_COLUMNS),
-         ("tagids", pa.list_(pa.int64())), ("tag_weights", pa.list_(pa.float64())),
-         ("updated_at", pa.timestamp("ns", tz="UTC"))]
-    )  # fmt: skip
+        [
+            ("app_id", pa.int64()),
+            *((c, strings) for c in LABEL_COLUMNS),
+            ("tagids", pa.list_(pa.int64())),
+            ("tag_weights", pa.list_(pa.float64())),
+            ("updated_at", pa.timestamp("ns", tz="UTC")),
+        ]
+    )
     columns = {c: list(df[c]) for c in COLUMNS}
     columns["updated_at"] = pd.to_datetime(df["updated_at"], utc=True)
     table = pa.Table.from_pydict(columns, schema=schema)

@@ -91,9 +91,14 @@ def test_comparison_explains_each_neighbour(data, vits14):
     from steam_dinov2 import find_neighbors, load_embeddings
 
     fig = plot_comparison(
-        data, "30", ["dinov2_vits14:crop256:cls"], k=2, pretrained=False, explain=True,
+        data,
+        "30",
+        ["dinov2_vits14:crop256:cls"],
+        k=2,
+        pretrained=False,
+        explain=True,
         progress=False,
-    )  # fmt: skip
+    )
     # the grid's banner, then the heatmap's banner, veil, unveiled crop and heat in every cell
     assert [len(ax.images) for ax in fig.axes[:3]] == [5, 5, 5]
     first = find_neighbors(load_embeddings(data, SETTING), "30", k=1)["id"].iloc[0]

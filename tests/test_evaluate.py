@@ -40,13 +40,16 @@ def _metadata(franchise_of_101="Scattered") -> pd.DataFrame:
     for a in DISTINCT + TWINS:
         tags = rng.choice(np.arange(1, 12), size=int(rng.integers(0, 5)), replace=False)
         rows.append(
-            {"app_id": a,
-             "developers": ["Dev T"] if a in TWINS else [f"Dev {a % 3}"] * (a != 115),
-             "publishers": ["Pub X", "Pub Y"] if a % 5 == 0 else ["Pub X"] * (a % 7 != 0),
-             "franchises": ["Twins"] if a in TWINS else ["Scattered"] * (a <= 105),
-             "tagids": tags.tolist(), "tag_weights": rng.integers(1, 1000, len(tags)).tolist(),
-             "updated_at": pd.Timestamp.now("UTC")}
-        )  # fmt: skip
+            {
+                "app_id": a,
+                "developers": ["Dev T"] if a in TWINS else [f"Dev {a % 3}"] * (a != 115),
+                "publishers": ["Pub X", "Pub Y"] if a % 5 == 0 else ["Pub X"] * (a % 7 != 0),
+                "franchises": ["Twins"] if a in TWINS else ["Scattered"] * (a <= 105),
+                "tagids": tags.tolist(),
+                "tag_weights": rng.integers(1, 1000, len(tags)).tolist(),
+                "updated_at": pd.Timestamp.now("UTC"),
+            }
+        )
     rows[0]["franchises"] = [franchise_of_101] if franchise_of_101 else []
     return pd.DataFrame(rows)
 
@@ -83,9 +86,13 @@ def test_a_near_copy_franchise_scores_far_above_its_baseline(catalogue):
 def test_planted_copies_come_back_first(catalogue):
     ids = DISTINCT + TWINS
     result = evaluate_settings(
-        catalogue, SETTINGS[:1], truths=["copy"], copies=10, variants=("jpeg30", "half"),
+        catalogue,
+        SETTINGS[:1],
+        truths=["copy"],
+        copies=10,
+        variants=("jpeg30", "half"),
         device="cpu",
-    )  # fmt: skip
+    )
     per = result.per_query
     assert set(per.truth) == {"copy:jpeg30", "copy:half"}
     sample = per[per.truth == "copy:jpeg30"].query_id.astype(int)
@@ -109,8 +116,11 @@ def _brute_force(data, setting, metadata, k):
         s[q] = -np.inf
         tops.append(np.lexsort((np.arange(n), -s))[: min(k, m)])
     out = {}
-    for truth, col in (("franchise", "franchises"), ("developer", "developers"),
-                       ("publisher", "publishers")):  # fmt: skip
+    for truth, col in (
+        ("franchise", "franchises"),
+        ("developer", "developers"),
+        ("publisher", "publishers"),
+    ):
         labels = [set(meta.loc[i, col]) for i in emb.ids]
         r1, rk, ap, b1, bk, bap = [], [], [], [], [], []
         for q in range(n):
@@ -178,7 +188,9 @@ def test_summary_matches_brute_force_and_reruns_reuse(catalogue):
     assert agreement.loc[0, ["setting_a", "setting_b"]].tolist() == sorted(SETTINGS)
     assert agreement.loc[0, "jaccard@4"] == pytest.approx(jaccard)
     per_query = pd.read_parquet(layout.evaluation_queries_path(catalogue))
-    assert len(per_query) == sum(c for s in SETTINGS for *_, c in _brute_force(catalogue, s, metadata, k)[0].values())  # fmt: skip
+    assert len(per_query) == sum(
+        c for s in SETTINGS for *_, c in _brute_force(catalogue, s, metadata, k)[0].values()
+    )
 
     # Rerun: nothing changed, nothing recomputed; new franchise labels: only that truth again.
     cache = layout.evaluation_cache_path(catalogue, SETTINGS[0], "franchise").parent
@@ -269,7 +281,9 @@ def test_a_tampered_cache_is_ranked_again(catalogue, tmp_path):
     path = layout.evaluation_cache_path(data, SETTINGS[0], "neighbors")
     table = pq.read_table(path)
     bad = pa.array([[10**9, -5, 2]] * table.num_rows, pa.list_(pa.int64()))
-    pq.write_table(table.set_column(1, "neighbors", bad).replace_schema_metadata(table.schema.metadata), path)  # fmt: skip
+    pq.write_table(
+        table.set_column(1, "neighbors", bad).replace_schema_metadata(table.schema.metadata), path
+    )
     (layout.evaluation_cache_path(data, SETTINGS[0], "developer")).unlink()
     again = evaluate_settings(data, SETTINGS[:1], truths=["developer"], k=3)
     pd.testing.assert_frame_equal(again.summary, first.summary)

@@ -10,10 +10,16 @@ from steam_dinov2.download import download_banners
 from steam_dinov2.metadata import fetch_metadata, read_metadata, read_tag_names
 
 APPS = [App(i, f"Game {i}") for i in range(10, 70)] + [
-    App(7, "Portal", developers=["Valve"], publishers=["Valve"], franchises=["Portal"],
-        tags=[(3, 100), (1, 900), (2, 500)]),
+    App(
+        7,
+        "Portal",
+        developers=["Valve"],
+        publishers=["Valve"],
+        franchises=["Portal"],
+        tags=[(3, 100), (1, 900), (2, 500)],
+    ),
     App(8, "Crowded", developers=[f"Dev {i}" for i in range(100)] + ["", "  "], tags=[]),
-]  # fmt: skip
+]
 
 
 def _metadata_requests(server):

@@ -14,10 +14,17 @@ from steam_server import App, FakeSteam
 ROOT = Path(__file__).parent.parent
 NOTEBOOKS = ["download_steam_images.ipynb", "find_dataset_issues.ipynb", "match_steam_images.ipynb"]
 NAMES = {
-    227300: "Euro Truck Simulator 2", 620: "Portal 2", 413150: "Stardew Valley", 10: "Counter-Strike",
-    20: "Team Fortress Classic", 70: "Half-Life", 220: "Half-Life 2", 400: "Portal",
-    1091500: "Cyberpunk 2077", 367520: "Hollow Knight",
-}  # fmt: skip
+    227300: "Euro Truck Simulator 2",
+    620: "Portal 2",
+    413150: "Stardew Valley",
+    10: "Counter-Strike",
+    20: "Team Fortress Classic",
+    70: "Half-Life",
+    220: "Half-Life 2",
+    400: "Portal",
+    1091500: "Cyberpunk 2077",
+    367520: "Hollow Knight",
+}
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -101,13 +108,23 @@ def executed(steam, tmp_path_factory):
         mp.setenv(k, v)  # the kernel inherits the environment
     common = {"DATA_DIR": str(data)}
     runs = {
-        "download_steam_images.ipynb": {"SOURCE": "steamspy", "LIMIT": 20, "DOWNLOAD_WORKERS": 4, "PACK_SNAPSHOT": str(tmp / "snap.tar.gz")},
+        "download_steam_images.ipynb": {
+            "SOURCE": "steamspy",
+            "LIMIT": 20,
+            "DOWNLOAD_WORKERS": 4,
+            "PACK_SNAPSHOT": str(tmp / "snap.tar.gz"),
+        },
         "find_dataset_issues.ipynb": {"MODEL": "dinov2_vits14", "PRETRAINED": False, "EXAMPLES": 3},
         "match_steam_images.ipynb": {
-            "MODEL": "dinov2_vits14", "PRETRAINED": False, "K": 3,
-            "COMPARE_SETTINGS": [["dinov2_vits14", "crop256", "cls"], ["dinov2_vits14", "full", "gem"]],
+            "MODEL": "dinov2_vits14",
+            "PRETRAINED": False,
+            "K": 3,
+            "COMPARE_SETTINGS": [
+                ["dinov2_vits14", "crop256", "cls"],
+                ["dinov2_vits14", "full", "gem"],
+            ],
         },
-    }  # fmt: skip
+    }
     try:
         for name, params in runs.items():
             papermill.execute_notebook(
@@ -221,7 +238,12 @@ def own_images_with_weights(tmp_path_factory, vits14):
     torch.save(vits14.state_dict(), weights)
     data = tmp / "data"
     common = {"DATA_DIR": str(data), "MODEL": "dinov2_vits14", "WEIGHTS": str(weights)}
-    _run("download_steam_images.ipynb", tmp / "d.ipynb", {"DATA_DIR": str(data), "IMPORT_FOLDER": str(photos)}, tmp)  # fmt: skip
+    _run(
+        "download_steam_images.ipynb",
+        tmp / "d.ipynb",
+        {"DATA_DIR": str(data), "IMPORT_FOLDER": str(photos)},
+        tmp,
+    )
     _run("find_dataset_issues.ipynb", tmp / "a.ipynb", {**common, "EXAMPLES": 2}, tmp)
     _run("match_steam_images.ipynb", tmp / "m.ipynb", {**common, "K": 3, "QUERIES": ["cat"]}, tmp)
     return tmp, data, weights

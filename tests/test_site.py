@@ -25,9 +25,16 @@ from steam_dinov2.site import THUMB_WIDTH, export_site
 SETTING = "dinov2_vits14__crop256__cls__random"
 EVIL = '<img src=x onerror="document.body.dataset.pwned=1">Evil & Co'
 NAMES = {
-    10: "Portal 2", 20: "Stardew Valley", 30: "Hollow Knight", 40: "Terraria", 50: EVIL,
-    60: "Half-Life", 70: "Celeste", 80: "Hades", 90: "Hollow Knight Copy",
-}  # fmt: skip
+    10: "Portal 2",
+    20: "Stardew Valley",
+    30: "Hollow Knight",
+    40: "Terraria",
+    50: EVIL,
+    60: "Half-Life",
+    70: "Celeste",
+    80: "Hades",
+    90: "Hollow Knight Copy",
+}
 K = 3
 
 
@@ -146,9 +153,14 @@ MISSING = [
     if not ok
 ]
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture

@@ -457,9 +457,13 @@ def test_random_weights_skip_embedding_duplicates_unless_forced(tmp_path, caplog
     assert "embedding_duplicates" not in result.groups
     assert not any(c.startswith("embedding_") for c in result.issues)
     forced = audit.audit_banners(
-        data, pretrained=False, n_jobs=1, progress=False, random_weights_duplicates=True,
+        data,
+        pretrained=False,
+        n_jobs=1,
+        progress=False,
+        random_weights_duplicates=True,
         near_dup_threshold=0.9999,
-    )  # fmt: skip
+    )
     assert "embedding_duplicates" in forced.groups and "RANDOM weights" in forced.notes[0]
     assert forced.issues["embedding_nearest_cosine"].notna().sum() > 0
 
@@ -479,8 +483,9 @@ def test_every_stage_reports_the_exclusions_it_applies(
     with caplog.at_level(logging.INFO):
         b = Browser(data, k=3)
         b.show("30")
-        plot_comparison(data, 30, ["dinov2_vits14:crop256:cls"], k=2, pretrained=False,
-                        exclude=exclusions)  # fmt: skip
+        plot_comparison(
+            data, 30, ["dinov2_vits14:crop256:cls"], k=2, pretrained=False, exclude=exclusions
+        )
         plot_games(data, emb, k=2, exclude=exclusions)
         match_all(emb, k=2, exclude=exclusions)
     assert f"audit: {summary}" in b.status.value
