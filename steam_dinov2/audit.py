@@ -157,10 +157,11 @@ def _embed_for_audit(data, setting: dict, threshold: float | None, force_random:
         else:
             notes.append(
                 "embedding near duplicates skipped: the model has random weights, which would "
-                "exclude unrelated banners (pass random_weights_duplicates=True to force)"
+                "exclude unrelated banners (--random-weights-duplicates, or random_weights_duplicates=True, "
+                "forces them)"
             )
             threshold = None
-        logger.warning("audit: %s", notes[-1])
+        logger.warning("audit: %s", notes[-1])  # loud for every caller; also in Audit.notes
     if threshold is None:
         return None, None, notes
     from .embed import embed_folder

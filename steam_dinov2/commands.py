@@ -146,8 +146,7 @@ def _audit(args):
         device=args.device,
         random_weights_duplicates=args.random_weights_duplicates,
     )
-    for note in result.notes:
-        print(f"NOTE: {note}")
+    # result.notes were logged as warnings when they arose: not printed a second time.
     reused = " (CleanVision results reused)" if result.reused else ""
     print(
         f"{len(result.issues)} banners audited{reused}, {len(result.exclusions)} excluded "

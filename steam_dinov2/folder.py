@@ -115,7 +115,7 @@ def import_folder(
         try:
             img = resize_banner(path.read_bytes(), size=size)
         except (OSError, ValueError) as e:
-            logger.warning("skipped %s: %s", rel, e)
+            logger.debug("skipped %s: %s", rel, e)  # in the report's skipped: shown once
             report.skipped[rel] = str(e)
             continue
         payload = encode_jpeg(img)

@@ -163,7 +163,7 @@ def fetch_metadata(
     fetched = len(rows)
     names = _update_tag_names(data, save(), http, errors)
     report = MetadataReport(fetched, len(keep), len(unknown), failed, names, tuple(errors))
-    logger.info("metadata: %s", report)
+    logger.debug("metadata: %s", report)  # returned: its caller shows it once
     return report
 
 
