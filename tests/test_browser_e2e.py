@@ -7,9 +7,7 @@ the screenshots land in pytest's temporary folder (the path is printed, see it w
 """
 
 import hashlib
-import importlib.util
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,23 +18,14 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
+from chromium import local_page, missing
 from steam_server import App, FakeSteam
 
 from steam_dinov2 import find_neighbors, load_embeddings
 from steam_dinov2.download import download_banners
 
 ROOT = Path(__file__).parent.parent
-CHROMIUM = shutil.which("chromium")
-MISSING = [
-    name
-    for name, ok in [
-        ("chromium (apt-get install chromium)", CHROMIUM),
-        ("playwright (pip install playwright)", importlib.util.find_spec("playwright")),
-        ("voila (pip install voila)", importlib.util.find_spec("voila")),
-        ("papermill (pip install papermill)", importlib.util.find_spec("papermill")),
-    ]
-    if not ok
-]
+MISSING = missing("voila", "papermill")
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}")
 
 NAMES = {
@@ -53,16 +42,6 @@ NAMES = {
 }
 K = 3
 SETTING = "dinov2_vits14__crop256__cls__random"
-# Chromium must not phone home: no updates, sync, QUIC probes or first-run pages.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ALL_DRAWN = "[...document.querySelectorAll('.widget-gridbox img')].every(i => i.complete)"
 # Each tile's caption and the SHA-256 of the image bytes it shows (ipywidgets serves them as blobs).
 READ_TILES = """async tiles => Promise.all(tiles.map(async tile => {
@@ -168,30 +147,10 @@ def voila(notebook, tmp_path):
 
 
 @pytest.fixture
-def page(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1100, "height": 1000})
-        page = context.new_page()
-        page.blocked = []  # anything not on 127.0.0.1 is refused and listed here
-        page.errors = []  # uncaught JavaScript exceptions
-
-        def only_local(route):
-            if route.request.url.startswith(("http://127.0.0.1:", "blob:", "data:")):
-                route.continue_()
-            else:
-                page.blocked.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", only_local)
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
+def page():
+    # blob: and data: are the images ipywidgets serves.
+    with local_page(width=1100, allow=("blob:", "data:")) as page:
+        yield page
 
 
 def _tiles(page) -> list[dict]:

@@ -7,7 +7,6 @@ skipped with the reason when chromium or playwright is missing.
 
 import functools
 import http.server
-import importlib.util
 import json
 import shutil
 import threading
@@ -15,6 +14,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from chromium import local_page, missing
 from conftest import make_banner
 from PIL import Image
 
@@ -143,24 +143,7 @@ def test_cli_export_site(site_data, tmp_path, capsys):
 
 
 # --- in a real browser ----------------------------------------------------------------------
-CHROMIUM = shutil.which("chromium")
-MISSING = [
-    name
-    for name, ok in [
-        ("chromium (apt-get install chromium)", CHROMIUM),
-        ("playwright (pip install playwright)", importlib.util.find_spec("playwright")),
-    ]
-    if not ok
-]
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+MISSING = missing()
 
 
 @pytest.fixture
@@ -184,29 +167,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1200, "height": 1000})
-        page = context.new_page()
-        page.blocked, page.errors, page.dialogs = [], [], []
-
-        def only_local(route):
-            if route.request.url.startswith("http://127.0.0.1:"):
-                route.continue_()
-            else:
-                page.blocked.append(route.request.url)
-                route.abort()
-
-        page.route("**/*", only_local)
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
-        page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
+    with local_page(width=1200) as page:
+        yield page
 
 
 def _shown(page) -> tuple[str, list[str]]:
