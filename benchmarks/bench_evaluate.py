@@ -83,7 +83,9 @@ def main() -> None:
         for seed, name in enumerate(("synthetic_a__crop256__cls", "synthetic_b__full__gem")):
             folder = layout.embeddings_dir(tmp, name)
             folder.mkdir(parents=True)
-            meta = {"model": name, "weights": "pretrained", "preset": "crop256", "dim": d}
+            model, preset, pooling = name.split("__")
+            meta = {"model": model, "weights": "pretrained", "preset": preset, "pooling": pooling}
+            meta["dim"] = d
             _write_cache(folder, meta, ids, [[0, 0]] * n, make_vectors(n, d, seed), {})
         write_metadata(tmp, make_metadata(n))
         truths = ["franchise", "developer", "publisher", "tags"]
