@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from steam_server import App, FakeSteam
+from steam_server import App, FakeSteam, bomb_png
 from synthetic import make_banner
 
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_all
@@ -279,3 +279,11 @@ def test_upload_errors_name_the_file_and_the_reason(data):
     _upload(b, "cut.png", buf.getvalue()[:200])  # a real PNG header, cut short
     assert "could not read the upload cut.png: not a decodable image" in b.status.value
     assert "BytesIO" not in b.status.value and b.history == []
+
+
+def test_an_uploaded_decompression_bomb_is_a_reported_skip(data):
+    b = Browser(data, k=3)
+    _upload(b, "huge.png", bomb_png())  # 109 KB that would decode to 30000x30000 pixels
+    status = b.status.value
+    assert "could not read the upload huge.png: not a decodable image" in status
+    assert "pixels" in status and b.history == []
