@@ -180,6 +180,10 @@ class SteamHttp:
         if secret:
             _install_log_filter()
         end = None if deadline is None else time.monotonic() + deadline
+        # Our own loop, not urllib3's Retry on the adapter: Retry only sees failures before the
+        # response is handed back, so a body that stalls or breaks halfway (the "slow" and "reset"
+        # faults of tests/test_download.py, both expected to succeed on retry) would not be
+        # retried, and its sleeps would ignore ``deadline`` and ``stop`` (tests/test_hostile_io.py).
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             wait = self.backoff * 2**attempt
