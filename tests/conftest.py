@@ -1,3 +1,4 @@
+import datetime
 import os
 
 # Before anything imports huggingface_hub: a hub call must fail at once, never retry for a minute.
@@ -52,3 +53,16 @@ def vits14():
     from steam_dinov2 import load_model
 
     return load_model("dinov2_vits14", pretrained=False, device="cpu")
+
+
+def upload_to_browser(browser, name: str, content: bytes) -> None:
+    """What the Browser's FileUpload widget holds after a user picks one file (ipywidgets 8)."""
+    browser.upload.value = (
+        {
+            "name": name,
+            "type": "image/png",
+            "size": len(content),
+            "content": memoryview(content),
+            "last_modified": datetime.datetime.now(datetime.timezone.utc),
+        },
+    )

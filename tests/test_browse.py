@@ -1,4 +1,3 @@
-import datetime
 import io
 import json
 
@@ -6,6 +5,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import upload_to_browser
 from PIL import Image
 from steam_server import App, FakeSteam, bomb_png
 from synthetic import make_banner
@@ -104,18 +104,6 @@ def test_excluded_games_never_show(data):
     assert everything.shown[0][0] == "90"  # the excluded copy is back, as the top match
 
 
-def _upload(browser, name, content):
-    browser.upload.value = (
-        {
-            "name": name,
-            "type": "image/png",
-            "size": len(content),
-            "content": memoryview(content),
-            "last_modified": datetime.datetime.now(datetime.timezone.utc),
-        },
-    )
-
-
 def _tile_image(tile):
     return Image.open(io.BytesIO(tile.children[0].value))
 
@@ -125,7 +113,7 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
     b = Browser(data, k=3, setting="dinov2_vits14__crop256__cls__random")
     buf = io.BytesIO()
     make_banner(5, size=(600, 900)).save(buf, format="PNG")
-    _upload(b, "mine.png", buf.getvalue())
+    upload_to_browser(b, "mine.png", buf.getvalue())
     assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
     assert b.query_tile.app_id is None
     shown = np.asarray(_tile_image(b.query_tile).convert("RGB"), dtype=int)
@@ -147,9 +135,9 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
     first = b.shown
     buf = io.BytesIO()
     make_banner(7, size=(600, 900)).save(buf, format="PNG")
-    _upload(b, "mine.png", buf.getvalue())  # same name, other picture: another query
+    upload_to_browser(b, "mine.png", buf.getvalue())  # same name, other picture: another query
     assert b.shown[0][0] == "70" and b.shown != first
-    _upload(b, "notes.png", b"not an image at all")
+    upload_to_browser(b, "notes.png", b"not an image at all")
     assert "could not read the upload notes.png: not a decodable image" in b.status.value
     assert b.shown[0][0] == "70"  # the previous query stays on screen
 
@@ -222,11 +210,11 @@ def test_outside_queries_need_the_weights_file_of_the_setting(data, vits14, tmp_
     make_banner(5, size=(600, 900)).save(buf, format="PNG")
     for given in (None, other):
         b = Browser(data, settings=[emb.setting], k=3, weights=given)
-        _upload(b, "mine.png", buf.getvalue())
+        upload_to_browser(b, "mine.png", buf.getvalue())
         assert "pass that file as Browser(..., weights=PATH)" in b.status.value
         assert b.shown == [] and b.history == []
     b = Browser(data, settings=[emb.setting], k=3, weights=weights)
-    _upload(b, "mine.png", buf.getvalue())
+    upload_to_browser(b, "mine.png", buf.getvalue())
     assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
 
 
@@ -270,20 +258,20 @@ def test_a_search_without_hits_says_so(data):
 
 def test_upload_errors_name_the_file_and_the_reason(data):
     b = Browser(data, k=3)
-    _upload(b, "<b>notes</b>.png", b"not an image at all")
+    upload_to_browser(b, "<b>notes</b>.png", b"not an image at all")
     status = b.status.value
     assert "&lt;b&gt;notes&lt;/b&gt;.png" in status and "<b>notes" not in status
     assert "not a decodable image: unknown format" in status and "BytesIO" not in status
     buf = io.BytesIO()
     make_banner(5, size=(600, 900)).save(buf, format="PNG")
-    _upload(b, "cut.png", buf.getvalue()[:200])  # a real PNG header, cut short
+    upload_to_browser(b, "cut.png", buf.getvalue()[:200])  # a real PNG header, cut short
     assert "could not read the upload cut.png: not a decodable image" in b.status.value
     assert "BytesIO" not in b.status.value and b.history == []
 
 
 def test_an_uploaded_decompression_bomb_is_a_reported_skip(data):
     b = Browser(data, k=3)
-    _upload(b, "huge.png", bomb_png())  # 109 KB that would decode to 30000x30000 pixels
+    upload_to_browser(b, "huge.png", bomb_png())  # 109 KB that would decode to 30000x30000 pixels
     status = b.status.value
     assert "could not read the upload huge.png: not a decodable image" in status
     assert "pixels" in status and b.history == []

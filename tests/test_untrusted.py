@@ -2,7 +2,6 @@
 exact outcome (no code ran, a clear error naming the file and the fix, or a rebuild with a warning).
 """
 
-import datetime
 import hashlib
 import io
 import json
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_banner
+from conftest import make_banner, upload_to_browser
 
 import steam_dinov2.embed as embed_mod
 from steam_dinov2 import audit, layout
@@ -156,18 +155,6 @@ def _plant_hub_setting(data, tmp_path, name="aaa_evil"):
     return marker
 
 
-def _upload(browser, name, content):
-    browser.upload.value = (
-        {
-            "name": name,
-            "type": "image/png",
-            "size": len(content),
-            "content": memoryview(content),
-            "last_modified": datetime.datetime.now(datetime.timezone.utc),
-        },
-    )
-
-
 def _png(seed):
     buf = io.BytesIO()
     make_banner(seed, size=(300, 450)).save(buf, format="PNG")
@@ -186,7 +173,7 @@ def test_a_planted_hub_model_in_meta_json_never_runs(tmp_path, banner_dir, vits1
     b = Browser(data, settings=["aaa_evil"], k=3)
     b.show("30")
     assert len(b.shown) == 3
-    _upload(b, "mine.png", _png(5))
+    upload_to_browser(b, "mine.png", _png(5))
     assert "neither in the registry nor the one you gave" in b.status.value
     assert b.history == [{"id": "30"}]
     # The search and compare paths read the same cache without loading any model.
@@ -245,9 +232,9 @@ def test_hostile_names_ids_settings_and_file_names_are_escaped(tmp_path, banner_
     assert all("<img" not in v for v in values)
     text = "\n".join(values)
     assert text.count(XSS_ESCAPED) >= 3  # the query's id, a neighbour's name, the setting
-    _upload(b, XSS + ".png", _png(5))
+    upload_to_browser(b, XSS + ".png", _png(5))
     assert "outside the collection: " + XSS_ESCAPED in "\n".join(_html_values(b))
-    _upload(b, XSS + ".txt", b"not an image")
+    upload_to_browser(b, XSS + ".txt", b"not an image")
     assert XSS_ESCAPED in b.status.value and "<img" not in b.status.value
     assert all("<img" not in v for v in _html_values(b))
 
