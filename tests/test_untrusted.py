@@ -33,6 +33,7 @@ from steam_dinov2.search import describe_exclusions, find_neighbors, match_all
 
 matplotlib.use("Agg")
 SETTING = "dinov2_vits14__crop256__cls__random"
+ONE_JOB, QUIET = audit.AuditRun(n_jobs=1), audit.AuditRun(n_jobs=1, progress=False)
 XSS = "<img src=x onerror=alert(1)>"
 XSS_ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
 
@@ -71,11 +72,11 @@ def _audit_data(root):
 
 def test_audit_never_unpickles_and_recomputes_planted_results(tmp_path, caplog):
     reference = audit.audit_banners(
-        _audit_data(tmp_path / "ref"), near_dup_threshold=None, n_jobs=1
+        _audit_data(tmp_path / "ref"), near_dup_threshold=None, run=ONE_JOB
     )
     assert reference.exclusions["70"] == ["exact_duplicate_of:10"]
     data = _audit_data(tmp_path / "attacked")
-    audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)  # a valid key for these files
+    audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)  # a valid key for these files
     marker = tmp_path / "pwned"
     evil = pickle.dumps(_Payload(marker))
     # Where the old code unpickled CleanVision's Imagelab (audit/imagelab/imagelab.pkl, through
@@ -96,11 +97,11 @@ def test_audit_never_unpickles_and_recomputes_planted_results(tmp_path, caplog):
     layout.cleanvision_issues_path(data).write_bytes(evil)
     layout.cleanvision_sets_path(data).write_bytes(evil)
     with caplog.at_level(logging.WARNING):
-        result = audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)
+        result = audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)
     assert not marker.exists() and (old / "imagelab.pkl").read_bytes() == evil
     assert not result.reused and result.exclusions == reference.exclusions
     assert "saved CleanVision results in" in caplog.text and "damaged" in caplog.text
-    again = audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)
+    again = audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)
     assert again.reused and again.exclusions == reference.exclusions  # rebuilt, fast again
     assert not marker.exists()
 
@@ -108,17 +109,17 @@ def test_audit_never_unpickles_and_recomputes_planted_results(tmp_path, caplog):
 @pytest.mark.parametrize("content", ["", "garbage{", "[]", '{"key": 1}'])
 def test_empty_or_garbage_audit_key_is_rebuilt_with_a_warning(tmp_path, caplog, content):
     data = _audit_data(tmp_path)
-    first = audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)
+    first = audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)
     layout.cleanvision_key_path(data).write_text(content)
     with caplog.at_level(logging.WARNING):
-        result = audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)
+        result = audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)
     assert not result.reused and result.exclusions == first.exclusions
     if content in ("", "garbage{"):
         assert f"audit key file {layout.cleanvision_key_path(data)} is damaged" in caplog.text
     elif content == "[]":
         assert "is not a key this package wrote" in caplog.text
     assert json.loads(layout.cleanvision_key_path(data).read_text())["key"]["files"]
-    assert audit.audit_banners(data, near_dup_threshold=None, n_jobs=1).reused
+    assert audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB).reused
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"10": "dark"}', '{"x": ["dark"]}'])
@@ -438,16 +439,15 @@ def test_a_damaged_checkpoint_is_skipped_with_a_warning(tmp_path, banner_dir, ca
 def test_random_weights_skip_embedding_duplicates_unless_forced(tmp_path, caplog):
     data = _audit_data(tmp_path)
     with caplog.at_level(logging.WARNING):
-        result = audit.audit_banners(data, pretrained=False, n_jobs=1, progress=False)
+        result = audit.audit_banners(data, setting=SETTING, run=QUIET)
     assert "embedding near duplicates skipped: the model has random weights" in caplog.text
     assert result.notes and "random_weights_duplicates=True" in result.notes[0]
     assert "embedding_duplicates" not in result.groups
     assert not any(c.startswith("embedding_") for c in result.issues)
     forced = audit.audit_banners(
         data,
-        pretrained=False,
-        n_jobs=1,
-        progress=False,
+        setting=SETTING,
+        run=QUIET,
         random_weights_duplicates=True,
         near_dup_threshold=0.9999,
     )
