@@ -14,6 +14,7 @@ from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_al
 from steam_dinov2.browse import Browser
 from steam_dinov2.compare import plot_comparison
 from steam_dinov2.names import normalize_name, search_games
+from steam_dinov2.setting import Setting
 
 matplotlib.use("Agg")
 NAMES = {
@@ -156,8 +157,8 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
 
 
 def test_comparison_rows_compute_only_missing_settings(data):
-    settings = [("dinov2_vits14", "crop256", "cls"), "dinov2_vits14:full:gem"]
-    fig = plot_comparison(data, 40, settings, k=3, pretrained=False)
+    settings = [Setting(weights="random"), "dinov2_vits14__full__gem__random"]
+    fig = plot_comparison(data, 40, settings, k=3)
     assert len(fig.axes) == 2 * 4
     assert fig.axes[0].get_ylabel() == "dinov2_vits14\ncrop256\ncls"
     assert fig.axes[4].get_ylabel() == "dinov2_vits14\nfull\ngem"
@@ -166,7 +167,7 @@ def test_comparison_rows_compute_only_missing_settings(data):
     assert fig.axes[1].get_title().endswith(f"{scores[0]:.3f}")
     assert (data / "embeddings" / "dinov2_vits14__full__gem__random" / "meta.json").is_file()
     with pytest.raises(ValueError, match="model:preset:pooling"):
-        plot_comparison(data, 40, ["dinov2_vits14"], pretrained=False)
+        plot_comparison(data, 40, ["dinov2_vits14"])
 
 
 def test_precomputed_matches_are_used_only_while_fresh(data, vits14, monkeypatch):

@@ -93,9 +93,8 @@ def test_comparison_explains_each_neighbour(data, vits14):
     fig = plot_comparison(
         data,
         "30",
-        ["dinov2_vits14:crop256:cls"],
+        [SETTING],
         k=2,
-        pretrained=False,
         explain=True,
         progress=False,
     )

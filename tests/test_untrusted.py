@@ -180,7 +180,7 @@ def test_a_planted_hub_model_in_meta_json_never_runs(tmp_path, banner_dir, vits1
     # The search and compare paths read the same cache without loading any model.
     emb = load_embeddings(data, "aaa_evil")
     assert len(find_neighbors(emb, "30", k=3)) == 3 and len(match_all(emb, k=2)) == 18
-    fig = plot_comparison(data, 30, [("dinov2_vits14", "crop256", "cls")], k=2, pretrained=False)
+    fig = plot_comparison(data, 30, [SETTING], k=2)
     fig.savefig(io.BytesIO(), format="png")
     assert not marker.exists()
 
@@ -247,7 +247,7 @@ def test_dollar_signs_in_names_never_break_a_figure(tmp_path, banner_dir, vits14
     figures = [
         plot_games(data, emb, k=3, title=True),  # run's preview
         plot_neighbors(data, emb, 30, k=3),
-        plot_comparison(data, 30, ["dinov2_vits14:crop256:cls"], k=3, pretrained=False),
+        plot_comparison(data, 30, [SETTING], k=3),
     ]
     for fig in figures:
         fig.savefig(io.BytesIO(), format="png")  # draws every text: mathtext would raise here
@@ -470,9 +470,7 @@ def test_every_stage_reports_the_exclusions_it_applies(
     with caplog.at_level(logging.INFO):
         b = Browser(data, k=3)
         b.show("30")
-        plot_comparison(
-            data, 30, ["dinov2_vits14:crop256:cls"], k=2, pretrained=False, exclude=exclusions
-        )
+        plot_comparison(data, 30, [SETTING], k=2, exclude=exclusions)
         plot_games(data, emb, k=2, exclude=exclusions)
         match_all(emb, k=2, exclude=exclusions)
     assert f"audit: {summary}" in b.status.value
