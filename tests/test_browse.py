@@ -204,17 +204,17 @@ def test_outside_queries_need_the_weights_file_of_the_setting(data, vits14, tmp_
     weights, other = tmp_path / "w.pth", tmp_path / "other.pth"
     torch.save(vits14.state_dict(), weights)
     torch.save({k: v + 0.01 for k, v in vits14.state_dict().items()}, other)
-    emb = embed_folder(
-        data / "banners", data, model="dinov2_vits14", weights=weights, num_workers=0
-    )
+    mine = Setting.create("dinov2_vits14", weights=weights)
+    emb = embed_folder(data / "banners", data, setting=mine, num_workers=0)
     buf = io.BytesIO()
     make_banner(5, size=(600, 900)).save(buf, format="PNG")
-    for given in (None, other):
-        b = Browser(data, settings=[emb.setting], k=3, weights=given)
-        upload_to_browser(b, "mine.png", buf.getvalue())
-        assert "pass that file as Browser(..., weights=PATH)" in b.status.value
-        assert b.shown == [] and b.history == []
-    b = Browser(data, settings=[emb.setting], k=3, weights=weights)
+    b = Browser(data, setting=emb.setting, k=3)  # a name: it carries no weights file
+    upload_to_browser(b, "mine.png", buf.getvalue())
+    assert "setting=Setting.create(MODEL, ..., weights=PATH)" in b.status.value
+    assert b.shown == [] and b.history == []
+    with pytest.raises(ValueError, match="has no embedding cache"):  # another file, another setting
+        Browser(data, setting=Setting.create("dinov2_vits14", weights=other), k=3)
+    b = Browser(data, setting=mine, k=3)
     upload_to_browser(b, "mine.png", buf.getvalue())
     assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
 

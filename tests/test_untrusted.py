@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from steam_dinov2.cli import main
 from steam_dinov2.compare import plot_comparison, plot_games, plot_neighbors
 from steam_dinov2.embed import embed_folder, load_embeddings
 from steam_dinov2.search import describe_exclusions, find_neighbors, match_all
+from steam_dinov2.setting import Setting
 
 matplotlib.use("Agg")
 SETTING = "dinov2_vits14__crop256__cls__random"
@@ -198,8 +200,11 @@ def test_a_setting_of_the_model_the_user_gave_comes_first(tmp_path, banner_dir, 
     meta = {**real.meta, "model": "vit_small_patch14_dinov2"}  # timm, not in the registry
     (folder / "meta.json").write_text(json.dumps(meta))
     assert "aaa_unknown_timm" not in Browser(data, k=3).settings
-    chosen = Browser(data, k=3, model="vit_small_patch14_dinov2")
-    assert chosen.settings[0] == "aaa_unknown_timm" and len(chosen.settings) == 3
+    # The user's own Setting of that model (a cache of it too): its model's settings come first.
+    mine = Setting("vit_small_patch14_dinov2", weights="random")
+    shutil.copytree(folder, layout.embeddings_dir(data, mine.name))
+    chosen = Browser(data, k=3, setting=mine)
+    assert chosen.settings[:2] == [mine.name, "aaa_unknown_timm"] and len(chosen.settings) == 4
 
 
 @pytest.mark.parametrize("meta", ["[]", "{}", "garbage", '{"model": 3}'])
