@@ -126,20 +126,14 @@ def audit_banners(
         ``embedding_nearest_cosine`` (float32, to the nearest app without a property issue, NaN
         for apps with one); ``excluded`` (bool).
     """
-    from .embed import embed_folder
-
     params = issue_params(issue_types, thresholds)
     setting = as_setting(setting)
     threshold, notes = _embedding_threshold(setting, near_dup_threshold, random_weights_duplicates)
     images = _audit_images(data)
-    emb = None
-    if threshold is not None:
-        emb = embed_folder(layout.banners_dir(data), data, setting=setting, **_embed_run(run))
+    emb = None if threshold is None else _embed_banners(data, setting, run)
     issues, groups, bad, reused = _find_issues(data, images, emb, params, run.n_jobs)
     if emb is not None:
-        flagged = issues[[f"is_{t}_issue" for t in params if t in PROPERTY_TYPES]].any(axis=1)
-        clean = [i for i, f in zip(images, flagged) if not f and i not in set(bad)]
-        groups[EMBEDDING_DUPLICATES] = embedding_duplicates(issues, emb, clean, threshold)
+        groups[EMBEDDING_DUPLICATES] = _embedding_groups(issues, emb, params, bad, threshold)
     exclusions = exclusion_reasons(issues, params, groups, bad)
     issues["excluded"] = issues["app_id"].astype(str).isin(set(exclusions))
     _write_audit(data, issues, exclusions)
@@ -147,8 +141,19 @@ def audit_banners(
     return Audit(issues, exclusions, groups, reused, tuple(notes))
 
 
-def _embed_run(run: AuditRun) -> dict:
-    return {"batch_size": run.batch_size, "device": run.device, "progress": run.progress}
+def _embed_banners(data, setting: Setting, run: AuditRun):
+    from .embed import embed_folder
+
+    options = {"batch_size": run.batch_size, "device": run.device, "progress": run.progress}
+    return embed_folder(layout.banners_dir(data), data, setting=setting, **options)
+
+
+def _embedding_groups(issues: pd.DataFrame, emb, params: dict, bad: list[str], threshold):
+    """Embedding duplicate groups among the readable apps without a property issue."""
+    flagged = issues[[f"is_{t}_issue" for t in params if t in PROPERTY_TYPES]].any(axis=1)
+    ids = issues["app_id"].astype(str)
+    clean = [i for i, f in zip(ids, flagged) if not f and i not in set(bad)]
+    return embedding_duplicates(issues, emb, clean, threshold)
 
 
 def _find_issues(data, images: dict[str, Path], emb, params: dict, n_jobs):

@@ -7,6 +7,7 @@ import os
 
 from . import layout
 from .embed import embed_folder, list_images
+from .explain import overlay_matches
 from .manifest import load_names
 from .names import search_games
 from .plot import blank_banner, escape_mathtext, frame_query, name_with_id
@@ -44,7 +45,6 @@ def plot_comparison(
     explain: bool = False,
 ):
     """One row per setting: the query banner, then its top-k neighbours with names and cosines.
-
     Only missing embeddings are computed (each setting's cache is reused and extended).
 
     Args:
@@ -64,15 +64,9 @@ def plot_comparison(
     from .plot import plot_image_grid
 
     settings = [row_setting(s) for s in settings]
-    if exclude:
-        logger.info("comparison: %s never neighbours", describe_exclusions(exclude))
     images = images or layout.banners_dir(data)
-    names = load_names(data)
     files = list_images(images)
-    cells = []
-    for setting in settings:
-        emb = embed_folder(images, data, setting=setting, progress=progress)
-        cells += _neighbor_row(emb, str(app_id), k, index_collection(emb, exclude), names, 18)
+    cells = _comparison_cells(data, images, settings, str(app_id), k, exclude, progress)
     paths = [files[i] if i else None for i, _ in cells]
     fig = plot_image_grid(
         [p or blank_banner() for p in paths], [t for _, t in cells], ncols=k + 1, width=1.6
@@ -80,8 +74,6 @@ def plot_comparison(
     for row, setting in enumerate(settings):
         span = slice(row * (k + 1), (row + 1) * (k + 1))
         if explain:
-            from .explain import overlay_matches
-
             overlay_matches(fig.axes[span], paths[span], setting=setting)
         ax = fig.axes[span.start]  # the query: framed in red, the row labelled with its setting
         frame_query(ax)
@@ -89,6 +81,17 @@ def plot_comparison(
             escape_mathtext(f"{setting.model}\n{setting.preset}\n{setting.pooling}"), fontsize=8
         )
     return fig
+
+
+def _comparison_cells(data, images, settings, app_id: str, k: int, exclude, progress) -> list:
+    """Every row's ``k + 1`` cells ``(id or None, title)``, embedding what is missing."""
+    if exclude:
+        logger.info("comparison: %s never neighbours", describe_exclusions(exclude))
+    names, cells = load_names(data), []
+    for setting in settings:
+        emb = embed_folder(images, data, setting=setting, progress=progress)
+        cells += _neighbor_row(emb, app_id, k, index_collection(emb, exclude), names, 18)
+    return cells
 
 
 def _neighbor_row(emb, app_id: str, k: int, index, names, width: int) -> list:
