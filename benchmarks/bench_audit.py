@@ -71,7 +71,9 @@ def bench_cleanvision(data: Path, n: int) -> dict[int, float]:
     for jobs in (1, 2):
         timer.spent.clear()
         t = time.perf_counter()
-        result = audit.audit_banners(data, near_dup_threshold=None, n_jobs=jobs, progress=False)
+        result = audit.audit_banners(
+            data, near_dup_threshold=None, run=audit.AuditRun(n_jobs=jobs, progress=False)
+        )
         wall = time.perf_counter() - t
         rates[jobs] = n / wall
         assert not result.reused and len(result.issues) == n
@@ -79,7 +81,9 @@ def bench_cleanvision(data: Path, n: int) -> dict[int, float]:
         for label, s in timer.spent.items():
             print(f"  {label:<36} {s:7.2f} s  {s / wall:6.1%}")
         t = time.perf_counter()
-        audit.audit_banners(data, near_dup_threshold=None, n_jobs=jobs, progress=False)
+        audit.audit_banners(
+            data, near_dup_threshold=None, run=audit.AuditRun(n_jobs=jobs, progress=False)
+        )
         print(f"  rerun (saved CleanVision results)    {time.perf_counter() - t:7.2f} s")
         layout.cleanvision_key_path(data).unlink()  # the next n_jobs computes again
     return rates

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 def main(pairs: int = 8) -> None:
     from conftest import make_banner
 
-    from steam_dinov2 import load_model
+    from steam_dinov2 import Setting, load_model
     from steam_dinov2.explain import explain_match, plot_match_explained
 
     model = load_model("dinov2_vits14", pretrained=False, device="cpu")
@@ -38,7 +38,8 @@ def main(pairs: int = 8) -> None:
             explain_match(banners[i], banners[i + 1], model, preset=preset)
             sims.append(time.perf_counter() - t)
             t = time.perf_counter()
-            fig = plot_match_explained(banners[i], banners[i + 1], model=model, preset=preset)
+            setting = Setting(preset=preset, weights="random")
+            fig = plot_match_explained(banners[i], banners[i + 1], setting=setting, model=model)
             fig.savefig(io.BytesIO(), format="png", dpi=72)
             figs.append(time.perf_counter() - t)
         print(

@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import layout
@@ -27,11 +26,17 @@ from .audit_cleanvision import (  # noqa: F401 (the type names are public here t
     readable,
     run_cleanvision,
 )
+from .audit_groups import (  # noqa: F401 (EMBEDDING_DUPLICATES is public here too)
+    EMBEDDING_DUPLICATES,
+    embedding_duplicates,
+    exclusion_reasons,
+    issues_table,
+)
 from .manifest import collection_images
+from .setting import RANDOM, Setting, as_setting
 
 logger = logging.getLogger(__name__)
 
-EMBEDDING_DUPLICATES = "embedding_duplicates"
 # Cosine of DINOv2 CLS vectors at or above which two banners are the same picture. A re-encoded,
 # resized or lightly cropped copy moves a DINOv2 CLS vector very little (its training augments with
 # exactly these; DINO's copy-detection eval matches copies by this cosine), while sequels and
@@ -62,48 +67,57 @@ class Audit:
 
 def _audit_images(data: str | os.PathLike) -> dict[str, Path]:
     """``{app_id: banner}`` (ids as str) of the collection (``manifest.collection_images``)."""
-    return {str(a): p for a, p in collection_images(data).items()}
+    images = {str(a): p for a, p in collection_images(data).items()}
+    if not images:
+        raise ValueError(f"no banners to audit in {data}; run `download` first")
+    return images
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """How ``audit_banners`` runs, not what it finds.
+
+    Attributes:
+        batch_size, device: the embedding step's run options (as for ``embed_folder``).
+        n_jobs: CleanVision worker processes (None: one per physical core).
+        progress: show progress bars (tqdm).
+    """
+
+    batch_size: int = 32
+    device: str = "auto"
+    n_jobs: int | None = None
+    progress: bool = True
 
 
 def audit_banners(
     data: str | os.PathLike,
     *,
+    setting: Setting | str | None = None,
     issue_types=None,
     thresholds: dict[str, float] | None = None,
     near_dup_threshold: float | None = NEAR_DUP_THRESHOLD,
-    model="dinov2_vits14",
-    preset: str = "crop256",
-    pooling: str = "cls",
-    pretrained: bool = True,
-    weights: str | os.PathLike | None = None,
-    batch_size: int = 32,
-    device: str = "auto",
-    n_jobs: int | None = None,
     random_weights_duplicates: bool = False,
-    progress: bool = True,
+    run: AuditRun = AuditRun(),
 ) -> Audit:
     """Audit the banners: CleanVision issues, embedding near-duplicates, the exclusion list.
 
-    Every app with an issue of the selected types is excluded, with the type as its reason. In each
-    duplicate group (CleanVision's exact and near duplicates, and embedding groups found among the
-    apps without a property issue) the lowest app id stays and the others are excluded with the
-    reason ``<kind>_duplicate_of:<kept id>`` (kind: exact, near or embedding; a later kind is not
-    repeated for the same kept id). Unreadable files are excluded as ``unreadable``.
+    An app with an issue of the selected types is excluded with the type as its reason; in each
+    duplicate group (CleanVision's exact and near ones; embedding groups among the apps without a
+    property issue) the lowest id stays, the others get ``<exact|near|embedding>_duplicate_of:<kept
+    id>`` (once per kept id); unreadable files get ``unreadable``.
 
     Args:
         data: the data folder (banners and manifest in, ``audit/`` out).
+        setting: the embedding ``Setting`` (or its name; None: the default); its cache is reused.
         issue_types: CleanVision types to check, a subset of ``ISSUE_TYPES`` (default: all).
-        thresholds: ``{property type: threshold}`` on CleanVision's score (an image is flagged when
-            its score, in [0, 1], lower is worse, is below it); CleanVision's defaults otherwise.
+        thresholds: ``{property type: threshold}`` on CleanVision's score (flagged below it;
+            scores in [0, 1], lower is worse); CleanVision's defaults otherwise.
         near_dup_threshold: cosine at or above which two banners are embedding duplicates
             (chained); None skips the embedding step.
-        model, preset, pooling, pretrained, weights, batch_size, device: the embedding setting,
-            as for ``embed_folder``; its cache is reused.
-        n_jobs: CleanVision worker processes (None: one per physical core).
         random_weights_duplicates: find embedding near duplicates even with random weights. Off
             by default: a random ViT maps unrelated banners close together (at the default
-            threshold it excluded 101 of 147 banners), so the step is skipped with a warning and
-            a note in ``Audit.notes``.
+            threshold it excluded 101 of 147), so the step is skipped (warning, ``Audit.notes``).
+        run: batch size, device, CleanVision workers, progress (``AuditRun``).
 
     Returns:
         Audit. ``issues`` has ``app_id`` (int64); per selected type ``is_<type>_issue`` (bool),
@@ -113,143 +127,70 @@ def audit_banners(
         for apps with one); ``excluded`` (bool).
     """
     params = issue_params(issue_types, thresholds)
-    if near_dup_threshold is not None and not -1.0 <= near_dup_threshold <= 1.0:
-        raise ValueError(f"near_dup_threshold is a cosine in [-1, 1], got {near_dup_threshold}")
+    setting = as_setting(setting)
+    threshold, notes = _embedding_threshold(setting, near_dup_threshold, random_weights_duplicates)
     images = _audit_images(data)
-    if not images:
-        raise ValueError(f"no banners to audit in {data}; run `download` first")
-    setting = dict(model=model, preset=preset, pooling=pooling, pretrained=pretrained)
-    setting |= dict(weights=weights, batch_size=batch_size, device=device, progress=progress)
-    emb, near_dup_threshold, notes = _embed_for_audit(
-        data, setting, near_dup_threshold, random_weights_duplicates
-    )
+    emb = None if threshold is None else _embed_banners(data, setting, run)
+    issues, groups, bad, reused = _find_issues(data, images, emb, params, run.n_jobs)
+    if emb is not None:
+        groups[EMBEDDING_DUPLICATES] = _embedding_groups(issues, emb, params, bad, threshold)
+    exclusions = exclusion_reasons(issues, params, groups, bad)
+    issues["excluded"] = issues["app_id"].astype(str).isin(set(exclusions))
+    _write_audit(data, issues, exclusions)
+    logger.debug("audit: %d of %d banners excluded", len(exclusions), len(images))  # returned too
+    return Audit(issues, exclusions, groups, reused, tuple(notes))
+
+
+def _embed_banners(data, setting: Setting, run: AuditRun):
+    from .embed import embed_folder
+
+    options = {"batch_size": run.batch_size, "device": run.device, "progress": run.progress}
+    return embed_folder(layout.banners_dir(data), data, setting=setting, **options)
+
+
+def _embedding_groups(issues: pd.DataFrame, emb, params: dict, bad: list[str], threshold):
+    """Embedding duplicate groups among the readable apps without a property issue."""
+    flagged = issues[[f"is_{t}_issue" for t in params if t in PROPERTY_TYPES]].any(axis=1)
+    ids = issues["app_id"].astype(str)
+    clean = [i for i, f in zip(ids, flagged) if not f and i not in set(bad)]
+    return embedding_duplicates(issues, emb, clean, threshold)
+
+
+def _find_issues(data, images: dict[str, Path], emb, params: dict, n_jobs):
+    """``(issues, groups, bad ids, reused)``: CleanVision over the readable banners."""
     bad = [i for i, p in images.items() if (emb is not None and i in emb.errors) or not readable(p)]
     if len(bad) == len(images):
         raise ValueError(f"none of the {len(images)} banners in {data} can be read")
     good = {i: p for i, p in images.items() if i not in set(bad)}
     found, sets, reused, broken = run_cleanvision(data, good, params, n_jobs)
-    bad += broken
-    good = {i: p for i, p in good.items() if i not in set(broken)}
-    issues, groups = _issues_table(list(images), found, sets, params)
-    if emb is not None:
-        flagged = issues[[f"is_{t}_issue" for t in params if t in PROPERTY_TYPES]].any(axis=1)
-        clean = [i for i, f in zip(images, flagged) if not f and i in good]
-        groups[EMBEDDING_DUPLICATES] = _embedding_duplicates(issues, emb, clean, near_dup_threshold)
-    exclusions = _exclusions(issues, params, groups, bad)
-    issues["excluded"] = issues["app_id"].astype(str).isin(set(exclusions))
+    issues, groups = issues_table(list(images), found, sets, params)
+    return issues, groups, bad + broken, reused
+
+
+def _write_audit(data, issues: pd.DataFrame, exclusions: dict) -> None:
     with layout.atomic_path(layout.issues_path(data)) as tmp:
         issues.to_parquet(tmp, index=False)
     layout.write_text_atomic(layout.exclusions_path(data), json.dumps(exclusions, indent=1))
-    logger.debug("audit: %d of %d banners excluded", len(exclusions), len(images))  # returned too
-    return Audit(issues, exclusions, groups, reused, tuple(notes))
 
 
-def _embed_for_audit(data, setting: dict, threshold: float | None, force_random: bool):
-    """``(embeddings or None, threshold or None, notes)``: the embedding step, skipped when no
-    threshold is given or (unless forced) the weights are random."""
-    notes = []
-    random = _random_weights(setting["model"], setting["pretrained"], setting["weights"])
-    if threshold is not None and random:
-        if force_random:
-            notes.append(
-                "embedding near duplicates found with RANDOM weights: they are not meaningful"
-            )
-        else:
-            notes.append(
-                "embedding near duplicates skipped: the model has random weights, which would "
-                "exclude unrelated banners (--random-weights-duplicates, or random_weights_duplicates=True, "
-                "forces them)"
-            )
-            threshold = None
-        logger.warning("audit: %s", notes[-1])  # loud for every caller; also in Audit.notes
-    if threshold is None:
-        return None, None, notes
-    from .embed import embed_folder
-
-    return embed_folder(layout.banners_dir(data), data, **setting), threshold, notes
-
-
-def _issues_table(ids: list[str], found: pd.DataFrame, sets: dict, params: dict):
-    """``(issues, groups)``: CleanVision's columns for ``ids`` (unaudited ones not flagged, NaN
-    scores) and its duplicate groups, each sorted, kept id first."""
-    issues = pd.DataFrame({"app_id": np.array([int(i) for i in ids], np.int64)})
-    groups: dict[str, list[list[str]]] = {}
-    for t in params:
-        is_col, score_col = f"is_{t}_issue", f"{t}_score"
-        issues[is_col] = found[is_col].astype(bool).reindex(ids, fill_value=False).to_numpy()
-        issues[score_col] = found[score_col].reindex(ids).astype(float).to_numpy()
-        if t in DUPLICATE_TYPES:
-            groups[t] = _sorted_groups(sets[t])
-            issues[f"{t}_group"] = _group_column(groups[t], issues)
-    return issues, groups
-
-
-def _random_weights(model, pretrained: bool, weights) -> bool:
-    if isinstance(model, str):
-        return not pretrained and weights is None
-    from .models import model_info
-
-    return model_info(model).weights_tag == "random"
-
-
-def _embedding_duplicates(issues, emb, clean: list[str], threshold) -> list[list[str]]:
-    """Duplicate groups of the ``clean`` apps by cosine; fills the embedding columns of ``issues``.
-
-    Apps with a property issue stay out: dark, flat or blank banners all look alike to a ViT and
-    would chain unrelated games into one group (they are excluded anyway).
-    """
-    from .search import build_index, find_duplicate_groups, search_index
-
-    at = {i: r for r, i in enumerate(emb.ids)}
-    clean = [i for i in clean if i in at]
-    vectors = emb.vectors[[at[i] for i in clean]]
-    groups = _sorted_groups(
-        [[clean[r] for r in g] for g in find_duplicate_groups(vectors, threshold)]
-    )
-    kept = _group_column(groups, issues)
-    issues[f"is_{EMBEDDING_DUPLICATES}_issue"] = kept.notna().to_numpy()
-    issues[f"{EMBEDDING_DUPLICATES}_group"] = kept
-    issues["embedding_nearest_id"] = pd.array([pd.NA] * len(issues), dtype="Int64")
-    issues["embedding_nearest_cosine"] = np.full(len(issues), np.nan, np.float32)
-    if len(clean) > 1:
-        scores, nearest = search_index(
-            build_index(vectors), vectors, k=1, self_rows=np.arange(len(clean))
+def _embedding_threshold(setting: Setting, threshold: float | None, force_random: bool):
+    """``(threshold or None, notes)``: the embedding step is skipped when no threshold is given
+    or (unless forced) the setting's weights are random."""
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"near_dup_threshold is a cosine in [-1, 1], got {threshold}")
+    if threshold is None or setting.weights != RANDOM:
+        return threshold, []
+    if force_random:
+        note = "embedding near duplicates found with RANDOM weights: they are not meaningful"
+    else:
+        note = (
+            "embedding near duplicates skipped: the model has random weights, which would "
+            "exclude unrelated banners (--random-weights-duplicates, or "
+            "random_weights_duplicates=True, forces them)"
         )
-        row = {str(a): r for r, a in enumerate(issues["app_id"])}
-        rows = [row[i] for i in clean]
-        issues.loc[rows, "embedding_nearest_id"] = [int(clean[r]) for r in nearest[:, 0]]
-        issues.loc[rows, "embedding_nearest_cosine"] = scores[:, 0]
-    return groups
-
-
-def _sorted_groups(groups: list[list[str]]) -> list[list[str]]:
-    groups = [sorted(g, key=int) for g in groups if len(g) > 1]
-    return sorted(groups, key=lambda g: int(g[0]))
-
-
-def _group_column(groups: list[list[str]], issues: pd.DataFrame) -> pd.Series:
-    """The kept id of each row's group (Int64, NA outside every group)."""
-    row = {str(a): r for r, a in enumerate(issues["app_id"])}
-    out = pd.Series(pd.array([pd.NA] * len(issues), dtype="Int64"))
-    for g in groups:
-        out.iloc[[row[i] for i in g]] = int(g[0])
-    return out
-
-
-def _exclusions(issues: pd.DataFrame, params, groups, bad) -> dict[str, list[str]]:
-    reasons: dict[str, list[str]] = {i: ["unreadable"] for i in bad}
-    ids = issues["app_id"].astype(str).tolist()
-    for t in (t for t in params if t in PROPERTY_TYPES):
-        for i in issues.loc[issues[f"is_{t}_issue"], "app_id"].astype(str):
-            reasons.setdefault(i, []).append(t)
-    for t, kind in zip((*DUPLICATE_TYPES, EMBEDDING_DUPLICATES), ("exact", "near", "embedding")):
-        for g in groups.get(t, []):
-            for i in g[1:]:
-                have = reasons.setdefault(i, [])
-                if not any(r.endswith(f"_duplicate_of:{g[0]}") for r in have):
-                    have.append(f"{kind}_duplicate_of:{g[0]}")
-    assert set(reasons) <= set(ids)
-    return {i: reasons[i] for i in sorted(reasons, key=int) if reasons[i]}
+        threshold = None
+    logger.warning("audit: %s", note)  # loud for every caller; also in Audit.notes
+    return threshold, [note]
 
 
 def load_exclusions(data: str | os.PathLike) -> dict[str, list[str]]:
@@ -310,11 +251,3 @@ def read_issues(data) -> pd.DataFrame:
     if not path.is_file():
         raise ValueError(f"no audit in {data}; run `audit` first")
     return pd.read_parquet(path)
-
-
-def __getattr__(name: str):  # plot_audit_examples moved to audit_plots.py; old imports still work
-    if name == "plot_audit_examples":
-        from .audit_plots import plot_audit_examples
-
-        return plot_audit_examples
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,8 @@ import pandas as pd
 from . import layout
 from .audit import load_exclusions
 from .browse_map import ClusterPages
-from .browse_outside import OutsideQueries, is_trusted_model
+from .browse_outside import OutsideQueries
+from .browse_settings import offered_settings
 from .embed import load_embeddings
 from .folder import is_steam_id
 from .manifest import load_names
@@ -26,6 +27,7 @@ from .search import (
     matches_made_from,
     read_matches_made_from,
 )
+from .setting import Setting, setting_of
 
 logger = logging.getLogger(__name__)
 STORE_URL = "https://store.steampowered.com/app/{}"
@@ -42,34 +44,33 @@ class Browser(OutsideQueries, ClusterPages):
         self,
         data,
         *,
+        setting: Setting | str | None = None,
         settings=None,
-        setting: str | None = None,
-        model: str | None = None,
         k: int = 10,
         include_excluded: bool = False,
-        weights=None,
-        explain_with=None,
+        explain_with: bool = False,
     ):
         """Args:
         data: the data folder.
-        settings: setting names to offer, the first shown first (default: every cached setting
-            made with a registry model or with ``model``, those of ``model`` first, the most
-            recently embedded first).
-        setting: the setting to open on (e.g. ``emb.setting``, the one just computed); offered
-            first. It must have an embedding cache in ``data``.
-        model: the model name you use (a registry, timm or ``hub:`` name). The data folder may
-            come from anyone, so a model is loaded (for images from outside the collection) only
-            when a cache's ``meta.json`` names a registry model or this one; never from the
-            cache's word alone.
+        setting: the setting to open on, offered first; it must have an embedding cache in
+            ``data``. A ``Setting`` (e.g. the one just embedded with) also names the model you
+            trust: the data folder may come from anyone, so a model is loaded (for images from
+            outside the collection and *Why?*) only when a cache's ``meta.json`` names a
+            registry model or this one, with its weights file for a ``w-`` setting. A setting
+            name trusts registry models only. None: the most recently embedded setting.
+        settings: setting names to offer (default: every cached setting made with a registry
+            model or the setting's, those of the setting's model first, the latest first).
         k: neighbours shown (at least 1).
         include_excluded: also show the games the audit excluded.
-        weights: the weights file of settings embedded with one (``--weights``).
-        explain_with: the model name for the *Why?* buttons (patch heatmaps); None hides them.
+        explain_with: show a *Why?* button under each neighbour (patch heatmaps, made with the
+            current setting's model).
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k is the number of neighbours shown, at least 1; got {k!r}")
-        self.data, self.weights, self.model = data, weights, model
-        self.settings = _offered_settings(data, settings, model, setting)
+        self.data, self.chosen = data, setting if isinstance(setting, Setting) else None
+        self.model = self.chosen.model if self.chosen else None  # the model the user trusts
+        first = None if setting is None else setting_of(setting)
+        self.settings = offered_settings(data, settings, self.model, first)
         if not self.settings:
             raise ValueError(
                 f"no cached embeddings in {data}: run the embed stage (or the match notebook) first"
@@ -82,7 +83,7 @@ class Browser(OutsideQueries, ClusterPages):
         self.images = {}  # images from outside the collection, by app id or file name
         self.history, self.position, self.shown = [], -1, []
         self._build_widgets(k)
-        self._add_clusters_and_explain(explain_with)
+        self._add_clusters_and_explain(bool(explain_with))
 
     def _build_widgets(self, k: int):
         import ipywidgets as w
@@ -261,44 +262,6 @@ class Browser(OutsideQueries, ClusterPages):
             tile.button.on_click(lambda _: self.show(app_id))
             tile.children += (tile.button,)
         return tile
-
-
-def _offered_settings(data, settings, model, first=None) -> list[str]:
-    """The settings the browser offers, ``first`` first: those named, else the cached ones whose
-    model is in the registry or is ``model`` (those of ``model`` first, then the most recently
-    embedded); others are left out with a warning, so a planted cache never becomes the default."""
-    from .cache import read_cache_meta
-
-    if first is not None:
-        cached = layout.list_settings(data)
-        if first not in cached:
-            raise ValueError(
-                f"setting {first!r} has no embedding cache in {data}; cached: "
-                f"{', '.join(cached) or 'none (run the embed stage first)'}"
-            )
-        rest = _offered_settings(data, settings, model)
-        return [first] + [s for s in rest if s != first]
-    if settings:
-        return list(settings)
-    offered = []
-    for setting in layout.list_settings(data):
-        try:
-            meta = read_cache_meta(layout.embeddings_dir(data, setting))
-        except ValueError as e:
-            logger.warning("browser: leaving out setting %s: %s", setting, e)
-            continue
-        if not is_trusted_model(meta["model"], model):
-            logger.warning(
-                "browser: leaving out setting %s: its model %r is not in the registry; pass "
-                "Browser(..., model=NAME) or settings=[...] to use it",
-                setting,
-                meta["model"],
-            )
-            continue
-        # A new cache generation writes files into the folder, so its time is the last embedding.
-        made = layout.embeddings_dir(data, setting).stat().st_mtime_ns
-        offered.append((model is None or meta["model"] != model, -made, setting))
-    return [setting for *_, setting in sorted(offered)]
 
 
 def _blank():

@@ -12,13 +12,13 @@ class ClusterPages:
     neighbour.
 
     Uses the browser's ``data``, ``names``, ``setting``, ``status``, ``grid``, ``widget``,
-    ``tiles``, ``shown``, ``history``, ``position``, ``_guard``, ``_tile``, ``_emb_for`` and
-    ``_model``.
+    ``tiles``, ``shown``, ``history``, ``position``, ``_guard``, ``_tile``, ``_emb_for``,
+    ``current_setting`` and ``_model``.
     """
 
     def _add_clusters_and_explain(self, explain_with):
-        """Widgets to page through a cluster of the map, and a "Why?" button on every neighbour
-        (patch heatmaps; needs ``explain_with``, the setting's model name or a loaded model)."""
+        """Widgets to page through a cluster of the map, and, when ``explain_with``, a "Why?"
+        button on every neighbour (patch heatmaps with the current setting's model)."""
         import ipywidgets as w
 
         self.explain_with, self._maps = explain_with, {}
@@ -70,7 +70,7 @@ class ClusterPages:
 
         qid = self.history[self.position].get("id") if self.position >= 0 else None
         for tile in self.tiles:
-            if qid and tile.app_id and self.explain_with is not None:  # no model, no button
+            if qid and tile.app_id and self.explain_with:  # not asked for: no button
                 tile.why = w.Button(description="Why?", layout=w.Layout(width="112px"))
                 tile.why.on_click(self._guard(lambda _, n=tile.app_id: self.explain(qid, n)))
                 tile.children += (tile.why,)
@@ -78,26 +78,18 @@ class ClusterPages:
     def explain(self, query, neighbour):
         """Show the patch heatmaps of a pair (``explain.plot_match_explained``) under the grid."""
         from .explain import plot_match_explained
-        from .models import model_info
 
-        if self.explain_with is None:
+        if not self.explain_with:
             raise ValueError(
-                "pass the setting's model to explain matches: Browser(..., explain_with='dinov2_vits14')"
+                "to explain matches, open the browser with Browser(..., explain_with=True)"
             )
-        meta = self._emb_for().meta
-        name = (
-            self.explain_with
-            if isinstance(self.explain_with, str)
-            else model_info(self.explain_with).name
-        )
-        if name != meta["model"]:
-            raise ValueError(
-                f"setting {self.setting.value} was embedded with {meta['model']!r}, not {name!r}: "
-                "explain with the same model"
-            )
-        model = self.explain_with if not isinstance(self.explain_with, str) else self._model()
         fig = plot_match_explained(
-            query, neighbour, model=model, preset=meta["preset"], data=self.data, names=self.names
+            query,
+            neighbour,
+            setting=self.current_setting(),
+            model=self._model(),
+            data=self.data,
+            names=self.names,
         )
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=80)

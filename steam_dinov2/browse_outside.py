@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 import html
 
+from .browse_settings import is_trusted_model
 from .embed import embed_image
+from .setting import Setting
 
 
 class OutsideQueries:
     """Mixin of ``browse.Browser``: the *Fetch* box and the *Upload* button.
 
-    Uses the browser's ``data``, ``model``, ``weights``, ``setting``, ``status``, ``upload``,
+    Uses the browser's ``data``, ``model``, ``chosen``, ``setting``, ``status``, ``upload``,
     ``images`` (outside images by key), ``_emb_for``, ``_models``, ``_vectors`` and ``show``.
     """
 
@@ -26,30 +28,39 @@ class OutsideQueries:
             self._vectors[key, setting] = vector
         return self._vectors[key, setting]
 
-    def _model(self):
-        from .models import load_model, weights_tag
+    def current_setting(self) -> Setting:
+        """The setting on screen as a ``Setting`` (from its cache's ``meta.json``), with the
+        weights file of the ``Setting`` given to the browser when it is that setting's file."""
+        meta = self._emb_for().meta
+        chosen = self.chosen if self.chosen and self.chosen.weights == meta["weights"] else None
+        return Setting(
+            meta["model"],
+            meta["preset"],
+            meta["pooling"],
+            weights=meta["weights"],
+            precision=meta.get("precision", "fp32"),
+            weights_file=chosen.weights_file if chosen else None,
+        )
 
-        setting = self.setting.value
-        if setting not in self._models:
-            meta = self._emb_for().meta
-            if not is_trusted_model(meta["model"], self.model):
+    def _model(self):
+        """The current setting's model, loaded once; ValueError unless it is trusted."""
+        name = self.setting.value
+        if name not in self._models:
+            setting = self.current_setting()
+            if not is_trusted_model(setting.model, self.model):
                 raise ValueError(
-                    f"setting {setting} names the model {meta['model']!r}, which is neither in "
-                    "the registry nor the one you gave: pass Browser(..., model=NAME) with the "
-                    "model you trust to query images from outside"
+                    f"setting {name} names the model {setting.model!r}, which is neither in the "
+                    "registry nor the one you gave: pass Browser(..., setting=Setting.create("
+                    "NAME, ...)) with the model you trust to query images from outside"
                 )
-            weights = self.weights if meta["weights"].startswith("w-") else None
-            if weights is not None and weights_tag(weights=weights) != meta["weights"]:
-                weights = None  # the wrong file: refused below
-            if meta["weights"].startswith("w-") and weights is None:
+            if setting.weights.startswith("w-") and setting.weights_file is None:
                 raise ValueError(
-                    f"setting {setting} was embedded with the weights file {meta['weights']}: "
-                    "pass that file as Browser(..., weights=PATH) to query images from outside"
+                    f"setting {name} was embedded with the weights file {setting.weights}: pass "
+                    "Browser(..., setting=Setting.create(MODEL, ..., weights=PATH)) with that "
+                    "file to query images from outside"
                 )
-            self._models[setting] = load_model(
-                meta["model"], pretrained=meta["weights"] == "pretrained", weights=weights
-            )
-        return self._models[setting]
+            self._models[name] = setting.load_model()
+        return self._models[name]
 
     def _show_outside_id(self, app_id: str):
         from .download import fetch_banner
@@ -85,10 +96,3 @@ class OutsideQueries:
         except ValueError as e:
             raise ValueError(f"could not read the upload {name}: {e}") from None
         self.show(key, outside=True)
-
-
-def is_trusted_model(name: str, chosen: str | None) -> bool:
-    """Whether a cache naming the model ``name`` may load it: a registry model, or the one chosen."""
-    from .models import MODELS
-
-    return name in MODELS or (chosen is not None and name == chosen)

@@ -124,7 +124,7 @@ def cmd_import_folder(args) -> int:
 
 
 def _audit(args):
-    from .audit import audit_banners
+    from .audit import AuditRun, audit_banners
 
     thresholds = {}
     for item in args.threshold:
@@ -134,17 +134,12 @@ def _audit(args):
         thresholds[kind] = float(value)
     result = audit_banners(
         args.data,
+        setting=_setting(args),
         issue_types=args.issue_types,
         thresholds=thresholds,
         near_dup_threshold=args.near_dup_threshold or None,
-        model=args.model,
-        preset=args.preset,
-        pooling=args.pooling,
-        pretrained=not args.no_pretrained,
-        weights=args.weights,
-        batch_size=args.batch_size,
-        device=args.device,
         random_weights_duplicates=args.random_weights_duplicates,
+        run=AuditRun(batch_size=args.batch_size, device=args.device),
     )
     # result.notes were logged as warnings when they arose: not printed a second time.
     reused = " (CleanVision results reused)" if result.reused else ""

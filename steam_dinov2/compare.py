@@ -1,4 +1,4 @@
-"""Side by side: one game's neighbours under several (model, preset, pooling) settings."""
+"""Side by side: one game's neighbours under several settings (``Setting``s)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 
 from . import layout
 from .embed import embed_folder, list_images
+from .explain import overlay_matches
 from .manifest import load_names
 from .names import search_games
 from .plot import blank_banner, escape_mathtext, frame_query, name_with_id
@@ -16,17 +17,20 @@ from .setting import Setting
 logger = logging.getLogger(__name__)
 
 
-def parse_setting(setting) -> tuple[str, str, str]:
-    """``(model, preset, pooling)`` from a tuple or a "model:preset:pooling" string."""
-    if isinstance(setting, str):
-        parts = setting.rsplit(":", 2)
-        if len(parts) != 3:
-            raise ValueError(
-                f"setting {setting!r} must look like model:preset:pooling, e.g. dinov2_vits14:crop256:cls"
-            )
-        return tuple(parts)
-    model, preset, pooling = setting
-    return model, preset, pooling
+def row_setting(setting: Setting | str) -> Setting:
+    """A comparison row's ``Setting``: a ``Setting``, a setting name (``model__preset__pooling``,
+    as in the cache) or "model:preset:pooling" (pretrained weights, this device's precision)."""
+    if isinstance(setting, Setting):
+        return setting
+    if isinstance(setting, str) and "__" in setting:
+        return Setting.from_name(setting)
+    parts = setting.rsplit(":", 2) if isinstance(setting, str) else []
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(
+            f"setting {setting!r} must be a Setting, a setting name (model__preset__pooling) or "
+            "model:preset:pooling, e.g. dinov2_vits14:crop256:cls"
+        )
+    return Setting.create(*parts)
 
 
 def plot_comparison(
@@ -36,67 +40,58 @@ def plot_comparison(
     *,
     k: int = 5,
     images: str | os.PathLike | None = None,
-    pretrained: bool = True,
-    weights: str | os.PathLike | None = None,
     exclude=(),
     progress: bool = True,
     explain: bool = False,
 ):
     """One row per setting: the query banner, then its top-k neighbours with names and cosines.
-
     Only missing embeddings are computed (each setting's cache is reused and extended).
 
     Args:
         data: the data folder (banners, manifest for names, embedding caches).
         app_id: the game to compare on (must be in the collection).
-        settings: ``[(model, preset, pooling), ...]`` or ``["model:preset:pooling", ...]``.
+        settings: the rows, each a ``Setting`` (it carries its weights), a setting name or a
+            "model:preset:pooling" string (``row_setting``).
         k: neighbours per row.
         images: image folder (default ``DATA/banners``).
-        pretrained, weights: as for ``load_model``, for every setting.
         exclude: ids never shown as neighbours (e.g. ``load_exclusions(data)``).
         explain: overlay each neighbour with the heatmap of its patches' best cosine to the
-            query's (``explain.plot_match_explained``), from the row's own model and preset.
+            query's (``explain.plot_match_explained``), from the row's own setting.
 
     Returns:
         matplotlib Figure, ``len(settings)`` rows of ``k + 1`` banners.
     """
     from .plot import plot_image_grid
 
-    settings = [parse_setting(s) for s in settings]
+    settings = [row_setting(s) for s in settings]
+    images = images or layout.banners_dir(data)
+    files = list_images(images)
+    cells = _comparison_cells(data, images, settings, str(app_id), k, exclude, progress)
+    paths = [files[i] if i else None for i, _ in cells]
+    fig = plot_image_grid(
+        [p or blank_banner() for p in paths], [t for _, t in cells], ncols=k + 1, width=1.6
+    )
+    for row, setting in enumerate(settings):
+        span = slice(row * (k + 1), (row + 1) * (k + 1))
+        if explain:
+            overlay_matches(fig.axes[span], paths[span], setting=setting)
+        ax = fig.axes[span.start]  # the query: framed in red, the row labelled with its setting
+        frame_query(ax)
+        ax.set_ylabel(
+            escape_mathtext(f"{setting.model}\n{setting.preset}\n{setting.pooling}"), fontsize=8
+        )
+    return fig
+
+
+def _comparison_cells(data, images, settings, app_id: str, k: int, exclude, progress) -> list:
+    """Every row's ``k + 1`` cells ``(id or None, title)``, embedding what is missing."""
     if exclude:
         logger.info("comparison: %s never neighbours", describe_exclusions(exclude))
-    images = images or layout.banners_dir(data)
-    names = load_names(data)
-    files = list_images(images)
-    cells = []
-    for model, preset, pooling in settings:
-        setting = Setting.create(model, preset, pooling, pretrained=pretrained, weights=weights)
+    names, cells = load_names(data), []
+    for setting in settings:
         emb = embed_folder(images, data, setting=setting, progress=progress)
-        cells += _neighbor_row(emb, str(app_id), k, index_collection(emb, exclude), names, 18)
-    fig = plot_image_grid(
-        [files[i] if i else blank_banner() for i, _ in cells],
-        [t for _, t in cells],
-        ncols=k + 1,
-        width=1.6,
-    )
-    if explain:
-        from .explain import overlay_matches
-
-        for row, (model, preset, _) in enumerate(settings):
-            span = slice(row * (k + 1), (row + 1) * (k + 1))
-            overlay_matches(
-                fig.axes[span],
-                [files[i] if i else None for i, _ in cells[span]],
-                model=model,
-                preset=preset,
-                pretrained=pretrained,
-                weights=weights,
-            )
-    for row, (model, preset, pooling) in enumerate(settings):
-        ax = fig.axes[row * (k + 1)]  # the query: framed in red, the row labelled with its setting
-        frame_query(ax)
-        ax.set_ylabel(escape_mathtext(f"{model}\n{preset}\n{pooling}"), fontsize=8)
-    return fig
+        cells += _neighbor_row(emb, app_id, k, index_collection(emb, exclude), names, 18)
+    return cells
 
 
 def _neighbor_row(emb, app_id: str, k: int, index, names, width: int) -> list:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .models import forward_tokens, load_model, model_info
+from .models import forward_tokens, model_info
 from .plot import as_image_array, escape_mathtext, shorten
 from .preprocess import make_transform, to_rgb
+from .setting import Setting, as_setting
 
 CROP = 224  # the crop presets' output side (preprocess.make_transform)
 
@@ -102,17 +103,23 @@ def draw_heatmap(ax, image, heat: np.ndarray, preset: str, *, vmin: float, vmax:
 _MODELS: dict = {}
 
 
-def _model_for(model, *, pretrained: bool, weights) -> torch.nn.Module:
-    if isinstance(model, torch.nn.Module):
+def _model_for(setting: Setting, model: torch.nn.Module | None) -> torch.nn.Module:
+    """``model`` (already loaded for ``setting``), else the setting's, loaded once."""
+    if model is not None:
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(
+                f"model must be a model load_model returned (or None), got {type(model).__name__}"
+            )
+        if model_info(model).name != setting.model:
+            raise ValueError(
+                f"model {model_info(model).name!r} is not the setting's ({setting.model!r}): "
+                "explain with the model the embeddings were made with"
+            )
         return model
-    if not isinstance(model, str):
-        raise ValueError(
-            f"model must be a model name or a loaded model, got {type(model).__name__}"
-        )
-    key = (model, pretrained, None if weights is None else os.fspath(weights))
+    key = (setting, setting.weights_file)
     if key not in _MODELS:  # a Browser explains many pairs: load once
         _MODELS.clear()
-        _MODELS[key] = load_model(model, pretrained=pretrained, weights=weights)
+        _MODELS[key] = setting.load_model()
     return _MODELS[key]
 
 
@@ -120,29 +127,49 @@ def plot_match_explained(
     query,
     neighbour,
     *,
-    model,
-    preset: str = "crop256",
+    setting: Setting | str | None = None,
     data: str | os.PathLike | None = None,
     names: dict | None = None,
-    pretrained: bool = True,
-    weights: str | os.PathLike | None = None,
+    model: torch.nn.Module | None = None,
 ):
     """Two banners side by side, each with the heatmap of its patches' best match in the other.
 
     Args:
         query, neighbour: app ids (with ``data``: their banners in ``DATA/banners``), or paths,
             PIL images or HWC uint8 arrays.
-        model: the model name the embeddings were made with (``load_model``'s), or a loaded model.
-        preset: the embeddings' preset; the heatmap covers that preset's crop.
+        setting: the ``Setting`` (or its name) the embeddings were made with: its model, weights
+            and preset (the heatmap covers that preset's crop); None: the default.
         data: the data folder, for app ids and game names.
         names: ``{id: name}`` for titles (default: the manifest's, with ``data``).
-        pretrained, weights: as for ``load_model`` when ``model`` is a name.
+        model: the setting's model when it is already loaded (``load_model``), to not load it
+            again; None loads it (once for a run of calls).
 
     Returns:
         matplotlib Figure: the two banners and a colour bar (cosine).
     """
     from matplotlib.figure import Figure
 
+    setting = as_setting(setting)
+    images, titles = _pair(query, neighbour, data, names)
+    pil = [to_rgb(_open(i)) for i in images]
+    net = _model_for(setting, model)
+    result = explain_match(pil[0], pil[1], net, preset=setting.preset)
+    vmin = float(min(result.heat_a.min(), result.heat_b.min()))
+    vmin = min(vmin, 0.99)  # an exact copy is uniformly 1: keep a visible scale
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, img, heat, title in zip(axes, pil, (result.heat_a, result.heat_b), titles):
+        artist = draw_heatmap(ax, img, heat, setting.preset, vmin=vmin)
+        ax.set_title(escape_mathtext(title), fontsize=9)
+    fig.colorbar(artist, ax=list(axes), shrink=0.7, label="best patch cosine in the other banner")
+    where = escape_mathtext(setting.preset)
+    fig.suptitle(f"mean patch cosine {result.cosine:.3f}  ({where})", fontsize=9)
+    fig.explanation = result
+    return fig
+
+
+def _pair(query, neighbour, data, names) -> tuple[list, list[str]]:
+    """``(images, titles)`` of a query and its neighbour: app ids (with ``data``) or images."""
     from . import layout
     from .manifest import load_names
 
@@ -163,29 +190,16 @@ def plot_match_explained(
             images.append(item)
             label = os.path.basename(item) if isinstance(item, (str, os.PathLike)) else ""
             titles.append(f"{role}\n{shorten(label)}" if label else role)
-    pil = [to_rgb(_open(i)) for i in images]
-    result = explain_match(
-        pil[0], pil[1], _model_for(model, pretrained=pretrained, weights=weights), preset=preset
-    )
-    vmin = float(min(result.heat_a.min(), result.heat_b.min()))
-    vmin = min(vmin, 0.99)  # an exact copy is uniformly 1: keep a visible scale
-    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, img, heat, title in zip(axes, pil, (result.heat_a, result.heat_b), titles):
-        artist = draw_heatmap(ax, img, heat, preset, vmin=vmin)
-        ax.set_title(escape_mathtext(title), fontsize=9)
-    fig.colorbar(artist, ax=list(axes), shrink=0.7, label="best patch cosine in the other banner")
-    fig.suptitle(f"mean patch cosine {result.cosine:.3f}  ({escape_mathtext(preset)})", fontsize=9)
-    fig.explanation = result
-    return fig
+    return images, titles
 
 
-def overlay_matches(axes, images, *, model, preset: str, pretrained=True, weights=None) -> None:
+def overlay_matches(axes, images, *, setting: Setting, model=None) -> None:
     """Heatmaps over a row of drawn banners: ``images[0]`` is the query, the rest its neighbours
-    (None for an empty cell). Each neighbour shows its patches' best match in the query; the query
-    shows its best match in the first neighbour. Used by ``compare.plot_comparison(explain=True)``.
+    (None for an empty cell), under ``setting`` (its model, or ``model`` when already loaded).
+    Each neighbour shows its patches' best match in the query; the query shows its best match in
+    the first neighbour. Used by ``compare.plot_comparison(explain=True)``.
     """
-    net = _model_for(model, pretrained=pretrained, weights=weights)
+    net, preset = _model_for(setting, model), setting.preset
     query = to_rgb(_open(images[0]))
     pairs = [(ax, to_rgb(_open(img))) for ax, img in zip(axes[1:], images[1:]) if img is not None]
     results = [explain_match(query, img, net, preset=preset) for _, img in pairs]

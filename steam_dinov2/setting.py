@@ -140,3 +140,18 @@ def precision_for(device) -> str:
 def setting_of(setting: Setting | str) -> str:
     """The cache folder name of a ``Setting`` or of a name given as a string."""
     return setting.name if isinstance(setting, Setting) else str(setting)
+
+
+def as_setting(setting: Setting | str | None) -> Setting:
+    """A ``Setting`` from a ``Setting``, a setting (cache folder) name, or None (the default,
+    ``Setting.create()``: pretrained, in the precision of the best device)."""
+    if setting is None:
+        return Setting.create()
+    if isinstance(setting, Setting):
+        return setting
+    if isinstance(setting, str):
+        return Setting.from_name(setting)
+    raise ValueError(
+        f"setting must be a Setting or a setting name such as dinov2_vits14__crop256__cls, "
+        f"got {type(setting).__name__}"
+    )

@@ -12,14 +12,18 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from steam_dinov2 import audit, layout, load_model
+from steam_dinov2.audit_plots import plot_audit_examples
 from steam_dinov2.embed import embed_folder
 from steam_dinov2.manifest import read_manifest, write_manifest
 from steam_dinov2.search import match_all
+from steam_dinov2.setting import Setting
 
 W, H = 224, 336
 # Random-weight dinov2_vits14 on these banners (measured): unrelated pairs reach cosine 0.960, the
 # re-encoded resized copy 0.99998, the cropped copy 0.9987. Pretrained weights use the default.
 THRESHOLD = 0.98
+RANDOM = Setting(weights="random")  # what the module's `model` fixture is
+ONE_JOB = audit.AuditRun(n_jobs=1)
 NORMAL_IDS = list(range(100, 130))
 EXPECTED = {
     "20": ["dark"],
@@ -119,10 +123,9 @@ def audited(tmp_path_factory, model):
     data = _make_data(tmp_path_factory.mktemp("audit"))
     result = audit.audit_banners(
         data,
-        model=model,
+        setting=RANDOM,
         near_dup_threshold=THRESHOLD,
-        n_jobs=1,
-        progress=False,
+        run=audit.AuditRun(n_jobs=1, progress=False),
         random_weights_duplicates=True,  # forced: the exact reasons are measured on these
     )
     return data, result
@@ -179,7 +182,7 @@ def test_rerun_reuses_saved_cleanvision_results(tmp_path, monkeypatch):
         Imagelab, "find_issues", lambda self, *a, **k: calls.append(1) or real(self, *a, **k)
     )
     # CleanVision only (embedding cache reuse is embed's business), in 2 worker processes.
-    kwargs = dict(near_dup_threshold=None, n_jobs=2, progress=False)
+    kwargs = dict(near_dup_threshold=None, run=audit.AuditRun(n_jobs=2, progress=False))
     expected = {i: r for i, r in EXPECTED.items() if not r[0].startswith("embedding_")}
     first = audit.audit_banners(data, **kwargs)
     ran = len(calls)  # 2: the truncated banner stops CleanVision once; it reruns without it
@@ -199,7 +202,7 @@ def test_rerun_reuses_saved_cleanvision_results(tmp_path, monkeypatch):
 def test_issue_types_thresholds_and_no_embeddings(tmp_path):
     data = _make_data(tmp_path)
     result = audit.audit_banners(
-        data, issue_types=["dark", "exact_duplicates"], near_dup_threshold=None, n_jobs=1
+        data, issue_types=["dark", "exact_duplicates"], near_dup_threshold=None, run=ONE_JOB
     )
     assert result.exclusions == {
         "20": ["dark"],
@@ -211,7 +214,7 @@ def test_issue_types_thresholds_and_no_embeddings(tmp_path):
     assert not any(c.startswith(("is_light", "is_embedding", "embedding_")) for c in issues)
     # A threshold above every banner's dark score flags them all.
     result = audit.audit_banners(
-        data, issue_types=["dark"], thresholds={"dark": 1.01}, near_dup_threshold=None, n_jobs=1
+        data, issue_types=["dark"], thresholds={"dark": 1.01}, near_dup_threshold=None, run=ONE_JOB
     )
     assert len(result.exclusions) == len(issues)
 
@@ -223,6 +226,8 @@ def test_issue_types_thresholds_and_no_embeddings(tmp_path):
         ({"thresholds": {"near_duplicates": 0.5}}, "near_duplicates has no threshold"),
         ({"issue_types": ["dark"], "thresholds": {"light": 0.1}}, "not among the issue types"),
         ({"near_dup_threshold": 1.5}, "cosine in [-1, 1]"),
+        ({"setting": 3}, "setting must be a Setting or a setting name"),
+        ({"setting": "dinov2_vits14"}, "must look like model__preset__pooling"),
     ],
 )
 def test_bad_options_name_the_choices(tmp_path, kwargs, message):
@@ -234,7 +239,9 @@ def test_bad_options_name_the_choices(tmp_path, kwargs, message):
 def test_no_manifest_audits_every_banner(tmp_path):
     data = _make_data(tmp_path)
     layout.manifest_path(data).unlink()
-    result = audit.audit_banners(data, issue_types=["grayscale"], near_dup_threshold=None, n_jobs=1)
+    result = audit.audit_banners(
+        data, issue_types=["grayscale"], near_dup_threshold=None, run=ONE_JOB
+    )
     assert result.exclusions == {
         "24": ["grayscale"],
         "27": ["unreadable"],
@@ -252,23 +259,23 @@ def test_summary_and_example_grids(audited):
     assert summary.loc["embedding_duplicates"].tolist() == [6, 2]  # 50, 60: stronger reasons
     assert summary.loc["near_duplicates"].tolist() == [3, 1]
     assert summary.loc["any"].tolist() == [46, len(EXPECTED)]
-    fig = audit.plot_audit_examples(data, "embedding_duplicates")
+    fig = plot_audit_examples(data, "embedding_duplicates")
     titles = [ax.get_title() for ax in fig.axes if ax.images]
     assert titles == ["10\nkept", "50\n= 10", "60\n= 10", "70\n= 10", "30\nkept", "140\n= 30"]
     assert fig.get_suptitle() == "embedding duplicates: 6 of 46 banners"
     assert len(fig.axes) == 6  # 6 tiles in rows of at most 5: two rows of 3, no lone tile
-    fig = audit.plot_audit_examples(data, "odd_size", n=1)
+    fig = plot_audit_examples(data, "odd_size", n=1)
     assert [ax.get_title().split("\n")[0] for ax in fig.axes if ax.images] == ["25"]
     assert fig.get_suptitle().startswith("odd size: 2 of ")
     named = read_manifest(data).assign(
         name=lambda m: m["app_id"].map({10: "Euro Truck Simulator 2"})
     )
     write_manifest(data, named.fillna({"name": ""}))
-    fig = audit.plot_audit_examples(data, "embedding_duplicates", n=2)
+    fig = plot_audit_examples(data, "embedding_duplicates", n=2)
     titles = [ax.get_title() for ax in fig.axes if ax.images]
     assert titles == ["Euro Truck Simulator 2 (10)\nkept", "50\n= Euro Truck Simulator 2\n(10)"]
     with pytest.raises(ValueError, match="available: dark"):
-        audit.plot_audit_examples(data, "blurriness")
+        plot_audit_examples(data, "blurriness")
 
 
 def test_load_exclusions_without_audit(tmp_path):

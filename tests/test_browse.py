@@ -14,6 +14,7 @@ from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_al
 from steam_dinov2.browse import Browser
 from steam_dinov2.compare import plot_comparison
 from steam_dinov2.names import normalize_name, search_games
+from steam_dinov2.setting import Setting
 
 matplotlib.use("Agg")
 NAMES = {
@@ -156,8 +157,8 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
 
 
 def test_comparison_rows_compute_only_missing_settings(data):
-    settings = [("dinov2_vits14", "crop256", "cls"), "dinov2_vits14:full:gem"]
-    fig = plot_comparison(data, 40, settings, k=3, pretrained=False)
+    settings = [Setting(weights="random"), "dinov2_vits14__full__gem__random"]
+    fig = plot_comparison(data, 40, settings, k=3)
     assert len(fig.axes) == 2 * 4
     assert fig.axes[0].get_ylabel() == "dinov2_vits14\ncrop256\ncls"
     assert fig.axes[4].get_ylabel() == "dinov2_vits14\nfull\ngem"
@@ -166,7 +167,7 @@ def test_comparison_rows_compute_only_missing_settings(data):
     assert fig.axes[1].get_title().endswith(f"{scores[0]:.3f}")
     assert (data / "embeddings" / "dinov2_vits14__full__gem__random" / "meta.json").is_file()
     with pytest.raises(ValueError, match="model:preset:pooling"):
-        plot_comparison(data, 40, ["dinov2_vits14"], pretrained=False)
+        plot_comparison(data, 40, ["dinov2_vits14"])
 
 
 def test_precomputed_matches_are_used_only_while_fresh(data, vits14, monkeypatch):
@@ -203,17 +204,17 @@ def test_outside_queries_need_the_weights_file_of_the_setting(data, vits14, tmp_
     weights, other = tmp_path / "w.pth", tmp_path / "other.pth"
     torch.save(vits14.state_dict(), weights)
     torch.save({k: v + 0.01 for k, v in vits14.state_dict().items()}, other)
-    emb = embed_folder(
-        data / "banners", data, model="dinov2_vits14", weights=weights, num_workers=0
-    )
+    mine = Setting.create("dinov2_vits14", weights=weights)
+    emb = embed_folder(data / "banners", data, setting=mine, num_workers=0)
     buf = io.BytesIO()
     make_banner(5, size=(600, 900)).save(buf, format="PNG")
-    for given in (None, other):
-        b = Browser(data, settings=[emb.setting], k=3, weights=given)
-        upload_to_browser(b, "mine.png", buf.getvalue())
-        assert "pass that file as Browser(..., weights=PATH)" in b.status.value
-        assert b.shown == [] and b.history == []
-    b = Browser(data, settings=[emb.setting], k=3, weights=weights)
+    b = Browser(data, setting=emb.setting, k=3)  # a name: it carries no weights file
+    upload_to_browser(b, "mine.png", buf.getvalue())
+    assert "setting=Setting.create(MODEL, ..., weights=PATH)" in b.status.value
+    assert b.shown == [] and b.history == []
+    with pytest.raises(ValueError, match="has no embedding cache"):  # another file, another setting
+        Browser(data, setting=Setting.create("dinov2_vits14", weights=other), k=3)
+    b = Browser(data, setting=mine, k=3)
     upload_to_browser(b, "mine.png", buf.getvalue())
     assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
 

@@ -1,5 +1,8 @@
 """The Browser's cluster pages and "Why?" buttons, and the comparison figure's explain option."""
 
+import json
+import shutil
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -67,7 +70,7 @@ def test_cluster_captions_escape_names(data):
 
 
 def test_why_button_explains_a_neighbour(data, vits14):
-    b = Browser(data, k=3, explain_with=vits14)
+    b = Browser(data, k=3, explain_with=True)
     b.show("30")
     assert b.explained.layout.display == "none"
     b.tiles[0].why.click()
@@ -75,16 +78,25 @@ def test_why_button_explains_a_neighbour(data, vits14):
     assert "why" in b.status.value
 
 
-def test_why_without_a_model_or_with_another_says_so(data):
+def test_why_not_asked_for_or_with_an_untrusted_model_says_so(data):
     b = Browser(data, k=3)
     b.show("30")
-    assert not any(hasattr(t, "why") for t in b.tiles)  # no model to explain with: no button
-    with pytest.raises(ValueError, match="explain_with="):
+    assert not any(hasattr(t, "why") for t in b.tiles)  # not asked for: no button
+    with pytest.raises(ValueError, match="explain_with=True"):
         b.explain("30", b.tiles[0].app_id)
-    b = Browser(data, k=3, explain_with="dino_vits16")
-    b.show("30")
-    b.tiles[0].why.click()
-    assert "embedded with &#x27;dinov2_vits14&#x27;" in b.status.value  # no model was loaded
+    # A cache whose meta.json names a model the user never chose: Why? loads nothing.
+    planted = data / "embeddings" / "zz_other_model"
+    shutil.copytree(data / "embeddings" / SETTING, planted)
+    meta = json.loads((planted / "meta.json").read_text())
+    (planted / "meta.json").write_text(json.dumps({**meta, "model": "vit_small_patch14_dinov2"}))
+    try:
+        b = Browser(data, k=3, settings=["zz_other_model"], explain_with=True)
+        b.show("30")
+        b.tiles[0].why.click()
+        assert "neither in the registry nor the one you gave" in b.status.value
+        assert b._models == {} and b.explained.layout.display == "none"
+    finally:
+        shutil.rmtree(planted)
 
 
 def test_comparison_explains_each_neighbour(data, vits14):
@@ -93,9 +105,8 @@ def test_comparison_explains_each_neighbour(data, vits14):
     fig = plot_comparison(
         data,
         "30",
-        ["dinov2_vits14:crop256:cls"],
+        [SETTING],
         k=2,
-        pretrained=False,
         explain=True,
         progress=False,
     )

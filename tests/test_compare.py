@@ -1,9 +1,12 @@
-"""compare.plot_games: the `run` preview."""
+"""compare.plot_games (the `run` preview) and the rows plot_comparison accepts."""
 
 import shutil
 
+import pytest
+
 from steam_dinov2 import embed_folder
-from steam_dinov2.compare import plot_games
+from steam_dinov2.compare import plot_games, row_setting
+from steam_dinov2.setting import Setting
 
 
 def test_preview_shows_k_neighbours_and_names_its_setting(tmp_path, banner_dir, vits14):
@@ -14,3 +17,23 @@ def test_preview_shows_k_neighbours_and_names_its_setting(tmp_path, banner_dir, 
     assert len(fig.axes) == 2 * (3 + 1)  # per row: the query, then k neighbours
     assert fig._suptitle.get_text() == f"{emb.setting}: 3 nearest banners"
     assert plot_games(data, emb, ["30"], k=2)._suptitle is None  # untitled unless asked
+
+
+def test_comparison_rows_are_settings_names_or_model_preset_pooling(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"not read: only hashed")
+    mine = Setting.create("dinov2_vits14", "full", "gem", weights=weights)
+    assert row_setting(mine) is mine and row_setting(mine).weights_file == str(weights)
+    named = row_setting("dino_vitb16__crop224__cls__random")
+    assert (named.model, named.preset, named.pooling, named.weights) == (
+        "dino_vitb16",
+        "crop224",
+        "cls",
+        "random",
+    )
+    assert row_setting("dinov2_vits14:full:gem") == Setting("dinov2_vits14", "full", "gem")
+    hub = row_setting("hub:owner/repo:entry:crop256:cls")  # a hub model keeps its own ':'
+    assert (hub.model, hub.preset, hub.pooling) == ("hub:owner/repo:entry", "crop256", "cls")
+    for bad in ["dinov2_vits14", "dinov2_vits14::cls", ("dinov2_vits14", "crop256", "cls"), 3]:
+        with pytest.raises(ValueError, match="model:preset:pooling"):
+            row_setting(bad)

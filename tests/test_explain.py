@@ -4,8 +4,10 @@ from conftest import make_banner
 from PIL import Image
 
 from steam_dinov2.explain import explain_match, plot_match_explained, seen_box
+from steam_dinov2.setting import Setting
 
 LOGO = 56  # 4x4 patches of 14 px
+RANDOM = Setting(weights="random")  # the `vits14` fixture's setting
 
 
 def _logo() -> Image.Image:
@@ -73,27 +75,42 @@ def test_plot_from_app_ids_escapes_names(tmp_path, vits14):
     import pandas as pd
 
     write_manifest(data, pd.DataFrame({"app_id": [10, 20], "name": ["$x^2$ Game", "Other"]}))
-    fig = plot_match_explained(10, 20, model=vits14, data=data)
+    fig = plot_match_explained(10, 20, setting=RANDOM, model=vits14, data=data)
     titles = [ax.get_title() for ax in fig.axes[:2]]
     assert titles[0] == "QUERY\n\\$x^2\\$ Game"
     fig.savefig(tmp_path / "out.png")  # renders: mathtext would raise on unescaped '$'
     assert fig.explanation.heat_a.shape == (16, 16)
     with pytest.raises(ValueError, match="no banner for app 99"):
-        plot_match_explained(10, 99, model=vits14, data=data)
+        plot_match_explained(10, 99, setting=RANDOM, model=vits14, data=data)
 
 
-def test_model_must_be_a_name_or_a_model():
+def test_model_must_be_a_loaded_model_of_the_setting(vits14):
     with pytest.raises(ValueError, match="model must be"):
-        plot_match_explained(make_banner(1), make_banner(2), model=3)
+        plot_match_explained(make_banner(1), make_banner(2), setting=RANDOM, model=3)
+    with pytest.raises(ValueError, match="not the setting's .'dino_vits16'."):
+        plot_match_explained(
+            make_banner(1), make_banner(2), setting=Setting("dino_vits16"), model=vits14
+        )
+
+
+def test_the_setting_names_the_model_and_the_preset(vits14):
+    # No model given: the setting's own (random, seeded) is loaded, with its preset.
+    a, b = make_banner(1), make_banner(2)
+    fig = plot_match_explained(a, b, setting="dinov2_vits14__full__cls__random")
+    want = explain_match(a, b, vits14, preset="full")
+    assert fig.explanation.preset == "full" and fig.explanation.heat_a.shape == (24, 16)
+    np.testing.assert_allclose(fig.explanation.heat_a, want.heat_a, atol=1e-5)
+    with pytest.raises(ValueError, match="pass that file as weights"):
+        plot_match_explained(a, b, setting="dinov2_vits14__crop256__cls__w-0123abcd")
 
 
 def test_an_app_id_without_data_says_what_to_pass(vits14):
     with pytest.raises(ValueError, match="pass data=DATA"):
-        plot_match_explained(620, make_banner(2), model=vits14)
+        plot_match_explained(620, make_banner(2), setting=RANDOM, model=vits14)
 
 
 def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, vits14):
     bomb = tmp_path / "bomb.png"
     Image.new("1", (8000, 6000)).save(bomb)  # 48 Mpixels in a few kB
     with pytest.raises(ValueError, match="too large"):
-        plot_match_explained(bomb, make_banner(1), model=vits14)
+        plot_match_explained(bomb, make_banner(1), setting=RANDOM, model=vits14)

@@ -13,6 +13,9 @@ from steam_server import App, FakeSteam
 
 ROOT = Path(__file__).parent.parent
 NOTEBOOKS = ["download_steam_images.ipynb", "find_dataset_issues.ipynb", "match_steam_images.ipynb"]
+SETTING_LINE = (
+    "SETTING = sd.Setting.create(MODEL, PRESET, POOLING, pretrained=PRETRAINED, weights=WEIGHTS)"
+)
 NAMES = {
     227300: "Euro Truck Simulator 2",
     620: "Portal 2",
@@ -52,13 +55,16 @@ def test_notebook_shape(name):
     if name != "download_steam_images.ipynb":  # opened alone: fetch or say what to run first
         assert {"IF_EMPTY", "WEIGHTS", "MODEL"} <= set(names)
         assert "ensure_banners(DATA_DIR, if_empty=IF_EMPTY)" in code
-        # Every call that loads a model gets the weights file too.
-        loading = [
-            c.source for c in cells if "pretrained=PRETRAINED" in c.source or "Browser(" in c.source
-        ]
-        assert loading and all(
-            src.count("weights=WEIGHTS") >= max(1, src.count("pretrained=")) for src in loading
+        # One Setting, made once from the knobs, carries model, preset, pooling and weights to
+        # every call that embeds or loads a model: no loose model/preset/pretrained/weights.
+        assert code.count(SETTING_LINE) == 1 and code.count("sd.Setting.create(") == 1
+        loose = re.findall(
+            r"\b(model|preset|pooling|pretrained)=[A-Z]", code.replace(SETTING_LINE, "")
         )
+        assert not loose, loose
+        calls = ["embed_folder(", "audit_banners(", "Browser(", "plot_match_explained("]
+        using = [c.source for c in cells for call in calls if call in c.source]
+        assert using and all("setting=SETTING" in src for src in using)
     for cell in cells:
         if cell.cell_type != "code":
             continue
@@ -75,7 +81,8 @@ def test_notebook_shape(name):
     if name == "match_steam_images.ipynb":
         # The browser opens on the setting just computed and explains with the same model.
         browser = next(c.source for c in cells if "Browser(" in c.source)
-        assert "setting=emb.setting" in browser and "explain_with=MODEL" in browser
+        assert "setting=SETTING" in browser and "explain_with=True" in browser
+        assert "dataclasses.replace(SETTING" in code  # the comparison's rows
         assert "browser.explain_with" not in code
 
 
@@ -154,7 +161,11 @@ def test_download_notebook_wrote_banners_manifest_and_snapshot(executed):
 
 
 def test_audit_notebook_wrote_issues_and_exclusions(executed):
-    _, data = executed
+    tmp, data = executed
+    out = nbformat.read(tmp / "find_dataset_issues.ipynb", as_version=4)
+    assert "setting: dinov2_vits14__crop256__cls__random\n" in _output_text(out, SETTING_LINE)
+    # Its random weights made the audit skip embedding duplicates, and say why.
+    assert "random weights" in _output_text(out, "audit_banners(")
     issues = pd.read_parquet(data / "audit" / "issues.parquet")
     assert sorted(issues.app_id.astype(int)) == sorted(a for a in [*NAMES, 4000, 6410])
     exclusions = json.loads((data / "audit" / "exclusions.json").read_text())
@@ -184,6 +195,9 @@ def test_match_notebook_wrote_matches_comparison_and_export(executed):
         1 for c in out.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
     )
     assert images >= 3  # the well-known games found plus the comparison
+    # The notebook's one Setting: printed where it is made, and the name of the cache it filled.
+    assert f"setting: {setting}\n" in _output_text(out, SETTING_LINE)
+    assert (data / "embeddings" / setting / "meta.json").is_file()
     rows = _output_text(out, "ranked.reindex")  # the comparison's rows with their figures
     assert "dinov2_vits14__crop256__cls__random" in rows
     assert "dinov2_vits14__full__gem__random" in rows
@@ -272,6 +286,9 @@ def test_own_images_go_through_audit_and_match_with_a_weights_file(own_images_wi
     out = nbformat.read(tmp / "m.ipynb", as_version=4)
     assert not [o for c in out.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert setting in _output_text(out, "ranked.reindex")  # the weights file's row and figures
+    for name in ("a.ipynb", "m.ipynb"):  # each notebook's one Setting carried the file
+        printed = _output_text(nbformat.read(tmp / name, as_version=4), SETTING_LINE)
+        assert f"setting: {setting}\n" in printed
 
 
 def test_match_notebook_scored_the_settings(executed):

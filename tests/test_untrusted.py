@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,9 +31,11 @@ from steam_dinov2.cli import main
 from steam_dinov2.compare import plot_comparison, plot_games, plot_neighbors
 from steam_dinov2.embed import embed_folder, load_embeddings
 from steam_dinov2.search import describe_exclusions, find_neighbors, match_all
+from steam_dinov2.setting import Setting
 
 matplotlib.use("Agg")
 SETTING = "dinov2_vits14__crop256__cls__random"
+ONE_JOB, QUIET = audit.AuditRun(n_jobs=1), audit.AuditRun(n_jobs=1, progress=False)
 XSS = "<img src=x onerror=alert(1)>"
 XSS_ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
 
@@ -71,11 +74,11 @@ def _audit_data(root):
 
 def test_audit_never_unpickles_and_recomputes_planted_results(tmp_path, caplog):
     reference = audit.audit_banners(
-        _audit_data(tmp_path / "ref"), near_dup_threshold=None, n_jobs=1
+        _audit_data(tmp_path / "ref"), near_dup_threshold=None, run=ONE_JOB
     )
     assert reference.exclusions["70"] == ["exact_duplicate_of:10"]
     data = _audit_data(tmp_path / "attacked")
-    audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)  # a valid key for these files
+    audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)  # a valid key for these files
     marker = tmp_path / "pwned"
     evil = pickle.dumps(_Payload(marker))
     # Where the old code unpickled CleanVision's Imagelab (audit/imagelab/imagelab.pkl, through
@@ -96,11 +99,11 @@ def test_audit_never_unpickles_and_recomputes_planted_results(tmp_path, caplog):
     layout.cleanvision_issues_path(data).write_bytes(evil)
     layout.cleanvision_sets_path(data).write_bytes(evil)
     with caplog.at_level(logging.WARNING):
-        result = audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)
+        result = audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)
     assert not marker.exists() and (old / "imagelab.pkl").read_bytes() == evil
     assert not result.reused and result.exclusions == reference.exclusions
     assert "saved CleanVision results in" in caplog.text and "damaged" in caplog.text
-    again = audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)
+    again = audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)
     assert again.reused and again.exclusions == reference.exclusions  # rebuilt, fast again
     assert not marker.exists()
 
@@ -108,17 +111,17 @@ def test_audit_never_unpickles_and_recomputes_planted_results(tmp_path, caplog):
 @pytest.mark.parametrize("content", ["", "garbage{", "[]", '{"key": 1}'])
 def test_empty_or_garbage_audit_key_is_rebuilt_with_a_warning(tmp_path, caplog, content):
     data = _audit_data(tmp_path)
-    first = audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)
+    first = audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)
     layout.cleanvision_key_path(data).write_text(content)
     with caplog.at_level(logging.WARNING):
-        result = audit.audit_banners(data, near_dup_threshold=None, n_jobs=1)
+        result = audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)
     assert not result.reused and result.exclusions == first.exclusions
     if content in ("", "garbage{"):
         assert f"audit key file {layout.cleanvision_key_path(data)} is damaged" in caplog.text
     elif content == "[]":
         assert "is not a key this package wrote" in caplog.text
     assert json.loads(layout.cleanvision_key_path(data).read_text())["key"]["files"]
-    assert audit.audit_banners(data, near_dup_threshold=None, n_jobs=1).reused
+    assert audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB).reused
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"10": "dark"}', '{"x": ["dark"]}'])
@@ -179,7 +182,7 @@ def test_a_planted_hub_model_in_meta_json_never_runs(tmp_path, banner_dir, vits1
     # The search and compare paths read the same cache without loading any model.
     emb = load_embeddings(data, "aaa_evil")
     assert len(find_neighbors(emb, "30", k=3)) == 3 and len(match_all(emb, k=2)) == 18
-    fig = plot_comparison(data, 30, [("dinov2_vits14", "crop256", "cls")], k=2, pretrained=False)
+    fig = plot_comparison(data, 30, [SETTING], k=2)
     fig.savefig(io.BytesIO(), format="png")
     assert not marker.exists()
 
@@ -197,8 +200,11 @@ def test_a_setting_of_the_model_the_user_gave_comes_first(tmp_path, banner_dir, 
     meta = {**real.meta, "model": "vit_small_patch14_dinov2"}  # timm, not in the registry
     (folder / "meta.json").write_text(json.dumps(meta))
     assert "aaa_unknown_timm" not in Browser(data, k=3).settings
-    chosen = Browser(data, k=3, model="vit_small_patch14_dinov2")
-    assert chosen.settings[0] == "aaa_unknown_timm" and len(chosen.settings) == 3
+    # The user's own Setting of that model (a cache of it too): its model's settings come first.
+    mine = Setting("vit_small_patch14_dinov2", weights="random")
+    shutil.copytree(folder, layout.embeddings_dir(data, mine.name))
+    chosen = Browser(data, k=3, setting=mine)
+    assert chosen.settings[:2] == [mine.name, "aaa_unknown_timm"] and len(chosen.settings) == 4
 
 
 @pytest.mark.parametrize("meta", ["[]", "{}", "garbage", '{"model": 3}'])
@@ -246,7 +252,7 @@ def test_dollar_signs_in_names_never_break_a_figure(tmp_path, banner_dir, vits14
     figures = [
         plot_games(data, emb, k=3, title=True),  # run's preview
         plot_neighbors(data, emb, 30, k=3),
-        plot_comparison(data, 30, ["dinov2_vits14:crop256:cls"], k=3, pretrained=False),
+        plot_comparison(data, 30, [SETTING], k=3),
     ]
     for fig in figures:
         fig.savefig(io.BytesIO(), format="png")  # draws every text: mathtext would raise here
@@ -438,16 +444,15 @@ def test_a_damaged_checkpoint_is_skipped_with_a_warning(tmp_path, banner_dir, ca
 def test_random_weights_skip_embedding_duplicates_unless_forced(tmp_path, caplog):
     data = _audit_data(tmp_path)
     with caplog.at_level(logging.WARNING):
-        result = audit.audit_banners(data, pretrained=False, n_jobs=1, progress=False)
+        result = audit.audit_banners(data, setting=SETTING, run=QUIET)
     assert "embedding near duplicates skipped: the model has random weights" in caplog.text
     assert result.notes and "random_weights_duplicates=True" in result.notes[0]
     assert "embedding_duplicates" not in result.groups
     assert not any(c.startswith("embedding_") for c in result.issues)
     forced = audit.audit_banners(
         data,
-        pretrained=False,
-        n_jobs=1,
-        progress=False,
+        setting=SETTING,
+        run=QUIET,
         random_weights_duplicates=True,
         near_dup_threshold=0.9999,
     )
@@ -470,9 +475,7 @@ def test_every_stage_reports_the_exclusions_it_applies(
     with caplog.at_level(logging.INFO):
         b = Browser(data, k=3)
         b.show("30")
-        plot_comparison(
-            data, 30, ["dinov2_vits14:crop256:cls"], k=2, pretrained=False, exclude=exclusions
-        )
+        plot_comparison(data, 30, [SETTING], k=2, exclude=exclusions)
         plot_games(data, emb, k=2, exclude=exclusions)
         match_all(emb, k=2, exclude=exclusions)
     assert f"audit: {summary}" in b.status.value
