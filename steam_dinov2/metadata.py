@@ -121,50 +121,69 @@ def fetch_metadata(
         app_ids = _collection_ids(data)
     ids = list(dict.fromkeys(int(a) for a in app_ids))
     errors: list[str] = []
-    try:
-        old = read_metadata(data)
-    except ValueError as e:  # a damaged table is fetched again, not a reason to stop
-        errors.append(str(e))
-        logger.warning("%s", e)
-        old = empty_metadata()
+    old = _previous(data, errors)
     keep = old[old["app_id"].isin(ids)] if not refresh else old.iloc[:0]
     todo = sorted(set(ids) - set(keep["app_id"]))
+    run = _Batches(data, old, errors)
     batches = [todo[i : i + GETITEMS_BATCH] for i in range(0, len(todo), GETITEMS_BATCH)]
-    rows, failed, unknown = [], 0, []
-
-    def save():  # also every _CHECKPOINT batches: a killed run keeps what it fetched
-        done = rows + [_row(a, {}) for a in unknown]
-        if done:
-            new = pd.DataFrame(done, columns=list(COLUMNS)).assign(
-                updated_at=pd.Timestamp.now("UTC")
-            )
-            write_metadata(data, pd.concat([old, new], ignore_index=True))
-        return done
-
     with (
         ThreadPoolExecutor(_WORKERS, thread_name_prefix="metadata") as pool,
         tqdm(total=len(todo), desc="metadata", unit="app", disable=not progress) as bar,
     ):
         results = pool.map(_try_batch, batches, [http] * len(batches))
         for n, (batch, result) in enumerate(zip(batches, results), 1):
-            if isinstance(result, str):
-                failed += len(batch)
-                errors.append(f"apps {batch[0]}..{batch[-1]}: {result}")
-                logger.warning("metadata of apps %s..%s: %s", batch[0], batch[-1], result)
-            else:
-                # An app the store says it does not know gets an empty row, so a rerun does not
-                # ask again; one it did not mention at all is asked again.
-                rows += result[0]
-                unknown += result[1]
-                failed += len(batch) - len(result[0]) - len(result[1])
+            run.add(batch, result)
             bar.update(len(batch))
-            if n % _CHECKPOINT == 0:
-                save()
-    fetched = len(rows)
-    names = _update_tag_names(data, save(), http, errors)
-    report = MetadataReport(fetched, len(keep), len(unknown), failed, names, tuple(errors))
+            if n % _CHECKPOINT == 0:  # a killed run keeps what it fetched
+                run.save()
+    names = _update_tag_names(data, run.save(), http, errors)
+    report = MetadataReport(
+        len(run.rows), len(keep), len(run.unknown), run.failed, names, tuple(errors)
+    )
     logger.debug("metadata: %s", report)  # returned: its caller shows it once
     return report
+
+
+def _previous(data, errors: list[str]) -> pd.DataFrame:
+    """The metadata table so far; a damaged one is fetched again, not a reason to stop."""
+    try:
+        return read_metadata(data)
+    except ValueError as e:
+        errors.append(str(e))
+        logger.warning("%s", e)
+        return empty_metadata()
+
+
+class _Batches:
+    """The GetItems batches of one ``fetch_metadata`` run: rows, unknown apps and failures."""
+
+    def __init__(self, data, old: pd.DataFrame, errors: list[str]) -> None:
+        self.data, self.old, self.errors = data, old, errors
+        self.rows: list[dict] = []
+        self.unknown: list[int] = []
+        self.failed = 0
+
+    def add(self, batch: list[int], result: tuple[list[dict], list[int]] | str) -> None:
+        """Count one batch's ``_try_batch`` result."""
+        if isinstance(result, str):
+            self.failed += len(batch)
+            self.errors.append(f"apps {batch[0]}..{batch[-1]}: {result}")
+            logger.warning("metadata of apps %s..%s: %s", batch[0], batch[-1], result)
+            return
+        # An app the store says it does not know gets an empty row, so a rerun does not ask
+        # again; one it did not mention at all is asked again.
+        self.rows += result[0]
+        self.unknown += result[1]
+        self.failed += len(batch) - len(result[0]) - len(result[1])
+
+    def save(self) -> list[dict]:
+        """Write the old rows and those fetched so far; returns the fetched ones."""
+        done = self.rows + [_row(a, {}) for a in self.unknown]
+        if done:
+            new = pd.DataFrame(done, columns=list(COLUMNS))
+            new = new.assign(updated_at=pd.Timestamp.now("UTC"))
+            write_metadata(self.data, pd.concat([self.old, new], ignore_index=True))
+        return done
 
 
 def write_metadata(data: str | os.PathLike, df: pd.DataFrame) -> None:
