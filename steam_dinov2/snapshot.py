@@ -103,9 +103,9 @@ def import_snapshot(
 
     Raises:
         ValueError: an unknown form, or a hostile archive (absolute path, ``..``, link, device,
-            a member above ``snapshot_archive.MAX_MEMBER_BYTES``, a name that is not an app id, a damaged
-            manifest), named with the archive and the member: nothing is written outside
-            ``data`` and nothing at all from a hostile archive.
+            a member above ``snapshot_archive.MAX_MEMBER_BYTES``, a name that is not an app id,
+            a damaged manifest), named with the archive and the member: nothing is written
+            outside ``data`` and nothing at all from a hostile archive.
     """
     with layout.lock_data(data):
         return _import(src, data, apps, http, progress)
