@@ -4,7 +4,7 @@ The labels ``evaluate`` scores against, fetched keyless from Steam:
 
 * ``IStoreBrowseService/GetItems/v1`` with ``include_basic_info`` (developers, publishers,
   franchises) and ``include_tag_count`` (the top tags with their weights), in batches of 50 as the
-  download asks for hashed asset paths;
+  download asks for hashed asset paths (the answer is parsed by ``steam.fetch_store_metadata``);
 * ``IStoreService/GetTagList/v1`` for tag names, optional: ids are enough for scoring.
 
 Kept in ``DATA/metadata.parquet`` (one row per app) and ``DATA/tag_names.parquet``. A failed batch
@@ -24,16 +24,17 @@ from tqdm.auto import tqdm
 
 from . import layout
 from .net import HttpError, SteamHttp
-from .steam import GETITEMS_BATCH
+from .steam import (
+    GETITEMS_BATCH,
+    LABEL_COLUMNS,
+    MAX_LABEL_CHARS,
+    fetch_store_metadata,
+    store_metadata_row,
+)
 
 logger = logging.getLogger(__name__)
 
-TAG_COUNT = 20  # top tags asked per app; the store page shows about this many
-LABEL_COLUMNS = ("developers", "publishers", "franchises")
 COLUMNS = ("app_id", *LABEL_COLUMNS, "tagids", "tag_weights", "updated_at")
-# Bounds on what one app may bring (the response is untrusted): far above any real store entry.
-_MAX_LABELS = 32
-_MAX_LABEL_CHARS = 200
 _WORKERS = 4  # concurrent GetItems batches: polite to a keyless endpoint
 _CHECKPOINT = 20  # batches (1,000 apps) between two writes of the table
 
@@ -178,7 +179,7 @@ class _Batches:
 
     def save(self) -> list[dict]:
         """Write the old rows and those fetched so far; returns the fetched ones."""
-        done = self.rows + [_row(a, {}) for a in self.unknown]
+        done = self.rows + [store_metadata_row(a, {}) for a in self.unknown]
         if done:
             new = pd.DataFrame(done, columns=list(COLUMNS))
             new = new.assign(updated_at=pd.Timestamp.now("UTC"))
@@ -232,62 +233,9 @@ def _collection_ids(data) -> list[int]:
 def _try_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]] | str:
     """``(rows, unknown ids)`` of one GetItems batch, or the reason it failed."""
     try:
-        return _metadata_batch(ids, http)
+        return fetch_store_metadata(ids, http)
     except (HttpError, ValueError, TypeError, KeyError, AttributeError) as e:
         return f"{type(e).__name__}: {str(e)[:160]}"
-
-
-def _metadata_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]]:
-    query = {
-        "ids": [{"appid": a} for a in ids],
-        "context": {"language": "english", "country_code": "US", "steam_realm": 1},
-        "data_request": {"include_basic_info": True, "include_tag_count": TAG_COUNT},
-    }
-    url = f"{http.api_base}/IStoreBrowseService/GetItems/v1/"
-    r = http.get(url, params={"input_json": json.dumps(query, separators=(",", ":"))})
-    http.raise_for_status(r)
-    try:
-        items = r.json()["response"].get("store_items", [])
-    except (json.JSONDecodeError, KeyError, AttributeError):
-        raise ValueError("GetItems answered something else than its JSON") from None
-    wanted, rows, unknown = set(ids), {}, set()
-    for item in items if isinstance(items, list) else []:
-        app_id = item.get("appid", item.get("id")) if isinstance(item, dict) else None
-        if not isinstance(app_id, int) or app_id not in wanted:
-            continue
-        if item.get("success", 1) == 1:
-            rows[app_id] = _row(app_id, item)
-        else:
-            unknown.add(app_id)
-    return list(rows.values()), sorted(unknown - rows.keys())
-
-
-def _row(app_id: int, item: dict) -> dict:
-    info = item.get("basic_info")
-    info = info if isinstance(info, dict) else {}
-    row = {"app_id": int(app_id)}
-    for col in LABEL_COLUMNS:
-        row[col] = _names(info.get(col))
-    tags = item.get("tags")
-    pairs = []
-    for t in tags if isinstance(tags, list) else []:
-        if isinstance(t, dict) and isinstance(t.get("tagid"), int) and 0 <= t["tagid"] < 2**31:
-            weight = t.get("weight", 0)
-            pairs.append((t["tagid"], float(weight) if isinstance(weight, int | float) else 0.0))
-    pairs = sorted(dict(pairs).items(), key=lambda p: -p[1])[:TAG_COUNT]
-    row["tagids"] = [t for t, _ in pairs]
-    row["tag_weights"] = [w for _, w in pairs]
-    return row
-
-
-def _names(entries) -> list[str]:
-    """Names of ``[{name, creator_clan_account_id}, ...]``, stripped, unique, bounded."""
-    out = []
-    for e in entries if isinstance(entries, list) else []:
-        name = e.get("name") if isinstance(e, dict) else None
-        if isinstance(name, str) and name.strip():
-            out.append(name.strip()[:_MAX_LABEL_CHARS])
-    return list(dict.fromkeys(out))[:_MAX_LABELS]
 
 
 def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]) -> int:
@@ -302,7 +250,7 @@ def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]
         http.raise_for_status(r)
         tags = r.json()["response"]["tags"]
         got = {
-            int(t["tagid"]): str(t["name"])[:_MAX_LABEL_CHARS]
+            int(t["tagid"]): str(t["name"])[:MAX_LABEL_CHARS]
             for t in tags
             if isinstance(t, dict) and isinstance(t.get("tagid"), int) and "name" in t
         }
