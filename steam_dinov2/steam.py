@@ -19,9 +19,10 @@ import time
 
 import pandas as pd
 
+from .api_key import get_api_key
 from .app_file import read_app_file
 from .layout import parse_app_id
-from .net import SteamHttp, get_api_key
+from .net import SteamHttp
 from .progress import tqdm
 
 logger = logging.getLogger(__name__)
