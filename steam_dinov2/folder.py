@@ -99,10 +99,7 @@ def import_folder(
         raise ValueError(f"no images in {src} (subfolders included)")
     ids = _image_ids(src, files)
     old = read_manifest(data)
-    known = {
-        int(a): t for a, t, s in zip(old["app_id"], old["updated_at"], old["status"]) if s == "ok"
-    }
-    present = collection_images(data, old)
+    known, present = _imported_at(old), collection_images(data, old)
     report, rows = FolderImport(), []
     for rel, path in tqdm(files.items(), desc="import folder", unit="image", disable=not progress):
         app_id = ids[rel]
@@ -123,6 +120,12 @@ def import_folder(
         write_manifest(data, pd.concat([d for d in (old, pd.DataFrame(rows)) if len(d)]))
     logger.debug("%s from %s into %s", report, src, layout.banners_dir(data))  # returned too
     return report
+
+
+def _imported_at(manifest: pd.DataFrame) -> dict[int, pd.Timestamp]:
+    """``{id: updated_at}`` of the manifest's ``ok`` rows (an image's modification time)."""
+    ok = manifest[manifest["status"] == "ok"]
+    return {int(a): t for a, t in zip(ok["app_id"], ok["updated_at"])}
 
 
 def _image_ids(src, files: dict[str, Path]) -> dict[str, int]:

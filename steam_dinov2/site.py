@@ -98,25 +98,14 @@ def export_site(
         SiteReport with counts and the folder's size in bytes.
     """
     from .audit import load_exclusions
-    from .embed import list_images, load_embeddings
-    from .manifest import load_names
-    from .setting import setting_of
+    from .embed import list_images
 
-    setting = setting_of(setting)
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
     out = Path(out)
-    _check_out(out)
-    emb = load_embeddings(data, setting)
-    if not emb.ids:
-        raise ValueError(f"setting {setting!r} in {data} holds no embeddings")
-    names = load_names(data)
+    emb = _checked_embeddings(data, setting, out, k)
     exclude = {} if include_excluded else load_exclusions(data)
     files = list_images(images or layout.banners_dir(data))
     nb_rows, nb_scores = _neighbor_rows(emb, k, exclude, progress)
-    games = _games(emb, k, names)
-    if with_map:
-        games |= _map_fields(data, emb, names, n_clusters)
+    games = _games(data, emb, k, with_map, n_clusters)
     with atomic_dir(out) as tmp:
         (tmp / "data").mkdir(parents=True)
         for name in ("index.html", "app.js", "style.css"):
@@ -127,6 +116,21 @@ def export_site(
         _write_json(tmp / "data" / "games.json", games)
         size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
     return SiteReport(out, len(emb.ids), int(has_thumb.sum()), skipped, size)
+
+
+def _checked_embeddings(data, setting, out: Path, k: int):
+    """The setting's ``Embeddings`` after checking ``k`` and ``out``; ValueError naming the fix."""
+    from .embed import load_embeddings
+    from .setting import setting_of
+
+    setting = setting_of(setting)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    _check_out(out)
+    emb = load_embeddings(data, setting)
+    if not emb.ids:
+        raise ValueError(f"setting {setting!r} in {data} holds no embeddings")
+    return emb
 
 
 def _check_out(out: Path) -> None:
@@ -152,9 +156,12 @@ def _neighbor_rows(emb, k: int, exclude, progress: bool) -> tuple[np.ndarray, np
     return nb_rows, nb_scores
 
 
-def _games(emb, k: int, names: dict) -> dict:
-    """``games.json`` without the map and thumbnail fields."""
-    return {
+def _games(data, emb, k: int, with_map: bool, n_clusters: int | None) -> dict:
+    """``games.json`` without the thumbnail flags; the map's fields when ``with_map``."""
+    from .manifest import load_names
+
+    names = load_names(data)
+    games = {
         "version": 1,
         "setting": emb.setting,
         "k": k,
@@ -163,6 +170,7 @@ def _games(emb, k: int, names: dict) -> dict:
         "ids": list(emb.ids),
         "names": [names.get(i, "") for i in emb.ids],
     }
+    return games | (_map_fields(data, emb, names, n_clusters) if with_map else {})
 
 
 def _map_fields(data, emb, names: dict, n_clusters: int | None) -> dict:
