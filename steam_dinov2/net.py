@@ -142,10 +142,11 @@ class SteamHttp:
             install_log_filter()
         end = None if deadline is None else time.monotonic() + deadline
         # Our own loop, not urllib3's Retry on the adapter: Retry only sees failures before the
-        # response is handed back, so a body that breaks halfway would not be retried, and its
-        # sleeps cannot be bounded by ``deadline`` or cut short by ``stop``. tests/test_net.py
-        # shows both against the fake server (and fails the day urllib3 covers them); the "slow"
-        # and "reset" faults of tests/test_download.py and tests/test_hostile_io.py need it too.
+        # response is handed back, so a body that breaks halfway is not retried, and its sleeps
+        # (Retry-After) cannot be bounded by ``deadline``. tests/test_net.py shows both against
+        # the fake server and fails the day urllib3 covers them (it also shows what Retry does
+        # cover: a 500, a reset before the headers). ``stop`` (Ctrl-C) cuts our waits short;
+        # Retry's time.sleep cannot be (tests/test_hostile_io.py, test_ctrl_c_stops_download...).
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             r, failure = self._attempt(url, params, secret, end, stop, last)
