@@ -84,7 +84,7 @@ def embed_variants(
             and its model unless ``model`` is given.
         model: the setting's model already loaded by ``load_model`` (so it is not loaded twice).
         variants: among ``VARIANTS``.
-        batch_size: images per forward pass (at most ``embed.CPU_FORWARD_BATCH`` on the CPU).
+        batch_size: images per batch (a forward pass on the CPU takes ``embed.CPU_FORWARD_BATCH``).
         device: where the model is loaded when ``model`` is None.
 
     Returns:
@@ -99,7 +99,7 @@ def embed_variants(
     model = setting.load_model(device=device) if model is None else model
     info = model_info(model)
     transform = make_transform(setting.preset, mean=info.mean, std=info.std)
-    batches = _Batches(model, setting.pooling, batch_size)
+    batches = _Embedder(model, setting.pooling, batch_size)
     sources, kinds = [], []
     for i, path in enumerate(paths):
         image = _open_rgb(path)
@@ -133,7 +133,7 @@ def _open_rgb(path) -> Image.Image | None:
         return None
 
 
-class _Batches:
+class _Embedder:
     """Transformed images in, pooled rows out, ``batch_size`` images a forward pass."""
 
     def __init__(self, model, pooling: str, batch_size: int) -> None:
