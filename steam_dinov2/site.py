@@ -27,7 +27,7 @@ import numpy as np
 from . import layout
 from .files import atomic_dir
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).parent / "assets" / "site"
 THUMB_WIDTH = 150  # px: two columns of tiles on a phone, six on a laptop
@@ -230,7 +230,7 @@ def _write_thumbnails(tmp: Path, ids: list[str], files: dict, workers: int, prog
         for row, err in tqdm(results, total=len(jobs), unit="thumb", disable=not progress):
             if err:
                 skipped[ids[row]] = err
-                log.warning("no thumbnail for %s: %s", ids[row], err)
+                logger.warning("no thumbnail for %s: %s", ids[row], err)
             else:
                 has_thumb[row] = True
     return has_thumb, skipped
