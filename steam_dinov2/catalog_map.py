@@ -78,7 +78,17 @@ def compute_layout(
     x = reduce_dims(vectors)
     if n < 8:  # too few points for a neighbour graph: the two main axes say enough
         xy = _pca2(x)
-    elif method == "opentsne":
+    else:
+        xy = _embed_2d(x, method, seed, threads)
+    xy = np.asarray(xy, dtype=np.float64)
+    xy -= xy.min(axis=0)
+    return (xy / max(float(xy.max()), 1e-12)).astype(np.float32)
+
+
+def _embed_2d(x: np.ndarray, method: str, seed: int, threads: int) -> np.ndarray:
+    """(N, 2) positions of (N, d) rows, N >= 8, by ``method`` (not yet scaled to [0, 1])."""
+    n = len(x)
+    if method == "opentsne":
         from openTSNE import TSNE
 
         # annoy ships inside openTSNE; "auto" may pick pynndescent, whose numba compile costs ~50 s.
@@ -92,8 +102,8 @@ def compute_layout(
             random_state=seed,
             verbose=False,
         )
-        xy = np.asarray(tsne.fit(x))
-    elif method == "sklearn":
+        return np.asarray(tsne.fit(x))
+    if method == "sklearn":
         from sklearn.manifold import TSNE
 
         tsne = TSNE(
@@ -103,15 +113,11 @@ def compute_layout(
             random_state=seed,
             n_jobs=threads,
         )
-        xy = tsne.fit_transform(x)
-    else:
-        import umap
+        return tsne.fit_transform(x)
+    import umap
 
-        # A random_state makes UMAP deterministic (and single-threaded).
-        xy = umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed).fit_transform(x)
-    xy = np.asarray(xy, dtype=np.float64)
-    xy -= xy.min(axis=0)
-    return (xy / max(float(xy.max()), 1e-12)).astype(np.float32)
+    # A random_state makes UMAP deterministic (and single-threaded).
+    return umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed).fit_transform(x)
 
 
 def _pca2(x: np.ndarray) -> np.ndarray:
@@ -203,9 +209,16 @@ def map_catalog(
     if cached is not None:
         return cached
     logger.info("laying out %d banners of %s with %s", len(emb.ids), setting, method)
+    table = _map_table(emb, method, k, seed)
+    _write(path, table, made_from)
+    return table
+
+
+def _map_table(emb, method: str, n_clusters: int, seed: int) -> pd.DataFrame:
+    """``map_catalog``'s table, computed."""
     xy = compute_layout(emb.vectors, method=method, seed=seed)
-    labels, centrality = cluster_vectors(emb.vectors, k, seed=seed)
-    table = pd.DataFrame(
+    labels, centrality = cluster_vectors(emb.vectors, n_clusters, seed=seed)
+    return pd.DataFrame(
         {
             "id": pd.Series(emb.ids, dtype="string"),
             "x": xy[:, 0],
@@ -214,8 +227,6 @@ def map_catalog(
             "centrality": centrality,
         }
     )
-    _write(path, table, made_from)
-    return table
 
 
 def _read_cached(path, made_from: dict) -> pd.DataFrame | None:
@@ -277,14 +288,3 @@ def cluster_members(table: pd.DataFrame, cluster: int) -> list[str]:
     return (
         members.sort_values("centrality", ascending=False, kind="stable")["id"].astype(str).tolist()
     )
-
-
-_PLOTS = ("cluster_colour", "plot_catalog_map", "plot_cluster", "sample_for_thumbnails")
-
-
-def __getattr__(name: str):  # the figures moved to map_plots.py; old imports still work
-    if name in _PLOTS:
-        from . import map_plots
-
-        return getattr(map_plots, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

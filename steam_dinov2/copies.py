@@ -9,11 +9,15 @@ from __future__ import annotations
 import io
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from .preprocess import to_rgb
+
+if TYPE_CHECKING:
+    from .setting import Setting
 
 logger = logging.getLogger(__name__)
 
@@ -65,57 +69,100 @@ def make_variant(image: Image.Image, variant: str) -> Image.Image:
 
 def embed_variants(
     paths: list[str | os.PathLike],
-    model,
+    setting: Setting | str | None = None,
     *,
+    model=None,
     variants=tuple(VARIANTS),
-    preset: str = "crop256",
-    pooling: str = "cls",
     batch_size: int = 32,
+    device="auto",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Embed every variant of every image with a model from ``load_model``.
+    """Embed every variant of every image as ``setting`` embeds the collection.
+
+    Args:
+        paths: the images.
+        setting: a ``Setting`` or a setting name (None: ``Setting()``): its preset and pooling,
+            and its model unless ``model`` is given.
+        model: the setting's model already loaded by ``load_model`` (so it is not loaded twice).
+        variants: among ``VARIANTS``.
+        batch_size: images per batch (a forward pass on the CPU takes ``embed.CPU_FORWARD_BATCH``).
+        device: where the model is loaded when ``model`` is None.
 
     Returns:
         ``(vectors, sources, kinds)``: (V, D') float32 L2-normalised, one row per variant made;
         ``sources`` (V,) int64 index into ``paths`` of each row's image; ``kinds`` its variant
         name. An unreadable image gives no rows (logged).
     """
-    import torch
-
-    from .embed import CPU_FORWARD_BATCH, pool_tokens
     from .models import model_info
     from .preprocess import make_transform
 
+    setting = _as_setting(setting)
+    model = setting.load_model(device=device) if model is None else model
     info = model_info(model)
-    transform = make_transform(preset, mean=info.mean, std=info.std)
-    device = next(model.parameters()).device
-    step = CPU_FORWARD_BATCH if device.type == "cpu" else batch_size
-    chunks, sources, kinds, batch = [], [], [], []
-
-    def flush():
-        x = torch.stack(batch).to(device)
-        with torch.inference_mode():
-            out = torch.cat([pool_tokens(model, part, pooling) for part in x.split(step)])
-        chunks.append(out.float().cpu().numpy())
-        batch.clear()
-
+    transform = make_transform(setting.preset, mean=info.mean, std=info.std)
+    batches = _Embedder(model, setting.pooling, batch_size)
+    sources, kinds = [], []
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
-                img.load()
-                image = to_rgb(img)
-        except Exception as e:  # an unreadable banner is a skipped sample, not a failed run
-            logger.warning("copy sample %s skipped: %s: %s", path, type(e).__name__, e)
+        image = _open_rgb(path)
+        if image is None:
             continue
         for v in variants:
-            batch.append(transform(make_variant(image, v)))
+            batches.add(transform(make_variant(image, v)))
             sources.append(i)
             kinds.append(v)
-            if len(batch) == batch_size:
-                flush()
-    if batch:
-        flush()
-    dim = chunks[0].shape[1] if chunks else 0
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    return vectors, np.asarray(sources, np.int64), kinds
+    return batches.finish(), np.asarray(sources, np.int64), kinds
+
+
+def _as_setting(setting: Setting | str | None) -> Setting:
+    from .setting import Setting
+
+    if setting is None:
+        return Setting()
+    return Setting.from_name(setting) if isinstance(setting, str) else setting
+
+
+def _open_rgb(path) -> Image.Image | None:
+    """The image as RGB, or None (logged) when it cannot be read or is above ``MAX_PIXELS``."""
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
+            img.load()
+            return to_rgb(img)
+    except Exception as e:  # an unreadable banner is a skipped sample, not a failed run
+        logger.warning("copy sample %s skipped: %s: %s", path, type(e).__name__, e)
+        return None
+
+
+class _Embedder:
+    """Transformed images in, pooled rows out, ``batch_size`` images a forward pass."""
+
+    def __init__(self, model, pooling: str, batch_size: int) -> None:
+        from .embed import CPU_FORWARD_BATCH
+
+        self.model, self.pooling, self.batch_size = model, pooling, batch_size
+        self.device = next(model.parameters()).device
+        self.step = CPU_FORWARD_BATCH if self.device.type == "cpu" else batch_size
+        self.pending, self.chunks = [], []
+
+    def add(self, x) -> None:
+        self.pending.append(x)
+        if len(self.pending) == self.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        import torch
+
+        from .embed import pool_tokens
+
+        x = torch.stack(self.pending).to(self.device)
+        with torch.inference_mode():
+            parts = [pool_tokens(self.model, part, self.pooling) for part in x.split(self.step)]
+        self.chunks.append(torch.cat(parts).float().cpu().numpy())
+        self.pending.clear()
+
+    def finish(self) -> np.ndarray:
+        """(V, D') float32 of everything added ((0, 0) when nothing was)."""
+        if self.pending:
+            self._flush()
+        dim = self.chunks[0].shape[1] if self.chunks else 0
+        return np.concatenate(self.chunks) if self.chunks else np.zeros((0, dim), np.float32)

@@ -17,31 +17,27 @@ row of the cache. Truths (``TRUTHS``):
   name with its pretrained or random weights, or with the weights file the caller passes.
 
 Each figure has its exact expected value under a random ranking (``metrics``) as ``baseline``.
-``agreement``: for each pair of settings, the mean Jaccard of their top-k sets over shared ids.
-Pieces are cached in ``evaluation/cache/<setting>/``, keyed by the embedding cache generation,
-a hash of the labels and k: a rerun recomputes only what changed.
+``agreement`` (``ranking.agreement``): for each pair of settings, the mean Jaccard of their top-k
+sets over shared ids. Pieces are cached in ``evaluation/cache/<setting>/`` (``evaluation_cache``),
+keyed by the embedding cache generation, a hash of the labels and k: a rerun recomputes only what
+changed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
-from itertools import combinations
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import files, layout
 from .copies import VARIANTS
-from .embed import Embeddings, load_embeddings
-from .ranking import ideal_gains, rank_rows
-
-# The per-truth scoring lives in ``truths``; these names stay importable from here.
-from .truths import (  # noqa: F401
+from .embed import load_embeddings
+from .evaluation_cache import cached_neighbors, cached_table, digest
+from .ranking import agreement, ideal_gains
+from .truths import (
     COLUMNS,
     copy_model,
     label_sets,
@@ -57,7 +53,6 @@ TRUTHS = ("franchise", "developer", "publisher", "tags", "copy")
 LABELS = {"franchise": "franchises", "developer": "developers", "publisher": "publishers"}
 COPY_SAMPLE = 200
 SEED = 0
-_KEY = b"steam_dinov2.evaluation_key"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,50 +76,21 @@ class Evaluation:
     skipped: dict[str, str]
 
 
-def _cached(data, setting: str, part: str, key: dict, compute) -> pd.DataFrame:
-    """The cached piece when its key matches, else ``compute()`` stored under ``key``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+@dataclasses.dataclass
+class _Run:
+    """What every setting of one ``evaluate_settings`` call is scored with (see there)."""
 
-    path = layout.evaluation_cache_path(data, setting, part)
-    try:
-        if json.loads((pq.read_schema(path).metadata or {})[_KEY]) == key:
-            return pd.read_parquet(path)
-    except (OSError, KeyError, ValueError, TypeError):
-        pass  # absent, stale or unreadable: recompute
-    df = compute()
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = {**(table.schema.metadata or {}), _KEY: json.dumps(key).encode()}
-    with files.atomic_path(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-    return df
-
-
-def _digest(obj) -> str:
-    if isinstance(obj, np.ndarray):
-        raw = np.ascontiguousarray(obj).tobytes() + str(obj.shape).encode()
-    else:
-        raw = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def _neighbors(data, emb: Embeddings, k: int, base_key: dict) -> np.ndarray:
-    def compute():
-        n = len(emb.ids)
-        rows = rank_rows(emb.vectors, emb.vectors, k, self_rows=np.arange(n))
-        return pd.DataFrame({"query_id": emb.ids, "neighbors": list(rows)})
-
-    df = _cached(data, emb.setting, "neighbors", base_key, compute)
-    n, width = len(emb.ids), min(k, len(emb.ids) - 1)
-    try:
-        rows = np.stack(df["neighbors"].to_numpy()).astype(np.int64)
-        if rows.shape == (n, width) and rows.min() >= 0 and rows.max() < n:
-            return rows
-    except (KeyError, ValueError, TypeError):
-        pass
-    logger.warning("damaged evaluation cache of %s: ranking again", emb.setting)
-    layout.evaluation_cache_path(data, emb.setting, "neighbors").unlink(missing_ok=True)
-    return np.stack(_cached(data, emb.setting, "neighbors", base_key, compute)["neighbors"])
+    data: str | os.PathLike
+    k: int
+    copies: int
+    seed: int
+    variants: list[str]
+    weights: str | os.PathLike | None
+    device: str
+    metadata: pd.DataFrame  # empty when absent or damaged
+    no_metadata: str  # why it is empty
+    paths: dict[str, str]  # id -> image, for the copies
+    ideal: dict = dataclasses.field(default_factory=dict)  # tag digest -> ideal gains
 
 
 def evaluate_settings(
@@ -159,49 +125,66 @@ def evaluate_settings(
         listed in ``skipped`` with the reason, never raised.
     """
     from .embed import list_images
-    from .metadata import empty_metadata, read_metadata
 
     settings = _checked_request(data, settings, truths, variants, k, copies)
-    try:
-        metadata, no_metadata = read_metadata(data), "no metadata"
-    except ValueError as e:  # damaged: the label truths are skipped with the reason
-        metadata, no_metadata = empty_metadata(), str(e)
     images = images or layout.banners_dir(data)
     use = "copy" in truths and copies and Path(images).is_dir()
     paths = {i: str(p) for i, p in list_images(images).items()} if use else {}
+    labels = _read_labels(data)
+    run = _Run(data, k, copies, seed, list(variants), weights, device, *labels, paths)
     parts, skipped, tops = [], {}, {}
-    options = {"k": k, "copies": copies, "seed": seed, "variants": list(variants)}
-    options |= {"weights": weights, "device": device, "no_metadata": no_metadata, "ideal": {}}
     for setting in settings:
-        emb = load_embeddings(data, setting)
-        if len(emb.ids) < 2:
-            skipped[f"{setting}/*"] = f"{len(emb.ids)} banner(s): nothing to rank"
-            continue
-        base = {"vectors": emb.meta.get("vectors_file", ""), "n": len(emb.ids), "k": k}
-        neighbors = _neighbors(data, emb, k, base)
-        tops[setting] = (emb.ids, neighbors)
-        for truth in truths:
-            try:
-                part = _score_truth(data, emb, truth, neighbors, base, metadata, paths, options)
-            except _Skip as e:
-                skipped[f"{setting}/{truth}"] = str(e)
-                continue
-            if part.empty:
-                skipped[f"{setting}/{truth}"] = "no query: no app shares this label with another"
-            parts.append(part)
+        top = _score_setting(run, setting, truths, parts, skipped)
+        if top is not None:
+            tops[setting] = top
     per_query = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
-    summary = summarize(per_query)
-    agreement = _agreement(tops, k)
+    result = Evaluation(summarize(per_query), agreement(tops, k), per_query, skipped)
+    _write(data, result)
+    return result
+
+
+def _read_labels(data) -> tuple[pd.DataFrame, str]:
+    """``(metadata, why empty)``: a damaged table reads as empty, its reason kept for the skips."""
+    from .metadata import empty_metadata, read_metadata
+
+    try:
+        return read_metadata(data), "no metadata"
+    except ValueError as e:  # damaged: the label truths are skipped with the reason
+        return empty_metadata(), str(e)
+
+
+def _score_setting(run: _Run, setting: str, truths, parts: list, skipped: dict):
+    """Append one setting's per-query rows of every truth to ``parts`` (reasons for what could
+    not be scored to ``skipped``); returns its ``(ids, neighbours)``, None when too small."""
+    emb = load_embeddings(run.data, setting)
+    if len(emb.ids) < 2:
+        skipped[f"{setting}/*"] = f"{len(emb.ids)} banner(s): nothing to rank"
+        return None
+    base = {"vectors": emb.meta.get("vectors_file", ""), "n": len(emb.ids), "k": run.k}
+    neighbors = cached_neighbors(run.data, emb, run.k, base)
+    for truth in truths:
+        try:
+            part = _score_truth(run, emb, truth, neighbors, base)
+        except _Skip as e:
+            skipped[f"{setting}/{truth}"] = str(e)
+            continue
+        if part.empty:
+            skipped[f"{setting}/{truth}"] = "no query: no app shares this label with another"
+        parts.append(part)
+    return emb.ids, neighbors
+
+
+def _write(data, result: Evaluation) -> None:
+    """The summary, agreement and per-query tables into ``DATA/evaluation/`` (atomically)."""
     for path, df in (
-        (layout.evaluation_summary_path(data), summary),
-        (layout.evaluation_agreement_path(data), agreement),
-        (layout.evaluation_queries_path(data), per_query),
+        (layout.evaluation_summary_path(data), result.summary),
+        (layout.evaluation_agreement_path(data), result.agreement),
+        (layout.evaluation_queries_path(data), result.per_query),
     ):
         with files.atomic_path(path) as tmp:
             df.to_parquet(tmp, index=False)
-    for label, reason in skipped.items():
+    for label, reason in result.skipped.items():
         logger.info("skipped %s: %s", label, reason)
-    return Evaluation(summary, agreement, per_query, skipped)
 
 
 def _checked_request(data, settings, truths, variants, k: int, copies: int) -> list[str]:
@@ -231,48 +214,49 @@ class _Skip(Exception):
     """A truth that cannot be scored for a setting; the message says why."""
 
 
-def _score_truth(data, emb, truth, neighbors, base, metadata, paths, o) -> pd.DataFrame:
+def _score_truth(run: _Run, emb, truth: str, neighbors, base: dict) -> pd.DataFrame:
     """One truth's per-query rows for one setting, from the cache when its key still matches."""
-    k, setting = o["k"], emb.setting
-    if truth != "copy" and metadata.empty:
-        raise _Skip(f"{o['no_metadata']}: run `python -m steam_dinov2 metadata --data DATA`")
+    k, setting, data = run.k, emb.setting, run.data
+    if truth != "copy" and run.metadata.empty:
+        raise _Skip(f"{run.no_metadata}: run `python -m steam_dinov2 metadata --data DATA`")
     if truth in LABELS:
-        sets = label_sets(emb, metadata, LABELS[truth])
-        key = {**base, "labels": _digest([sorted(s) for s in sets])}
-        return _cached(
+        sets = label_sets(emb, run.metadata, LABELS[truth])
+        key = {**base, "labels": digest([sorted(s) for s in sets])}
+        return cached_table(
             data, setting, truth, key, lambda: score_labels(emb, sets, neighbors, k, truth)
         )
     if truth == "tags":
-        tags = tag_vectors(emb, metadata)
-        key = {**base, "labels": _digest(tags)}
+        tags = tag_vectors(emb, run.metadata)
+        key = {**base, "labels": digest(tags)}
 
         def compute():
-            if key["labels"] not in o["ideal"]:  # one search per label set, shared by settings
-                o["ideal"] = {key["labels"]: ideal_gains(tags, k)}
-            return score_tags(emb, tags, neighbors, k, ideal=o["ideal"][key["labels"]])
+            if key["labels"] not in run.ideal:  # one search per label set, shared by settings
+                run.ideal = {key["labels"]: ideal_gains(tags, k)}
+            return score_tags(emb, tags, neighbors, k, ideal=run.ideal[key["labels"]])
 
-        return _cached(data, setting, truth, key, compute)
-    if not o["copies"]:
+        return cached_table(data, setting, truth, key, compute)
+    if not run.copies:
         raise _Skip("copies=0")
     ids = set(emb.ids)
-    stamps = sorted((i, os.stat(p).st_mtime_ns) for i, p in paths.items() if i in ids)
-    key = {**base, **{n: o[n] for n in ("copies", "seed", "variants")}, "images": _digest(stamps)}
-    return _cached(data, setting, "copy", key, lambda: _copies(emb, paths, o))
+    stamps = sorted((i, os.stat(p).st_mtime_ns) for i, p in run.paths.items() if i in ids)
+    sample = {"copies": run.copies, "seed": run.seed, "variants": run.variants}
+    key = {**base, **sample, "images": digest(stamps)}
+    return cached_table(data, setting, "copy", key, lambda: _copies(run, emb))
 
 
-def _copies(emb, paths, o) -> pd.DataFrame:
+def _copies(run: _Run, emb) -> pd.DataFrame:
     from .embed import POOLINGS
     from .preprocess import PRESETS
 
     if emb.meta.get("preset") not in PRESETS or emb.meta.get("pooling") not in POOLINGS:
         raise _Skip("the cache names an unknown preset or pooling")
-    if not any(i in paths for i in emb.ids):
+    if not any(i in run.paths for i in emb.ids):
         raise _Skip("none of the setting's banners is in the image folder")
-    model, reason = copy_model(emb.meta, weights=o["weights"], device=o["device"])
+    model, reason = copy_model(emb.meta, weights=run.weights, device=run.device)
     if model is None:
         raise _Skip(reason)
     return score_copies(
-        emb, model, paths, o["k"], sample=o["copies"], seed=o["seed"], variants=o["variants"]
+        emb, model, run.paths, run.k, sample=run.copies, seed=run.seed, variants=run.variants
     )
 
 
@@ -294,18 +278,3 @@ def summarize(per_query: pd.DataFrame) -> pd.DataFrame:
         .drop(columns="_r")
         .reset_index(drop=True)
     )
-
-
-def _agreement(tops: dict, k: int) -> pd.DataFrame:
-    rows = []
-    for a, b in combinations(sorted(tops), 2):
-        (ids_a, nb_a), (ids_b, nb_b) = tops[a], tops[b]
-        row_b = {i: r for r, i in enumerate(ids_b)}
-        scores = []
-        for r, i in enumerate(ids_a):
-            if i in row_b:
-                sa = {ids_a[x] for x in nb_a[r]}
-                sb = {ids_b[x] for x in nb_b[row_b[i]]}
-                scores.append(len(sa & sb) / max(len(sa | sb), 1))
-        rows.append((a, b, float(np.mean(scores)) if scores else np.nan, len(scores)))
-    return pd.DataFrame(rows, columns=["setting_a", "setting_b", f"jaccard@{k}", "n_queries"])

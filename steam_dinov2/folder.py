@@ -97,14 +97,9 @@ def import_folder(
     files = list_folder_images(src)
     if not files:
         raise ValueError(f"no images in {src} (subfolders included)")
-    ids = {rel: own_image_id(rel) for rel in files}
-    if len(set(ids.values())) != len(ids):  # 48-bit hashes: never seen, but never silently merged
-        raise ValueError(f"two images in {src} hash to the same id; rename one of them")
+    ids = _image_ids(src, files)
     old = read_manifest(data)
-    known = {
-        int(a): t for a, t, s in zip(old["app_id"], old["updated_at"], old["status"]) if s == "ok"
-    }
-    present = collection_images(data, old)
+    known, present = _imported_at(old), collection_images(data, old)
     report, rows = FolderImport(), []
     for rel, path in tqdm(files.items(), desc="import folder", unit="image", disable=not progress):
         app_id = ids[rel]
@@ -118,23 +113,38 @@ def import_folder(
             logger.debug("skipped %s: %s", rel, e)  # in the report's skipped: shown once
             report.skipped[rel] = str(e)
             continue
-        payload = encode_jpeg(img)
-        layout.write_bytes_atomic(layout.banner_path(data, app_id), payload)
-        rows.append(
-            {
-                "app_id": app_id,
-                "name": path.stem,
-                "url": f"folder:{rel}",
-                "status": "ok",
-                "error": "",
-                "width": img.width,
-                "height": img.height,
-                "bytes": len(payload),
-                "updated_at": mtime,
-            }
-        )
+        source = {"name": path.stem, "url": f"folder:{rel}", "updated_at": mtime}
+        rows.append(_save(data, app_id, img) | source)
         report.imported.append(app_id)
     if rows:
         write_manifest(data, pd.concat([d for d in (old, pd.DataFrame(rows)) if len(d)]))
     logger.debug("%s from %s into %s", report, src, layout.banners_dir(data))  # returned too
     return report
+
+
+def _imported_at(manifest: pd.DataFrame) -> dict[int, pd.Timestamp]:
+    """``{id: updated_at}`` of the manifest's ``ok`` rows (an image's modification time)."""
+    ok = manifest[manifest["status"] == "ok"]
+    return {int(a): t for a, t in zip(ok["app_id"], ok["updated_at"])}
+
+
+def _image_ids(src, files: dict[str, Path]) -> dict[str, int]:
+    """``{relative path: own_image_id}``; ValueError if two paths share an id."""
+    ids = {rel: own_image_id(rel) for rel in files}
+    if len(set(ids.values())) != len(ids):  # 48-bit hashes: never seen, but never silently merged
+        raise ValueError(f"two images in {src} hash to the same id; rename one of them")
+    return ids
+
+
+def _save(data, app_id: int, img) -> dict:
+    """Write ``img`` as ``app_id``'s banner (RGB JPEG, atomically); its manifest row so far."""
+    payload = encode_jpeg(img)
+    layout.write_bytes_atomic(layout.banner_path(data, app_id), payload)
+    return {
+        "app_id": app_id,
+        "status": "ok",
+        "error": "",
+        "width": img.width,
+        "height": img.height,
+        "bytes": len(payload),
+    }

@@ -81,29 +81,8 @@ def load_manifest(
     Raises:
         ValueError: ``"{name}: damaged manifest (why); {fix}"``.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
-        try:
-            f = pq.ParquetFile(source)
-            meta = f.metadata
-            if meta.num_rows > MAX_MANIFEST_ROWS:
-                raise ValueError(f"{meta.num_rows:,} rows, above {MAX_MANIFEST_ROWS:,}")
-            size = sum(
-                meta.row_group(g).column(c).total_uncompressed_size
-                for g in range(meta.num_row_groups)
-                for c in range(meta.num_columns)
-            )
-            if size > MAX_MANIFEST_BYTES:
-                raise ValueError(f"{size:,} bytes uncompressed, above {MAX_MANIFEST_BYTES:,}")
-            present = f.schema_arrow.names
-            missing = [c for c in required if c not in present]
-            if missing:
-                raise ValueError(f"columns {missing} missing")
-            df = f.read(columns=[c for c in MANIFEST_DTYPES if c in present]).to_pandas()
-        except (pa.ArrowException, OSError, TypeError) as e:
-            raise ValueError(f"not a parquet file we can read: {str(e)[:120]}") from None
+        df = _read_bounded(source, required)
         if not pd.api.types.is_integer_dtype(df["app_id"]):
             raise ValueError(f"app_id is {df['app_id'].dtype}, not integers")
         for row, app_id in enumerate(df["app_id"].tolist()):
@@ -118,6 +97,34 @@ def load_manifest(
         return _typed(df)
     except ValueError as e:
         raise ValueError(f"{name}: damaged manifest ({e}); {fix}") from None
+
+
+def _read_bounded(source, required: tuple[str, ...]) -> pd.DataFrame:
+    """The ``MANIFEST_DTYPES`` columns ``source`` has, untyped, after checking on the parquet
+    footer (before any column is decoded) its size and the ``required`` columns; ValueError
+    saying why not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        f = pq.ParquetFile(source)
+        meta = f.metadata
+        if meta.num_rows > MAX_MANIFEST_ROWS:
+            raise ValueError(f"{meta.num_rows:,} rows, above {MAX_MANIFEST_ROWS:,}")
+        size = sum(
+            meta.row_group(g).column(c).total_uncompressed_size
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        )
+        if size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"{size:,} bytes uncompressed, above {MAX_MANIFEST_BYTES:,}")
+        present = f.schema_arrow.names
+        missing = [c for c in required if c not in present]
+        if missing:
+            raise ValueError(f"columns {missing} missing")
+        return f.read(columns=[c for c in MANIFEST_DTYPES if c in present]).to_pandas()
+    except (pa.ArrowException, OSError, TypeError) as e:
+        raise ValueError(f"not a parquet file we can read: {str(e)[:120]}") from None
 
 
 def write_manifest(data: str | os.PathLike, df: pd.DataFrame) -> None:

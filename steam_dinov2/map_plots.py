@@ -53,7 +53,6 @@ def plot_catalog_map(
         matplotlib Figure.
     """
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
     fig = Figure(figsize=(size, size), layout="constrained")
     ax = fig.subplots()
@@ -61,6 +60,19 @@ def plot_catalog_map(
     ax.scatter(
         table["x"], table["y"], c=colours, s=max(1.0, 3000 / max(len(table), 1)), linewidths=0
     )
+    _draw_thumbnails(ax, data, table, cells)
+    _label_clusters(ax, table)
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(1.05, -0.05)  # y down, as the exported site's canvas draws it
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return fig
+
+
+def _draw_thumbnails(ax, data, table: pd.DataFrame, cells: int) -> None:
+    """The ``sample_for_thumbnails`` banners at their points, framed in their cluster's colour."""
+    from matplotlib.patches import Rectangle
+
     half = 0.42 / cells  # thumbnail half-height in map units; banners are 2:3
     for row in sample_for_thumbnails(table, cells):
         x, y, c = table["x"].iat[row], table["y"].iat[row], table["cluster"].iat[row]
@@ -80,6 +92,10 @@ def plot_catalog_map(
                 zorder=4,
             )
         )
+
+
+def _label_clusters(ax, table: pd.DataFrame) -> None:
+    """Each cluster's number at the median of its points."""
     for c, group in table.groupby("cluster"):
         ax.text(
             group["x"].median(),
@@ -92,11 +108,6 @@ def plot_catalog_map(
             zorder=5,
             bbox={"boxstyle": "round", "fc": "white", "ec": cluster_colour(c), "alpha": 0.85},
         )
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(1.05, -0.05)  # y down, as the exported site's canvas draws it
-    ax.set_aspect("equal")
-    ax.axis("off")
-    return fig
 
 
 def _small_banner(path) -> np.ndarray | None:

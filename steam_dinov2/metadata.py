@@ -4,7 +4,7 @@ The labels ``evaluate`` scores against, fetched keyless from Steam:
 
 * ``IStoreBrowseService/GetItems/v1`` with ``include_basic_info`` (developers, publishers,
   franchises) and ``include_tag_count`` (the top tags with their weights), in batches of 50 as the
-  download asks for hashed asset paths;
+  download asks for hashed asset paths (the answer is parsed by ``steam.fetch_store_metadata``);
 * ``IStoreService/GetTagList/v1`` for tag names, optional: ids are enough for scoring.
 
 Kept in ``DATA/metadata.parquet`` (one row per app) and ``DATA/tag_names.parquet``. A failed batch
@@ -24,16 +24,17 @@ from tqdm.auto import tqdm
 
 from . import layout
 from .net import HttpError, SteamHttp
-from .steam import GETITEMS_BATCH
+from .steam import (
+    GETITEMS_BATCH,
+    LABEL_COLUMNS,
+    MAX_LABEL_CHARS,
+    fetch_store_metadata,
+    store_metadata_row,
+)
 
 logger = logging.getLogger(__name__)
 
-TAG_COUNT = 20  # top tags asked per app; the store page shows about this many
-LABEL_COLUMNS = ("developers", "publishers", "franchises")
 COLUMNS = ("app_id", *LABEL_COLUMNS, "tagids", "tag_weights", "updated_at")
-# Bounds on what one app may bring (the response is untrusted): far above any real store entry.
-_MAX_LABELS = 32
-_MAX_LABEL_CHARS = 200
 _WORKERS = 4  # concurrent GetItems batches: polite to a keyless endpoint
 _CHECKPOINT = 20  # batches (1,000 apps) between two writes of the table
 
@@ -121,50 +122,69 @@ def fetch_metadata(
         app_ids = _collection_ids(data)
     ids = list(dict.fromkeys(int(a) for a in app_ids))
     errors: list[str] = []
-    try:
-        old = read_metadata(data)
-    except ValueError as e:  # a damaged table is fetched again, not a reason to stop
-        errors.append(str(e))
-        logger.warning("%s", e)
-        old = empty_metadata()
+    old = _previous(data, errors)
     keep = old[old["app_id"].isin(ids)] if not refresh else old.iloc[:0]
     todo = sorted(set(ids) - set(keep["app_id"]))
+    run = _Batches(data, old, errors)
     batches = [todo[i : i + GETITEMS_BATCH] for i in range(0, len(todo), GETITEMS_BATCH)]
-    rows, failed, unknown = [], 0, []
-
-    def save():  # also every _CHECKPOINT batches: a killed run keeps what it fetched
-        done = rows + [_row(a, {}) for a in unknown]
-        if done:
-            new = pd.DataFrame(done, columns=list(COLUMNS)).assign(
-                updated_at=pd.Timestamp.now("UTC")
-            )
-            write_metadata(data, pd.concat([old, new], ignore_index=True))
-        return done
-
     with (
         ThreadPoolExecutor(_WORKERS, thread_name_prefix="metadata") as pool,
         tqdm(total=len(todo), desc="metadata", unit="app", disable=not progress) as bar,
     ):
         results = pool.map(_try_batch, batches, [http] * len(batches))
         for n, (batch, result) in enumerate(zip(batches, results), 1):
-            if isinstance(result, str):
-                failed += len(batch)
-                errors.append(f"apps {batch[0]}..{batch[-1]}: {result}")
-                logger.warning("metadata of apps %s..%s: %s", batch[0], batch[-1], result)
-            else:
-                # An app the store says it does not know gets an empty row, so a rerun does not
-                # ask again; one it did not mention at all is asked again.
-                rows += result[0]
-                unknown += result[1]
-                failed += len(batch) - len(result[0]) - len(result[1])
+            run.add(batch, result)
             bar.update(len(batch))
-            if n % _CHECKPOINT == 0:
-                save()
-    fetched = len(rows)
-    names = _update_tag_names(data, save(), http, errors)
-    report = MetadataReport(fetched, len(keep), len(unknown), failed, names, tuple(errors))
+            if n % _CHECKPOINT == 0:  # a killed run keeps what it fetched
+                run.save()
+    names = _update_tag_names(data, run.save(), http, errors)
+    report = MetadataReport(
+        len(run.rows), len(keep), len(run.unknown), run.failed, names, tuple(errors)
+    )
     logger.debug("metadata: %s", report)  # returned: its caller shows it once
     return report
+
+
+def _previous(data, errors: list[str]) -> pd.DataFrame:
+    """The metadata table so far; a damaged one is fetched again, not a reason to stop."""
+    try:
+        return read_metadata(data)
+    except ValueError as e:
+        errors.append(str(e))
+        logger.warning("%s", e)
+        return empty_metadata()
+
+
+class _Batches:
+    """The GetItems batches of one ``fetch_metadata`` run: rows, unknown apps and failures."""
+
+    def __init__(self, data, old: pd.DataFrame, errors: list[str]) -> None:
+        self.data, self.old, self.errors = data, old, errors
+        self.rows: list[dict] = []
+        self.unknown: list[int] = []
+        self.failed = 0
+
+    def add(self, batch: list[int], result: tuple[list[dict], list[int]] | str) -> None:
+        """Count one batch's ``_try_batch`` result."""
+        if isinstance(result, str):
+            self.failed += len(batch)
+            self.errors.append(f"apps {batch[0]}..{batch[-1]}: {result}")
+            logger.warning("metadata of apps %s..%s: %s", batch[0], batch[-1], result)
+            return
+        # An app the store says it does not know gets an empty row, so a rerun does not ask
+        # again; one it did not mention at all is asked again.
+        self.rows += result[0]
+        self.unknown += result[1]
+        self.failed += len(batch) - len(result[0]) - len(result[1])
+
+    def save(self) -> list[dict]:
+        """Write the old rows and those fetched so far; returns the fetched ones."""
+        done = self.rows + [store_metadata_row(a, {}) for a in self.unknown]
+        if done:
+            new = pd.DataFrame(done, columns=list(COLUMNS))
+            new = new.assign(updated_at=pd.Timestamp.now("UTC"))
+            write_metadata(self.data, pd.concat([self.old, new], ignore_index=True))
+        return done
 
 
 def write_metadata(data: str | os.PathLike, df: pd.DataFrame) -> None:
@@ -213,62 +233,9 @@ def _collection_ids(data) -> list[int]:
 def _try_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]] | str:
     """``(rows, unknown ids)`` of one GetItems batch, or the reason it failed."""
     try:
-        return _metadata_batch(ids, http)
+        return fetch_store_metadata(ids, http)
     except (HttpError, ValueError, TypeError, KeyError, AttributeError) as e:
         return f"{type(e).__name__}: {str(e)[:160]}"
-
-
-def _metadata_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]]:
-    query = {
-        "ids": [{"appid": a} for a in ids],
-        "context": {"language": "english", "country_code": "US", "steam_realm": 1},
-        "data_request": {"include_basic_info": True, "include_tag_count": TAG_COUNT},
-    }
-    url = f"{http.api_base}/IStoreBrowseService/GetItems/v1/"
-    r = http.get(url, params={"input_json": json.dumps(query, separators=(",", ":"))})
-    http.raise_for_status(r)
-    try:
-        items = r.json()["response"].get("store_items", [])
-    except (json.JSONDecodeError, KeyError, AttributeError):
-        raise ValueError("GetItems answered something else than its JSON") from None
-    wanted, rows, unknown = set(ids), {}, set()
-    for item in items if isinstance(items, list) else []:
-        app_id = item.get("appid", item.get("id")) if isinstance(item, dict) else None
-        if not isinstance(app_id, int) or app_id not in wanted:
-            continue
-        if item.get("success", 1) == 1:
-            rows[app_id] = _row(app_id, item)
-        else:
-            unknown.add(app_id)
-    return list(rows.values()), sorted(unknown - rows.keys())
-
-
-def _row(app_id: int, item: dict) -> dict:
-    info = item.get("basic_info")
-    info = info if isinstance(info, dict) else {}
-    row = {"app_id": int(app_id)}
-    for col in LABEL_COLUMNS:
-        row[col] = _names(info.get(col))
-    tags = item.get("tags")
-    pairs = []
-    for t in tags if isinstance(tags, list) else []:
-        if isinstance(t, dict) and isinstance(t.get("tagid"), int) and 0 <= t["tagid"] < 2**31:
-            weight = t.get("weight", 0)
-            pairs.append((t["tagid"], float(weight) if isinstance(weight, int | float) else 0.0))
-    pairs = sorted(dict(pairs).items(), key=lambda p: -p[1])[:TAG_COUNT]
-    row["tagids"] = [t for t, _ in pairs]
-    row["tag_weights"] = [w for _, w in pairs]
-    return row
-
-
-def _names(entries) -> list[str]:
-    """Names of ``[{name, creator_clan_account_id}, ...]``, stripped, unique, bounded."""
-    out = []
-    for e in entries if isinstance(entries, list) else []:
-        name = e.get("name") if isinstance(e, dict) else None
-        if isinstance(name, str) and name.strip():
-            out.append(name.strip()[:_MAX_LABEL_CHARS])
-    return list(dict.fromkeys(out))[:_MAX_LABELS]
 
 
 def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]) -> int:
@@ -283,7 +250,7 @@ def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]
         http.raise_for_status(r)
         tags = r.json()["response"]["tags"]
         got = {
-            int(t["tagid"]): str(t["name"])[:_MAX_LABEL_CHARS]
+            int(t["tagid"]): str(t["name"])[:MAX_LABEL_CHARS]
             for t in tags
             if isinstance(t, dict) and isinstance(t.get("tagid"), int) and "name" in t
         }

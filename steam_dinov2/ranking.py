@@ -1,8 +1,12 @@
-"""Exact top-k rankings for scoring: ties broken by row, and the ideal gains of graded truths."""
+"""Exact top-k rankings for scoring: ties broken by row, the ideal gains of graded truths, and
+how alike two settings rank."""
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
+import pandas as pd
 
 BLOCK = 4096  # queries per faiss call: bounds the result buffers whatever N is
 
@@ -61,3 +65,28 @@ def ideal_gains(tags: np.ndarray, k: int) -> np.ndarray:
         scores[rows == np.arange(start, start + len(rows))[:, None]] = -np.inf
         out[start : start + len(rows)] = -np.sort(-scores, axis=1)[:, :kk]
     return np.maximum(out, 0.0)
+
+
+def agreement(tops: dict, k: int) -> pd.DataFrame:
+    """How alike settings rank: for each pair, the mean Jaccard of their top-k sets.
+
+    Args:
+        tops: ``{setting: (ids, rows)}``, ``rows`` (N, k') int64 into ``ids`` per query.
+        k: the k of the column name.
+
+    Returns:
+        DataFrame setting_a, setting_b, ``jaccard@k`` (mean over the ids both hold; NaN if
+        none), n_queries.
+    """
+    rows = []
+    for a, b in combinations(sorted(tops), 2):
+        (ids_a, nb_a), (ids_b, nb_b) = tops[a], tops[b]
+        row_b = {i: r for r, i in enumerate(ids_b)}
+        scores = []
+        for r, i in enumerate(ids_a):
+            if i in row_b:
+                sa = {ids_a[x] for x in nb_a[r]}
+                sb = {ids_b[x] for x in nb_b[row_b[i]]}
+                scores.append(len(sa & sb) / max(len(sa | sb), 1))
+        rows.append((a, b, float(np.mean(scores)) if scores else np.nan, len(scores)))
+    return pd.DataFrame(rows, columns=["setting_a", "setting_b", f"jaccard@{k}", "n_queries"])

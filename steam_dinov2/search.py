@@ -164,13 +164,7 @@ def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=Non
             exclusions than ``exclude``.
     """
     _check_k(k)
-    if index is None:
-        index = index_collection(emb, exclude)
-    elif not isinstance(index, CollectionIndex):
-        raise ValueError(
-            f"index must come from index_collection(emb, exclude), got {type(index).__name__}"
-        )
-    index.check(emb, exclude)
+    index = _index_for(emb, exclude, index)
     cand = index.rows
     if isinstance(query, (str, int, np.integer)):
         query = str(query)
@@ -198,6 +192,18 @@ def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=Non
             "score": scores[0][ok].astype(np.float32),
         }
     )
+
+
+def _index_for(emb: Embeddings, exclude, index) -> CollectionIndex:
+    """``index`` checked against ``emb`` and ``exclude``, or one built for them."""
+    if index is None:
+        return index_collection(emb, exclude)
+    if not isinstance(index, CollectionIndex):
+        raise ValueError(
+            f"index must come from index_collection(emb, exclude), got {type(index).__name__}"
+        )
+    index.check(emb, exclude)
+    return index
 
 
 def match_all(

@@ -27,7 +27,7 @@ import numpy as np
 from . import layout
 from .files import atomic_dir
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).parent / "assets" / "site"
 THUMB_WIDTH = 150  # px: two columns of tiles on a phone, six on a laptop
@@ -97,27 +97,54 @@ def export_site(
     Returns:
         SiteReport with counts and the folder's size in bytes.
     """
-    from tqdm.auto import tqdm
-
     from .audit import load_exclusions
-    from .embed import list_images, load_embeddings
-    from .manifest import load_names
-    from .search import match_all
+    from .embed import list_images
+
+    out = Path(out)
+    emb = _checked_embeddings(data, setting, out, k)
+    exclude = {} if include_excluded else load_exclusions(data)
+    files = list_images(images or layout.banners_dir(data))
+    nb_rows, nb_scores = _neighbor_rows(emb, k, exclude, progress)
+    games = _games(data, emb, k, with_map, n_clusters)
+    with atomic_dir(out) as tmp:
+        (tmp / "data").mkdir(parents=True)
+        for name in ("index.html", "app.js", "style.css"):
+            shutil.copyfile(ASSETS / name, tmp / name)
+        _write_shards(tmp, nb_rows, nb_scores)
+        has_thumb, skipped = _write_thumbnails(tmp, emb.ids, files, workers, progress)
+        games["thumb"] = has_thumb.astype(int).tolist()
+        _write_json(tmp / "data" / "games.json", games)
+        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    return SiteReport(out, len(emb.ids), int(has_thumb.sum()), skipped, size)
+
+
+def _checked_embeddings(data, setting, out: Path, k: int):
+    """The setting's ``Embeddings`` after checking ``k`` and ``out``; ValueError naming the fix."""
+    from .embed import load_embeddings
     from .setting import setting_of
 
     setting = setting_of(setting)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    out = Path(out)
-    is_site = (out / "data" / "games.json").is_file()
-    if out.exists() and not is_site and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} exists and is not an exported site: choose an empty or new folder")
+    _check_out(out)
     emb = load_embeddings(data, setting)
     if not emb.ids:
         raise ValueError(f"setting {setting!r} in {data} holds no embeddings")
-    names = load_names(data)
-    exclude = {} if include_excluded else load_exclusions(data)
-    files = list_images(images or layout.banners_dir(data))
+    return emb
+
+
+def _check_out(out: Path) -> None:
+    """ValueError unless ``out`` is new, an empty folder or a previous export (to replace)."""
+    is_site = (out / "data" / "games.json").is_file()
+    if out.exists() and not is_site and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an exported site: choose an empty or new folder")
+
+
+def _neighbor_rows(emb, k: int, exclude, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) int64 rows into ``emb.ids`` of each game's neighbours (-1 where fewer) and (N, k)
+    float32 cosines, best first."""
+    from .search import match_all
+
     table = match_all(emb, k=k, exclude=exclude, progress=progress)
     row_of = {i: r for r, i in enumerate(emb.ids)}
     n = len(emb.ids)
@@ -126,66 +153,87 @@ def export_site(
     q = table["query_id"].astype(str).map(row_of).to_numpy()
     nb_rows[q, table["rank"].to_numpy() - 1] = table["id"].astype(str).map(row_of).to_numpy()
     nb_scores[q, table["rank"].to_numpy() - 1] = table["score"].to_numpy()
+    return nb_rows, nb_scores
 
+
+def _games(data, emb, k: int, with_map: bool, n_clusters: int | None) -> dict:
+    """``games.json`` without the thumbnail flags; the map's fields when ``with_map``."""
+    from .manifest import load_names
+
+    names = load_names(data)
     games = {
         "version": 1,
-        "setting": setting,
+        "setting": emb.setting,
         "k": k,
         "shard": SHARD,
-        "count": n,
+        "count": len(emb.ids),
         "ids": list(emb.ids),
         "names": [names.get(i, "") for i in emb.ids],
     }
-    if with_map:
-        from .catalog_map import describe_clusters, map_catalog
+    return games | (_map_fields(data, emb, names, n_clusters) if with_map else {})
 
-        cmap = map_catalog(data, setting, n_clusters=n_clusters)
-        games["x"] = np.rint(cmap["x"].to_numpy() * MAP_SCALE).astype(int).tolist()
-        games["y"] = np.rint(cmap["y"].to_numpy() * MAP_SCALE).astype(int).tolist()
-        games["cluster"] = cmap["cluster"].astype(int).tolist()
-        summary = describe_clusters(cmap, names, top=3)
-        games["clusters"] = [
+
+def _map_fields(data, emb, names: dict, n_clusters: int | None) -> dict:
+    """``x``, ``y`` (0..``MAP_SCALE``), ``cluster`` per game and ``clusters`` (size, central
+    rows) of ``games.json``, from the cached catalogue map."""
+    from .catalog_map import describe_clusters, map_catalog
+
+    cmap = map_catalog(data, emb.setting, n_clusters=n_clusters)
+    summary = describe_clusters(cmap, names, top=3)
+    row_of = {i: r for r, i in enumerate(emb.ids)}
+    return {
+        "x": np.rint(cmap["x"].to_numpy() * MAP_SCALE).astype(int).tolist(),
+        "y": np.rint(cmap["y"].to_numpy() * MAP_SCALE).astype(int).tolist(),
+        "cluster": cmap["cluster"].astype(int).tolist(),
+        "clusters": [
             {"cluster": int(c), "size": int(s), "central": [row_of[i] for i in ids]}
             for c, s, ids in zip(summary["cluster"], summary["size"], summary["central_ids"])
-        ]
+        ],
+    }
 
-    with atomic_dir(out) as tmp:
-        (tmp / "data").mkdir(parents=True)
-        for name in ("index.html", "app.js", "style.css"):
-            shutil.copyfile(ASSETS / name, tmp / name)
-        for start in range(0, n, SHARD):
-            stop = min(start + SHARD, n)
-            shard = {
-                "rows": nb_rows[start:stop].tolist(),
-                "scores": np.round(nb_scores[start:stop].astype(np.float64), 3).tolist(),
-            }
-            _write_json(tmp / "data" / f"neighbors-{start // SHARD}.json", shard)
-        jobs = [(r, files[i]) for r, i in enumerate(emb.ids) if i in files]
-        skipped = {i: "no image file" for i in emb.ids if i not in files}
-        for folder in {r // SHARD for r, _ in jobs}:
-            (tmp / "thumbs" / str(folder)).mkdir(parents=True)
-        has_thumb = np.zeros(n, bool)
 
-        def one(job):
-            row, src = job
-            try:
-                make_thumbnail(src, tmp / "thumbs" / str(row // SHARD) / f"{row}.webp")
-                return row, ""
-            except Exception as e:  # an unreadable banner is a tile without a picture
-                return row, f"{type(e).__name__}: {e}"
+def _write_shards(tmp: Path, nb_rows: np.ndarray, nb_scores: np.ndarray) -> None:
+    """``data/neighbors-{shard}.json``: ``SHARD`` games' rows and cosines (3 decimals) each."""
+    for start in range(0, len(nb_rows), SHARD):
+        stop = min(start + SHARD, len(nb_rows))
+        shard = {
+            "rows": nb_rows[start:stop].tolist(),
+            "scores": np.round(nb_scores[start:stop].astype(np.float64), 3).tolist(),
+        }
+        _write_json(tmp / "data" / f"neighbors-{start // SHARD}.json", shard)
 
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            results = pool.map(one, jobs)
-            for row, err in tqdm(results, total=len(jobs), unit="thumb", disable=not progress):
-                if err:
-                    skipped[emb.ids[row]] = err
-                    log.warning("no thumbnail for %s: %s", emb.ids[row], err)
-                else:
-                    has_thumb[row] = True
-        games["thumb"] = has_thumb.astype(int).tolist()
-        _write_json(tmp / "data" / "games.json", games)
-        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
-    return SiteReport(out, n, int(has_thumb.sum()), skipped, size)
+
+def _write_thumbnails(tmp: Path, ids: list[str], files: dict, workers: int, progress: bool):
+    """``thumbs/{row // SHARD}/{row}.webp`` for every game with a readable image.
+
+    Returns:
+        ``(has_thumb, skipped)``: (N,) bool per row, and ``{id: reason}`` for the others.
+    """
+    from tqdm.auto import tqdm
+
+    jobs = [(r, files[i]) for r, i in enumerate(ids) if i in files]
+    skipped = {i: "no image file" for i in ids if i not in files}
+    for folder in {r // SHARD for r, _ in jobs}:
+        (tmp / "thumbs" / str(folder)).mkdir(parents=True)
+    has_thumb = np.zeros(len(ids), bool)
+
+    def one(job):
+        row, src = job
+        try:
+            make_thumbnail(src, tmp / "thumbs" / str(row // SHARD) / f"{row}.webp")
+            return row, ""
+        except Exception as e:  # an unreadable banner is a tile without a picture
+            return row, f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = pool.map(one, jobs)
+        for row, err in tqdm(results, total=len(jobs), unit="thumb", disable=not progress):
+            if err:
+                skipped[ids[row]] = err
+                logger.warning("no thumbnail for %s: %s", ids[row], err)
+            else:
+                has_thumb[row] = True
+    return has_thumb, skipped
 
 
 def _write_json(path: Path, obj) -> None:

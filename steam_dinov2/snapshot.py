@@ -17,11 +17,10 @@ import io
 import logging
 import os
 import re
-import stat
 import tarfile
 import zlib
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pandas as pd
 from PIL import Image
@@ -41,6 +40,13 @@ from .manifest import (
 )
 from .net import SteamHttp
 from .progress import tqdm
+from .snapshot_archive import (
+    I2D_MEMBER,
+    check_archive,
+    is_wanted,
+    read_member,
+    walk_images,
+)
 from .snapshot_fetch import fetch_snapshot, is_tar
 
 logger = logging.getLogger(__name__)
@@ -48,10 +54,6 @@ logger = logging.getLogger(__name__)
 RELEASE_URL = "https://github.com/woctezuma/steam-DINOv2/releases/download/input"
 # The CDN the original project downloaded from in July 2023.
 JULY_2023_URL = "https://cdn.cloudflare.steamstatic.com/steam/apps/{app_id}/library_600x900.jpg"
-_I2D = re.compile(r"^images/(\d{5})/(\d{9})\.jpg$")
-# A 600x900 banner is ~0.2 MB as JPEG, ~1.6 MB as PNG; the July-2023 parts hold ~100k members.
-MAX_MEMBER_BYTES = 32 << 20
-MAX_MEMBERS = 1_000_000
 _FORMS = (
     "a .tar.gz made by pack_snapshot, a URL to one, a folder holding apps.json and "
     "images_part*.tar.gz (or an extracted images/), an img2dataset .tar.gz with apps.json beside "
@@ -101,9 +103,9 @@ def import_snapshot(
 
     Raises:
         ValueError: an unknown form, or a hostile archive (absolute path, ``..``, link, device,
-            a member above ``MAX_MEMBER_BYTES``, a name that is not an app id, a damaged
-            manifest), named with the archive and the member: nothing is written outside
-            ``data`` and nothing at all from a hostile archive.
+            a member above ``snapshot_archive.MAX_MEMBER_BYTES``, a name that is not an app id,
+            a damaged manifest), named with the archive and the member: nothing is written
+            outside ``data`` and nothing at all from a hostile archive.
     """
     with layout.lock_data(data):
         return _import(src, data, apps, http, progress)
@@ -123,7 +125,7 @@ def _import(src, data, apps, http, progress) -> int:
         if archives:
             return sum(_import_tar(a, data, app_ids, progress) for a in archives)
         if (path / "images").is_dir():
-            return _import_files(_walk(path), data, app_ids, None, progress)
+            return _import_files(walk_images(path), data, app_ids, None, progress)
     elif path.is_file() and is_tar(path):
         beside = path.parent / "apps.json"
         app_ids = _read_apps(apps) if apps is not None else None
@@ -149,55 +151,6 @@ def _read_apps(apps) -> list[int] | None:
     return [app_id for app_id, _ in read_app_file(path)]  # names the file and line of a bad id
 
 
-def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.TarInfo]:
-    """All members of ``tar`` after checking each is a plain file or folder with a relative path
-    inside the archive, that a file we would read is at most ``MAX_MEMBER_BYTES`` and that a
-    banner's name holds a valid app id; raises ValueError naming the first offending member.
-
-    Member names come back normalised (``./banners/1.jpg`` -> ``banners/1.jpg``).
-    """
-    members = []
-    for m in tar:  # streamed: a header at a time
-        if len(members) >= MAX_MEMBERS:
-            raise ValueError(f"refusing {name}: more than {MAX_MEMBERS:,} members")
-        p = PurePosixPath(m.name.replace("\\", "/"))
-        if p.is_absolute() or re.match(r"^[A-Za-z]:", m.name) or ".." in p.parts:
-            raise ValueError(f"refusing {name}: member {m.name!r} escapes the archive")
-        if m.issym() or m.islnk():
-            raise ValueError(f"refusing {name}: member {m.name!r} is a link")
-        if not (m.isfile() or m.isdir()) or m.issparse():
-            raise ValueError(f"refusing {name}: member {m.name!r} is a device, fifo or special")
-        norm = str(p)
-        if m.isfile() and _wanted(norm) and m.size > MAX_MEMBER_BYTES:
-            raise ValueError(
-                f"refusing {name}: member {m.name!r} is {m.size:,} bytes, above the cap of "
-                f"{MAX_MEMBER_BYTES:,} per file"
-            )
-        if m.isfile() and (stem := layout.banner_member_stem(norm)) is not None:
-            try:
-                app_id = layout.parse_image_id(stem)
-                if str(app_id) != stem:
-                    raise ValueError(f"not the canonical name {app_id}.jpg")
-            except ValueError as e:
-                raise ValueError(f"refusing {name}: member {m.name!r}: {e}") from None
-        m.name = norm
-        members.append(m)
-    return members
-
-
-def _wanted(name: str) -> bool:
-    return bool(_I2D.match(name) or layout.banner_member_stem(name) or name == MANIFEST)
-
-
-def _read_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
-    """A member's bytes, never more than ``MAX_MEMBER_BYTES`` (its size was checked already)."""
-    f = tar.extractfile(m)
-    payload = f.read(min(m.size, MAX_MEMBER_BYTES) + 1)
-    if len(payload) > MAX_MEMBER_BYTES:  # pragma: no cover (tarfile reads m.size at most)
-        raise ValueError(f"member {m.name!r} is above the cap of {MAX_MEMBER_BYTES:,} bytes")
-    return payload
-
-
 def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> int:
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -206,7 +159,7 @@ def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> 
             for m in members:  # the manifest first: a damaged one refuses before any write
                 if m.isfile() and m.name == MANIFEST:
                     incoming = load_manifest(
-                        io.BytesIO(_read_member(tar, m)),
+                        io.BytesIO(read_member(tar, m)),
                         f"{path}:{MANIFEST}",
                         fix="this snapshot cannot be imported; ask its author for a new one",
                         required=tuple(
@@ -216,25 +169,12 @@ def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> 
 
             def files() -> Iterator[tuple[str, bytes, float]]:
                 for m in members:
-                    if m.isfile() and _wanted(m.name) and m.name != MANIFEST:
-                        yield m.name, _read_member(tar, m), m.mtime
+                    if m.isfile() and is_wanted(m.name) and m.name != MANIFEST:
+                        yield m.name, read_member(tar, m), m.mtime
 
             return _import_files(files(), data, app_ids, len(members), progress, incoming)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ValueError(f"{path}: not a readable tar archive ({type(e).__name__}: {e})") from None
-
-
-def _walk(folder: Path) -> Iterator[tuple[str, bytes, float]]:
-    """The banners of an extracted img2dataset folder: regular files only, never opened else."""
-    root = (folder / "images").resolve()
-    for f in sorted((folder / "images").glob("*/*.jpg")):
-        st = f.lstat()
-        if not stat.S_ISREG(st.st_mode) or not f.resolve().is_relative_to(root):
-            logger.warning("skipped %s: not a regular file inside %s", f, root)
-        elif st.st_size > MAX_MEMBER_BYTES:
-            logger.warning("skipped %s: %d bytes, above %d", f, st.st_size, MAX_MEMBER_BYTES)
-        else:
-            yield f.relative_to(folder).as_posix(), f.read_bytes(), st.st_mtime
 
 
 def _import_files(
@@ -245,7 +185,7 @@ def _import_files(
         if (stem := layout.banner_member_stem(name)) is not None:  # checked by check_archive
             app_id, url = layout.parse_image_id(stem), ""
         else:
-            m = _I2D.match(name)
+            m = I2D_MEMBER.match(name)
             if app_ids is None:
                 raise ValueError(f"{name} is in img2dataset's layout: pass apps= (apps.json)")
             row = int(m.group(2))

@@ -1,4 +1,4 @@
-"""Steam catalogue: app ids, names and banner URLs, from Steam as it is now.
+"""Steam catalogue: app ids, names, banner URLs and store metadata, from Steam as it is now.
 
 Sources of app ids (``list_apps(source)``):
 
@@ -19,9 +19,10 @@ import time
 
 import pandas as pd
 
+from .api_key import get_api_key
 from .app_file import read_app_file
 from .layout import parse_app_id
-from .net import SteamHttp, get_api_key
+from .net import SteamHttp
 from .progress import tqdm
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ STEAMSPY_WAIT = 60.0
 GETITEMS_BATCH = 50  # IStoreBrowseService/GetItems answers at most 50 ids at a time.
 BANNER_NAME = "library_600x900.jpg"
 STORE_KINDS = ("games", "dlc", "software", "videos", "hardware")
+TAG_COUNT = 20  # top tags asked per app; the store page shows about this many
+LABEL_COLUMNS = ("developers", "publishers", "franchises")  # of GetItems' basic_info
+# Bounds on what one app may bring (the response is untrusted): far above any real store entry.
+_MAX_LABELS = 32
+MAX_LABEL_CHARS = 200
 
 
 def banner_url(app_id: int, *, http: SteamHttp | None = None) -> str:
@@ -221,3 +227,61 @@ def _capsule_url(assets: dict, http: SteamHttp) -> str | None:
     if not fmt or not name:
         return None
     return f"{http.assets_base}/{fmt.replace('${FILENAME}', name).lstrip('/')}"
+
+
+def fetch_store_metadata(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]]:
+    """One GetItems batch (at most ``GETITEMS_BATCH`` ids) with ``include_basic_info`` and the top
+    ``TAG_COUNT`` tags: ``(rows, ids the store says it does not know)``, rows as
+    ``store_metadata_row``. Raises ``HttpError`` or ValueError when the answer is not GetItems'."""
+    query = {
+        "ids": [{"appid": a} for a in ids],
+        "context": {"language": "english", "country_code": "US", "steam_realm": 1},
+        "data_request": {"include_basic_info": True, "include_tag_count": TAG_COUNT},
+    }
+    url = f"{http.api_base}/IStoreBrowseService/GetItems/v1/"
+    r = http.get(url, params={"input_json": json.dumps(query, separators=(",", ":"))})
+    http.raise_for_status(r)
+    try:
+        items = r.json()["response"].get("store_items", [])
+    except (json.JSONDecodeError, KeyError, AttributeError):
+        raise ValueError("GetItems answered something else than its JSON") from None
+    wanted, rows, unknown = set(ids), {}, set()
+    for item in items if isinstance(items, list) else []:
+        app_id = item.get("appid", item.get("id")) if isinstance(item, dict) else None
+        if not isinstance(app_id, int) or app_id not in wanted:
+            continue
+        if item.get("success", 1) == 1:
+            rows[app_id] = store_metadata_row(app_id, item)
+        else:
+            unknown.add(app_id)
+    return list(rows.values()), sorted(unknown - rows.keys())
+
+
+def store_metadata_row(app_id: int, item: dict) -> dict:
+    """``app_id``, ``LABEL_COLUMNS`` (lists of str) and ``tagids``/``tag_weights`` (heaviest
+    first) of one GetItems item; anything missing or malformed is left empty."""
+    info = item.get("basic_info")
+    info = info if isinstance(info, dict) else {}
+    row = {"app_id": int(app_id)}
+    for col in LABEL_COLUMNS:
+        row[col] = _label_names(info.get(col))
+    tags = item.get("tags")
+    pairs = []
+    for t in tags if isinstance(tags, list) else []:
+        if isinstance(t, dict) and isinstance(t.get("tagid"), int) and 0 <= t["tagid"] < 2**31:
+            weight = t.get("weight", 0)
+            pairs.append((t["tagid"], float(weight) if isinstance(weight, int | float) else 0.0))
+    pairs = sorted(dict(pairs).items(), key=lambda p: -p[1])[:TAG_COUNT]
+    row["tagids"] = [t for t, _ in pairs]
+    row["tag_weights"] = [w for _, w in pairs]
+    return row
+
+
+def _label_names(entries) -> list[str]:
+    """Names of ``[{name, creator_clan_account_id}, ...]``, stripped, unique, bounded."""
+    out = []
+    for e in entries if isinstance(entries, list) else []:
+        name = e.get("name") if isinstance(e, dict) else None
+        if isinstance(name, str) and name.strip():
+            out.append(name.strip()[:MAX_LABEL_CHARS])
+    return list(dict.fromkeys(out))[:_MAX_LABELS]

@@ -161,17 +161,18 @@ def copy_model(meta: dict, *, weights=None, device="auto"):
 def score_copies(emb, model, paths: dict[str, str], k: int, *, sample, seed, variants):
     """Per-query recall@1 of planted copies (``copy:<variant>`` rows; see the module docstring)."""
     from .copies import embed_variants
+    from .setting import Setting
 
     ids = sorted(i for i in emb.ids if i in paths)
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(ids), size=min(sample, len(ids)), replace=False).tolist())
     chosen = [ids[c] for c in chosen]
+    # The cache's own setting (``copy_model`` checked its model and weights, the caller its
+    # preset and pooling): the variants are embedded as the collection was.
+    meta = emb.meta
+    setting = Setting(meta["model"], meta["preset"], meta["pooling"], weights=meta["weights"])
     vectors, sources, kinds = embed_variants(
-        [paths[i] for i in chosen],
-        model,
-        variants=variants,
-        preset=emb.meta["preset"],
-        pooling=emb.meta["pooling"],
+        [paths[i] for i in chosen], setting, model=model, variants=variants
     )
     row_of = {i: r for r, i in enumerate(emb.ids)}
     source_rows = np.array([row_of[chosen[s]] for s in sources], np.int64)

@@ -31,7 +31,8 @@ from steam_dinov2.cli import main  # noqa: E402
 from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
 from steam_dinov2.download import download_banners  # noqa: E402
 from steam_dinov2.manifest import load_names, read_manifest, write_manifest  # noqa: E402
-from steam_dinov2.snapshot import MAX_MEMBER_BYTES, import_snapshot, pack_snapshot  # noqa: E402
+from steam_dinov2.snapshot import import_snapshot, pack_snapshot  # noqa: E402
+from steam_dinov2.snapshot_archive import MAX_MEMBER_BYTES  # noqa: E402
 from steam_dinov2.steam import read_app_file  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
