@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from .preprocess import to_rgb
+from .setting import as_setting
 
 if TYPE_CHECKING:
     from .setting import Setting
@@ -80,7 +81,7 @@ def embed_variants(
 
     Args:
         paths: the images.
-        setting: a ``Setting`` or a setting name (None: ``Setting()``): its preset and pooling,
+        setting: a ``Setting`` or a setting name (None: ``Setting.create()``): its preset and pooling,
             and its model unless ``model`` is given.
         model: the setting's model already loaded by ``load_model`` (so it is not loaded twice).
         variants: among ``VARIANTS``.
@@ -95,7 +96,7 @@ def embed_variants(
     from .models import model_info
     from .preprocess import make_transform
 
-    setting = _as_setting(setting)
+    setting = as_setting(setting)
     model = setting.load_model(device=device) if model is None else model
     info = model_info(model)
     transform = make_transform(setting.preset, mean=info.mean, std=info.std)
@@ -110,14 +111,6 @@ def embed_variants(
             sources.append(i)
             kinds.append(v)
     return batches.finish(), np.asarray(sources, np.int64), kinds
-
-
-def _as_setting(setting: Setting | str | None) -> Setting:
-    from .setting import Setting
-
-    if setting is None:
-        return Setting()
-    return Setting.from_name(setting) if isinstance(setting, str) else setting
 
 
 def _open_rgb(path) -> Image.Image | None:
