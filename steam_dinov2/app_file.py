@@ -1,5 +1,5 @@
 """App lists from a file: the ``file:PATH`` source of ``list_apps`` and the July-2023 snapshot's
-``apps.json``. Every id is checked (``layout.parse_app_id``); a bad one is named with its line."""
+``apps.json``. Every id is checked (``files.parse_app_id``); a bad one is named with its line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from .layout import parse_app_id
+from .files import parse_app_id
 
 MAX_APP_FILE_BYTES = 256 << 20  # Steam's whole catalogue with names is ~20 MB as json
 
@@ -21,7 +21,7 @@ def read_app_file(path: str | os.PathLike) -> list[tuple[int, str]]:
 
     Raises:
         ValueError: naming the file and the line (the entry, for json that is not a plain list)
-            of the first thing that is not an app id (see ``layout.parse_app_id``).
+            of the first thing that is not an app id (see ``files.parse_app_id``).
     """
     path = Path(path)
     if not path.is_file():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import layout
+from . import files, layout
 from .audit_cleanvision import (  # noqa: F401 (the type names are public here too)
     DUPLICATE_TYPES,
     ISSUE_TYPES,
@@ -168,9 +168,9 @@ def _find_issues(data, images: dict[str, Path], emb, params: dict, n_jobs):
 
 
 def _write_audit(data, issues: pd.DataFrame, exclusions: dict) -> None:
-    with layout.atomic_path(layout.issues_path(data)) as tmp:
+    with files.atomic_path(layout.issues_path(data)) as tmp:
         issues.to_parquet(tmp, index=False)
-    layout.write_text_atomic(layout.exclusions_path(data), json.dumps(exclusions, indent=1))
+    files.write_text_atomic(layout.exclusions_path(data), json.dumps(exclusions, indent=1))
 
 
 def _embedding_threshold(setting: Setting, threshold: float | None, force_random: bool):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from . import layout
+from . import files, layout
 from .codec import GRAY_SPREAD, is_grayscale
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def run_cleanvision(data, images: dict[str, Path], params: dict, n_jobs):
             return (*loaded, True, saved["broken"])
     issues, sets, broken = _find_issues(images, params, n_jobs)
     folder = layout.cleanvision_dir(data)
-    with layout.atomic_dir(folder) as tmp:
+    with files.atomic_dir(folder) as tmp:
         tmp.mkdir()
         issues.rename_axis("app_id").reset_index().to_parquet(
             tmp / layout.cleanvision_issues_path(data).name, index=False

@@ -18,7 +18,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from . import layout
+from . import files, layout
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def _write(path, table: pd.DataFrame, made_from: dict) -> None:
 
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     meta = {**(arrow.schema.metadata or {}), MADE_FROM: json.dumps(made_from).encode()}
-    with layout.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         pq.write_table(arrow.replace_schema_metadata(meta), tmp)
 
 

@@ -17,7 +17,7 @@ from concurrent.futures import as_completed
 
 import pandas as pd
 
-from . import layout
+from . import files, layout
 from .codec import DEFAULT_SIZE, SIZES, parse_size, resize_banner  # noqa: F401 (re-exported)
 from .fetch import MISSING, FetchPipeline, fetch_banner  # noqa: F401 (fetch_banner re-exported)
 from .manifest import ManifestBook
@@ -94,8 +94,8 @@ def download_banners(
         A ``DownloadReport``; also logged at INFO.
 
     Raises:
-        ValueError: a bad option or an app id that is not one (``layout.parse_app_id``).
-        layout.FolderLocked: another process works on ``data``.
+        ValueError: a bad option or an app id that is not one (``files.parse_app_id``).
+        files.FolderLocked: another process works on ``data``.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -218,7 +218,7 @@ def _as_apps(options: _Options, http: SteamHttp) -> pd.DataFrame:
         df = source.reindex(columns=["app_id", "name"])
     else:
         df = pd.DataFrame({"app_id": pd.Series(list(source), dtype=object), "name": ""})
-    ids = [layout.parse_app_id(a, f"source entry {i + 1}") for i, a in enumerate(df["app_id"])]
+    ids = [files.parse_app_id(a, f"source entry {i + 1}") for i, a in enumerate(df["app_id"])]
     df = df.assign(app_id=pd.Series(ids, index=df.index, dtype="int64")).drop_duplicates("app_id")
     df["name"] = df["name"].fillna("").astype(str)
     return df.head(limit) if limit else df

@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from PIL import Image
 
-from . import layout
+from . import files, layout
 from .codec import DEFAULT_SIZE, encode_jpeg, original_size_mode, parse_size, resize_banner
 from .net import HttpError, SteamHttp
 from .steam import banner_url, fetch_store_items
@@ -36,7 +36,7 @@ def fetch_banner(
     own = http is None
     http = http or SteamHttp()
     try:
-        app_id = layout.parse_app_id(app_id)
+        app_id = files.parse_app_id(app_id)
         row = finish_banner(fetch_one(app_id, banner_url(app_id, http=http), http), size, None)
         if row["status"] == MISSING:
             url = fetch_store_items([app_id], http=http).get(app_id, {}).get("banner_url")
@@ -90,7 +90,7 @@ def finish_banner(fetched: Fetched, size: str, data) -> dict:
     row |= original_size_mode(content)
     if data is not None:
         payload = encode_jpeg(img)
-        layout.write_bytes_atomic(layout.banner_path(data, row["app_id"]), payload)
+        files.write_bytes_atomic(layout.banner_path(data, row["app_id"]), payload)
         row |= {"bytes": len(payload), "image": None}
     return row
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import layout
+from . import files, layout
 from .codec import DEFAULT_SIZE, encode_jpeg, parse_size, resize_banner
 from .manifest import collection_images, read_manifest, write_manifest
 from .progress import tqdm
@@ -42,13 +42,13 @@ class FolderImport:
 def own_image_id(relative_path: str) -> int:
     """The id of an own image: ``OWN_ID_BASE`` + 48 bits of SHA-256 of its path in the folder."""
     digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
-    return layout.OWN_ID_BASE + int.from_bytes(digest[:6], "big")  # 48 bits: see MAX_IMAGE_ID
+    return files.OWN_ID_BASE + int.from_bytes(digest[:6], "big")  # 48 bits: see MAX_IMAGE_ID
 
 
 def is_steam_id(app_id: int | str) -> bool:
     """True for a Steam app id, False for an own image's id (or anything not a number)."""
     text = str(app_id)
-    return text.isdigit() and int(text) < layout.OWN_ID_BASE
+    return text.isdigit() and int(text) < files.OWN_ID_BASE
 
 
 def list_folder_images(src: str | os.PathLike) -> dict[str, Path]:
@@ -94,14 +94,14 @@ def import_folder(
         ValueError: ``src`` is not a folder, holds no images, or ``size`` is unknown.
     """
     parse_size(size)
-    files = list_folder_images(src)
-    if not files:
+    found = list_folder_images(src)
+    if not found:
         raise ValueError(f"no images in {src} (subfolders included)")
-    ids = _image_ids(src, files)
+    ids = _image_ids(src, found)
     old = read_manifest(data)
     known, present = _imported_at(old), collection_images(data, old)
     report, rows = FolderImport(), []
-    for rel, path in tqdm(files.items(), desc="import folder", unit="image", disable=not progress):
+    for rel, path in tqdm(found.items(), desc="import folder", unit="image", disable=not progress):
         app_id = ids[rel]
         mtime = pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC")
         if known.get(app_id) == mtime and app_id in present:
@@ -128,9 +128,9 @@ def _imported_at(manifest: pd.DataFrame) -> dict[int, pd.Timestamp]:
     return {int(a): t for a, t in zip(ok["app_id"], ok["updated_at"])}
 
 
-def _image_ids(src, files: dict[str, Path]) -> dict[str, int]:
+def _image_ids(src, images: dict[str, Path]) -> dict[str, int]:
     """``{relative path: own_image_id}``; ValueError if two paths share an id."""
-    ids = {rel: own_image_id(rel) for rel in files}
+    ids = {rel: own_image_id(rel) for rel in images}
     if len(set(ids.values())) != len(ids):  # 48-bit hashes: never seen, but never silently merged
         raise ValueError(f"two images in {src} hash to the same id; rename one of them")
     return ids
@@ -139,7 +139,7 @@ def _image_ids(src, files: dict[str, Path]) -> dict[str, int]:
 def _save(data, app_id: int, img) -> dict:
     """Write ``img`` as ``app_id``'s banner (RGB JPEG, atomically); its manifest row so far."""
     payload = encode_jpeg(img)
-    layout.write_bytes_atomic(layout.banner_path(data, app_id), payload)
+    files.write_bytes_atomic(layout.banner_path(data, app_id), payload)
     return {
         "app_id": app_id,
         "status": "ok",

@@ -26,24 +26,7 @@ import os
 import re
 from pathlib import Path
 
-# The file machinery moved to ``files``; the names stay importable from here for the modules
-# that still call ``layout.atomic_path`` etc. (new code imports them from ``files``).
-from .files import (  # noqa: F401
-    MAX_APP_ID,
-    MAX_IMAGE_ID,
-    OWN_ID_BASE,
-    FolderLocked,
-    atomic_dir,
-    atomic_path,
-    clean_stale_temp,
-    lock_folder,
-    not_a_regular_file,
-    parse_app_id,
-    parse_image_id,
-    stale_temp_files,
-    write_bytes_atomic,
-    write_text_atomic,
-)
+from .files import lock_folder, not_a_regular_file, parse_image_id
 
 logger = logging.getLogger(__name__)
 

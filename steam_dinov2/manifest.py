@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from . import layout
+from . import files, layout
 from .names import normalize_name, search_games  # noqa: F401  (moved to names.py; old imports)
 from .preprocess import check_pixels
 
@@ -86,7 +86,7 @@ def load_manifest(
         if not pd.api.types.is_integer_dtype(df["app_id"]):
             raise ValueError(f"app_id is {df['app_id'].dtype}, not integers")
         for row, app_id in enumerate(df["app_id"].tolist()):
-            layout.parse_image_id(app_id, f"row {row}")
+            files.parse_image_id(app_id, f"row {row}")
         bad = (
             sorted(set(df["status"].dropna().astype(str)) - {*STATUSES, ""})
             if "status" in df
@@ -130,7 +130,7 @@ def _read_bounded(source, required: tuple[str, ...]) -> pd.DataFrame:
 def write_manifest(data: str | os.PathLike, df: pd.DataFrame) -> None:
     """Write the manifest atomically, one row per app (last wins), sorted by ``app_id``."""
     df = _typed(df).drop_duplicates("app_id", keep="last").sort_values("app_id")
-    with layout.atomic_path(layout.manifest_path(data)) as tmp:
+    with files.atomic_path(layout.manifest_path(data)) as tmp:
         df.reset_index(drop=True).to_parquet(tmp, index=False)
 
 
@@ -173,7 +173,7 @@ class ManifestBook:
         self.set_names({a: n for a, n in names.items() if n})
 
     def _reconcile(self) -> None:
-        for tmp in layout.stale_temp_files(layout.banners_dir(self.data)):
+        for tmp in files.stale_temp_files(layout.banners_dir(self.data)):
             tmp.unlink(missing_ok=True)
         on_disk = layout.banner_files(self.data)  # regular files with valid ids only
         for app_id, path in list(on_disk.items()):

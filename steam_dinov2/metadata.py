@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import layout
+from . import files, layout
 from .net import HttpError, SteamHttp
 from .steam import (
     GETITEMS_BATCH,
@@ -206,7 +206,7 @@ def write_metadata(data: str | os.PathLike, df: pd.DataFrame) -> None:
     columns = {c: list(df[c]) for c in COLUMNS}
     columns["updated_at"] = pd.to_datetime(df["updated_at"], utc=True)
     table = pa.Table.from_pydict(columns, schema=schema)
-    with layout.atomic_path(layout.metadata_path(data)) as tmp:
+    with files.atomic_path(layout.metadata_path(data)) as tmp:
         pq.write_table(table, tmp)
 
 
@@ -260,6 +260,6 @@ def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]
         return len(names)
     names |= got
     df = pd.DataFrame({"tagid": list(names), "name": list(names.values())})
-    with layout.atomic_path(layout.tag_names_path(data)) as tmp:
+    with files.atomic_path(layout.tag_names_path(data)) as tmp:
         df.to_parquet(tmp, index=False)
     return len(names)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from . import layout
+from . import files, layout
 from .app_file import read_app_file
 from .codec import check_pixels, encode_jpeg, resize_banner
 from .layout import MANIFEST
@@ -71,11 +71,11 @@ def pack_snapshot(
     """
     if not layout.manifest_path(data).is_file():
         raise ValueError(f"no manifest in {data}: run `download` or `import-snapshot` first")
-    files = collection_images(data)
+    banners = collection_images(data)
     out = Path(out)
-    with layout.atomic_path(out) as tmp, tarfile.open(tmp, "w:gz") as tar:
+    with files.atomic_path(out) as tmp, tarfile.open(tmp, "w:gz") as tar:
         tar.add(layout.manifest_path(data), arcname=MANIFEST)
-        for app_id, f in tqdm(files.items(), desc="pack", unit="file", disable=not progress):
+        for app_id, f in tqdm(banners.items(), desc="pack", unit="file", disable=not progress):
             tar.add(f, arcname=layout.banner_member(app_id))
     return out
 
@@ -144,7 +144,7 @@ def _read_apps(apps) -> list[int] | None:
     if apps is None:
         return None
     if isinstance(apps, list | tuple):
-        return [layout.parse_app_id(a, f"apps[{i}]") for i, a in enumerate(apps)]
+        return [files.parse_app_id(a, f"apps[{i}]") for i, a in enumerate(apps)]
     path = Path(apps)
     if not path.is_file():
         return None
@@ -167,23 +167,23 @@ def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> 
                         ),  # what any pack wrote
                     )
 
-            def files() -> Iterator[tuple[str, bytes, float]]:
+            def banners() -> Iterator[tuple[str, bytes, float]]:
                 for m in members:
                     if m.isfile() and is_wanted(m.name) and m.name != MANIFEST:
                         yield m.name, read_member(tar, m), m.mtime
 
-            return _import_files(files(), data, app_ids, len(members), progress, incoming)
+            return _import_files(banners(), data, app_ids, len(members), progress, incoming)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ValueError(f"{path}: not a readable tar archive ({type(e).__name__}: {e})") from None
 
 
 def _import_files(
-    files, data, app_ids: list[int] | None, total, progress: bool, incoming=None
+    banners, data, app_ids: list[int] | None, total, progress: bool, incoming=None
 ) -> int:
     rows = []
-    for name, payload, mtime in tqdm(files, total=total, desc="import", disable=not progress):
+    for name, payload, mtime in tqdm(banners, total=total, desc="import", disable=not progress):
         if (stem := layout.banner_member_stem(name)) is not None:  # checked by check_archive
-            app_id, url = layout.parse_image_id(stem), ""
+            app_id, url = files.parse_image_id(stem), ""
         else:
             m = I2D_MEMBER.match(name)
             if app_ids is None:
@@ -215,7 +215,7 @@ def _save(data, app_id: int, payload: bytes, mtime: float) -> dict | None:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         logger.warning("skipped app %s: %s", app_id, e)
         return None
-    layout.write_bytes_atomic(layout.banner_path(data, app_id), payload)
+    files.write_bytes_atomic(layout.banner_path(data, app_id), payload)
     return {
         "app_id": app_id,
         "status": "ok",

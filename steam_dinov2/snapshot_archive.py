@@ -14,7 +14,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from . import layout
+from . import files, layout
 from .layout import MANIFEST
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.T
             )
         if m.isfile() and (stem := layout.banner_member_stem(norm)) is not None:
             try:
-                app_id = layout.parse_image_id(stem)
+                app_id = files.parse_image_id(stem)
                 if str(app_id) != stem:
                     raise ValueError(f"not the canonical name {app_id}.jpg")
             except ValueError as e:

@@ -11,7 +11,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from . import layout
+from . import files
 from .app_file import read_app_file
 from .net import SteamHttp, url_path
 from .progress import tqdm
@@ -41,7 +41,7 @@ def _fetch_file(url: str, out: Path, http: SteamHttp, progress: bool) -> Path:
             raise ValueError(f"{url_path(url)} answered with a web page ({kind}), not a snapshot")
         total = int(r.headers.get("Content-Length", 0) or 0) or None
         with (
-            layout.atomic_path(out) as tmp,
+            files.atomic_path(out) as tmp,
             open(tmp, "wb") as f,
             tqdm(
                 total=total, desc=out.name, unit="B", unit_scale=True, disable=not progress

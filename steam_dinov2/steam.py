@@ -21,7 +21,7 @@ import pandas as pd
 
 from .api_key import get_api_key
 from .app_file import read_app_file
-from .layout import parse_app_id
+from .files import parse_app_id
 from .net import SteamHttp
 from .progress import tqdm
 

@@ -16,7 +16,10 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from steam_server import KEY, App, FakeSteam, encode_banner  # noqa: E402
 
-from steam_dinov2 import layout  # noqa: E402
+from steam_dinov2 import (
+    files,
+    layout,  # noqa: E402
+)
 from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
 from steam_dinov2.download import download_banners, fetch_banner  # noqa: E402
 from steam_dinov2.manifest import MANIFEST_DTYPES, read_manifest  # noqa: E402
@@ -59,15 +62,15 @@ def http(server):
 
 def _check_folder(data):
     """Every banner decodes; the manifest's ok rows are exactly the files."""
-    files = set(layout.banner_files(data))
-    for app_id in files:
+    on_disk = set(layout.banner_files(data))
+    for app_id in on_disk:
         with Image.open(layout.banner_path(data, app_id)) as img:
             img.load()
             assert img.mode == "RGB" and img.format == "JPEG"
     df = read_manifest(data)
-    assert set(df.loc[df.status == "ok", "app_id"]) == files
+    assert set(df.loc[df.status == "ok", "app_id"]) == on_disk
     assert df["app_id"].is_unique
-    assert not layout.stale_temp_files(layout.banners_dir(data))
+    assert not files.stale_temp_files(layout.banners_dir(data))
     return df
 
 

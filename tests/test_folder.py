@@ -7,11 +7,11 @@ import pytest
 from conftest import make_banner
 from PIL import Image
 
-from steam_dinov2 import layout
+from steam_dinov2 import files, layout
 from steam_dinov2.cli import main
 from steam_dinov2.codec import DEFAULT_SIZE, parse_size
+from steam_dinov2.files import OWN_ID_BASE
 from steam_dinov2.folder import import_folder, is_steam_id, own_image_id
-from steam_dinov2.layout import OWN_ID_BASE
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_ids_are_stable_above_steam_and_names_come_from_file_names(photos, tmp_p
 
 def test_a_changed_image_is_imported_again_and_other_rows_are_kept(photos, tmp_path):
     data = tmp_path / "data"
-    layout.write_bytes_atomic(layout.banner_path(data, 620), (photos / "fish.jpeg").read_bytes())
+    files.write_bytes_atomic(layout.banner_path(data, 620), (photos / "fish.jpeg").read_bytes())
     pd.DataFrame({"app_id": [620], "name": ["Portal 2"], "status": ["ok"]}).to_parquet(
         layout.manifest_path(data)
     )

@@ -26,7 +26,10 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from steam_server import App, FakeSteam, bomb_png, encode_banner  # noqa: E402
 
-from steam_dinov2 import layout  # noqa: E402
+from steam_dinov2 import (
+    files,
+    layout,  # noqa: E402
+)
 from steam_dinov2.cli import main  # noqa: E402
 from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
 from steam_dinov2.download import download_banners  # noqa: E402
@@ -220,7 +223,7 @@ def test_snapshot_manifest_with_missing_columns_or_bad_ids_is_refused(tmp_path, 
 def test_bad_names_in_the_banners_folder_are_skipped_and_reported(tmp_path, http, caplog):
     data = tmp_path / "data"
     for name in ("99999999999999999999999.jpg", "0.jpg", "007.jpg", "11.jpg"):
-        layout.write_bytes_atomic(layout.banners_dir(data) / name, _jpeg(11))
+        files.write_bytes_atomic(layout.banners_dir(data) / name, _jpeg(11))
     skipped = {}
     assert set(layout.banner_files(data, skipped=skipped)) == {11}
     assert skipped["99999999999999999999999.jpg"].endswith(NOT_AN_ID)
@@ -270,8 +273,8 @@ def test_bomb_in_a_snapshot_is_skipped(tmp_path, caplog):
 
 def test_bomb_planted_in_banners_is_reported_and_dropped(tmp_path, http, caplog):
     data = tmp_path / "data"
-    layout.write_bytes_atomic(layout.banner_path(data, 11), bomb_png())
-    layout.write_bytes_atomic(layout.banner_path(data, 21), bomb_png(8000, 8000))
+    files.write_bytes_atomic(layout.banner_path(data, 11), bomb_png())
+    files.write_bytes_atomic(layout.banner_path(data, 21), bomb_png(8000, 8000))
     caplog.set_level(logging.WARNING)
     _usable(data, http)
     assert "11.jpg: not a banner we wrote" in caplog.text
@@ -371,7 +374,7 @@ class _Answers(BaseHTTPRequestHandler):
 
 def test_snapshot_url_answered_with_html_or_garbage_is_not_cached(tmp_path):
     _folder = tmp_path / "src"
-    layout.write_bytes_atomic(layout.banner_path(_folder, 10), _jpeg(10))
+    files.write_bytes_atomic(layout.banner_path(_folder, 10), _jpeg(10))
     write_manifest(_folder, pd.DataFrame({"app_id": [10], "status": ["ok"]}))
     good = pack_snapshot(_folder, tmp_path / "snap.tar.gz", progress=False).read_bytes()
     answer = {"type": "text/html; charset=utf-8", "body": b"<html>Sign in to continue</html>"}
@@ -397,7 +400,7 @@ def test_snapshot_url_answered_with_html_or_garbage_is_not_cached(tmp_path):
 def test_non_regular_files_in_banners_are_skipped_never_opened(tmp_path, http, caplog):
     data = tmp_path / "data"
     folder = layout.banners_dir(data)
-    layout.write_bytes_atomic(layout.banner_path(data, 11), _jpeg(11))
+    files.write_bytes_atomic(layout.banner_path(data, 11), _jpeg(11))
     os.mkfifo(folder / "12.jpg")  # opening it would block forever
     (folder / "13.jpg").mkdir()
     (tmp_path / "outside.jpg").write_bytes(_jpeg(14))
@@ -483,17 +486,17 @@ def test_ctrl_c_stops_download_with_one_line_and_a_consistent_folder(tmp_path):
     assert "Traceback" not in err and err.rstrip().endswith("interrupted; rerun to resume")
     df = read_manifest(data)  # written whole on the way out
     assert sorted(df.app_id) == fast and (df.status == "ok").all()
-    assert not layout.stale_temp_files(layout.banners_dir(data))
+    assert not files.stale_temp_files(layout.banners_dir(data))
 
 
 # 6. Two processes on one folder: a lock; start-up clean-up only of stale temporary files.
 
 _HOLDER = """
 import contextlib, sys
-from steam_dinov2 import layout
+from steam_dinov2 import files, layout
 data, target, lock = sys.argv[1], sys.argv[2], sys.argv[3] == "lock"
 ctx = layout.lock_data(data) if lock else contextlib.nullcontext()
-with ctx, layout.atomic_path(target) as tmp:
+with ctx, files.atomic_path(target) as tmp:
     tmp.write_bytes(b"being written")
     print(tmp, flush=True)
     sys.stdin.readline()
@@ -570,7 +573,7 @@ def test_written_files_respect_the_umask(tmp_path, http, umask):
     try:
         data = tmp_path / "data"
         download_banners(data, source=[10], http=http, progress=False)
-        with layout.atomic_dir(data / "cache") as d:
+        with files.atomic_dir(data / "cache") as d:
             d.mkdir()
     finally:
         os.umask(old)
@@ -609,7 +612,7 @@ def test_written_files_respect_the_umask(tmp_path, http, umask):
 )
 def test_damaged_manifest_is_refused_then_rebuilt(tmp_path, http, caplog, content, reason):
     data = tmp_path / "data"
-    layout.write_bytes_atomic(layout.banner_path(data, 11), _jpeg(11))
+    files.write_bytes_atomic(layout.banner_path(data, 11), _jpeg(11))
     path = layout.manifest_path(data)
     path.write_bytes(content)
     with pytest.raises(ValueError) as e:

@@ -12,7 +12,10 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from steam_server import encode_banner  # noqa: E402
 
-from steam_dinov2 import layout  # noqa: E402
+from steam_dinov2 import (
+    files,
+    layout,  # noqa: E402
+)
 from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
 from steam_dinov2.manifest import read_manifest, write_manifest  # noqa: E402
 from steam_dinov2.snapshot import import_snapshot, pack_snapshot  # noqa: E402
@@ -32,7 +35,7 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes, **attrs) -> None:
 
 def _folder(root, ids):
     for i in ids:
-        layout.write_bytes_atomic(layout.banner_path(root, i), _jpeg(i))
+        files.write_bytes_atomic(layout.banner_path(root, i), _jpeg(i))
     rows = [
         {"app_id": i, "name": f"G{i}", "status": "ok", "width": 224, "height": 336} for i in ids
     ]
