@@ -6,7 +6,7 @@ import logging
 import os
 
 from . import layout
-from .embed import embed_folder, list_images
+from .embed import embed_folder, images_of
 from .manifest import load_names
 from .names import search_games
 from .plot import blank_banner, escape_mathtext, frame_query, name_with_id
@@ -67,7 +67,7 @@ def plot_comparison(
         logger.info("comparison: %s never neighbours", describe_exclusions(exclude))
     images = images or layout.banners_dir(data)
     names = load_names(data)
-    files = list_images(images)
+    files = images_of(data, images)
     cells = []
     for model, preset, pooling in settings:
         setting = Setting.create(model, preset, pooling, pretrained=pretrained, weights=weights)

@@ -158,7 +158,7 @@ def evaluate_settings(
         An ``Evaluation``; a truth that cannot be scored (no metadata, no query, no model) is
         listed in ``skipped`` with the reason, never raised.
     """
-    from .embed import list_images
+    from .embed import images_of
     from .metadata import empty_metadata, read_metadata
 
     settings = _checked_request(data, settings, truths, variants, k, copies)
@@ -168,7 +168,7 @@ def evaluate_settings(
         metadata, no_metadata = empty_metadata(), str(e)
     images = images or layout.banners_dir(data)
     use = "copy" in truths and copies and Path(images).is_dir()
-    paths = {i: str(p) for i, p in list_images(images).items()} if use else {}
+    paths = {i: str(p) for i, p in images_of(data, images).items()} if use else {}
     parts, skipped, tops = [], {}, {}
     options = {"k": k, "copies": copies, "seed": seed, "variants": list(variants)}
     options |= {"weights": weights, "device": device, "no_metadata": no_metadata, "ideal": {}}

@@ -100,7 +100,7 @@ def export_site(
     from tqdm.auto import tqdm
 
     from .audit import load_exclusions
-    from .embed import list_images, load_embeddings
+    from .embed import images_of, load_embeddings
     from .manifest import load_names
     from .search import match_all
     from .setting import setting_of
@@ -117,7 +117,7 @@ def export_site(
         raise ValueError(f"setting {setting!r} in {data} holds no embeddings")
     names = load_names(data)
     exclude = {} if include_excluded else load_exclusions(data)
-    files = list_images(images or layout.banners_dir(data))
+    files = images_of(data, images or layout.banners_dir(data))
     table = match_all(emb, k=k, exclude=exclude, progress=progress)
     row_of = {i: r for r, i in enumerate(emb.ids)}
     n = len(emb.ids)
