@@ -14,6 +14,7 @@ from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_al
 from steam_dinov2.browse import Browser
 from steam_dinov2.compare import plot_comparison
 from steam_dinov2.names import normalize_name, search_games
+from steam_dinov2.setting import Setting
 
 matplotlib.use("Agg")
 NAMES = {
@@ -35,9 +36,8 @@ def data(tmp_path, banner_dir, vits14):
     banner_dir.rename(tmp_path / "moved")
     (data / "banners").parent.mkdir()
     (tmp_path / "moved").rename(data / "banners")
-    pd.DataFrame({"app_id": [int(i) for i in NAMES], "name": list(NAMES.values())}).to_parquet(
-        data / "manifest.parquet"
-    )
+    names = {"app_id": [int(i) for i in NAMES], "name": list(NAMES.values()), "status": "ok"}
+    pd.DataFrame(names).to_parquet(data / "manifest.parquet")
     emb = embed_folder(data / "banners", data, model=vits14, num_workers=0)
     match_all(emb, k=4, data=data)
     return data
@@ -109,7 +109,8 @@ def _tile_image(tile):
 
 
 def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, vits14):
-    embed_folder(data / "banners", data, model=vits14, pooling="gem", num_workers=0)
+    gem = "dinov2_vits14__crop256__gem__random"
+    embed_folder(data / "banners", data, setting=gem, model=vits14, num_workers=0)
     b = Browser(data, k=3, setting="dinov2_vits14__crop256__cls__random")
     buf = io.BytesIO()
     make_banner(5, size=(600, 900)).save(buf, format="PNG")
@@ -203,9 +204,8 @@ def test_outside_queries_need_the_weights_file_of_the_setting(data, vits14, tmp_
     weights, other = tmp_path / "w.pth", tmp_path / "other.pth"
     torch.save(vits14.state_dict(), weights)
     torch.save({k: v + 0.01 for k, v in vits14.state_dict().items()}, other)
-    emb = embed_folder(
-        data / "banners", data, model="dinov2_vits14", weights=weights, num_workers=0
-    )
+    setting = Setting.create("dinov2_vits14", weights=weights)
+    emb = embed_folder(data / "banners", data, setting=setting, num_workers=0)
     buf = io.BytesIO()
     make_banner(5, size=(600, 900)).save(buf, format="PNG")
     for given in (None, other):
@@ -220,7 +220,7 @@ def test_outside_queries_need_the_weights_file_of_the_setting(data, vits14, tmp_
 
 def test_opens_on_the_setting_given_else_the_latest_embedded(data, vits14):
     cls, gem = "dinov2_vits14__crop256__cls__random", "dinov2_vits14__full__gem__random"
-    embed_folder(data / "banners", data, model=vits14, preset="full", pooling="gem", num_workers=0)
+    embed_folder(data / "banners", data, setting=gem, model=vits14, num_workers=0)
     # The comparison cell of the notebook embeds other settings after the one it computed.
     assert Browser(data).setting.value == gem  # the latest, not the alphabetically first
     b = Browser(data, k=3, setting=cls)

@@ -102,7 +102,9 @@ def data(tmp_path, vits14):
     for i in range(1, 13):
         make_banner(i).save(data / "banners" / f"{i * 10}.jpg")
     names = {i * 10: f"Game {i}" for i in range(1, 13)} | {10: "$100 Dollars$"}
-    write_manifest(data, pd.DataFrame({"app_id": list(names), "name": list(names.values())}))
+    write_manifest(
+        data, pd.DataFrame({"app_id": list(names), "name": list(names.values()), "status": "ok"})
+    )
     embed_folder(data / "banners", data, model=vits14, progress=False)
     return data
 
