@@ -189,7 +189,7 @@ class CachedRows:
             rows._read_cache(folder, target.key, target.source)
         rows._add_checkpoints(read_checkpoints(target))
         if rows.resumed:
-            logger.info("resuming %s: %d from checkpoints of a run", target.setting, rows.resumed)
+            logger.info("resuming %s: %d from an interrupted run", target.setting, rows.resumed)
         rows.changed = rows.meta is None or rows.resumed > 0
         return rows
 

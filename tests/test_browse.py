@@ -13,6 +13,7 @@ from synthetic import make_banner
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_all
 from steam_dinov2.browse import Browser
 from steam_dinov2.compare import plot_comparison
+from steam_dinov2.manifest import read_manifest, write_manifest
 from steam_dinov2.names import normalize_name, search_games
 from steam_dinov2.setting import Setting
 
@@ -183,6 +184,9 @@ def test_precomputed_matches_are_used_only_while_fresh(data, vits14, monkeypatch
     assert live == []  # a lookup in neighbors.parquet
     # A banner embedded since the match: the table is stale, so the browser searches live.
     make_banner(3).save(data / "banners" / "95.jpg", quality=70)
+    write_manifest(
+        data, pd.concat([read_manifest(data), pd.DataFrame({"app_id": [95], "status": "ok"})])
+    )
     embed_folder(data / "banners", data, model=vits14, num_workers=0)
     b = Browser(data, k=3)
     b.show("30")
