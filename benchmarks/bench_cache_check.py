@@ -2,7 +2,8 @@
 
 Writes N small synthetic files (random bytes named ``{id}.jpg``: the check never decodes them),
 builds the cache rows ``embed_folder`` would hold for them (stamps and content hashes), then times
-``list_images`` + ``stat`` + ``CachedRows.refresh`` in three cases:
+``list_images`` + ``stat`` + ``CachedRows.refresh`` in three cases (and, apart, listing the folder
+as a data folder's collection, ``images_of``, against ``list_images``):
 
 * unchanged: every stamp matches, no file is read;
 * copied: the folder copied with new mtimes (``cp -r``, a Drive round trip): every file is hashed
@@ -23,10 +24,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from steam_dinov2.cache import CachedRows, content_hash  # noqa: E402
-from steam_dinov2.embed import _stamp, list_images  # noqa: E402
+from steam_dinov2.embed import _stamp, images_of, list_images  # noqa: E402
+from steam_dinov2.manifest import write_manifest  # noqa: E402
 
 
 def _check(folder: Path, rows: CachedRows) -> tuple[float, int]:
@@ -66,12 +69,26 @@ def main() -> None:
         copied, n1 = _check(copy, rows)
         after, n2 = _check(copy, rows)
         assert len(rows.ids) == args.n and n1 == args.n and n0 == n2 == 0
+        # What embed_folder lists for a data folder's banners/: the collection (the manifest's ok
+        # rows on disk), against listing the folder alone.
+        ok = {"app_id": range(1, args.n + 1), "status": "ok", "name": "g"}
+        write_manifest(tmp, pd.DataFrame(ok))
+        t = time.perf_counter()
+        listed = list_images(src)
+        t_list = time.perf_counter() - t
+        t = time.perf_counter()
+        collection = images_of(tmp, src)
+        t_collection = time.perf_counter() - t
+        assert collection.keys() == listed.keys()
 
     print(f"N={args.n} files of {args.size} bytes")
     print(f"hashing every file once (first embed's extra read): {hash_all:.2f} s")
     print(f"check, unchanged stamps:            {unchanged:.2f} s ({n0} by content: no file read)")
     print(f"check, copied folder (new mtimes):  {copied:.2f} s ({n1} recognised by content)")
     print(f"check, next run after the copy:     {after:.2f} s ({n2} by content: no file read)")
+    print(
+        f"listing banners/: list_images {t_list:.2f} s, images_of (collection) {t_collection:.2f} s"
+    )
     print(f"TARGET cache check of a copied folder at N={args.n}: {copied:.2f} s, 0 re-embedded")
 
 

@@ -1,5 +1,5 @@
-"""An embedding cache on disk, read as untrusted data: every field of ``meta.json``, the ids file
-and the ``.npy`` is checked before use, and a long run's checkpoints are written and merged here.
+"""An embedding cache on disk: written atomically, generation by generation; a long run's
+checkpoints are written and merged here. Reading one from untrusted hands is ``cache_check``.
 
 Layout (see ``layout``): ``embeddings/<setting>/meta.json`` names one generation
 ``vectors-<gen>.npy`` + ``ids-<gen>.json``; ``checkpoint-*.json`` + ``.npy`` while a run is going.
@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,6 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from . import files, layout
+from .cache_check import (
+    check_rows,
+    load_json,
+    load_vectors,
+    read_cache,
+    read_cache_meta,  # noqa: F401  (public here too)
+)
 
 logger = logging.getLogger(__name__)
 # A long run saves what it has every this many images or seconds, whichever comes first: a Colab
@@ -27,122 +33,56 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 500
 CHECKPOINT_SECONDS = 300
 
-_META_STRINGS = ("model", "weights", "preset", "pooling")
-_HASH = re.compile(r"[0-9a-f]{32}")
+
+@dataclass(frozen=True)
+class CacheTarget:
+    """One setting's cache in a data folder and what its rows must have been made with:
+    ``key`` (``Setting.key()``) and ``source``, the image folder as ``meta.json`` records it."""
+
+    data: Path
+    setting: str
+    key: dict
+    source: str
 
 
-def _damaged(path: Path, why: str) -> ValueError:
-    return ValueError(
-        f"embedding cache file {path} is damaged ({why}): delete {path.parent} and rerun "
-        "`embed` to recompute it"
-    )
-
-
-def read_cache_meta(folder: str | os.PathLike) -> dict:
-    """A cache's ``meta.json``, checked field by field (the folder may come from anyone)."""
-    path = layout.cache_meta_path(folder)
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as e:
-        raise _damaged(path, f"not JSON: {type(e).__name__}") from None
-    if not isinstance(meta, dict):
-        raise _damaged(path, f"a {type(meta).__name__}, not an object")
-    for k in _META_STRINGS:
-        if not isinstance(meta.get(k), str):
-            raise _damaged(path, f"{k!r} missing or not a string")
-    for k in ("count", "dim"):
-        if isinstance(meta.get(k), bool) or not isinstance(meta.get(k), int) or meta[k] < 0:
-            raise _damaged(path, f"{k!r} missing or not a count")
-    for kind in ("vectors", "ids"):
-        if not layout.is_cache_file_name(kind, meta.get(f"{kind}_file")):
-            raise _damaged(path, f"{kind + '_file'!r} is not a file name this package writes")
-    return meta
-
-
-def _load_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as e:
-        raise _damaged(path, f"not JSON: {type(e).__name__}") from None
-
-
-def _check_rows(rows, ids_path: Path, count: int | None) -> dict:
-    """Ids, stamps and failures of one cache generation or checkpoint, checked."""
-    if not isinstance(rows, dict):
-        raise _damaged(ids_path, "not an object")
-    ids, stamps, failed = rows.get("ids"), rows.get("stamps"), rows.get("failed")
-    if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
-        raise _damaged(ids_path, "'ids' missing or not a list of strings")
-    if not (isinstance(stamps, list) and all(_is_stamp(st) for st in stamps)):
-        raise _damaged(ids_path, "'stamps' missing or not [size, mtime] pairs")
-    ok = isinstance(failed, dict) and all(
-        isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and _is_stamp(f[1:])
-        for f in failed.values()
-    )
-    if not ok:
-        raise _damaged(ids_path, "'failed' missing or not {id: [reason, size, mtime]}")
-    count = len(ids) if count is None else count
-    if not len(ids) == len(stamps) == count or len(set(ids)) != len(ids):
-        raise _damaged(ids_path, f"{len(ids)} ids, {len(stamps)} stamps for {count} rows")
-    hashes = rows.get("hashes", [None] * len(ids))  # absent in caches made before hashes
-    ok = isinstance(hashes, list) and len(hashes) == len(ids)
-    if not ok or not all(h is None or (isinstance(h, str) and _HASH.fullmatch(h)) for h in hashes):
-        raise _damaged(ids_path, "'hashes' not one content hash (hex) or null per id")
-    return {"ids": ids, "stamps": stamps, "failed": failed, "hashes": hashes}
-
-
-def _load_vectors(path: Path, count: int, dim: int | None) -> np.ndarray:
-    """(count, dim) float32 unit rows from a .npy file, or ValueError naming it."""
-    try:
-        # allow_pickle=False: an object array (a pickle inside) is refused, never loaded; the
-        # memory map reads the header first, so a hostile shape costs nothing.
-        vectors = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError) as e:
-        raise _damaged(path, f"not a plain float array: {e}") from None
-    want = (count, vectors.shape[-1] if dim is None and vectors.ndim == 2 else dim)
-    if vectors.dtype != np.float32 or vectors.shape != want:
-        raise _damaged(path, f"{vectors.dtype} {vectors.shape}, expected float32 {want}")
-    vectors = np.array(vectors)
-    norms = np.linalg.norm(vectors, axis=1)
-    bad = ~np.isfinite(vectors).all(axis=1) | ~(np.abs(norms - 1) <= 1e-3)
-    if bad.any():
-        raise _damaged(path, f"{int(bad.sum())} rows are NaN or not unit length")
-    return vectors
-
-
-def _is_stamp(st) -> bool:
-    return (
-        isinstance(st, list)
-        and len(st) == 2
-        and all(isinstance(x, int) and not isinstance(x, bool) for x in st)
-    )
-
-
-def read_cache(folder: Path) -> tuple[dict, dict]:
-    meta = read_cache_meta(folder)
-    ids_path = folder / meta["ids_file"]
-    rows = _check_rows(_load_json(ids_path), ids_path, meta["count"])
-    rows["vectors"] = _load_vectors(folder / meta["vectors_file"], meta["count"], meta["dim"])
-    return meta, rows
-
-
-def read_checkpoints(data, setting: str, key: dict, source: str) -> list[dict]:
-    """The checkpoints an interrupted run of this setting left, oldest first; a damaged or
-    foreign one is skipped with a warning (its images are embedded again)."""
+def read_checkpoints(target: CacheTarget) -> list[dict]:
+    """The checkpoints an interrupted run for ``target`` left, oldest first, as rows (ids,
+    stamps, failed, hashes, vectors); a damaged or foreign one is skipped with a warning (its
+    images are embedded again)."""
     found = []
-    for ids_path in layout.embedding_checkpoints(data, setting):
+    for ids_path in layout.embedding_checkpoints(target.data, target.setting):
         try:
-            made = _load_json(ids_path)
-            rows = _check_rows(made, ids_path, None)
-            if made.get("key") != key or made.get("images") != source:
+            made = load_json(ids_path)
+            rows = check_rows(made, ids_path, None)
+            if made.get("key") != target.key or made.get("images") != target.source:
                 raise ValueError(f"{ids_path} was made with other options")
             vectors_path = layout.checkpoint_vectors_path(ids_path)
-            rows["vectors"] = _load_vectors(vectors_path, len(rows["ids"]), None)
+            rows["vectors"] = load_vectors(vectors_path, len(rows["ids"]), None)
         except ValueError as e:
             logger.warning("ignoring checkpoint: %s", e)
             continue
         found.append(rows)
     return found
+
+
+def folder_ref(images: str | os.PathLike, data: str | os.PathLike) -> str:
+    """The image folder as a cache records it (``images`` in ``meta.json``): relative to the data
+    folder when inside it (so a data folder can move, e.g. onto Google Drive), else absolute."""
+    images, data = Path(images).resolve(), Path(data).resolve()
+    return images.relative_to(data).as_posix() if images.is_relative_to(data) else str(images)
+
+
+def library_versions() -> dict:
+    """The versions a new cache records (``versions`` in ``meta.json``)."""
+    import timm
+    import torch
+    import torchvision
+
+    return {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+    }
 
 
 def content_hash(path: str | os.PathLike) -> str:
@@ -155,14 +95,18 @@ def content_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def write_checkpoint(data, setting, key, source, vectors, ids, stamps, failed, hashes) -> None:
+def write_checkpoint(target: CacheTarget, rows: dict) -> None:
+    """Save ``rows`` (ids, stamps, failed, hashes and their vectors, as ``read_checkpoints``
+    returns them) as one checkpoint of ``target``."""
     # The vectors first, then the ids file that names them (the commit point), each atomic: a
     # kill at any moment leaves whole checkpoints and at most a stray .npy, never half of one.
-    ids_path = layout.embedding_checkpoint_path(data, setting, f"{time.time_ns():020d}")
+    ids_path = layout.embedding_checkpoint_path(
+        target.data, target.setting, f"{time.time_ns():020d}"
+    )
     with files.atomic_path(layout.checkpoint_vectors_path(ids_path)) as tmp:
-        np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
-    made = {"key": key, "images": source, "ids": ids, "stamps": stamps, "failed": failed}
-    made["hashes"] = hashes
+        np.save(tmp, np.ascontiguousarray(rows["vectors"], dtype=np.float32))
+    made = {"key": target.key, "images": target.source}
+    made |= {k: rows[k] for k in ("ids", "stamps", "failed", "hashes")}
     files.write_text_atomic(ids_path, json.dumps(made))
 
 
@@ -188,15 +132,13 @@ def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed, hashes=N
 
 
 class Checkpointer:
-    """Collects ``embed_images``'s batches; writes them as a checkpoint every N images or T s."""
+    """Collects ``embed_images``'s batches of the images ``todo`` (ids, in the order they are
+    embedded) and writes them as a checkpoint of ``target`` every ``every`` images or
+    ``CHECKPOINT_SECONDS``; ``stamps`` and ``hashes`` are ``{id: [size, mtime]}`` and
+    ``{id: content_hash}`` of those files."""
 
-    def __init__(self, data, setting, key, source, todo, stamps, every, hashes=None):
-        self.where, self.todo, self.stamps, self.every = (
-            (data, setting, key, source),
-            todo,
-            stamps,
-            every,
-        )
+    def __init__(self, target: CacheTarget, todo: list[str], stamps: dict, every: int, hashes=None):
+        self.target, self.todo, self.stamps, self.every = target, todo, stamps, every
         self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
         self.hashes = hashes or {}
 
@@ -207,16 +149,16 @@ class Checkpointer:
         for p, e in errors.items():
             self.failed[Path(p).stem] = [e, *self.stamps[Path(p).stem]]
         pending = len(self.ids) + len(self.failed)
-        if pending >= self.every or (
-            pending and time.monotonic() - self.since > CHECKPOINT_SECONDS
-        ):
+        late = time.monotonic() - self.since > CHECKPOINT_SECONDS
+        if pending >= self.every or (pending and late):
             self.write()
 
     def write(self):
         vectors = np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
-        stamps = [self.stamps[i] for i in self.ids]
-        hashes = [self.hashes.get(i) for i in self.ids]
-        write_checkpoint(*self.where, vectors, self.ids, stamps, self.failed, hashes)
+        rows = {"vectors": vectors, "ids": self.ids, "failed": self.failed}
+        rows["stamps"] = [self.stamps[i] for i in self.ids]
+        rows["hashes"] = [self.hashes.get(i) for i in self.ids]
+        write_checkpoint(self.target, rows)
         self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
 
 
@@ -237,15 +179,17 @@ class CachedRows:
     changed: bool = False
 
     @classmethod
-    def read(cls, data, setting: str, key: dict, source: str) -> CachedRows:
-        """The cache of ``setting`` when it was made with ``key`` from the folder ``source``,
-        plus the checkpoints of an interrupted run; empty when there is none (or it is
-        damaged: then it is recomputed). ValueError when it holds another image folder."""
+    def read(cls, target: CacheTarget) -> CachedRows:
+        """The cache of ``target.setting`` when it was made with ``target.key`` from the folder
+        ``target.source``, plus the checkpoints of an interrupted run; empty when there is none
+        (or it is damaged: then it is recomputed). ValueError when it holds another folder."""
         rows = cls()
-        folder = layout.embeddings_dir(data, setting)
+        folder = layout.embeddings_dir(target.data, target.setting)
         if layout.cache_meta_path(folder).is_file():
-            rows._read_cache(folder, key, source)
-        rows._add_checkpoints(read_checkpoints(data, setting, key, source))
+            rows._read_cache(folder, target.key, target.source)
+        rows._add_checkpoints(read_checkpoints(target))
+        if rows.resumed:
+            logger.info("resuming %s: %d from an interrupted run", target.setting, rows.resumed)
         rows.changed = rows.meta is None or rows.resumed > 0
         return rows
 
@@ -312,9 +256,9 @@ class CachedRows:
             self.hashes = self.hashes + list(hashes)
             self.changed = True
 
-    def write(self, data, setting: str, meta: dict) -> None:
-        """Write the rows as the cache's new generation (``write_cache``) with ``meta``."""
-        folder = layout.embeddings_dir(data, setting)
+    def write(self, target: CacheTarget, meta: dict) -> None:
+        """Write the rows as ``target``'s new generation (``write_cache``) with ``meta``."""
+        folder = layout.embeddings_dir(target.data, target.setting)
         rows = (self.ids, self.stamps, self.vectors, self.failed, self.hashes)
         self.meta = write_cache(folder, meta, *rows)
         self.changed = False

@@ -6,7 +6,7 @@ import logging
 import os
 
 from . import layout
-from .embed import embed_folder, list_images
+from .embed import embed_folder, images_of
 from .explain import overlay_matches
 from .manifest import load_names
 from .names import search_games
@@ -65,7 +65,7 @@ def plot_comparison(
 
     settings = [row_setting(s) for s in settings]
     images = images or layout.banners_dir(data)
-    files = list_images(images)
+    files = images_of(data, images)
     cells = _comparison_cells(data, images, settings, str(app_id), k, exclude, progress)
     paths = [files[i] if i else None for i, _ in cells]
     fig = plot_image_grid(

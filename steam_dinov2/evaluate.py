@@ -124,12 +124,12 @@ def evaluate_settings(
         An ``Evaluation``; a truth that cannot be scored (no metadata, no query, no model) is
         listed in ``skipped`` with the reason, never raised.
     """
-    from .embed import list_images
+    from .embed import images_of
 
     settings = _checked_request(data, settings, truths, variants, k, copies)
     images = images or layout.banners_dir(data)
     use = "copy" in truths and copies and Path(images).is_dir()
-    paths = {i: str(p) for i, p in list_images(images).items()} if use else {}
+    paths = {i: str(p) for i, p in images_of(data, images).items()} if use else {}
     labels = _read_labels(data)
     run = _Run(data, k, copies, seed, list(variants), weights, device, *labels, paths)
     parts, skipped, tops = [], {}, {}

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import layout
 from .files import atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -98,12 +97,12 @@ def export_site(
         SiteReport with counts and the folder's size in bytes.
     """
     from .audit import load_exclusions
-    from .embed import list_images
+    from .embed import images_of
 
     out = Path(out)
     emb = _checked_embeddings(data, setting, out, k)
     exclude = {} if include_excluded else load_exclusions(data)
-    files = list_images(images or layout.banners_dir(data))
+    files = images_of(data, images)
     nb_rows, nb_scores = _neighbor_rows(emb, k, exclude, progress)
     games = _games(data, emb, k, with_map, n_clusters)
     with atomic_dir(out) as tmp:

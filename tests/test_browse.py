@@ -13,6 +13,7 @@ from synthetic import make_banner
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_all
 from steam_dinov2.browse import Browser
 from steam_dinov2.compare import plot_comparison
+from steam_dinov2.manifest import read_manifest, write_manifest
 from steam_dinov2.names import normalize_name, search_games
 from steam_dinov2.setting import Setting
 
@@ -36,9 +37,8 @@ def data(tmp_path, banner_dir, vits14):
     banner_dir.rename(tmp_path / "moved")
     (data / "banners").parent.mkdir()
     (tmp_path / "moved").rename(data / "banners")
-    pd.DataFrame({"app_id": [int(i) for i in NAMES], "name": list(NAMES.values())}).to_parquet(
-        data / "manifest.parquet"
-    )
+    names = {"app_id": [int(i) for i in NAMES], "name": list(NAMES.values()), "status": "ok"}
+    pd.DataFrame(names).to_parquet(data / "manifest.parquet")
     emb = embed_folder(data / "banners", data, model=vits14, num_workers=0)
     match_all(emb, k=4, data=data)
     return data
@@ -110,7 +110,8 @@ def _tile_image(tile):
 
 
 def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, vits14):
-    embed_folder(data / "banners", data, model=vits14, pooling="gem", num_workers=0)
+    gem = "dinov2_vits14__crop256__gem__random"
+    embed_folder(data / "banners", data, setting=gem, model=vits14, num_workers=0)
     b = Browser(data, k=3, setting="dinov2_vits14__crop256__cls__random")
     buf = io.BytesIO()
     make_banner(5, size=(600, 900)).save(buf, format="PNG")
@@ -183,6 +184,9 @@ def test_precomputed_matches_are_used_only_while_fresh(data, vits14, monkeypatch
     assert live == []  # a lookup in neighbors.parquet
     # A banner embedded since the match: the table is stale, so the browser searches live.
     make_banner(3).save(data / "banners" / "95.jpg", quality=70)
+    write_manifest(
+        data, pd.concat([read_manifest(data), pd.DataFrame({"app_id": [95], "status": "ok"})])
+    )
     embed_folder(data / "banners", data, model=vits14, num_workers=0)
     b = Browser(data, k=3)
     b.show("30")
@@ -221,7 +225,7 @@ def test_outside_queries_need_the_weights_file_of_the_setting(data, vits14, tmp_
 
 def test_opens_on_the_setting_given_else_the_latest_embedded(data, vits14):
     cls, gem = "dinov2_vits14__crop256__cls__random", "dinov2_vits14__full__gem__random"
-    embed_folder(data / "banners", data, model=vits14, preset="full", pooling="gem", num_workers=0)
+    embed_folder(data / "banners", data, setting=gem, model=vits14, num_workers=0)
     # The comparison cell of the notebook embeds other settings after the one it computed.
     assert Browser(data).setting.value == gem  # the latest, not the alphabetically first
     b = Browser(data, k=3, setting=cls)

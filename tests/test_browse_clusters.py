@@ -26,7 +26,7 @@ def data(tmp_path_factory, vits14):
     for i in range(1, 17):
         make_banner(i).save(data / "banners" / f"{i * 10}.jpg")
     names = {i * 10: f"Game {i}" for i in range(1, 17)} | {20: "<b>Bold</b> & Co"}
-    pd.DataFrame({"app_id": list(names), "name": list(names.values())}).to_parquet(
+    pd.DataFrame({"app_id": list(names), "name": list(names.values()), "status": "ok"}).to_parquet(
         data / "manifest.parquet"
     )
     embed_folder(data / "banners", data, model=vits14, progress=False)

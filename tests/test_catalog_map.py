@@ -12,7 +12,7 @@ from steam_dinov2.catalog_map import (
     describe_clusters,
     map_catalog,
 )
-from steam_dinov2.manifest import write_manifest
+from steam_dinov2.manifest import read_manifest, write_manifest
 from steam_dinov2.map_plots import plot_catalog_map, plot_cluster, sample_for_thumbnails
 
 SETTING = "dinov2_vits14__crop256__cls__random"
@@ -102,7 +102,9 @@ def data(tmp_path, vits14):
     for i in range(1, 13):
         make_banner(i).save(data / "banners" / f"{i * 10}.jpg")
     names = {i * 10: f"Game {i}" for i in range(1, 13)} | {10: "$100 Dollars$"}
-    write_manifest(data, pd.DataFrame({"app_id": list(names), "name": list(names.values())}))
+    write_manifest(
+        data, pd.DataFrame({"app_id": list(names), "name": list(names.values()), "status": "ok"})
+    )
     embed_folder(data / "banners", data, model=vits14, progress=False)
     return data
 
@@ -128,6 +130,9 @@ def test_catalog_map_is_cached_and_recomputed_when_stale(data, monkeypatch, vits
     pd.testing.assert_frame_equal(map_catalog(data, SETTING, n_clusters=3), table)
     # New banners: the embedding cache changes generation, the map follows.
     make_banner(99).save(data / "banners" / "130.jpg")
+    write_manifest(
+        data, pd.concat([read_manifest(data), pd.DataFrame({"app_id": [130], "status": "ok"})])
+    )
     embed_folder(data / "banners", data, model=vits14, progress=False)
     assert "130" in set(map_catalog(data, SETTING, n_clusters=3)["id"])
 

@@ -1,8 +1,10 @@
 import json
+import logging
 import os
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -14,13 +16,18 @@ from steam_dinov2 import (
     embed_folder,
     embed_images,
     files,
+    layout,
     load_embeddings,
     load_model,
     make_transform,
 )
-from steam_dinov2.embed import pool_tokens
+from steam_dinov2.embed import images_of, pool_tokens
+from steam_dinov2.manifest import write_manifest
 from steam_dinov2.models import forward_tokens
 from steam_dinov2.setting import Setting
+
+RANDOM = Setting(weights="random")  # dinov2_vits14__crop256__cls__random, as `vits14` makes
+GEM = Setting(pooling="gem", weights="random")
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +149,7 @@ def test_cache_reuse_append_drop(vits14, banner_dir, tmp_path, monkeypatch):
 
     # Rerun: nothing embedded, not even the bad file again, and the model is never loaded.
     monkeypatch.setattr(Setting, "load_model", lambda *a, **k: pytest.fail("model loaded"))
-    again = embed_folder(banner_dir, data, model="dinov2_vits14", pretrained=False)
+    again = embed_folder(banner_dir, data, setting=RANDOM)
     assert len(calls) == 1 and again.ids == first.ids and set(again.errors) == {"junk"}
     np.testing.assert_array_equal(again.vectors, first.vectors)
 
@@ -177,7 +184,7 @@ def test_cache_of_other_options_is_never_mixed_in(vits14, banner_dir, tmp_path, 
     redone = embed_folder(banner_dir, data, model=vits14, num_workers=0)
     assert len(calls[0]) == 9 and json.loads(meta_file.read_text())["preset"] == "crop256"
     np.testing.assert_allclose(redone.vectors, emb.vectors, atol=1e-6)
-    other = embed_folder(banner_dir, data, model=vits14, pooling="gem", num_workers=0)
+    other = embed_folder(banner_dir, data, setting=GEM, model=vits14, num_workers=0)
     assert other.setting != emb.setting and len(calls) == 2
 
 
@@ -201,12 +208,10 @@ def test_killed_write_keeps_the_old_cache(vits14, banner_dir, tmp_path, monkeypa
 def test_a_fresh_model_extends_the_cache_consistently(banner_dir, tmp_path):
     data = tmp_path / "data"
     (banner_dir / "80.jpg").rename(tmp_path / "80.jpg")
-    embed_folder(banner_dir, data, model="dinov2_vits14", pretrained=False, num_workers=0)
+    embed_folder(banner_dir, data, setting=RANDOM, num_workers=0)
     (tmp_path / "80.jpg").rename(banner_dir / "80.jpg")
-    extended = embed_folder(
-        banner_dir, data, model="dinov2_vits14", pretrained=False, num_workers=0
-    )
-    scratch = embed_folder(banner_dir, tmp_path / "other", model="dinov2_vits14", pretrained=False)
+    extended = embed_folder(banner_dir, data, setting=RANDOM, num_workers=0)
+    scratch = embed_folder(banner_dir, tmp_path / "other", setting=RANDOM)
     order = [scratch.ids.index(i) for i in extended.ids]
     assert np.abs(extended.vectors - scratch.vectors[order]).max() < 1e-5
 
@@ -230,7 +235,7 @@ def test_another_image_folder_never_replaces_a_cache(vits14, banner_dir, tmp_pat
     (data / "banners").mkdir()
     make_banner(41).save(data / "banners" / "410.jpg")
     embed_folder(data / "banners", tmp_path / "data2", model=vits14, num_workers=0)
-    moved = embed_folder(data / "banners", data, model=vits14, pooling="gem", num_workers=0)
+    moved = embed_folder(data / "banners", data, setting=GEM, model=vits14, num_workers=0)
     assert moved.meta["images"] == "banners"
 
 
@@ -239,7 +244,9 @@ def test_checkpoints_every_n_images_or_seconds(vits14, banner_dir, tmp_path, mon
 
     writes = []
     real = cache.write_checkpoint
-    monkeypatch.setattr(cache, "write_checkpoint", lambda *a: writes.append(len(a[5])) or real(*a))
+    monkeypatch.setattr(
+        cache, "write_checkpoint", lambda *a: writes.append(len(a[1]["ids"])) or real(*a)
+    )
     emb = embed_folder(
         banner_dir, tmp_path / "a", model=vits14, batch_size=2, num_workers=0, checkpoint_every=4
     )
@@ -283,3 +290,52 @@ def test_a_copied_folder_is_recognised_by_content_not_embedded_again(
     path.write_bytes(bytes(raw))
     changed = embed_folder(copy / "banners", copy, model=vits14, num_workers=0)
     assert calls == [["30.jpg"]] and changed.reused == 8
+
+
+def _manifest(data, status: dict[int, str]) -> None:
+    rows = {"app_id": list(status), "status": list(status.values()), "name": "g"}
+    write_manifest(data, pd.DataFrame(rows))
+
+
+def test_the_collection_is_the_manifests_ok_rows(vits14, banner_dir, monkeypatch, caplog):
+    data = banner_dir.parent  # banner_dir is this data folder's banners/
+    ok = {a: "ok" for a in range(10, 100, 10)}
+    _manifest(data, {**ok, 20: "error", 100: "ok"})  # 20.jpg is on disk, 100.jpg is not
+    want = ["10", "30", "40", "50", "60", "70", "80", "90"]
+    assert list(images_of(data)) == list(images_of(data, banner_dir)) == want
+    calls = _count_embedded(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        emb = embed_folder(banner_dir, data, model=vits14, num_workers=0)
+    assert emb.ids == want and calls == [[f"{i}.jpg" for i in want]] and not emb.errors
+    assert "whose file is missing: 100" in caplog.text
+    # The manifest turns 30 to error: its cached vector is dropped, not served; nothing is
+    # embedded, and None names the same collection as banners/.
+    _manifest(data, {**ok, 20: "error", 30: "error"})
+    monkeypatch.setattr(Setting, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    again = embed_folder(None, data, setting="dinov2_vits14__crop256__cls__random")
+    assert again.ids == [i for i in want if i != "30"] and again.embedded == 0
+    np.testing.assert_array_equal(again.vectors, np.delete(emb.vectors, want.index("30"), 0))
+    assert load_embeddings(data, again.setting).ids == again.ids
+    assert len(calls) == 1
+
+
+def test_a_folder_of_ones_own_images_is_not_the_collection(vits14, banner_dir, tmp_path):
+    data, mine = tmp_path / "data", tmp_path / "mine"
+    layout.banners_dir(data).mkdir(parents=True)
+    _manifest(data, {10: "error"})  # about data's banners, not about this folder
+    mine.mkdir()
+    make_banner(1).save(mine / "10.jpg")
+    make_banner(2).save(mine / "my game.png")
+    assert list(images_of(data, mine)) == ["10", "my game"]
+    emb = embed_folder(mine, data, model=vits14, num_workers=0)
+    assert emb.ids == ["10", "my game"] and emb.meta["images"] == str(mine.resolve())
+    with pytest.raises(ValueError, match="no images in"):
+        embed_folder(None, data, model=vits14)  # the collection is empty: 10 is an error
+
+
+def test_the_model_given_must_make_the_settings_vectors(vits14, banner_dir, tmp_path):
+    with pytest.raises(ValueError, match="embeds as dinov2_vits14__crop256__cls__random, not"):
+        embed_folder(banner_dir, tmp_path, setting=Setting(), model=vits14)
+    with pytest.raises(ValueError, match="model must be a model from load_model, not str"):
+        embed_folder(banner_dir, tmp_path, model="dinov2_vits14")
+    assert not (tmp_path / "embeddings").exists()

@@ -64,8 +64,8 @@ def catalogue(tmp_path_factory, vits14):
     for i, a in enumerate(TWINS):
         _twin(i).save(folder / f"{a}.jpg", quality=90)
     write_metadata(data, _metadata())
-    for preset, pooling in (("crop256", "cls"), ("crop224", "gem")):
-        embed_folder(folder, data, model=vits14, preset=preset, pooling=pooling, progress=False)
+    for setting in SETTINGS:
+        embed_folder(folder, data, setting=setting, model=vits14, progress=False)
     assert layout.list_settings(data) == sorted(SETTINGS)
     return data
 

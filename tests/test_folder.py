@@ -91,10 +91,14 @@ def test_cli_import_folder_then_embed_match_and_audit(photos, tmp_path, capsys, 
 def test_browser_tiles_link_to_the_store_only_for_steam_ids(photos, tmp_path, vits14):
     from steam_dinov2.browse import Browser
     from steam_dinov2.embed import embed_folder
+    from steam_dinov2.manifest import read_manifest, write_manifest
 
     data = tmp_path / "data"
     import_folder(photos, data, progress=False)
     make_banner(7).save(layout.banner_path(data, 620))  # one Steam game among the own images
+    write_manifest(
+        data, pd.concat([read_manifest(data), pd.DataFrame({"app_id": [620], "status": "ok"})])
+    )
     embed_folder(layout.banners_dir(data), data, model=vits14, progress=False)
     browser = Browser(data, k=5)
     browser.show(own_image_id("fish.jpeg"))

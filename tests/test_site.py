@@ -47,7 +47,9 @@ def site_data(tmp_path_factory, vits14):
     for app_id in NAMES:
         seed = 3 if app_id == 90 else app_id // 10
         make_banner(seed).save(banners / f"{app_id}.jpg", quality=90 if app_id != 90 else 70)
-    write_manifest(data, pd.DataFrame({"app_id": list(NAMES), "name": list(NAMES.values())}))
+    write_manifest(
+        data, pd.DataFrame({"app_id": list(NAMES), "name": list(NAMES.values()), "status": "ok"})
+    )
     embed_folder(banners, data, model=vits14, progress=False)
     return data
 

@@ -57,6 +57,7 @@ def _data(tmp_path, banner_dir, vits14, names=None):
     ids = [int(p.stem) for p in (data / "banners").glob("*.jpg") if p.stem.isdigit()]
     names = names or {}
     table = pd.DataFrame({"app_id": ids, "name": [names.get(str(i), f"Game {i}") for i in ids]})
+    table["status"] = "ok"
     table.to_parquet(layout.manifest_path(data))
     embed_folder(data / "banners", data, model=vits14, num_workers=0, progress=False)
     return data
@@ -189,7 +190,8 @@ def test_a_planted_hub_model_in_meta_json_never_runs(tmp_path, banner_dir, vits1
 
 def test_a_setting_of_the_model_the_user_gave_comes_first(tmp_path, banner_dir, vits14):
     data = _data(tmp_path, banner_dir, vits14)
-    embed_folder(data / "banners", data, model=vits14, pooling="gem", num_workers=0)
+    gem = SETTING.replace("__cls__", "__gem__")
+    embed_folder(data / "banners", data, setting=gem, model=vits14, num_workers=0)
     b = Browser(data, k=3)
     assert b.setting.value == SETTING.replace("__cls__", "__gem__")  # both registry: the latest
     folder = layout.embeddings_dir(data, "aaa_unknown_timm")
@@ -384,7 +386,7 @@ _SLOW_EMBED = textwrap.dedent(
         time.sleep(0.4)
         return real(*a, **k)
     e.pool_tokens = slow
-    e.embed_folder(sys.argv[1], sys.argv[2], model="dinov2_vits14", pretrained=False,
+    e.embed_folder(sys.argv[1], sys.argv[2], setting="dinov2_vits14__crop256__cls__random",
                    batch_size=4, num_workers=0, device="cpu", checkpoint_every=8, progress=False)
     """
 )
@@ -416,11 +418,11 @@ def test_a_killed_embed_keeps_its_checkpoints_and_resumes(tmp_path, monkeypatch)
         return real(paths, model, **kw)
 
     monkeypatch.setattr(embed_mod, "embed_images", counting)
-    resumed = embed_folder(images, data, model="dinov2_vits14", pretrained=False, num_workers=0)
+    resumed = embed_folder(images, data, setting=SETTING, num_workers=0)
     assert sorted(calls[0]) == sorted(set(map(str, range(1000, 1040))) - set(done))
     assert not layout.embedding_checkpoints(data, SETTING)  # merged into the cache
     monkeypatch.undo()
-    clean = embed_folder(images, tmp_path / "clean", model="dinov2_vits14", pretrained=False)
+    clean = embed_folder(images, tmp_path / "clean", setting=SETTING)
     assert sorted(resumed.ids) == sorted(clean.ids) and len(clean.ids) == 40
     order = [clean.ids.index(i) for i in resumed.ids]
     assert np.abs(resumed.vectors - clean.vectors[order]).max() < 1e-5
@@ -435,7 +437,7 @@ def test_a_damaged_checkpoint_is_skipped_with_a_warning(tmp_path, banner_dir, ca
     stray = layout.embedding_checkpoint_path(data, SETTING, "0002").with_suffix(".npy")
     stray.write_bytes(b"killed before its .json was written")
     with caplog.at_level(logging.WARNING):
-        emb = embed_folder(banner_dir, data, model="dinov2_vits14", pretrained=False)
+        emb = embed_folder(banner_dir, data, setting=SETTING)
     assert "ignoring checkpoint" in caplog.text and str(path) in caplog.text
     assert len(emb.ids) == 9 and not path.exists() and not stray.exists()
 
