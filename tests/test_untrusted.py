@@ -228,8 +228,13 @@ def _html_values(browser):
 
 
 def test_hostile_names_ids_settings_and_file_names_are_escaped(tmp_path, banner_dir, vits14):
-    make_banner(9).save(banner_dir / f"{XSS}.jpg")  # an id from a file name
     data = _data(tmp_path, banner_dir, vits14, names={"30": XSS, "90": XSS})
+    # banners/ only takes app ids as names, but a cache embedded from a folder of one's own
+    # images takes any file name as an id: such a cache reaches the Browser as well.
+    own = shutil.copytree(layout.banners_dir(data), tmp_path / "own")
+    make_banner(9).save(own / f"{XSS}.jpg")
+    shutil.rmtree(layout.embeddings_dir(data, SETTING))
+    embed_folder(own, data, model=vits14, num_workers=0, progress=False)
     hostile_setting = layout.embeddings_dir(data, XSS)
     layout.embeddings_dir(data, SETTING).rename(hostile_setting)
     b = Browser(data, k=8)
