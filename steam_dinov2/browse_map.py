@@ -9,7 +9,7 @@ import io
 
 class ClusterPages:
     """Mixin of ``browse.Browser``: *Clusters*, a cluster picker with pages, and *Why?* on every
-    neighbour.
+    neighbor.
 
     Uses the browser's ``data``, ``names``, ``setting``, ``status``, ``grid``, ``widget``,
     ``tiles``, ``shown``, ``history``, ``position``, ``_guard``, ``_tile``, ``_emb_for``,
@@ -18,7 +18,7 @@ class ClusterPages:
 
     def _add_clusters_and_explain(self, explain_with):
         """Widgets to page through a cluster of the map, and, when ``explain_with``, a "Why?"
-        button on every neighbour (patch heatmaps with the current setting's model)."""
+        button on every neighbor (patch heatmaps with the current setting's model)."""
         import ipywidgets as w
 
         self.explain_with, self._maps = explain_with, {}
@@ -75,7 +75,7 @@ class ClusterPages:
                 tile.why.on_click(self._guard(lambda _, n=tile.app_id: self.explain(qid, n)))
                 tile.children += (tile.why,)
 
-    def explain(self, query, neighbour):
+    def explain(self, query, neighbor):
         """Show the patch heatmaps of a pair (``explain.plot_match_explained``) under the grid."""
         from .explain import plot_match_explained
 
@@ -85,7 +85,7 @@ class ClusterPages:
             )
         fig = plot_match_explained(
             query,
-            neighbour,
+            neighbor,
             setting=self.current_setting(),
             model=self._model(),
             data=self.data,
@@ -95,4 +95,4 @@ class ClusterPages:
         fig.savefig(buf, format="png", dpi=80)
         self.explained.value = buf.getvalue()
         self.explained.layout.display = ""
-        self.status.value = f"why {html.escape(str(neighbour))} matches {html.escape(str(query))}"
+        self.status.value = f"why {html.escape(str(neighbor))} matches {html.escape(str(query))}"

@@ -77,8 +77,10 @@ class NothingToDo(Exception):
 
 
 def count_banners(data: str | os.PathLike) -> int:
-    """Number of banners in ``data``."""
-    return len(layout.banner_files(data))
+    """Number of banners in the collection of ``data`` (``manifest.collection_images``)."""
+    from .manifest import collection_images
+
+    return len(collection_images(data))
 
 
 def ensure_banners(data: str | os.PathLike, *, if_empty: str | None = "stop") -> int:

@@ -1,4 +1,4 @@
-"""Why two banners match: patch-level similarity between a query and a neighbour, as heatmaps.
+"""Why two banners match: patch-level similarity between a query and a neighbor, as heatmaps.
 
 For every patch token of one banner, its best cosine to any patch token of the other (same model,
 same preset as the embeddings): a logo, a character or a palette that both banners share lights up
@@ -125,7 +125,7 @@ def _model_for(setting: Setting, model: torch.nn.Module | None) -> torch.nn.Modu
 
 def plot_match_explained(
     query,
-    neighbour,
+    neighbor,
     *,
     setting: Setting | str | None = None,
     data: str | os.PathLike | None = None,
@@ -135,7 +135,7 @@ def plot_match_explained(
     """Two banners side by side, each with the heatmap of its patches' best match in the other.
 
     Args:
-        query, neighbour: app ids (with ``data``: their banners in ``DATA/banners``), or paths,
+        query, neighbor: app ids (with ``data``: their banners in ``DATA/banners``), or paths,
             PIL images or HWC uint8 arrays.
         setting: the ``Setting`` (or its name) the embeddings were made with: its model, weights
             and preset (the heatmap covers that preset's crop); None: the default.
@@ -150,7 +150,7 @@ def plot_match_explained(
     from matplotlib.figure import Figure
 
     setting = as_setting(setting)
-    images, titles = _pair(query, neighbour, data, names)
+    images, titles = _pair(query, neighbor, data, names)
     pil = [to_rgb(_open(i)) for i in images]
     net = _model_for(setting, model)
     result = explain_match(pil[0], pil[1], net, preset=setting.preset)
@@ -168,15 +168,15 @@ def plot_match_explained(
     return fig
 
 
-def _pair(query, neighbour, data, names) -> tuple[list, list[str]]:
-    """``(images, titles)`` of a query and its neighbour: app ids (with ``data``) or images."""
+def _pair(query, neighbor, data, names) -> tuple[list, list[str]]:
+    """``(images, titles)`` of a query and its neighbor: app ids (with ``data``) or images."""
     from . import layout
     from .manifest import load_names
 
     if names is None:
         names = load_names(data) if data is not None else {}
     images, titles = [], []
-    for role, item in (("QUERY", query), ("neighbour", neighbour)):
+    for role, item in (("QUERY", query), ("neighbor", neighbor)):
         is_id = data is not None and isinstance(item, (str, int)) and str(item).isdigit()
         if is_id:
             path = layout.banner_path(data, item)
@@ -196,8 +196,8 @@ def _pair(query, neighbour, data, names) -> tuple[list, list[str]]:
 def overlay_matches(axes, images, *, setting: Setting, model=None) -> None:
     """Heatmaps over a row of drawn banners: ``images[0]`` is the query, the rest its neighbours
     (None for an empty cell), under ``setting`` (its model, or ``model`` when already loaded).
-    Each neighbour shows its patches' best match in the query; the query shows its best match in
-    the first neighbour. Used by ``compare.plot_comparison(explain=True)``.
+    Each neighbor shows its patches' best match in the query; the query shows its best match in
+    the first neighbor. Used by ``compare.plot_comparison(explain=True)``.
     """
     net, preset = _model_for(setting, model), setting.preset
     query = to_rgb(_open(images[0]))

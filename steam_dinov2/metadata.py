@@ -223,11 +223,10 @@ def fetch_metadata_quietly(data: str | os.PathLike, http: SteamHttp, progress: b
 
 
 def _collection_ids(data) -> list[int]:
-    from .manifest import read_manifest
+    """The collection's Steam app ids: own images (``import-folder``) have no store page."""
+    from .manifest import collection_images
 
-    manifest = read_manifest(data)
-    ok = manifest.loc[manifest["status"] == "ok", "app_id"].tolist()
-    return ok or sorted(layout.banner_files(data))
+    return [a for a in collection_images(data) if a <= files.MAX_APP_ID]
 
 
 def _try_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]] | str:

@@ -119,3 +119,21 @@ def test_a_killed_fetch_keeps_its_checkpoints(tmp_path, server, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fetch_metadata(tmp_path, range(10, 70), http=server.client(retries=0), progress=False)
     assert sorted(read_metadata(tmp_path).app_id) == list(range(10, 30))
+
+
+def test_the_collection_is_what_gets_labels(tmp_path, server):
+    """Metadata is fetched for the collection (``collection_images``): not for a banner whose
+    row says error, nor for one's own images, which have no store page."""
+    from synthetic import make_banner
+
+    from steam_dinov2.files import OWN_ID_BASE
+
+    own = OWN_ID_BASE + 5
+    for app_id in (7, 10, 11, own):
+        layout.banners_dir(tmp_path).mkdir(exist_ok=True)
+        make_banner(app_id % 97).save(layout.banner_path(tmp_path, app_id))
+    status = {7: "ok", 10: "ok", 11: "error", own: "ok"}
+    table = pd.DataFrame({"app_id": list(status), "name": "x", "status": list(status.values())})
+    table.to_parquet(layout.manifest_path(tmp_path))
+    fetch_metadata(tmp_path, http=server.client(timeout=2, retries=0), progress=False)
+    assert sorted(read_metadata(tmp_path)["app_id"]) == [7, 10]
