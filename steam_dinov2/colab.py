@@ -12,8 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from . import layout
-
 logger = logging.getLogger(__name__)
 
 DRIVE_MOUNT = "/content/drive"  # where Colab's drive.mount puts Google Drive

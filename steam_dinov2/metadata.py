@@ -109,7 +109,7 @@ def fetch_metadata(
 
     Args:
         data: the data folder.
-        app_ids: apps to describe; default the manifest's ``ok`` apps, else the banners on disk.
+        app_ids: apps to describe; default the collection's Steam apps (``collection_images``).
         refresh: fetch every app again instead of reusing its row.
         http: HTTP settings and session.
         progress: show a tqdm bar.
