@@ -38,12 +38,6 @@ logger = logging.getLogger(__name__)
 CPU_FORWARD_BATCH = 8
 
 
-def precision_tag(device: torch.device) -> str:
-    """ "fp16" where ``embed_images`` runs in half precision (CUDA autocast), else "" (float32):
-    part of the setting name, so fp16 and fp32 vectors never share a cache."""
-    return "" if precision_for(torch.device(device)) == "fp32" else "fp16"
-
-
 def embed_images(
     paths,
     model: torch.nn.Module,

@@ -130,11 +130,6 @@ def embeddings_dir(data: str | os.PathLike, setting: str) -> Path:
     return Path(data) / EMBEDDINGS / setting
 
 
-def embedding_meta_path(data: str | os.PathLike, setting: str) -> Path:
-    """A cache's ``meta.json``: the commit point naming its current generation of files."""
-    return cache_meta_path(embeddings_dir(data, setting))
-
-
 def cache_meta_path(folder: str | os.PathLike) -> Path:
     """``meta.json`` of the cache folder ``folder`` (``embeddings_dir(data, setting)``)."""
     return Path(folder) / "meta.json"

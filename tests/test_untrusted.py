@@ -31,7 +31,7 @@ from steam_dinov2.cli import main
 from steam_dinov2.compare import plot_comparison, plot_games, plot_neighbors
 from steam_dinov2.embed import embed_folder, load_embeddings
 from steam_dinov2.search import describe_exclusions, find_neighbors, match_all
-from steam_dinov2.setting import Setting
+from steam_dinov2.setting import Setting, precision_for
 
 matplotlib.use("Agg")
 SETTING = "dinov2_vits14__crop256__cls__random"
@@ -493,8 +493,9 @@ def test_every_stage_reports_the_exclusions_it_applies(
 
 
 def test_fp16_vectors_never_share_a_cache_with_fp32():
-    assert embed_mod.precision_tag(torch.device("cuda")) == "fp16"
-    assert embed_mod.precision_tag(torch.device("cpu")) == ""
+    assert precision_for(torch.device("cuda")) == "fp16"
+    assert precision_for(torch.device("cpu")) == "fp32"
+    assert Setting("m", "p", "cls", precision="fp16").name != Setting("m", "p", "cls").name
     assert layout.setting_name("m", "p", "cls", weights_tag="random", precision="fp16") == (
         "m__p__cls__random__fp16"
     )
