@@ -28,7 +28,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from steam_dinov2.cache import CachedRows, content_hash  # noqa: E402
-from steam_dinov2.embed import _stamp, images_of, list_images  # noqa: E402
+from steam_dinov2.embed import _stamp  # noqa: E402
+from steam_dinov2.image_files import images_of, list_images  # noqa: E402
 from steam_dinov2.manifest import write_manifest  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Preprocessing fidelity: what the model sees of a stored banner vs of the banner Steam serves.
 
-For each stored size (``download.SIZES``: the old default 224x336, the new 256x384) and each preset
+For each stored size (``codec.SIZES``: the old default 224x336, the new 256x384) and each preset
 (``preprocess.PRESETS``), a 600x900 banner goes through the download path (``resize_banner``, JPEG
 quality 95 as saved, decoded again) and then the preset; the reference is the preset applied to
 the served image itself. PSNR (dB, peak 1) of the two tensors after undoing the normalisation,

@@ -18,15 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from . import files, layout
-from .audit_cleanvision import (  # noqa: F401 (the type names are public here too)
-    DUPLICATE_TYPES,
-    ISSUE_TYPES,
+from .audit_cleanvision import (
     PROPERTY_TYPES,
     issue_params,
     readable,
     run_cleanvision,
 )
-from .audit_groups import (  # noqa: F401 (EMBEDDING_DUPLICATES is public here too)
+from .audit_groups import (
     EMBEDDING_DUPLICATES,
     embedding_duplicates,
     exclusion_reasons,
@@ -109,7 +107,7 @@ def audit_banners(
     Args:
         data: the data folder (banners and manifest in, ``audit/`` out).
         setting: the embedding ``Setting`` (or its name; None: the default); its cache is reused.
-        issue_types: CleanVision types to check, a subset of ``ISSUE_TYPES`` (default: all).
+        issue_types: CleanVision types to check, a subset of ``audit_cleanvision.ISSUE_TYPES`` (default: all).
         thresholds: ``{property type: threshold}`` on CleanVision's score (flagged below it;
             scores in [0, 1], lower is worse); CleanVision's defaults otherwise.
         near_dup_threshold: cosine at or above which two banners are embedding duplicates

@@ -17,16 +17,11 @@ from .browse_map import ClusterPages
 from .browse_outside import OutsideQueries
 from .browse_settings import offered_settings
 from .embed import load_embeddings
+from .export import matches_made_from, read_matches_made_from
 from .folder import is_steam_id
 from .manifest import load_names
 from .names import search_games
-from .search import (
-    describe_exclusions,
-    find_neighbors,
-    index_collection,
-    matches_made_from,
-    read_matches_made_from,
-)
+from .search import describe_exclusions, find_neighbors, index_collection
 from .setting import Setting, setting_of
 
 logger = logging.getLogger(__name__)

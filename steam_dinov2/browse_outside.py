@@ -63,7 +63,7 @@ class OutsideQueries:
         return self._models[name]
 
     def _show_outside_id(self, app_id: str):
-        from .download import fetch_banner
+        from .fetch import fetch_banner
 
         app_id = app_id.strip()
         if app_id in self._emb_for().ids:
@@ -80,7 +80,7 @@ class OutsideQueries:
         self.show(app_id, outside=True)
 
     def _show_upload(self):
-        from .download import resize_banner
+        from .codec import resize_banner
 
         files = self.upload.value
         if not files:

@@ -15,7 +15,7 @@ def offered_settings(data, settings, model, first=None) -> list[str]:
     """The settings the browser offers, ``first`` first: those named, else the cached ones whose
     model is in the registry or is ``model`` (those of ``model`` first, then the most recently
     embedded); others are left out with a warning, so a planted cache never becomes the default."""
-    from .cache import read_cache_meta
+    from .cache_check import read_cache_meta
 
     if first is not None:
         cached = layout.list_settings(data)

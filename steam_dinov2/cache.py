@@ -24,7 +24,6 @@ from .cache_check import (
     load_json,
     load_vectors,
     read_cache,
-    read_cache_meta,  # noqa: F401  (public here too)
 )
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    from .embed import POOLINGS
+    from .pooling import POOLINGS
     from .preprocess import PRESETS
 
     p.add_argument(
@@ -57,7 +57,8 @@ def _add_match_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_download_options(p: argparse.ArgumentParser) -> None:
-    from .download import DEFAULT_SIZE, DEFAULT_WORKERS, SIZES
+    from .codec import DEFAULT_SIZE, SIZES
+    from .download import DEFAULT_WORKERS
     from .net import DEFAULT_DEADLINE
 
     p.add_argument(
@@ -84,7 +85,8 @@ def _add_download_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_audit_options(p: argparse.ArgumentParser) -> None:
-    from .audit import ISSUE_TYPES, NEAR_DUP_THRESHOLD
+    from .audit import NEAR_DUP_THRESHOLD
+    from .audit_cleanvision import ISSUE_TYPES
 
     p.add_argument(
         "--issue-types",
@@ -159,7 +161,7 @@ def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_folder_options(p: argparse.ArgumentParser) -> None:
-    from .download import DEFAULT_SIZE, SIZES
+    from .codec import DEFAULT_SIZE, SIZES
 
     p.add_argument("src", help="folder of images (subfolders included)")
     _add_data(p)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from .preprocess import to_rgb
+from .codec import check_pixels, to_rgb
 from .setting import as_setting
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ VARIANTS = {
     "gray": "grayscale",
     "text": "a dark band with white sale text over the lower part",
 }
-MAX_PIXELS = 40_000_000  # as embed.MAX_PIXELS: refuse decompression bombs before decoding
 
 
 def make_variant(image: Image.Image, variant: str) -> Image.Image:
@@ -114,11 +113,10 @@ def embed_variants(
 
 
 def _open_rgb(path) -> Image.Image | None:
-    """The image as RGB, or None (logged) when it cannot be read or is above ``MAX_PIXELS``."""
+    """The image as RGB, or None (logged) when it cannot be read or is above ``codec.MAX_PIXELS``."""
     try:
         with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
+            check_pixels(img)
             img.load()
             return to_rgb(img)
     except Exception as e:  # an unreadable banner is a skipped sample, not a failed run
@@ -145,7 +143,7 @@ class _Embedder:
     def _flush(self) -> None:
         import torch
 
-        from .embed import pool_tokens
+        from .pooling import pool_tokens
 
         x = torch.stack(self.pending).to(self.device)
         with torch.inference_mode():

@@ -18,8 +18,8 @@ from concurrent.futures import as_completed
 import pandas as pd
 
 from . import files, layout
-from .codec import DEFAULT_SIZE, SIZES, parse_size, resize_banner  # noqa: F401 (re-exported)
-from .fetch import MISSING, FetchPipeline, fetch_banner  # noqa: F401 (fetch_banner re-exported)
+from .codec import DEFAULT_SIZE, parse_size
+from .fetch import MISSING, FetchPipeline
 from .manifest import ManifestBook
 from .net import HttpError, SteamHttp
 from .progress import tqdm

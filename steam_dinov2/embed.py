@@ -26,11 +26,10 @@ from .image_files import (
     IMAGE_SUFFIXES,
     image_loader,
     images_of,
-    list_images,  # noqa: F401  (public here too)
 )
 from .models import model_info, resolve_arch, select_device
-from .pooling import GEM_P, POOLINGS, pool_tokens  # noqa: F401  (public here too)
-from .preprocess import MAX_PIXELS, make_transform  # noqa: F401  (MAX_PIXELS: public here too)
+from .pooling import POOLINGS, pool_tokens
+from .preprocess import make_transform
 from .setting import PRETRAINED, Setting, precision_for, setting_of
 
 logger = logging.getLogger(__name__)

@@ -245,7 +245,7 @@ def _score_truth(run: _Run, emb, truth: str, neighbors, base: dict) -> pd.DataFr
 
 
 def _copies(run: _Run, emb) -> pd.DataFrame:
-    from .embed import POOLINGS
+    from .pooling import POOLINGS
     from .preprocess import PRESETS
 
     if emb.meta.get("preset") not in PRESETS or emb.meta.get("pooling") not in POOLINGS:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .codec import to_rgb
 from .models import forward_tokens, model_info
 from .plot import as_image_array, escape_mathtext, shorten
-from .preprocess import make_transform, to_rgb
+from .preprocess import make_transform
 from .setting import Setting, as_setting
 
 CROP = 224  # the crop presets' output side (preprocess.make_transform)
@@ -214,12 +215,14 @@ def overlay_matches(axes, images, *, setting: Setting, model=None) -> None:
 def _open(image):
     from PIL import Image
 
-    from .embed import MAX_PIXELS
+    from .codec import check_pixels
 
     if isinstance(image, (str, os.PathLike)):
         with Image.open(image) as img:
-            if img.width * img.height > MAX_PIXELS:  # a decompression bomb in the data folder
-                raise ValueError(f"{image} is too large ({img.width}x{img.height} pixels)")
+            try:
+                check_pixels(img)  # a decompression bomb in the data folder
+            except ValueError as e:
+                raise ValueError(f"{image}: {e}") from None
             img.load()
             return img.copy()
     if isinstance(image, np.ndarray):

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from . import files, layout
+from .codec import check_pixels
 from .models import model_info
-from .preprocess import FULL_SIZE, MAX_PIXELS, make_transform
+from .preprocess import FULL_SIZE, make_transform
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,7 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i):
         try:
             with Image.open(self.paths[i]) as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise ValueError(f"image too large ({w}x{h} pixels)")
+                check_pixels(img)
                 img.load()
                 return self.transform(img), i, ""
         except Exception as e:  # any decoder failure is a skip to report, not a crash

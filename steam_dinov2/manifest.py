@@ -17,8 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from . import files, layout
-from .names import normalize_name, search_games  # noqa: F401  (moved to names.py; old imports)
-from .preprocess import check_pixels
+from .codec import check_pixels
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from .preprocess import to_rgb
+from .codec import to_rgb
 
 
 def as_image_array(image) -> np.ndarray:

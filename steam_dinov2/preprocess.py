@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Decoding lives in codec.py; these stay importable from here, where the model stage finds them.
-from .codec import MAX_PIXELS, check_pixels, to_rgb  # noqa: F401
+from .codec import to_rgb
 
 # ImageNet statistics: DINO, DINOv2 and DINOv3 were all trained with them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -12,13 +12,7 @@ import pandas as pd
 from .embed import Embeddings
 
 # Writing and serving match tables lives in ``export``; these names stay importable from here.
-from .export import (  # noqa: F401
-    MADE_FROM,
-    export_matches,
-    matches_made_from,
-    read_matches_made_from,
-    write_matches,
-)
+from .export import write_matches
 
 logger = logging.getLogger(__name__)
 

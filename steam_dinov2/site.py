@@ -54,12 +54,10 @@ def make_thumbnail(src: Path, dst: Path) -> None:
     """One banner -> a ``THUMB_WIDTH``-wide WebP; ValueError for a hostile size."""
     from PIL import Image
 
-    from .embed import MAX_PIXELS
-    from .preprocess import to_rgb
+    from .codec import check_pixels, to_rgb
 
     with Image.open(src) as img:
-        if img.width * img.height > MAX_PIXELS:
-            raise ValueError(f"image too large ({img.width}x{img.height} pixels)")
+        check_pixels(img)
         img.draft("RGB", (THUMB_WIDTH * 2, THUMB_WIDTH * 3))  # JPEG: decode at a smaller scale
         img = to_rgb(img)
         height = max(1, round(img.height * THUMB_WIDTH / max(img.width, 1)))

@@ -99,7 +99,7 @@ def import_snapshot(
 
     Returns:
         Number of banners imported; files that do not decode (or are above
-        ``preprocess.MAX_PIXELS``) are skipped and logged.
+        ``codec.MAX_PIXELS``) are skipped and logged.
 
     Raises:
         ValueError: an unknown form, or a hostile archive (absolute path, ``..``, link, device,

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from steam_dinov2 import audit, layout, load_model
+from steam_dinov2.audit_cleanvision import ISSUE_TYPES
 from steam_dinov2.audit_plots import plot_audit_examples
 from steam_dinov2.embed import embed_folder
 from steam_dinov2.manifest import read_manifest, write_manifest
@@ -140,7 +141,7 @@ def test_exact_exclusion_reasons(audited, capsys):
     manifest = pd.read_parquet(layout.manifest_path(data))
     assert issues["app_id"].tolist() == sorted(manifest.loc[manifest.status == "ok", "app_id"])
     assert set(issues.loc[issues.excluded, "app_id"].astype(str)) == set(EXPECTED)
-    for t in audit.ISSUE_TYPES:
+    for t in ISSUE_TYPES:
         assert issues[f"is_{t}_issue"].dtype == bool and f"{t}_score" in issues
     assert capsys.readouterr().out == ""  # library code never prints (CleanVision does)
 

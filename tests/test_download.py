@@ -21,7 +21,8 @@ from steam_dinov2 import (
     layout,  # noqa: E402
 )
 from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
-from steam_dinov2.download import download_banners, fetch_banner  # noqa: E402
+from steam_dinov2.download import download_banners  # noqa: E402
+from steam_dinov2.fetch import fetch_banner  # noqa: E402
 from steam_dinov2.manifest import MANIFEST_DTYPES, read_manifest  # noqa: E402
 from steam_dinov2.net import SteamHttp  # noqa: E402
 
@@ -220,7 +221,7 @@ def test_cli_download_with_bases_from_env(tmp_path, server, monkeypatch, capsys)
 
 
 def test_resize_banner_converts_like_the_embedder():
-    # Transparent pixels become white and 16-bit greys are scaled, as preprocess.to_rgb does.
+    # Transparent pixels become white and 16-bit greys are scaled, as codec.to_rgb does.
     rgba = io.BytesIO()
     Image.new("RGBA", (600, 900), (10, 20, 30, 0)).save(rgba, "PNG")
     assert np.asarray(resize_banner(rgba.getvalue()))[0, 0].tolist() == [255, 255, 255]

@@ -21,9 +21,10 @@ from steam_dinov2 import (
     load_model,
     make_transform,
 )
-from steam_dinov2.embed import images_of, pool_tokens
+from steam_dinov2.embed import images_of
 from steam_dinov2.manifest import write_manifest
 from steam_dinov2.models import forward_tokens
+from steam_dinov2.pooling import pool_tokens
 from steam_dinov2.setting import Setting
 
 RANDOM = Setting(weights="random")  # dinov2_vits14__crop256__cls__random, as `vits14` makes

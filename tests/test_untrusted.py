@@ -26,6 +26,7 @@ from conftest import make_banner, upload_to_browser
 
 import steam_dinov2.embed as embed_mod
 from steam_dinov2 import audit, layout
+from steam_dinov2.audit_cleanvision import ISSUE_TYPES
 from steam_dinov2.browse import Browser
 from steam_dinov2.cli import main
 from steam_dinov2.compare import plot_comparison, plot_games, plot_neighbors
@@ -92,7 +93,7 @@ def test_audit_never_unpickles_and_recomputes_planted_results(tmp_path, caplog):
     old_key = {
         "cleanvision": cleanvision.__version__,
         "pandas": pd.__version__,
-        "issue_types": {t: {} for t in audit.ISSUE_TYPES},
+        "issue_types": {t: {} for t in ISSUE_TYPES},
         "files": hashlib.sha256(json.dumps(stamps, sort_keys=True).encode()).hexdigest(),
     }
     (old / "steam_dinov2_key.json").write_text(json.dumps({"key": old_key, "broken": []}))
