@@ -45,6 +45,6 @@ def install_log_filter() -> None:
     """Redact keys from urllib3's connection log, once per process."""
     # urllib3 logs "GET /path?query" at DEBUG; keep the key out of whatever handler listens.
     with _filter_lock:
-        log = logging.getLogger("urllib3.connectionpool")
-        if not any(isinstance(f, _RedactKeys) for f in log.filters):
-            log.addFilter(_RedactKeys())
+        urllib3_logger = logging.getLogger("urllib3.connectionpool")
+        if not any(isinstance(f, _RedactKeys) for f in urllib3_logger.filters):
+            urllib3_logger.addFilter(_RedactKeys())

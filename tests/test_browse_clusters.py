@@ -69,7 +69,7 @@ def test_cluster_captions_escape_names(data):
     assert "&lt;b&gt;Bold&lt;/b&gt; &amp; Co" in tile.children[1].value
 
 
-def test_why_button_explains_a_neighbour(data, vits14):
+def test_why_button_explains_a_neighbor(data, vits14):
     b = Browser(data, k=3, explain_with=True)
     b.show("30")
     assert b.explained.layout.display == "none"
@@ -99,7 +99,7 @@ def test_why_not_asked_for_or_with_an_untrusted_model_says_so(data):
         shutil.rmtree(planted)
 
 
-def test_comparison_explains_each_neighbour(data, vits14):
+def test_comparison_explains_each_neighbor(data, vits14):
     from steam_dinov2 import find_neighbors, load_embeddings
 
     fig = plot_comparison(

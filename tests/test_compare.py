@@ -9,7 +9,7 @@ from steam_dinov2.compare import plot_games, row_setting
 from steam_dinov2.setting import Setting
 
 
-def test_preview_shows_k_neighbours_and_names_its_setting(tmp_path, banner_dir, vits14):
+def test_preview_shows_k_neighbors_and_names_its_setting(tmp_path, banner_dir, vits14):
     data = tmp_path / "data"
     shutil.copytree(banner_dir, data / "banners")
     emb = embed_folder(data / "banners", data, model=vits14, num_workers=0, progress=False)

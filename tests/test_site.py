@@ -61,7 +61,7 @@ def site(site_data, tmp_path_factory):
     return out, report
 
 
-def test_export_writes_games_neighbours_and_thumbnails(site, site_data):
+def test_export_writes_games_neighbors_and_thumbnails(site, site_data):
     out, report = site
     assert {p.name for p in out.iterdir()} == {
         "index.html",
