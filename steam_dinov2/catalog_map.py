@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import files, layout
+from .setting import Setting
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def cluster_vectors(vectors: np.ndarray, n_clusters: int, *, seed: int = 0):
 
 def map_catalog(
     data: str | os.PathLike,
-    setting: str,
+    setting: str | Setting,
     *,
     n_clusters: int | None = None,
     method: str | None = None,
@@ -176,7 +177,7 @@ def map_catalog(
 
     Args:
         data: the data folder.
-        setting: a cached setting (``layout.list_settings(data)``).
+        setting: a cached setting (a ``Setting`` or a name of ``layout.list_settings(data)``).
         n_clusters: k-means clusters (default ``default_clusters(N)``).
         method: layout method, one of ``METHODS`` (default ``default_method()``).
         seed: seed of the layout and of k-means.
@@ -189,7 +190,7 @@ def map_catalog(
 
     emb = load_embeddings(data, setting)
     if not emb.ids:
-        raise ValueError(f"setting {setting!r} in {data} holds no embeddings")
+        raise ValueError(f"setting {emb.setting!r} in {data} holds no embeddings")
     method = method or default_method()
     if method not in METHODS:
         raise ValueError(f"unknown map method {method!r}; available: {', '.join(METHODS)}")
@@ -204,11 +205,11 @@ def map_catalog(
         "seed": seed,
         "version": _VERSION,
     }
-    path = layout.map_path(data, setting)
+    path = layout.map_path(data, emb.setting)
     cached = _read_cached(path, made_from)
     if cached is not None:
         return cached
-    logger.info("laying out %d banners of %s with %s", len(emb.ids), setting, method)
+    logger.info("laying out %d banners of %s with %s", len(emb.ids), emb.setting, method)
     table = _map_table(emb, method, k, seed)
     _write(path, table, made_from)
     return table

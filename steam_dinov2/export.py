@@ -10,6 +10,7 @@ import os
 import pandas as pd
 
 from . import files, layout
+from .setting import Setting, setting_of
 
 
 def write_matches(data: str | os.PathLike, emb, table: pd.DataFrame, exclude=()) -> None:
@@ -45,7 +46,9 @@ def read_matches_made_from(path) -> dict | None:
     return json.loads(meta[MADE_FROM]) if MADE_FROM in meta else None
 
 
-def export_matches(data: str | os.PathLike, setting: str, *, names: dict[str, str] | None = None):
+def export_matches(
+    data: str | os.PathLike, setting: str | Setting, *, names: dict[str, str] | None = None
+):
     """Write the match table for serving: ``neighbors.json`` beside ``neighbors.parquet``.
 
     The JSON maps each query id to its neighbours best first, ``[{"id", "name", "score"}, ...]``
@@ -54,6 +57,7 @@ def export_matches(data: str | os.PathLike, setting: str, *, names: dict[str, st
     Returns:
         ``(parquet_path, json_path)``.
     """
+    setting = setting_of(setting)
     path = layout.neighbors_path(data, setting)
     if not path.is_file():
         raise ValueError(f"no matches for setting {setting!r}: run `match` first")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_dir
+from .setting import Setting
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def make_thumbnail(src: Path, dst: Path) -> None:
 
 def export_site(
     data: str | os.PathLike,
-    setting: str,
+    setting: str | Setting,
     out: str | os.PathLike,
     *,
     k: int = 10,

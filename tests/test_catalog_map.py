@@ -14,6 +14,7 @@ from steam_dinov2.catalog_map import (
 )
 from steam_dinov2.manifest import read_manifest, write_manifest
 from steam_dinov2.map_plots import plot_catalog_map, plot_cluster, sample_for_thumbnails
+from steam_dinov2.setting import Setting
 
 SETTING = "dinov2_vits14__crop256__cls__random"
 
@@ -123,6 +124,8 @@ def test_catalog_map_is_cached_and_recomputed_when_stale(data, monkeypatch, vits
     with monkeypatch.context() as m:
         m.setattr(cm, "compute_layout", fail)
         pd.testing.assert_frame_equal(map_catalog(data, SETTING, n_clusters=3), table)
+        as_value = Setting.from_name(SETTING)  # the Setting itself names the same cache
+        pd.testing.assert_frame_equal(map_catalog(data, as_value, n_clusters=3), table)
         with pytest.raises(AssertionError, match="recomputed"):
             map_catalog(data, SETTING, n_clusters=4)  # other options: not this cache
     # A damaged cache file is recomputed, never trusted.

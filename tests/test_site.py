@@ -20,6 +20,7 @@ from PIL import Image
 
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings
 from steam_dinov2.manifest import write_manifest
+from steam_dinov2.setting import Setting
 from steam_dinov2.site import THUMB_WIDTH, export_site
 
 SETTING = "dinov2_vits14__crop256__cls__random"
@@ -109,7 +110,8 @@ def test_unreadable_banner_is_a_tile_without_picture(site_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(site_data, data)
     (data / "banners" / "40.jpg").write_bytes(b"not a jpeg")  # after embedding: cache still has it
-    report = export_site(data, SETTING, tmp_path / "out", k=K, with_map=False, progress=False)
+    setting = Setting.from_name(SETTING)  # a Setting names the cache as well as its name
+    report = export_site(data, setting, tmp_path / "out", k=K, with_map=False, progress=False)
     games = json.loads((tmp_path / "out" / "data" / "games.json").read_text())
     row = games["ids"].index("40")
     assert games["thumb"][row] == 0 and "40" in report.skipped
