@@ -20,6 +20,9 @@ def offered_settings(data, settings, model, first=None) -> list[str]:
     if first is not None:
         cached = layout.list_settings(data)
         if first not in cached:
+            from .setting import Setting
+
+            Setting.from_name(first)  # a malformed name says so before "no embedding cache"
             raise ValueError(
                 f"setting {first!r} has no embedding cache in {data}; cached: "
                 f"{', '.join(cached) or 'none (run the embed stage first)'}"

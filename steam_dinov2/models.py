@@ -129,8 +129,7 @@ def load_model(
         The model in eval mode on ``device``; ``model_info(model)`` gives its ``ModelInfo``
         (name, arch, weights_tag, dim, patch_size, mean, std, num_prefix_tokens).
     """
-    if weights is not None and not Path(weights).is_file():
-        raise ValueError(f"weights file not found: {weights}")
+    # weights_tag refuses a weights file that is not there, naming it and --weights.
     tag = weights_tag(pretrained=pretrained, weights=weights)
     if name.startswith(HUB_PREFIX):
         model, info = _load_hub(name, pretrained=pretrained and weights is None, weights=weights)

@@ -15,6 +15,7 @@ from . import layout
 PRETRAINED = "pretrained"
 RANDOM = "random"
 PRECISIONS = ("fp32", "fp16")
+_FORM = "model__preset__pooling[__random|__w-HASH][__fp16], e.g. dinov2_vits14__crop256__cls"
 
 
 @dataclass(frozen=True)
@@ -79,15 +80,15 @@ class Setting:
         and '/' come back as '-', as the folder name spells them."""
         parts = name.split("__")
         if len(parts) < 3 or not all(parts):
-            raise ValueError(
-                f"setting name {name!r} must look like model__preset__pooling[__random|__w-HASH]"
-                "[__fp16], e.g. dinov2_vits14__crop256__cls"
-            )
+            raise ValueError(f"setting name {name!r} must look like {_FORM}")
         model, preset, pooling, *rest = parts
-        precision = rest.pop() if rest and rest[-1] in PRECISIONS else "fp32"
-        weights = rest.pop() if rest else PRETRAINED
+        weights = rest.pop(0) if rest and _is_weights_part(rest[0]) else PRETRAINED
+        precision = rest.pop(0) if rest and rest[0] in PRECISIONS else "fp32"
         if rest:
-            raise ValueError(f"setting name {name!r} has unknown parts: {', '.join(rest)}")
+            why = " (weights come before precision)" if _is_weights_part(rest[0]) else ""
+            raise ValueError(
+                f"setting name {name!r}: unexpected part {rest[0]!r}{why}; expected {_FORM}"
+            )
         return cls(model, preset, pooling, weights=weights, precision=precision)
 
     @property
@@ -132,6 +133,11 @@ class Setting:
         return self.name
 
 
+def _is_weights_part(part: str) -> bool:
+    """Whether a setting name's part names weights (``random`` or ``w-<hash>``)."""
+    return part in (PRETRAINED, RANDOM) or part.startswith("w-")
+
+
 def precision_for(device) -> str:
     """ "fp16" where ``embed_images`` runs in half precision (CUDA autocast), else "fp32"."""
     return "fp16" if getattr(device, "type", str(device).split(":")[0]) == "cuda" else "fp32"
@@ -140,6 +146,14 @@ def precision_for(device) -> str:
 def setting_of(setting: Setting | str) -> str:
     """The cache folder name of a ``Setting`` or of a name given as a string."""
     return setting.name if isinstance(setting, Setting) else str(setting)
+
+
+def checked_name(setting: Setting | str) -> str:
+    """``setting_of``, after ``Setting.from_name`` checked a name given as a string: a malformed
+    name says so before anyone looks for its cache."""
+    if isinstance(setting, str):
+        Setting.from_name(setting)
+    return setting_of(setting)
 
 
 def as_setting(setting: Setting | str | None) -> Setting:

@@ -119,9 +119,9 @@ def export_site(
 def _checked_embeddings(data, setting, out: Path, k: int):
     """The setting's ``Embeddings`` after checking ``k`` and ``out``; ValueError naming the fix."""
     from .embed import load_embeddings
-    from .setting import setting_of
+    from .setting import checked_name
 
-    setting = setting_of(setting)
+    setting = checked_name(setting)  # a malformed name says so, not "run embed first"
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     _check_out(out)

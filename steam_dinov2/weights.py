@@ -14,9 +14,16 @@ import torch
 def weights_tag(*, pretrained: bool = True, weights: str | os.PathLike | None = None) -> str:
     """Short name of the weights a model carries: "" (its pretrained weights), "random" or "w-<sha>"."""
     if weights is not None:
+        check_weights_file(weights)
         st = os.stat(weights)
         return "w-" + _file_sha256(os.path.abspath(weights), st.st_size, st.st_mtime_ns)[:12]
     return "" if pretrained else "random"
+
+
+def check_weights_file(path: str | os.PathLike) -> None:
+    """ValueError naming the file and the flag when ``path`` is not a file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"weights file not found: {os.fspath(path)} (--weights)")
 
 
 @functools.lru_cache(maxsize=16)  # a run asks several times; a ViT-g file is 4.5 GB
@@ -32,6 +39,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a weights file; ValueError naming the file and what is wrong with it."""
     import pickle
 
+    check_weights_file(path)
     path = str(path)
     if path.endswith(".safetensors"):
         from safetensors import SafetensorError

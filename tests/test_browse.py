@@ -234,6 +234,11 @@ def test_opens_on_the_setting_given_else_the_latest_embedded(data, vits14):
     _check(b, *_expected(data, "30", 3))
     with pytest.raises(ValueError, match="has no embedding cache.*cached: " + cls):
         Browser(data, setting="dinov2_vits14__crop224__cls__random")
+    # A malformed name says so before anyone looks for its cache.
+    with pytest.raises(ValueError, match="setting name 'nonsense' must look like model__"):
+        Browser(data, setting="nonsense")
+    with pytest.raises(ValueError, match="'random' \\(weights come before precision\\)"):
+        Browser(data, setting="dinov2_vits14__crop256__cls__fp16__random")
 
 
 def test_query_tile_has_no_similar_button_and_back_goes_back(data):

@@ -135,7 +135,7 @@ def test_weights_that_do_not_fit_are_refused(tmp_path, vits14):
     torch.save(vits14.state_dict(), path)
     with pytest.raises(ValueError, match="does not fit"):
         load_model("dino_vitb16", weights=path, device="cpu")
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(ValueError, match=r"^weights file not found: .*missing.pth \(--weights\)$"):
         load_model("dinov2_vits14", weights=tmp_path / "missing.pth")
 
 

@@ -46,12 +46,22 @@ def test_create_names_weights_and_precision(tmp_path):
         ("dinov2_vits14", "model__preset__pooling"),
         ("a__b", "model__preset__pooling"),
         ("a____c", "model__preset__pooling"),
-        ("a__b__c__random__x__fp16", "unknown parts: random"),
+        ("a__b__c__random__x__fp16", r"unexpected part 'x'; expected model__preset__pooling\["),
+        ("a__b__c__random__fp16__x", r"unexpected part 'x'; expected model__preset__pooling\["),
+        ("a__b__c__fp16__random", r"part 'random' \(weights come before precision\)"),
+        ("a__b__c__w-0123__w-4567", r"part 'w-4567' \(weights come before precision\)"),
     ],
 )
 def test_a_bad_name_is_refused_naming_the_form(name, why):
     with pytest.raises(ValueError, match=why):
         Setting.from_name(name)
+
+
+def test_a_missing_weights_file_is_named_with_its_flag(tmp_path):
+    missing = tmp_path / "nonexistent.pth"
+    for where in (missing, tmp_path):  # not there, or a folder
+        with pytest.raises(ValueError, match=rf"^weights file not found: {where} \(--weights\)$"):
+            Setting.create("dinov2_vits14", weights=where)
 
 
 def test_a_weights_file_setting_without_the_file_refuses_to_load():

@@ -131,6 +131,9 @@ def test_a_decompression_bomb_gets_no_thumbnail(tmp_path):
 
 def test_unknown_setting_names_the_cached_ones(site_data, tmp_path):
     with pytest.raises(ValueError, match="cached: " + SETTING):
+        export_site(site_data, "nope__crop256__cls", tmp_path / "out", progress=False)
+    # A malformed name says so, rather than send anyone to embed it.
+    with pytest.raises(ValueError, match="setting name 'nope' must look like model__preset"):
         export_site(site_data, "nope", tmp_path / "out", progress=False)
 
 
@@ -143,7 +146,10 @@ def test_cli_export_site(site_data, tmp_path, capsys):
     assert "9 games" in capsys.readouterr().out
     assert json.loads((out / "data" / "games.json").read_text())["k"] == 2
     assert main(["export-site", "--data", str(site_data), "--setting", "x", "--out", str(out)]) == 2
-    assert "no embeddings for setting 'x'" in capsys.readouterr().err
+    assert "setting name 'x' must look like" in capsys.readouterr().err
+    argv = ["export-site", "--data", str(site_data), "--setting", "x__crop256__cls"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "no embeddings for setting 'x__crop256__cls'" in capsys.readouterr().err
 
 
 # --- in a real browser ----------------------------------------------------------------------
