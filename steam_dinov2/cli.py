@@ -23,6 +23,19 @@ from .commands import (
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
 
 
+def positive_int(text: str, least: int = 1) -> int:
+    """argparse type of a count (--batch-size, --limit, ...): an int >= ``least``; argparse
+    exits 2 naming the flag otherwise, before any stage runs."""
+    value = int(text)  # not a number: argparse says "invalid positive_int value"
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    return value
+
+
+def count(text: str) -> int:  # 0 allowed: --workers 0 decodes in-process, --copies 0 skips
+    return positive_int(text, 0)
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     from .pooling import POOLINGS
     from .preprocess import PRESETS
@@ -42,9 +55,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _add_embed_options(p: argparse.ArgumentParser) -> None:
     _add_model_options(p)
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
     p.add_argument(
-        "--workers", type=int, default=None, help="decoding processes (default: by device)"
+        "--workers", type=count, default=None, help="decoding processes (default: by device)"
     )
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
 
@@ -66,15 +79,11 @@ def _add_download_options(p: argparse.ArgumentParser) -> None:
         default="steamspy",  # as in the notebooks: no key needed
         help="steamspy (default), store (needs STEAM_API_KEY) or file:PATH",
     )
-    p.add_argument("--limit", type=int, help="at most N apps from the source")
+    p.add_argument("--limit", type=positive_int, help="at most N apps from the source")
     p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved banner size")
     # One meaning per flag: --workers is decoding processes (embed, audit, run) everywhere.
     p.add_argument(
-        "--download-workers",
-        dest="download_workers",
-        type=int,
-        default=DEFAULT_WORKERS,
-        help="download threads",
+        "--download-workers", type=positive_int, default=DEFAULT_WORKERS, help="download threads"
     )
     p.add_argument(
         "--deadline",
@@ -148,7 +157,7 @@ def _add_evaluate_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--k", type=int, default=10, help="ranks looked at (recall@k, map@k, ndcg@k)")
     p.add_argument(
-        "--copies", type=int, default=COPY_SAMPLE, help="banners sampled for copy (0: none)"
+        "--copies", type=count, default=COPY_SAMPLE, help="banners sampled for copy (0: none)"
     )
     p.add_argument("--weights", help="local weights file of a setting made with one (copy)")
     p.add_argument("--device", default="auto", help="where copies are embedded")
@@ -172,7 +181,7 @@ def _add_site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", help="a cached setting folder name (default: from --model etc.)")
     p.add_argument("--out", required=True, help="site folder to write (replaced whole)")
     p.add_argument("--no-map", action="store_true", help="leave the catalogue map out")
-    p.add_argument("--clusters", type=int, help="map clusters (default: about sqrt(N)/4)")
+    p.add_argument("--clusters", type=positive_int, help="map clusters (default: about sqrt(N)/4)")
 
 
 def _hidden_images(p: argparse.ArgumentParser) -> None:

@@ -30,11 +30,25 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _collection(args):
+    """The image folder a stage reads (``--images``, else DATA/banners); ValueError naming the
+    stages that make a collection when DATA has none."""
+    if args.images:
+        return args.images
+    folder = layout.banners_dir(args.data)
+    if not folder.is_dir():
+        raise ValueError(
+            f"no collection in {args.data} ({folder} not found): run `download`, "
+            "`import-snapshot` or `import-folder` first"
+        )
+    return folder
+
+
 def _embed(args):
     from .embed import embed_folder
 
     emb = embed_folder(
-        args.images or layout.banners_dir(args.data),
+        _collection(args),
         args.data,
         setting=_setting(args),
         batch_size=args.batch_size,

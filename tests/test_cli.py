@@ -57,6 +57,19 @@ def test_models_lists_the_registry(capsys):
         (["embed", "--data", "D", "--images", "nowhere"], "image folder not found: nowhere"),
         (["embed", "--data", "D", "--images", ".", "--model", "nope"], "unknown model 'nope'"),
         (["match", "--data", "D"], "no embeddings for setting 'dinov2_vits14__crop256__cls'"),
+        (
+            ["embed", "--data", "nodata"],
+            "no collection in nodata (nodata/banners not found): run `download`, "
+            "`import-snapshot` or `import-folder` first",
+        ),
+        (
+            ["embed", "--data", "D", "--images", ".", "--weights", "/nonexistent.pth"],
+            "weights file not found: /nonexistent.pth (--weights)",
+        ),
+        (
+            ["export-site", "--data", "D", "--setting", "nonsense", "--out", "site"],
+            "setting name 'nonsense' must look like model__preset__pooling",
+        ),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line(tmp_path, monkeypatch, capsys, args, message):
@@ -64,6 +77,35 @@ def test_bad_input_exits_non_zero_with_one_line(tmp_path, monkeypatch, capsys, a
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "least"),
+    [
+        (["embed", "--batch-size", "0"], "--batch-size", 1),
+        (["embed", "--batch-size", "-3"], "--batch-size", 1),
+        (["audit", "--workers", "-1"], "--workers", 0),
+        (["download", "--limit", "0"], "--limit", 1),
+        (["download", "--download-workers", "0"], "--download-workers", 1),
+        (["evaluate", "--copies", "-1"], "--copies", 0),
+        (["export-site", "--out", "site", "--clusters", "0"], "--clusters", 1),
+    ],
+)
+def test_a_count_below_its_least_exits_2_at_parse_time(tmp_path, capsys, args, flag, least):
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--data", str(tmp_path / "data")])
+    assert e.value.code == 2
+    value = args[args.index(flag) + 1]
+    assert f"argument {flag}: must be at least {least}, got {value}" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # refused before any stage ran
+
+
+def test_zero_workers_and_zero_copies_are_allowed():
+    from steam_dinov2.cli import build_parser
+
+    args = build_parser().parse_args(["embed", "--data", "d", "--workers", "0"])
+    assert args.workers == 0
+    assert build_parser().parse_args(["evaluate", "--data", "d", "--copies", "0"]).copies == 0
 
 
 def test_help_for_each_stage():
