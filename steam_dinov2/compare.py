@@ -63,7 +63,7 @@ def plot_comparison(
     """
     from .plot import plot_image_grid
 
-    settings = [row_setting(s) for s in settings]
+    settings = _row_settings(settings)
     images = images or layout.banners_dir(data)
     files = images_of(data, images)
     cells = _comparison_cells(data, images, settings, str(app_id), k, exclude, progress)
@@ -81,6 +81,19 @@ def plot_comparison(
             escape_mathtext(f"{setting.model}\n{setting.preset}\n{setting.pooling}"), fontsize=8
         )
     return fig
+
+
+def _row_settings(settings) -> list[Setting]:
+    """The comparison's rows (``row_setting`` of each); ValueError when there is none."""
+    if isinstance(settings, str | Setting):  # one setting, not the characters of its name
+        settings = [settings]
+    rows = [row_setting(s) for s in settings]
+    if not rows:
+        raise ValueError(
+            "no settings to compare: pass at least one Setting, setting name or "
+            "model:preset:pooling"
+        )
+    return rows
 
 
 def _comparison_cells(data, images, settings, app_id: str, k: int, exclude, progress) -> list:

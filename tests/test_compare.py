@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from steam_dinov2 import embed_folder
-from steam_dinov2.compare import plot_games, row_setting
+from steam_dinov2.compare import plot_comparison, plot_games, row_setting
 from steam_dinov2.setting import Setting
 
 
@@ -37,3 +37,16 @@ def test_comparison_rows_are_settings_names_or_model_preset_pooling(tmp_path):
     for bad in ["dinov2_vits14", "dinov2_vits14::cls", ("dinov2_vits14", "crop256", "cls"), 3]:
         with pytest.raises(ValueError, match="model:preset:pooling"):
             row_setting(bad)
+
+
+def test_a_comparison_without_settings_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="^no settings to compare: pass at least one Setting"):
+        plot_comparison(tmp_path / "data", 620, [])
+
+
+def test_one_setting_name_is_one_row_not_its_characters(tmp_path, banner_dir, vits14):
+    data = tmp_path / "data"
+    shutil.copytree(banner_dir, data / "banners")
+    emb = embed_folder(data / "banners", data, model=vits14, num_workers=0, progress=False)
+    fig = plot_comparison(data, "30", emb.setting, k=2, progress=False)  # the cache is reused
+    assert len(fig.axes) == 2 + 1
