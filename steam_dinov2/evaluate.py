@@ -40,6 +40,7 @@ from .ranking import agreement, ideal_gains
 from .truths import (
     COLUMNS,
     copy_model,
+    label_gap,
     label_sets,
     score_copies,
     score_labels,
@@ -217,8 +218,8 @@ class _Skip(Exception):
 def _score_truth(run: _Run, emb, truth: str, neighbors, base: dict) -> pd.DataFrame:
     """One truth's per-query rows for one setting, from the cache when its key still matches."""
     k, setting, data = run.k, emb.setting, run.data
-    if truth != "copy" and run.metadata.empty:
-        raise _Skip(f"{run.no_metadata}: run `python -m steam_dinov2 metadata --data DATA`")
+    if truth != "copy" and (why := label_gap(emb.ids, run.metadata, run.no_metadata)):
+        raise _Skip(why)
     if truth in LABELS:
         sets = label_sets(emb, run.metadata, LABELS[truth])
         key = {**base, "labels": digest([sorted(s) for s in sets])}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import files
 from .embed import Embeddings
 from .metrics import (
     average_precision_at_k,
@@ -17,6 +18,7 @@ from .metrics import (
     recall_at_k,
 )
 from .ranking import ideal_gains, rank_rows
+from .steam import LABEL_COLUMNS
 
 COLUMNS = [
     "setting",
@@ -53,6 +55,30 @@ def frame(setting, truth, ids, n_rel, first, metrics: dict) -> pd.DataFrame:
 def first_rank(rel: np.ndarray) -> np.ndarray:
     hit = rel > 0
     return np.where(hit.any(1), hit.argmax(1) + 1, 0)
+
+
+def label_gap(ids: list[str], metadata: pd.DataFrame, no_metadata: str) -> str:
+    """Why the label truths (all but ``copy``) cannot score the collection ``ids``, "" when they
+    can: it holds no Steam app (own images, ``import-folder``, have no store page), there is no
+    metadata (``no_metadata`` says why), or the metadata has no labels for its apps."""
+    fetch = "run `python -m steam_dinov2 metadata --data DATA`"
+    apps = {int(i) for i in ids if i.isdigit() and int(i) < files.OWN_ID_BASE}
+    if not apps:
+        return (
+            "the collection holds no Steam apps (own images from import-folder have no store "
+            "labels): only the copy truth applies"
+        )
+    if metadata.empty:
+        return f"{no_metadata}: {fetch}"
+    rows = metadata[metadata["app_id"].isin(apps)]
+    if rows.empty:
+        return f"metadata has no row for the collection's {len(apps)} Steam apps: {fetch}"
+    if not any(len(v) for c in (*LABEL_COLUMNS, "tagids") for v in rows[c]):
+        return (
+            "metadata holds no labels for the collection's Steam apps (the store lists none): "
+            "only the copy truth applies"
+        )
+    return ""
 
 
 def label_sets(emb: Embeddings, metadata: pd.DataFrame, column: str) -> list[frozenset]:

@@ -271,6 +271,51 @@ def test_without_metadata_and_bad_input(catalogue, tmp_path, capsys):
     assert "skipped dinov2_vits14__crop256__cls__random/developer: no metadata" in out
 
 
+def test_own_images_skip_the_label_truths_saying_only_copy_applies(tmp_path, vits14, capsys):
+    from steam_dinov2.folder import import_folder
+
+    src, data = tmp_path / "photos", tmp_path / "data"
+    src.mkdir()
+    for i in range(4):
+        make_banner(300 + i).save(src / f"{i}.png")
+    import_folder(src, data, progress=False)
+    embed_folder(layout.banners_dir(data), data, setting=SETTINGS[0], model=vits14, progress=False)
+    # `metadata` fetched 0 apps (own images have no store page): it wrote no table.
+    argv = ["evaluate", "--data", str(data), "--truth", "franchise", "tags", "copy"]
+    assert main([*argv, "--copies", "2", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for truth in ("franchise", "tags"):
+        assert f"skipped {SETTINGS[0]}/{truth}: the collection holds no Steam apps (own " in out
+    assert (
+        "only the copy truth applies" in out and "run `python -m steam_dinov2 metadata" not in out
+    )
+    summary = pd.read_parquet(layout.evaluation_summary_path(data))
+    assert "copy" in set(summary.truth) and summary.truth.str.startswith("copy").all()
+
+
+def test_metadata_without_labels_for_the_collection_says_so(catalogue, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(catalogue, data)
+    others = _metadata().assign(app_id=lambda df: df.app_id + 10_000)  # other apps only
+    write_metadata(data, others)
+    result = evaluate_settings(data, SETTINGS[:1], truths=["developer", "tags"], copies=0)
+    n = len(DISTINCT + TWINS)
+    for truth in ("developer", "tags"):
+        reason = result.skipped[f"{SETTINGS[0]}/{truth}"]
+        assert reason == (
+            f"metadata has no row for the collection's {n} Steam apps: "
+            "run `python -m steam_dinov2 metadata --data DATA`"
+        )
+    bare = _metadata().assign(developers=[[]] * n, publishers=[[]] * n, franchises=[[]] * n)
+    write_metadata(data, bare.assign(tagids=[[]] * n, tag_weights=[[]] * n))
+    result = evaluate_settings(data, SETTINGS[:1], truths=["developer", "tags"], copies=0)
+    assert result.summary.empty and len(result.skipped) == 2
+    assert all(
+        r.startswith("metadata holds no labels for the collection's Steam apps (the store lists")
+        for r in result.skipped.values()
+    )
+
+
 def test_a_tampered_cache_is_ranked_again(catalogue, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
