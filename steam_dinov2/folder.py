@@ -17,8 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from . import files, layout
-from .codec import DEFAULT_SIZE, encode_jpeg, parse_size, resize_banner
-from .manifest import collection_images, read_manifest, write_manifest
+from .codec import DEFAULT_SIZE, encode_jpeg, original_size_mode, parse_size, resize_banner
+from .manifest import (
+    MANIFEST_DTYPES,
+    collection_images,
+    empty_manifest,
+    load_manifest,
+    write_manifest,
+)
 from .progress import tqdm
 
 logger = logging.getLogger(__name__)
@@ -98,7 +104,7 @@ def import_folder(
     if not found:
         raise ValueError(f"no images in {src} (subfolders included)")
     ids = _image_ids(src, found)
-    old = read_manifest(data)
+    old, rebuilt = _manifest_so_far(data)
     known, present = _imported_at(old), collection_images(data, old)
     report, rows = FolderImport(), []
     for rel, path in tqdm(found.items(), desc="import folder", unit="image", disable=not progress):
@@ -108,16 +114,15 @@ def import_folder(
             report.unchanged.append(app_id)
             continue
         try:
-            img = resize_banner(path.read_bytes(), size=size)
+            row = _save(data, app_id, path, size)
         except (OSError, ValueError) as e:
             logger.debug("skipped %s: %s", rel, e)  # in the report's skipped: shown once
             report.skipped[rel] = str(e)
             continue
-        source = {"name": path.stem, "url": f"folder:{rel}", "updated_at": mtime}
-        rows.append(_save(data, app_id, img) | source)
+        rows.append(row | {"name": path.stem, "url": f"folder:{rel}", "updated_at": mtime})
         report.imported.append(app_id)
-    if rows:
-        write_manifest(data, pd.concat([d for d in (old, pd.DataFrame(rows)) if len(d)]))
+    if rows or rebuilt:
+        write_manifest(data, pd.concat([d for d in (old, pd.DataFrame(rows)) if len(d)] or [old]))
     logger.debug("%s from %s into %s", report, src, layout.banners_dir(data))  # returned too
     return report
 
@@ -136,8 +141,11 @@ def _image_ids(src, images: dict[str, Path]) -> dict[str, int]:
     return ids
 
 
-def _save(data, app_id: int, img) -> dict:
-    """Write ``img`` as ``app_id``'s banner (RGB JPEG, atomically); its manifest row so far."""
+def _save(data, app_id: int, path: Path, size: str) -> dict:
+    """Save the image ``path`` as ``app_id``'s banner (resized, RGB JPEG, atomically); its
+    manifest row so far, with the original's size and mode. ValueError for an unreadable one."""
+    content = path.read_bytes()
+    img = resize_banner(content, size=size)
     payload = encode_jpeg(img)
     files.write_bytes_atomic(layout.banner_path(data, app_id), payload)
     return {
@@ -147,4 +155,45 @@ def _save(data, app_id: int, img) -> dict:
         "width": img.width,
         "height": img.height,
         "bytes": len(payload),
+        **original_size_mode(content),
     }
+
+
+def _manifest_so_far(data) -> tuple[pd.DataFrame, bool]:
+    """``(manifest, rebuilt)``. A damaged manifest is rebuilt (with a warning) as ``download``
+    does: a row per readable banner in ``DATA/banners``, without names; the images imported now
+    get theirs back (an own image's name lives only in the manifest)."""
+    path = layout.manifest_path(data)
+    if not path.is_file():
+        return empty_manifest(), False
+    try:
+        return load_manifest(path, str(path), fix="import-folder rebuilds it"), False
+    except ValueError as e:
+        logger.warning(
+            "%s from %s; images not imported again keep their banners, not their names",
+            e,
+            layout.banners_dir(data),
+        )
+    return _adopted(data), True
+
+
+def _adopted(data) -> pd.DataFrame:
+    """A manifest of the banners on disk (headers only: width, height, bytes; no name)."""
+    from PIL import Image
+
+    from .codec import check_pixels
+
+    rows, now = [], pd.Timestamp.now(tz="UTC")
+    unknown = {"name": "", "url": "", "error": "", "orig_width": 0, "orig_height": 0}
+    for app_id, path in layout.banner_files(data).items():
+        try:
+            with Image.open(path) as img:
+                check_pixels(img)
+                w, h = img.size
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            logger.warning("left %s out of the rebuilt manifest: %s", path, e)
+            continue
+        size = path.stat().st_size
+        row = {"app_id": app_id, "status": "ok", "width": w, "height": h, "bytes": size}
+        rows.append(row | unknown | {"orig_mode": "", "updated_at": now})
+    return pd.DataFrame(rows, columns=list(MANIFEST_DTYPES))

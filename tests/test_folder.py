@@ -62,6 +62,40 @@ def test_a_changed_image_is_imported_again_and_other_rows_are_kept(photos, tmp_p
     assert names[620] == "Portal 2" and len(names) == 6
 
 
+def test_orig_columns_hold_the_image_as_found_and_the_aspect_is_kept(photos, tmp_path):
+    data = tmp_path / "data"
+    import_folder(photos, data, progress=False)
+    rows = pd.read_parquet(layout.manifest_path(data)).set_index("app_id")
+    with Image.open(photos / "sketches" / "bird.webp") as img:
+        bird_mode = img.mode  # WebP stores an opaque RGBA image as RGB
+    expected = {  # the sizes the fixture made, and the sizes saved
+        "cat on a mat.jpg": (640, 480, "RGB", (341, 256)),
+        "dog.png": (300, 300, "L", (256, 256)),
+        "sketches/bird.webp": (500, 800, bird_mode, (256, 410)),
+    }
+    for rel, (w, h, mode, saved) in expected.items():
+        row = rows.loc[own_image_id(rel)]
+        assert (row.orig_width, row.orig_height, row.orig_mode) == (w, h, mode)
+        assert (row.width, row.height) == saved  # shorter side 256, aspect kept
+
+
+def test_a_damaged_manifest_is_rebuilt_with_a_warning(photos, tmp_path, caplog, capsys):
+    data = tmp_path / "data"
+    import_folder(photos, data, progress=False)
+    files.write_bytes_atomic(layout.banner_path(data, 620), (photos / "fish.jpeg").read_bytes())
+    layout.manifest_path(data).write_bytes(b"PAR1 not a manifest")
+    with caplog.at_level(logging.WARNING):
+        assert main(["import-folder", str(photos), "--data", str(data)]) == 0
+    assert "5 images imported" in capsys.readouterr().out  # all again: the names come back
+    warning = caplog.text
+    assert "damaged manifest" in warning and "import-folder rebuilds it from" in warning
+    assert "rerun `download`" not in warning
+    manifest = pd.read_parquet(layout.manifest_path(data)).set_index("app_id")
+    assert manifest.loc[own_image_id("cat on a mat.jpg"), "name"] == "cat on a mat"
+    assert manifest.loc[620, "status"] == "ok" and manifest.loc[620, "name"] == ""  # kept
+    assert sorted(manifest.index) == sorted(layout.banner_files(data))
+
+
 def test_not_a_folder_or_no_images_is_a_one_line_error(tmp_path):
     with pytest.raises(ValueError, match="image folder not found"):
         import_folder(tmp_path / "missing", tmp_path / "data")
