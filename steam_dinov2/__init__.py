@@ -19,6 +19,7 @@ _SOURCES = {
     "embed_folder": "embed",
     "embed_images": "embed",
     "evaluate_settings": "evaluate",
+    "export_matches": "export",
     "export_site": "site",
     "find_duplicate_groups": "search",
     "find_neighbors": "search",
