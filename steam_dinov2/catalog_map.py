@@ -187,8 +187,9 @@ def map_catalog(
         largest), ``centrality`` (float32 cosine to the cluster's centroid), in embedding row order.
     """
     from .embed import load_embeddings
+    from .setting import checked_name
 
-    emb = load_embeddings(data, setting)
+    emb = load_embeddings(data, checked_name(setting))  # a malformed name says so first
     if not emb.ids:
         raise ValueError(f"setting {emb.setting!r} in {data} holds no embeddings")
     method = method or default_method()

@@ -96,6 +96,13 @@ def test_unknown_method_names_the_choices():
         compute_layout(np.zeros((10, 4), np.float32), method="pca")
 
 
+def test_a_malformed_setting_name_is_named_before_any_cache(tmp_path):
+    with pytest.raises(ValueError, match="setting name 'nonsense' must look like model__"):
+        catalog_map.map_catalog(tmp_path, "nonsense")
+    with pytest.raises(ValueError, match="no embeddings for setting 'a__b__c'"):
+        catalog_map.map_catalog(tmp_path, "a__b__c")
+
+
 @pytest.fixture
 def data(tmp_path, vits14):
     data = tmp_path / "data"
