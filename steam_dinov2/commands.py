@@ -33,7 +33,7 @@ def cmd_models(args) -> int:
 def _collection(args):
     """The image folder a stage reads (``--images``, else DATA/banners); ValueError naming the
     stages that make a collection when DATA has none."""
-    if args.images:
+    if getattr(args, "images", None):
         return args.images
     folder = layout.banners_dir(args.data)
     if not folder.is_dir():
@@ -146,6 +146,7 @@ def _audit(args):
         if not sep:
             raise ValueError(f"--threshold wants TYPE=X, got {item!r}")
         thresholds[kind] = float(value)
+    _collection(args)  # a data folder without banners names the stages that make them
     result = audit_banners(
         args.data,
         setting=_setting(args),

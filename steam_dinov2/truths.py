@@ -65,8 +65,8 @@ def label_gap(ids: list[str], metadata: pd.DataFrame, no_metadata: str) -> str:
     apps = {int(i) for i in ids if i.isdigit() and int(i) < files.OWN_ID_BASE}
     if not apps:
         return (
-            "the collection holds no Steam apps (own images from import-folder have no store "
-            "labels): only the copy truth applies"
+            "the collection holds no Steam apps (own images, e.g. from import-folder, have no "
+            "store page, hence no labels): only the copy truth applies"
         )
     if metadata.empty:
         return f"{no_metadata}: {fetch}"

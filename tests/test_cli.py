@@ -63,6 +63,10 @@ def test_models_lists_the_registry(capsys):
             "`import-snapshot` or `import-folder` first",
         ),
         (
+            ["audit", "--data", "nodata"],
+            "no collection in nodata (nodata/banners not found): run `download`",
+        ),
+        (
             ["embed", "--data", "D", "--images", ".", "--weights", "/nonexistent.pth"],
             "weights file not found: /nonexistent.pth (--weights)",
         ),
