@@ -129,7 +129,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 
 def _add_images(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", help="image folder (default: DATA/banners)")
+    p.add_argument("--images", help="image folder, top level only (default: DATA/banners)")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
