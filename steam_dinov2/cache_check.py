@@ -16,11 +16,17 @@ _META_STRINGS = ("model", "weights", "preset", "pooling")
 _HASH = re.compile(r"[0-9a-f]{32}")
 
 
-def _damaged(path: Path, why: str) -> ValueError:
-    return ValueError(
-        f"embedding cache file {path} is damaged ({why}): delete {path.parent} and rerun "
-        "`embed` to recompute it"
-    )
+class DamagedCache(ValueError):
+    """A cache file that cannot be trusted; the message tells a reader what to do about it,
+    ``what`` only says which file and why (for ``embed``, which recomputes it itself)."""
+
+    def __init__(self, path: Path, why: str):
+        self.what = f"embedding cache file {path} is damaged ({why})"
+        super().__init__(f"{self.what}: delete {path.parent} and rerun `embed` to recompute it")
+
+
+def _damaged(path: Path, why: str) -> DamagedCache:
+    return DamagedCache(path, why)
 
 
 def read_cache_meta(folder: str | os.PathLike) -> dict:
