@@ -62,11 +62,12 @@ def collection_rows(data, setting: str, ids: list[str]) -> tuple[list[int], list
     rows = [r for r, i in enumerate(ids) if i in now]
     if gone := sorted(set(ids) - now.keys(), key=lambda i: (len(i), i)):
         logger.warning(
-            "%s: %d cached banners are no longer in the collection (not ok in the manifest, or "
-            "the file is gone) and are left out: %s; rerun `embed` with this setting to "
-            "refresh its cache",
+            "%s: %d cached banner%s no longer in the collection (not ok in the manifest, or "
+            "the file is gone), left out: %s; rerun `embed` with this setting to refresh its "
+            "cache",
             setting,
             len(gone),
+            " is" if len(gone) == 1 else "s are",
             ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else ""),
         )
     return rows, gone

@@ -373,6 +373,12 @@ def test_a_cache_of_another_setting_serves_only_the_collection(
     [warning] = [r for r in caplog.records if r.name == "steam_dinov2.image_files"]
     assert "2 cached banners are no longer in the collection" in warning.getMessage()
     assert "left out: 20, 40; rerun `embed` with this setting" in warning.getMessage()
+    _manifest(data, {a: "ok" for a in range(10, 100, 10)})  # 20 is back; 40 is still gone
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert "40" not in load_embeddings(data, GEM).ids
+    assert "1 cached banner is no longer in the collection" in caplog.text
+    _manifest(data, {a: "error" if a == 20 else "ok" for a in range(10, 100, 10)})
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == written  # readers never write
     # The match table made before is stale now (the Browser and export-site then search live),
     # and `match` makes a new one without them, as query or as neighbour.
