@@ -28,6 +28,7 @@ from steam_dinov2.manifest import write_manifest
 from steam_dinov2.models import forward_tokens
 from steam_dinov2.pooling import pool_tokens
 from steam_dinov2.setting import Setting
+from steam_dinov2.site import export_site
 
 RANDOM = Setting(weights="random")  # dinov2_vits14__crop256__cls__random, as `vits14` makes
 GEM = Setting(pooling="gem", weights="random")
@@ -387,6 +388,8 @@ def test_a_cache_of_another_setting_serves_only_the_collection(
     table = pd.read_parquet(stale)
     assert {"20", "40"}.isdisjoint({*table["query_id"], *table["id"]})
     assert "42 matches for 7 images" in capsys.readouterr().out
+    site = export_site(data, GEM, data.parent / "site", k=3, with_map=False, progress=False)
+    assert json.loads((site.out / "data" / "games.json").read_text())["ids"] == want
 
 
 def test_embed_says_how_many_rows_left_the_collection(banner_dir, capsys):
