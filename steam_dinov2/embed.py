@@ -194,7 +194,7 @@ def embed_folder(
 
     Returns:
         Embeddings with ids in row order and (N, D') float32 L2-normalised vectors; ``errors``
-        lists the images skipped as unreadable.
+        lists the images skipped as unreadable, ``dropped`` counts the cached rows left out.
     """
     setting = _checked_setting(setting, model, device)
     found, source = _images_to_embed(images, data, checkpoint_every)
