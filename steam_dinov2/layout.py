@@ -104,7 +104,8 @@ def banner_files(
                 found[app_id] = path
     if bad:
         shown = "; ".join(f"{n}: {r}" for n, r in sorted(bad.items())[:5])
-        logger.warning("skipped %d files in %s: %s", len(bad), folder, shown)
+        plural = "" if len(bad) == 1 else "s"
+        logger.warning("skipped %d file%s in %s: %s", len(bad), plural, folder, shown)
         if skipped is not None:
             skipped.update(bad)
     return found

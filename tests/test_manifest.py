@@ -43,6 +43,10 @@ def test_what_is_left_out_of_the_collection_is_said_once_with_the_fix(tmp_path, 
     bad_names, missing, unlisted = messages
     assert bad_names.startswith(f"skipped 2 files in {layout.banners_dir(tmp_path)}: cover.PNG: ")
     assert "notanid.jpg: not named {app_id}.jpg (own images: `import-folder`" in bad_names
+    (layout.banners_dir(tmp_path) / "cover.PNG").unlink()
+    caplog.clear()
+    layout.banner_files(tmp_path)
+    assert f"skipped 1 file in {layout.banners_dir(tmp_path)}: notanid.jpg" in caplog.text
     assert missing == "manifest lists 1 banner as ok whose file is missing: 30"
     assert unlisted.startswith("2 banners in ") and "without a manifest row" in unlisted
     assert unlisted.endswith(
