@@ -10,6 +10,11 @@ as a data folder's collection, ``images_of``, against ``list_images``):
   once and recognised, nothing would be embedded again;
 * the next run after that: the new stamps were written back, so no file is read again.
 
+Then what ``load_embeddings`` adds for a cache of the data folder's banners: the check that each
+cached row is still in the collection (``image_files.collection_rows``), with nothing and with one
+row left out, against reading the cache alone; and the ``lstat`` per file that ``banner_files``
+no longer makes for plain files.
+
     python benchmarks/bench_cache_check.py [--n 30000] [--size 2048]
 """
 
@@ -27,10 +32,14 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from steam_dinov2.cache import CachedRows, content_hash  # noqa: E402
-from steam_dinov2.embed import _stamp  # noqa: E402
+from steam_dinov2 import layout  # noqa: E402
+from steam_dinov2.cache import CachedRows, content_hash, write_cache  # noqa: E402
+from steam_dinov2.cache_check import read_cache  # noqa: E402
+from steam_dinov2.embed import _stamp, load_embeddings  # noqa: E402
+from steam_dinov2.files import not_a_regular_file  # noqa: E402
 from steam_dinov2.image_files import images_of, list_images  # noqa: E402
 from steam_dinov2.manifest import write_manifest  # noqa: E402
+from steam_dinov2.setting import Setting  # noqa: E402
 
 
 def _check(folder: Path, rows: CachedRows) -> tuple[float, int]:
@@ -81,6 +90,7 @@ def main() -> None:
         collection = images_of(tmp, src)
         t_collection = time.perf_counter() - t
         assert collection.keys() == listed.keys()
+        reading = _reading_costs(Path(tmp), ids, stamps, hashes, rng)
 
     print(f"N={args.n} files of {args.size} bytes")
     print(f"hashing every file once (first embed's extra read): {hash_all:.2f} s")
@@ -91,6 +101,46 @@ def main() -> None:
         f"listing banners/: list_images {t_list:.2f} s, images_of (collection) {t_collection:.2f} s"
     )
     print(f"TARGET cache check of a copied folder at N={args.n}: {copied:.2f} s, 0 re-embedded")
+    read_alone, whole, one_out, lstats = reading
+    print(
+        f"load_embeddings of a {args.n} x 384 cache of banners/: reading it {read_alone:.2f} s; "
+        f"with the collection check {whole:.2f} s (+{whole - read_alone:.2f} s), one row left "
+        f"out {one_out:.2f} s; an lstat per banner (no longer made for plain files) {lstats:.2f} s"
+    )
+
+
+def _best(run, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` runs, in seconds: the page cache is warm for each."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def _reading_costs(data: Path, ids, stamps, hashes, rng) -> tuple[float, float, float, float]:
+    """Seconds (best of 3) to read a (N, 384) cache of ``data``'s banners alone (``read_cache``),
+    through ``load_embeddings`` (+ the collection check), the same with one row's manifest row
+    turned error, and of the lstat per banner ``banner_files`` made before."""
+    setting = Setting(weights="random")
+    folder = layout.embeddings_dir(data, setting.name)
+    folder.mkdir(parents=True)
+    vectors = rng.standard_normal((len(ids), 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    meta = {**setting.key(), "dim": 0, "images": "banners"}
+    write_cache(folder, meta, ids, stamps, vectors, {}, hashes)
+    read_alone = _best(lambda: read_cache(folder))
+    whole = _best(lambda: load_embeddings(data, setting))
+    status = ["ok"] * len(ids)
+    status[0] = "error"
+    write_manifest(data, pd.DataFrame({"app_id": [int(i) for i in ids], "status": status}))
+    one_out = _best(lambda: load_embeddings(data, setting))
+    assert len(load_embeddings(data, setting).ids) == len(ids) - 1
+    banners, root = layout.banners_dir(data), layout.banners_dir(data).resolve()
+    t = time.perf_counter()
+    assert not any(not_a_regular_file(banners / f"{i}.jpg", root) for i in ids)
+    return read_alone, whole, one_out, time.perf_counter() - t
 
 
 if __name__ == "__main__":

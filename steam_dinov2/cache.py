@@ -58,7 +58,7 @@ def read_checkpoints(target: CacheTarget) -> list[dict]:
             vectors_path = layout.checkpoint_vectors_path(ids_path)
             rows["vectors"] = load_vectors(vectors_path, len(rows["ids"]), None)
         except ValueError as e:
-            logger.warning("ignoring checkpoint: %s", e)
+            logger.warning("ignoring checkpoint: %s", getattr(e, "what", e))
             continue
         found.append(rows)
     return found
@@ -166,7 +166,8 @@ class CachedRows:
     """What a setting's cache and an interrupted run's checkpoints already hold, row by row:
     ``vectors[r]`` belongs to ``ids[r]``, embedded from a file with ``stamps[r]`` (size, mtime);
     ``hashes[r]`` is the file's ``content_hash`` (None in caches made before hashes);
-    ``failed`` is ``{id: [reason, size, mtime]}``. ``changed`` says it must be written again."""
+    ``failed`` is ``{id: [reason, size, mtime]}``. ``changed`` says it must be written again;
+    ``dropped`` counts the rows ``refresh`` dropped for images no longer there."""
 
     ids: list[str] = field(default_factory=list)
     stamps: list[list[int]] = field(default_factory=list)
@@ -176,6 +177,7 @@ class CachedRows:
     meta: dict | None = None
     resumed: int = 0
     changed: bool = False
+    dropped: int = 0
 
     @classmethod
     def read(cls, target: CacheTarget) -> CachedRows:
@@ -196,7 +198,7 @@ class CachedRows:
         try:
             meta, rows = read_cache(folder)
         except (ValueError, OSError) as e:
-            logger.warning("%s; recomputing", e)
+            logger.warning("%s; recomputing", getattr(e, "what", e))  # not "delete and rerun"
             return
         if meta.get("images", source) != source:
             raise ValueError(
@@ -224,13 +226,14 @@ class CachedRows:
 
     def refresh(self, now: dict[str, list[int]], paths: dict[str, Path]) -> int:
         """Keep the rows (and failures) of files that are unchanged; drop the rest (changed or
-        vanished files).
+        vanished files: ``dropped`` counts those).
 
         A file is unchanged when its stamp in ``now`` (``{id: [size, mtime]}``) is the cached
         one, or, when only the mtime differs (a copy, a Drive round trip), its ``content_hash``
         is: only those files are read. Returns how many rows were recognised by content.
         """
         have, recognised, keep = set(self.ids), 0, []
+        self.dropped = len(have - now.keys())
         for r, i in enumerate(self.ids):
             stamp = now.get(i)
             moved = stamp is not None and stamp != self.stamps[r] and stamp[0] == self.stamps[r][0]

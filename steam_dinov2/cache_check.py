@@ -16,11 +16,13 @@ _META_STRINGS = ("model", "weights", "preset", "pooling")
 _HASH = re.compile(r"[0-9a-f]{32}")
 
 
-def _damaged(path: Path, why: str) -> ValueError:
-    return ValueError(
-        f"embedding cache file {path} is damaged ({why}): delete {path.parent} and rerun "
-        "`embed` to recompute it"
-    )
+class DamagedCache(ValueError):
+    """A cache file that cannot be trusted; the message tells a reader what to do about it,
+    ``what`` only says which file and why (for ``embed``, which recomputes it itself)."""
+
+    def __init__(self, path: Path, why: str):
+        self.what = f"embedding cache file {path} is damaged ({why})"
+        super().__init__(f"{self.what}: delete {path.parent} and rerun `embed` to recompute it")
 
 
 def read_cache_meta(folder: str | os.PathLike) -> dict:
@@ -29,18 +31,18 @@ def read_cache_meta(folder: str | os.PathLike) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
-        raise _damaged(path, f"not JSON: {type(e).__name__}") from None
+        raise DamagedCache(path, f"not JSON: {type(e).__name__}") from None
     if not isinstance(meta, dict):
-        raise _damaged(path, f"a {type(meta).__name__}, not an object")
+        raise DamagedCache(path, f"a {type(meta).__name__}, not an object")
     for k in _META_STRINGS:
         if not isinstance(meta.get(k), str):
-            raise _damaged(path, f"{k!r} missing or not a string")
+            raise DamagedCache(path, f"{k!r} missing or not a string")
     for k in ("count", "dim"):
         if isinstance(meta.get(k), bool) or not isinstance(meta.get(k), int) or meta[k] < 0:
-            raise _damaged(path, f"{k!r} missing or not a count")
+            raise DamagedCache(path, f"{k!r} missing or not a count")
     for kind in ("vectors", "ids"):
         if not layout.is_cache_file_name(kind, meta.get(f"{kind}_file")):
-            raise _damaged(path, f"{kind + '_file'!r} is not a file name this package writes")
+            raise DamagedCache(path, f"{kind + '_file'!r} is not a file name this package writes")
     return meta
 
 
@@ -49,31 +51,31 @@ def load_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as e:
-        raise _damaged(path, f"not JSON: {type(e).__name__}") from None
+        raise DamagedCache(path, f"not JSON: {type(e).__name__}") from None
 
 
 def check_rows(rows, ids_path: Path, count: int | None) -> dict:
     """Ids, stamps and failures of one cache generation or checkpoint, checked."""
     if not isinstance(rows, dict):
-        raise _damaged(ids_path, "not an object")
+        raise DamagedCache(ids_path, "not an object")
     ids, stamps, failed = rows.get("ids"), rows.get("stamps"), rows.get("failed")
     if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
-        raise _damaged(ids_path, "'ids' missing or not a list of strings")
+        raise DamagedCache(ids_path, "'ids' missing or not a list of strings")
     if not (isinstance(stamps, list) and all(_is_stamp(st) for st in stamps)):
-        raise _damaged(ids_path, "'stamps' missing or not [size, mtime] pairs")
+        raise DamagedCache(ids_path, "'stamps' missing or not [size, mtime] pairs")
     ok = isinstance(failed, dict) and all(
         isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and _is_stamp(f[1:])
         for f in failed.values()
     )
     if not ok:
-        raise _damaged(ids_path, "'failed' missing or not {id: [reason, size, mtime]}")
+        raise DamagedCache(ids_path, "'failed' missing or not {id: [reason, size, mtime]}")
     count = len(ids) if count is None else count
     if not len(ids) == len(stamps) == count or len(set(ids)) != len(ids):
-        raise _damaged(ids_path, f"{len(ids)} ids, {len(stamps)} stamps for {count} rows")
+        raise DamagedCache(ids_path, f"{len(ids)} ids, {len(stamps)} stamps for {count} rows")
     hashes = rows.get("hashes", [None] * len(ids))  # absent in caches made before hashes
     ok = isinstance(hashes, list) and len(hashes) == len(ids)
     if not ok or not all(h is None or (isinstance(h, str) and _HASH.fullmatch(h)) for h in hashes):
-        raise _damaged(ids_path, "'hashes' not one content hash (hex) or null per id")
+        raise DamagedCache(ids_path, "'hashes' not one content hash (hex) or null per id")
     return {"ids": ids, "stamps": stamps, "failed": failed, "hashes": hashes}
 
 
@@ -84,15 +86,15 @@ def load_vectors(path: Path, count: int, dim: int | None) -> np.ndarray:
         # memory map reads the header first, so a hostile shape costs nothing.
         vectors = np.load(path, allow_pickle=False, mmap_mode="r")
     except (ValueError, OSError) as e:
-        raise _damaged(path, f"not a plain float array: {e}") from None
+        raise DamagedCache(path, f"not a plain float array: {e}") from None
     want = (count, vectors.shape[-1] if dim is None and vectors.ndim == 2 else dim)
     if vectors.dtype != np.float32 or vectors.shape != want:
-        raise _damaged(path, f"{vectors.dtype} {vectors.shape}, expected float32 {want}")
+        raise DamagedCache(path, f"{vectors.dtype} {vectors.shape}, expected float32 {want}")
     vectors = np.array(vectors)
     norms = np.linalg.norm(vectors, axis=1)
     bad = ~np.isfinite(vectors).all(axis=1) | ~(np.abs(norms - 1) <= 1e-3)
     if bad.any():
-        raise _damaged(path, f"{int(bad.sum())} rows are NaN or not unit length")
+        raise DamagedCache(path, f"{int(bad.sum())} rows are NaN or not unit length")
     return vectors
 
 

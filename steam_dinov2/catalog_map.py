@@ -206,6 +206,8 @@ def map_catalog(
         "seed": seed,
         "version": _VERSION,
     }
+    if left_out := emb.meta.get("left_out_sha256"):  # rows load_embeddings left out
+        made_from["left_out_sha256"] = left_out
     path = layout.map_path(data, emb.setting)
     cached = _read_cached(path, made_from)
     if cached is not None:

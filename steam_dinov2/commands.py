@@ -57,8 +57,9 @@ def _embed(args):
     )
     print(
         f"{emb.embedded} embedded, {emb.reused} reused "
-        f"({emb.vectors.shape[1] if len(emb.ids) else 0} dims), {len(emb.errors)} skipped "
-        f"-> {layout.embeddings_dir(args.data, emb.setting)}"
+        f"({emb.vectors.shape[1] if len(emb.ids) else 0} dims), {len(emb.errors)} skipped"
+        + (f", {emb.dropped} dropped (no longer in the collection)" if emb.dropped else "")
+        + f" -> {layout.embeddings_dir(args.data, emb.setting)}"
     )
     for i, reason in list(emb.errors.items())[:10]:
         print(f"  skipped {i}: {reason}")

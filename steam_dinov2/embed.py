@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,15 +23,12 @@ from .cache import (
     library_versions,
     read_cache,
 )
-from .image_files import (
-    IMAGE_SUFFIXES,
-    image_loader,
-    images_of,
-)
+from .files import IMAGE_SUFFIXES
+from .image_files import collection_rows, image_loader, images_of
 from .models import model_info, resolve_arch, select_device
 from .pooling import POOLINGS, pool_tokens
 from .preprocess import make_transform
-from .setting import PRETRAINED, Setting, precision_for, setting_of
+from .setting import PRETRAINED, Setting, as_setting, precision_for, setting_of
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +122,14 @@ class Embeddings:
     errors: dict[str, str] = field(default_factory=dict)
     embedded: int = 0  # of this call: images embedded now ...
     reused: int = 0  # ... and vectors taken from the cache or an interrupted run's checkpoints
+    dropped: int = 0  # ... and cached rows dropped: their image left the collection (or folder)
 
 
 def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddings:
     """Read one setting's cache (a ``Setting`` or its name); ValueError naming the cached
     settings when it is missing, or naming the damaged file and the fix when it cannot be
-    trusted."""
+    trusted. A cache of the data folder's banners serves only the images still in the
+    collection (``images_of(data)``), whatever it holds (see ``_in_collection``)."""
     setting = setting_of(setting)
     folder = layout.embeddings_dir(data, setting)
     if not layout.cache_meta_path(folder).is_file():
@@ -139,7 +139,21 @@ def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddin
             + (f" (cached: {', '.join(cached)})" if cached else "")
         )
     meta, rows = read_cache(folder)
-    return Embeddings(setting, rows["ids"], rows["vectors"], meta)
+    ids, vectors = rows["ids"], rows["vectors"]
+    if meta.get("images") == folder_ref(layout.banners_dir(data), data):
+        ids, vectors, meta = _in_collection(data, setting, ids, vectors, meta)
+    return Embeddings(setting, ids, vectors, meta)
+
+
+def _in_collection(data, setting: str, ids: list[str], vectors: np.ndarray, meta: dict):
+    """``(ids, vectors, meta)`` of the rows ``collection_rows`` keeps; ``meta`` then records
+    what was left out, so a table made from these rows is told apart from one made from all."""
+    keep, gone = collection_rows(data, setting, ids)
+    if not gone:
+        return ids, vectors, meta
+    digest = hashlib.sha256(",".join(gone).encode()).hexdigest()
+    meta = {**meta, "count": len(keep), "left_out_sha256": digest}
+    return [ids[r] for r in keep], vectors[keep], meta
 
 
 def _stamp(path: Path) -> list[int]:
@@ -180,7 +194,7 @@ def embed_folder(
 
     Returns:
         Embeddings with ids in row order and (N, D') float32 L2-normalised vectors; ``errors``
-        lists the images skipped as unreadable.
+        lists the images skipped as unreadable, ``dropped`` counts the cached rows left out.
     """
     setting = _checked_setting(setting, model, device)
     found, source = _images_to_embed(images, data, checkpoint_every)
@@ -220,10 +234,13 @@ def _saved(cached: CachedRows, target: CacheTarget, model, reused: int, by_conte
         path.unlink(missing_ok=True)
     errors = {i: f[0] for i, f in cached.failed.items()}
     embedded = len(cached.ids) - reused
-    counts = (embedded, reused, by_content, len(errors))
-    logger.info("%s: %d embedded, %d reused (%d by content), %d skipped", target.setting, *counts)
+    counts = (embedded, reused, cached.dropped)
+    logger.info(
+        "%s: %d embedded, %d reused (%d by content), %d skipped, %d dropped (left the collection)",
+        *(target.setting, embedded, reused, by_content, len(errors), cached.dropped),
+    )
     ids, vectors, meta = cached.ids, cached.vectors, cached.meta
-    return Embeddings(target.setting, ids, vectors, meta, errors, embedded, reused)
+    return Embeddings(target.setting, ids, vectors, meta, errors, *counts)
 
 
 def _model_setting(model: torch.nn.Module, setting: Setting) -> Setting:
@@ -242,7 +259,7 @@ def _checked_setting(setting, model, device) -> Setting:
             f"model must be a model from load_model, not {type(model).__name__}: name the model "
             "in setting=Setting.create(model, preset, pooling, pretrained=..., weights=...)"
         )
-    setting = Setting.from_name(setting) if isinstance(setting, str) else setting
+    setting = None if setting is None else as_setting(setting)  # None: the model's own
     if model is not None:
         own = _model_setting(model, setting or Setting())
         if setting is not None and own.name != setting.name:

@@ -32,6 +32,7 @@ MAX_APP_ID = 2**32 - 1
 OWN_ID_BASE = 2**32
 MAX_IMAGE_ID = OWN_ID_BASE + 2**48 - 1
 _DIGITS = re.compile(r"[0-9]+")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")  # what PIL reads, by name
 # A temp file whose writer cannot be asked (no flock on this filesystem) is stale after this long.
 _STALE_SECONDS = 6 * 3600
 

@@ -13,12 +13,11 @@ from PIL import Image
 
 from . import files, layout
 from .codec import check_pixels
+from .files import IMAGE_SUFFIXES
 from .models import model_info
 from .preprocess import FULL_SIZE, make_transform
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 
 def list_images(folder: str | os.PathLike) -> dict[str, Path]:
@@ -52,6 +51,26 @@ def images_of(data: str | os.PathLike, images: str | os.PathLike | None = None) 
     from .manifest import collection_images
 
     return {str(a): p for a, p in collection_images(data).items()}
+
+
+def collection_rows(data, setting: str, ids: list[str]) -> tuple[list[int], list[str]]:
+    """``(rows, gone)``: the rows of ``ids`` (a cache of the data folder's banners, in row
+    order) still in the collection (``images_of(data)``), and the ids that left it (a manifest
+    row turned ``error``, a file deleted since the cache was made), logged in one warning
+    naming the fix. Readers leave those out; they never rewrite the cache."""
+    now = images_of(data)
+    rows = [r for r, i in enumerate(ids) if i in now]
+    if gone := sorted(set(ids) - now.keys(), key=lambda i: (len(i), i)):
+        logger.warning(
+            "%s: %d cached banner%s no longer in the collection (not ok in the manifest, or "
+            "the file is gone), left out: %s; rerun `embed` with this setting to refresh its "
+            "cache",
+            setting,
+            len(gone),
+            " is" if len(gone) == 1 else "s are",
+            ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else ""),
+        )
+    return rows, gone
 
 
 class ImageFiles(torch.utils.data.Dataset):

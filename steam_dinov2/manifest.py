@@ -194,14 +194,8 @@ class ManifestBook:
             logger.info("adopted %s left by an interrupted run", path.name)
         for app_id, row in self.rows.items():
             if row["status"] == "ok" and app_id not in on_disk:
-                self.update(
-                    {
-                        "app_id": app_id,
-                        "status": "error",
-                        "error": "file missing",
-                        "url": row["url"],
-                    }
-                )
+                gone = {"app_id": app_id, "status": "error", "error": "file missing"}
+                self.update({**gone, "url": row["url"]})
 
     def is_done(self, app_id: int, short_side: int | None) -> bool:
         """True for ``no_banner`` apps and ``ok`` ones saved with this shorter side (any if None)."""
@@ -257,7 +251,8 @@ def collection_images(
 
     ``{app_id: banner path}``, sorted by id: the manifest's ``ok`` rows whose banner is on disk
     (``layout.banner_files``: valid names, regular files inside ``banners/``), or every banner
-    when the data folder has no manifest. An ``ok`` row without its file is logged and left out.
+    when the data folder has no manifest. An ``ok`` row without its file, and a banner without a
+    row, are logged (one warning each, with a count) and left out.
 
     Args:
         data: the data folder.
@@ -271,14 +266,26 @@ def collection_images(
         manifest = read_manifest(data)
     if manifest is None:
         return dict(sorted(on_disk.items()))
-    ok = manifest.loc[manifest["status"] == "ok", "app_id"].tolist()
-    missing = [a for a in ok if a not in on_disk]
-    if missing:
-        shown = ", ".join(map(str, missing[:5]))
+    ok = set(manifest.loc[manifest["status"] == "ok", "app_id"].tolist())
+    if missing := sorted(ok - on_disk.keys()):
+        logger.warning("manifest lists %s as ok whose file is missing: %s", *_few(missing))
+    if unlisted := sorted(on_disk.keys() - set(manifest["app_id"].tolist())):
+        count, shown = _few(unlisted, ".jpg")
         logger.warning(
-            "manifest lists %d banners as ok whose file is missing: %s", len(missing), shown
+            "%s in %s without a manifest row, left out of the collection: %s; rerun `download` "
+            "or `import-snapshot`: they add a row for each banner they find",
+            count,
+            layout.banners_dir(data),
+            shown,
         )
-    return {a: on_disk[a] for a in sorted(set(ok) & on_disk.keys())}
+    return {a: on_disk[a] for a in sorted(ok & on_disk.keys())}
+
+
+def _few(ids: list[int], suffix: str = "") -> tuple[str, str]:
+    """("1 banner" or "N banners", the first five of ``ids`` + ``suffix``) for a message."""
+    n = len(ids)
+    shown = ", ".join(f"{i}{suffix}" for i in ids[:5]) + (", ..." if n > 5 else "")
+    return f"{n} banner{'' if n == 1 else 's'}", shown
 
 
 def load_names(data: str | os.PathLike) -> dict[str, str]:

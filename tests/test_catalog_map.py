@@ -145,6 +145,16 @@ def test_catalog_map_is_cached_and_recomputed_when_stale(data, monkeypatch, vits
     )
     embed_folder(data / "banners", data, model=vits14, progress=False)
     assert "130" in set(map_catalog(data, SETTING, n_clusters=3)["id"])
+    # A banner leaves the collection (its row turns error) and another comes back in its place,
+    # cache unchanged: the map of the same count of rows is made again, without it.
+    manifest = read_manifest(data)
+    manifest.loc[manifest.app_id == 20, "status"] = "error"
+    write_manifest(data, manifest)
+    assert "20" not in set(first := map_catalog(data, SETTING, n_clusters=3)["id"])
+    manifest.loc[manifest.app_id.isin([20, 30]), "status"] = ["ok", "error"]
+    write_manifest(data, manifest)
+    again = map_catalog(data, SETTING, n_clusters=3)
+    assert len(again) == len(first) and "20" in set(again["id"]) and "30" not in set(again["id"])
 
 
 def test_clusters_described_and_drawn(data, tmp_path):

@@ -21,11 +21,14 @@ from steam_dinov2 import (
     load_model,
     make_transform,
 )
+from steam_dinov2.cli import main
 from steam_dinov2.embed import images_of
+from steam_dinov2.export import export_matches, matches_made_from, read_matches_made_from
 from steam_dinov2.manifest import write_manifest
 from steam_dinov2.models import forward_tokens
 from steam_dinov2.pooling import pool_tokens
 from steam_dinov2.setting import Setting
+from steam_dinov2.site import export_site
 
 RANDOM = Setting(weights="random")  # dinov2_vits14__crop256__cls__random, as `vits14` makes
 GEM = Setting(pooling="gem", weights="random")
@@ -315,6 +318,7 @@ def test_the_collection_is_the_manifests_ok_rows(vits14, banner_dir, monkeypatch
     monkeypatch.setattr(Setting, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     again = embed_folder(None, data, setting="dinov2_vits14__crop256__cls__random")
     assert again.ids == [i for i in want if i != "30"] and again.embedded == 0
+    assert again.dropped == 1  # counted, not silent
     np.testing.assert_array_equal(again.vectors, np.delete(emb.vectors, want.index("30"), 0))
     assert load_embeddings(data, again.setting).ids == again.ids
     assert len(calls) == 1
@@ -330,6 +334,7 @@ def test_a_folder_of_ones_own_images_is_not_the_collection(vits14, banner_dir, t
     assert list(images_of(data, mine)) == ["10", "my game"]
     emb = embed_folder(mine, data, model=vits14, num_workers=0)
     assert emb.ids == ["10", "my game"] and emb.meta["images"] == str(mine.resolve())
+    assert load_embeddings(data, emb.setting).ids == emb.ids  # not filtered by data's manifest
     with pytest.raises(ValueError, match="no images in"):
         embed_folder(None, data, model=vits14)  # the collection is empty: 10 is an error
 
@@ -340,3 +345,70 @@ def test_the_model_given_must_make_the_settings_vectors(vits14, banner_dir, tmp_
     with pytest.raises(ValueError, match="model must be a model from load_model, not str"):
         embed_folder(banner_dir, tmp_path, model="dinov2_vits14")
     assert not (tmp_path / "embeddings").exists()
+
+
+def test_a_cache_of_another_setting_serves_only_the_collection(
+    vits14, banner_dir, monkeypatch, caplog, capsys
+):
+    data = banner_dir.parent  # banner_dir is this data folder's banners/
+    _manifest(data, {a: "ok" for a in range(10, 100, 10)})
+    embed_folder(None, data, model=vits14, num_workers=0)
+    before = embed_folder(None, data, setting=GEM, model=vits14, num_workers=0)
+    assert main(["match", "--data", str(data), "--no-pretrained", "--pooling", "gem"]) == 0
+    stale = layout.neighbors_path(data, GEM.name)
+    assert read_matches_made_from(stale) == matches_made_from(load_embeddings(data, GEM))
+    # 20's row turns error and 40's file is deleted; only the cls setting is embedded again.
+    _manifest(data, {a: "error" if a == 20 else "ok" for a in range(10, 100, 10)})
+    (banner_dir / "40.jpg").unlink()
+    monkeypatch.setattr(Setting, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert embed_folder(None, data, setting=RANDOM).dropped == 2
+    cache = layout.embeddings_dir(data, GEM.name)
+    written = {p.name: p.read_bytes() for p in cache.iterdir()}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        emb = load_embeddings(data, GEM)
+    want = [i for i in before.ids if i not in ("20", "40")]
+    assert emb.ids == want and emb.meta["count"] == 7
+    np.testing.assert_array_equal(emb.vectors, before.vectors[[before.ids.index(i) for i in want]])
+    # One warning (besides the manifest's about 40.jpg), naming how many, which and the fix.
+    [warning] = [r for r in caplog.records if r.name == "steam_dinov2.image_files"]
+    assert "2 cached banners are no longer in the collection" in warning.getMessage()
+    assert "left out: 20, 40; rerun `embed` with this setting" in warning.getMessage()
+    _manifest(data, {a: "ok" for a in range(10, 100, 10)})  # 20 is back; 40 is still gone
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert "40" not in load_embeddings(data, GEM).ids
+    assert "1 cached banner is no longer in the collection" in caplog.text
+    _manifest(data, {a: "error" if a == 20 else "ok" for a in range(10, 100, 10)})
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == written  # readers never write
+    # The match table made before is stale now (the Browser and export-site then search live),
+    # and `match` makes a new one without them, as query or as neighbour.
+    assert read_matches_made_from(stale) != matches_made_from(emb)
+    assert main(["match", "--data", str(data), "--no-pretrained", "--pooling", "gem"]) == 0
+    table = pd.read_parquet(stale)
+    assert {"20", "40"}.isdisjoint({*table["query_id"], *table["id"]})
+    assert "42 matches for 7 images" in capsys.readouterr().out
+    site = export_site(data, GEM, data.parent / "site", k=3, with_map=False, progress=False)
+    assert json.loads((site.out / "data" / "games.json").read_text())["ids"] == want
+
+
+def test_embed_says_how_many_rows_left_the_collection(banner_dir, capsys):
+    data = banner_dir.parent
+    _manifest(data, {a: "ok" for a in range(10, 100, 10)})
+    args = ["embed", "--data", str(data), "--no-pretrained", "--workers", "0"]
+    assert main(args) == 0
+    _manifest(data, {a: "error" if a == 20 else "ok" for a in range(10, 100, 10)})
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert (
+        "0 embedded, 8 reused (384 dims), 0 skipped, 1 dropped (no longer in the collection)" in out
+    )
+
+
+@pytest.mark.parametrize("bad", [3, 2.5, ["dinov2_vits14__crop256__cls"]])
+def test_a_setting_that_is_not_a_setting_is_refused_in_one_line(banner_dir, tmp_path, bad):
+    message = f"setting must be a Setting or a setting name .* got {type(bad).__name__}$"
+    with pytest.raises(ValueError, match=message):
+        embed_folder(banner_dir, tmp_path, setting=bad)
+    with pytest.raises(ValueError, match=message):
+        export_matches(tmp_path, setting=bad)

@@ -309,6 +309,7 @@ def test_damaged_cache_refused_when_read_and_rebuilt_when_embedded(
     with caplog.at_level(logging.WARNING):
         rebuilt = embed_folder(banner_dir, data, model=vits14, num_workers=0, progress=False)
     assert f"{damaged} is damaged" in caplog.text and "recomputing" in caplog.text
+    assert "rerun `embed`" not in caplog.text  # embed is recomputing it: no advice to delete
     assert rebuilt.ids == clean.ids
     np.testing.assert_allclose(rebuilt.vectors, clean.vectors, atol=1e-5)
     assert load_embeddings(data, SETTING).ids == clean.ids
@@ -445,6 +446,7 @@ def test_a_damaged_checkpoint_is_skipped_with_a_warning(tmp_path, banner_dir, ca
     with caplog.at_level(logging.WARNING):
         emb = embed_folder(banner_dir, data, setting=SETTING)
     assert "ignoring checkpoint" in caplog.text and str(path) in caplog.text
+    assert "rerun `embed`" not in caplog.text  # its images are embedded again right now
     assert len(emb.ids) == 9 and not path.exists() and not stray.exists()
 
 
