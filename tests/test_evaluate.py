@@ -332,3 +332,23 @@ def test_a_tampered_cache_is_ranked_again(catalogue, tmp_path):
     (layout.evaluation_cache_path(data, SETTINGS[0], "developer")).unlink()
     again = evaluate_settings(data, SETTINGS[:1], truths=["developer"], k=3)
     pd.testing.assert_frame_equal(again.summary, first.summary)
+
+
+def test_a_swap_in_the_collection_is_scored_again(catalogue, tmp_path):
+    """One banner leaves the collection and another comes back: the same count of rows from the
+    same cache, but other rows, so no cached neighbour list may be reused."""
+    from steam_dinov2.manifest import write_manifest
+
+    data = tmp_path / "data"
+    shutil.copytree(catalogue, data)
+    ids = DISTINCT + TWINS
+
+    def queries_with(error: int) -> set[str]:
+        status = ["error" if a == error else "ok" for a in ids]
+        write_manifest(data, pd.DataFrame({"app_id": ids, "name": "x", "status": status}))
+        result = evaluate_settings(data, SETTINGS[:1], truths=["developer"], copies=0)
+        return set(result.per_query["query_id"])
+
+    assert "201" not in queries_with(201)
+    second = queries_with(202)
+    assert "201" in second and "202" not in second
