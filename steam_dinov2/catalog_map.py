@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import files, layout
-from .setting import Setting
+from .setting import Setting, checked_name
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,6 @@ def map_catalog(
         largest), ``centrality`` (float32 cosine to the cluster's centroid), in embedding row order.
     """
     from .embed import load_embeddings
-    from .setting import checked_name
 
     emb = load_embeddings(data, checked_name(setting))  # a malformed name says so first
     if not emb.ids:
@@ -198,16 +197,7 @@ def map_catalog(
     k = default_clusters(len(emb.ids)) if n_clusters is None else int(n_clusters)
     if k < 1:
         raise ValueError(f"n_clusters must be at least 1, got {n_clusters}")
-    made_from = {
-        "vectors_file": emb.meta.get("vectors_file", ""),
-        "count": len(emb.ids),
-        "method": method,
-        "n_clusters": k,
-        "seed": seed,
-        "version": _VERSION,
-    }
-    if left_out := emb.meta.get("left_out_sha256"):  # rows load_embeddings left out
-        made_from["left_out_sha256"] = left_out
+    made_from = _made_from(emb, method, k, seed)
     path = layout.map_path(data, emb.setting)
     cached = _read_cached(path, made_from)
     if cached is not None:
@@ -216,6 +206,21 @@ def map_catalog(
     table = _map_table(emb, method, k, seed)
     _write(path, table, made_from)
     return table
+
+
+def _made_from(emb, method: str, n_clusters: int, seed: int) -> dict:
+    """What a cached map must have been made from to be reused."""
+    made_from = {
+        "vectors_file": emb.meta.get("vectors_file", ""),
+        "count": len(emb.ids),
+        "method": method,
+        "n_clusters": n_clusters,
+        "seed": seed,
+        "version": _VERSION,
+    }
+    if left_out := emb.meta.get("left_out_sha256"):  # rows load_embeddings left out
+        made_from["left_out_sha256"] = left_out
+    return made_from
 
 
 def _map_table(emb, method: str, n_clusters: int, seed: int) -> pd.DataFrame:

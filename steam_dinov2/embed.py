@@ -287,7 +287,8 @@ def _images_to_embed(images, data, checkpoint_every: int) -> tuple[dict[str, Pat
     ValueError for a missing or empty folder or a bad ``checkpoint_every``."""
     folder = layout.banners_dir(data) if images is None else Path(images)
     if not folder.is_dir():
-        raise ValueError(f"image folder not found: {folder}")
+        fix = "" if images else "; run `download`, `import-snapshot` or `import-folder` first"
+        raise ValueError(f"image folder not found: {folder}{fix}")
     if checkpoint_every < 1:
         raise ValueError(
             f"checkpoint_every is a number of images, at least 1; got {checkpoint_every}"

@@ -43,7 +43,7 @@ _CHECKPOINT_SECONDS = 2.0  # a killed run loses at most this much bookkeeping, n
 # before any column is decoded: Steam lists ~250,000 apps; a row takes ~200 bytes.
 MAX_MANIFEST_ROWS = 5_000_000
 MAX_MANIFEST_BYTES = 256 << 20
-_REBUILD = "rerun `download` or `import-snapshot`: they rebuild it from the banners folder"
+_REBUILD = "rerun `download`, `import-snapshot` or `import-folder`: they rebuild it from banners/"
 
 
 def read_manifest(data: str | os.PathLike) -> pd.DataFrame:

@@ -620,7 +620,7 @@ def test_damaged_manifest_is_refused_then_rebuilt(tmp_path, http, caplog, conten
     assert str(e.value).startswith(f"{path}: damaged manifest (")
     assert re.search(reason, str(e.value))
     assert str(e.value).endswith(
-        "rerun `download` or `import-snapshot`: they rebuild it from the banners folder"
+        "rerun `download`, `import-snapshot` or `import-folder`: they rebuild it from banners/"
     )
     assert load_names(data) == {}  # the browser shows ids instead of failing
     caplog.set_level(logging.WARNING)
