@@ -11,7 +11,7 @@ as a data folder's collection, ``images_of``, against ``list_images``):
 * the next run after that: the new stamps were written back, so no file is read again.
 
 Then what ``load_embeddings`` adds for a cache of the data folder's banners: the check that each
-cached row is still in the collection (``image_files.collection_rows``), with nothing and with one
+cached row is still in the collection (``image_files.in_collection``), with nothing and with one
 row left out, against reading the cache alone; and the ``lstat`` per file that ``banner_files``
 no longer makes for plain files.
 

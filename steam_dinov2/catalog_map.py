@@ -210,17 +210,14 @@ def map_catalog(
 
 def _made_from(emb, method: str, n_clusters: int, seed: int) -> dict:
     """What a cached map must have been made from to be reused."""
-    made_from = {
-        "vectors_file": emb.meta.get("vectors_file", ""),
+    return {
+        **emb.made_from(),
         "count": len(emb.ids),
         "method": method,
         "n_clusters": n_clusters,
         "seed": seed,
         "version": _VERSION,
     }
-    if left_out := emb.meta.get("left_out_sha256"):  # rows load_embeddings left out
-        made_from["left_out_sha256"] = left_out
-    return made_from
 
 
 def _map_table(emb, method: str, n_clusters: int, seed: int) -> pd.DataFrame:

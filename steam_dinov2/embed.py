@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from .cache import (
     read_cache,
 )
 from .files import IMAGE_SUFFIXES
-from .image_files import collection_rows, image_loader, images_of
+from .image_files import image_loader, images_of, in_collection
 from .models import model_info, resolve_arch, select_device
 from .pooling import POOLINGS, pool_tokens
 from .preprocess import make_transform
@@ -124,12 +123,20 @@ class Embeddings:
     reused: int = 0  # ... and vectors taken from the cache or an interrupted run's checkpoints
     dropped: int = 0  # ... and cached rows dropped: their image left the collection (or folder)
 
+    def made_from(self) -> dict:
+        """Which rows these are, for a table computed from them to tell when it is stale: the
+        cache generation, and what ``load_embeddings`` left out of it (when it did)."""
+        made = {"vectors_file": self.meta.get("vectors_file", "")}
+        if left_out := self.meta.get("left_out_sha256"):
+            made["left_out_sha256"] = left_out
+        return made
+
 
 def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddings:
     """Read one setting's cache (a ``Setting`` or its name); ValueError naming the cached
     settings when it is missing, or naming the damaged file and the fix when it cannot be
     trusted. A cache of the data folder's banners serves only the images still in the
-    collection (``images_of(data)``), whatever it holds (see ``_in_collection``)."""
+    collection (``images_of(data)``), whatever it holds (``image_files.in_collection``)."""
     setting = setting_of(setting)
     folder = layout.embeddings_dir(data, setting)
     if not layout.cache_meta_path(folder).is_file():
@@ -141,19 +148,8 @@ def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddin
     meta, rows = read_cache(folder)
     ids, vectors = rows["ids"], rows["vectors"]
     if meta.get("images") == folder_ref(layout.banners_dir(data), data):
-        ids, vectors, meta = _in_collection(data, setting, ids, vectors, meta)
+        ids, vectors, meta = in_collection(data, setting, ids, vectors, meta)
     return Embeddings(setting, ids, vectors, meta)
-
-
-def _in_collection(data, setting: str, ids: list[str], vectors: np.ndarray, meta: dict):
-    """``(ids, vectors, meta)`` of the rows ``collection_rows`` keeps; ``meta`` then records
-    what was left out, so a table made from these rows is told apart from one made from all."""
-    keep, gone = collection_rows(data, setting, ids)
-    if not gone:
-        return ids, vectors, meta
-    digest = hashlib.sha256(",".join(gone).encode()).hexdigest()
-    meta = {**meta, "count": len(keep), "left_out_sha256": digest}
-    return [ids[r] for r in keep], vectors[keep], meta
 
 
 def _stamp(path: Path) -> list[int]:

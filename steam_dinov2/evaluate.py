@@ -161,12 +161,7 @@ def _score_setting(run: _Run, setting: str, truths, parts: list, skipped: dict):
     if len(emb.ids) < 2:
         skipped[f"{setting}/*"] = f"{len(emb.ids)} banner(s): nothing to rank"
         return None
-    base = {
-        "vectors": emb.meta.get("vectors_file", ""),
-        "n": len(emb.ids),
-        "left_out": emb.meta.get("left_out_sha256", ""),  # rows no longer in the collection
-        "k": run.k,
-    }
+    base = {**emb.made_from(), "n": len(emb.ids), "k": run.k}
     neighbors = cached_neighbors(run.data, emb, run.k, base)
     for truth in truths:
         try:

@@ -10,7 +10,7 @@ import os
 import pandas as pd
 
 from . import files, layout
-from .setting import Setting, as_setting, setting_of
+from .setting import Setting, setting_of
 
 
 def write_matches(data: str | os.PathLike, emb, table: pd.DataFrame, exclude=()) -> None:
@@ -33,12 +33,7 @@ def matches_made_from(emb, exclude=()) -> dict:
     """The cache generation, the rows left out of it and the exclusion list a match table is
     computed from."""
     excluded = ",".join(sorted({str(e) for e in exclude}))
-    made_from = {
-        "vectors_file": emb.meta.get("vectors_file", ""),
-        "excluded_sha256": hashlib.sha256(excluded.encode()).hexdigest(),
-    }
-    left_out = emb.meta.get("left_out_sha256")  # rows ``load_embeddings`` left out, if any
-    return made_from | ({"left_out_sha256": left_out} if left_out else {})
+    return {**emb.made_from(), "excluded_sha256": hashlib.sha256(excluded.encode()).hexdigest()}
 
 
 def read_matches_made_from(path) -> dict | None:
@@ -60,7 +55,7 @@ def export_matches(
     Returns:
         ``(parquet_path, json_path)``.
     """
-    setting = setting_of(setting if isinstance(setting, str) else as_setting(setting))
+    setting = setting_of(setting)
     path = layout.neighbors_path(data, setting)
     if not path.is_file():
         raise ValueError(f"no matches for setting {setting!r}: run `match` first")

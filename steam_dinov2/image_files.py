@@ -4,6 +4,7 @@ where a bad file is a reported skip, never a crash."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -53,24 +54,28 @@ def images_of(data: str | os.PathLike, images: str | os.PathLike | None = None) 
     return {str(a): p for a, p in collection_images(data).items()}
 
 
-def collection_rows(data, setting: str, ids: list[str]) -> tuple[list[int], list[str]]:
-    """``(rows, gone)``: the rows of ``ids`` (a cache of the data folder's banners, in row
-    order) still in the collection (``images_of(data)``), and the ids that left it (a manifest
-    row turned ``error``, a file deleted since the cache was made), logged in one warning
-    naming the fix. Readers leave those out; they never rewrite the cache."""
+def in_collection(data, setting: str, ids: list[str], vectors, meta: dict):
+    """``(ids, vectors, meta)`` of a cache of the data folder's banners (rows in ``ids`` order)
+    without the rows no longer in the collection (``images_of(data)``: a manifest row turned
+    ``error``, a file deleted since the cache was made). Those are logged in one warning naming
+    the fix, and ``meta`` records a digest of them (``Embeddings.made_from``), so a table made
+    from these rows is told apart from one made from all. Readers never rewrite the cache."""
     now = images_of(data)
     rows = [r for r, i in enumerate(ids) if i in now]
-    if gone := sorted(set(ids) - now.keys(), key=lambda i: (len(i), i)):
-        logger.warning(
-            "%s: %d cached banner%s no longer in the collection (not ok in the manifest, or "
-            "the file is gone), left out: %s; rerun `embed` with this setting to refresh its "
-            "cache",
-            setting,
-            len(gone),
-            " is" if len(gone) == 1 else "s are",
-            ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else ""),
-        )
-    return rows, gone
+    if not (gone := sorted(set(ids) - now.keys(), key=lambda i: (len(i), i))):
+        return ids, vectors, meta
+    logger.warning(
+        "%s: %d cached banner%s no longer in the collection (not ok in the manifest, or "
+        "the file is gone), left out: %s; rerun `embed` with this setting to refresh its "
+        "cache",
+        setting,
+        len(gone),
+        " is" if len(gone) == 1 else "s are",
+        ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else ""),
+    )
+    digest = hashlib.sha256(",".join(gone).encode()).hexdigest()
+    meta = {**meta, "count": len(rows), "left_out_sha256": digest}
+    return [ids[r] for r in rows], vectors[rows], meta
 
 
 class ImageFiles(torch.utils.data.Dataset):

@@ -144,8 +144,16 @@ def precision_for(device) -> str:
 
 
 def setting_of(setting: Setting | str) -> str:
-    """The cache folder name of a ``Setting`` or of a name given as a string."""
-    return setting.name if isinstance(setting, Setting) else str(setting)
+    """The cache folder name of a ``Setting`` or of a name given as a string; ValueError for
+    anything else."""
+    if isinstance(setting, Setting):
+        return setting.name
+    if isinstance(setting, str):
+        return setting
+    raise ValueError(
+        f"setting must be a Setting or a setting name such as dinov2_vits14__crop256__cls, "
+        f"got {type(setting).__name__}"
+    )
 
 
 def checked_name(setting: Setting | str) -> str:
@@ -163,9 +171,4 @@ def as_setting(setting: Setting | str | None) -> Setting:
         return Setting.create()
     if isinstance(setting, Setting):
         return setting
-    if isinstance(setting, str):
-        return Setting.from_name(setting)
-    raise ValueError(
-        f"setting must be a Setting or a setting name such as dinov2_vits14__crop256__cls, "
-        f"got {type(setting).__name__}"
-    )
+    return Setting.from_name(setting_of(setting))
