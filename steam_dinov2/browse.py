@@ -18,7 +18,7 @@ from .browse_outside import OutsideQueries
 from .browse_settings import offered_settings
 from .embed import load_embeddings
 from .export import matches_made_from, read_matches_made_from
-from .folder import is_steam_id
+from .files import is_steam_id
 from .manifest import load_names
 from .names import search_games
 from .search import describe_exclusions, find_neighbors, index_collection

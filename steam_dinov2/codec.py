@@ -103,6 +103,17 @@ def encode_jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def header_size(path) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, never decoded; ValueError when it
+    cannot be read or is above ``MAX_PIXELS``."""
+    try:
+        with Image.open(path) as img:
+            check_pixels(img)
+            return img.size
+    except (OSError, Image.DecompressionBombError) as e:
+        raise ValueError(str(e)) from None
+
+
 def original_size_mode(content: bytes) -> dict:
     """``orig_width``, ``orig_height``, ``orig_mode`` of an encoded image (header only)."""
     with Image.open(io.BytesIO(content)) as img:

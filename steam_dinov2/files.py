@@ -37,6 +37,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")  # what PIL 
 _STALE_SECONDS = 6 * 3600
 
 
+def is_steam_id(app_id: int | str) -> bool:
+    """True for a Steam app id, False for an own image's id (or anything not a number)."""
+    text = str(app_id)
+    return text.isdigit() and int(text) < OWN_ID_BASE
+
+
 def parse_image_id(value: object, where: str = "") -> int:
     """``parse_app_id`` for the ids of a collection: Steam app ids, and own images' ids
     (``OWN_ID_BASE`` .. ``MAX_IMAGE_ID``, made by ``import_folder``)."""

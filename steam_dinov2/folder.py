@@ -17,7 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from . import files, layout
-from .codec import DEFAULT_SIZE, encode_jpeg, original_size_mode, parse_size, resize_banner
+from .codec import (
+    DEFAULT_SIZE,
+    encode_jpeg,
+    header_size,
+    original_size_mode,
+    parse_size,
+    resize_banner,
+)
 from .manifest import (
     MANIFEST_DTYPES,
     collection_images,
@@ -49,12 +56,6 @@ def own_image_id(relative_path: str) -> int:
     """The id of an own image: ``OWN_ID_BASE`` + 48 bits of SHA-256 of its path in the folder."""
     digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
     return files.OWN_ID_BASE + int.from_bytes(digest[:6], "big")  # 48 bits: see MAX_IMAGE_ID
-
-
-def is_steam_id(app_id: int | str) -> bool:
-    """True for a Steam app id, False for an own image's id (or anything not a number)."""
-    text = str(app_id)
-    return text.isdigit() and int(text) < files.OWN_ID_BASE
 
 
 def list_folder_images(src: str | os.PathLike) -> dict[str, Path]:
@@ -179,18 +180,12 @@ def _manifest_so_far(data) -> tuple[pd.DataFrame, bool]:
 
 def _adopted(data) -> pd.DataFrame:
     """A manifest of the banners on disk (headers only: width, height, bytes; no name)."""
-    from PIL import Image
-
-    from .codec import check_pixels
-
     rows, now = [], pd.Timestamp.now(tz="UTC")
     unknown = {"name": "", "url": "", "error": "", "orig_width": 0, "orig_height": 0}
     for app_id, path in layout.banner_files(data).items():
         try:
-            with Image.open(path) as img:
-                check_pixels(img)
-                w, h = img.size
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            w, h = header_size(path)
+        except ValueError as e:
             logger.warning("left %s out of the rebuilt manifest: %s", path, e)
             continue
         size = path.stat().st_size

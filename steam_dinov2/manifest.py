@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
 from . import files, layout
-from .codec import check_pixels
+from .codec import header_size
 
 logger = logging.getLogger(__name__)
 
@@ -180,10 +179,8 @@ class ManifestBook:
             if row is not None and row["status"] == "ok":
                 continue
             try:
-                with Image.open(path) as img:  # reads the header only
-                    check_pixels(img)
-                    w, h = img.size
-            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                w, h = header_size(path)
+            except ValueError as e:
                 # Not ours (renames are atomic, sizes are ours): drop it and fetch again.
                 logger.warning("removed %s: not a banner we wrote (%s)", path, e)
                 path.unlink(missing_ok=True)

@@ -226,7 +226,7 @@ def _collection_ids(data) -> list[int]:
     """The collection's Steam app ids: own images (``import-folder``) have no store page."""
     from .manifest import collection_images
 
-    return [a for a in collection_images(data) if a <= files.MAX_APP_ID]
+    return [a for a in collection_images(data) if files.is_steam_id(a)]
 
 
 def _try_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]] | str:

@@ -62,7 +62,7 @@ def label_gap(ids: list[str], metadata: pd.DataFrame, no_metadata: str) -> str:
     can: it holds no Steam app (own images, ``import-folder``, have no store page), there is no
     metadata (``no_metadata`` says why), or the metadata has no labels for its apps."""
     fetch = "run `python -m steam_dinov2 metadata --data DATA`"
-    apps = {int(i) for i in ids if i.isdigit() and int(i) < files.OWN_ID_BASE}
+    apps = {int(i) for i in ids if files.is_steam_id(i)}
     if not apps:
         return (
             "the collection holds no Steam apps (own images, e.g. from import-folder, have no "

@@ -10,8 +10,8 @@ from PIL import Image
 from steam_dinov2 import files, layout
 from steam_dinov2.cli import main
 from steam_dinov2.codec import DEFAULT_SIZE, parse_size
-from steam_dinov2.files import OWN_ID_BASE
-from steam_dinov2.folder import import_folder, is_steam_id, own_image_id
+from steam_dinov2.files import OWN_ID_BASE, is_steam_id
+from steam_dinov2.folder import import_folder, own_image_id
 
 
 @pytest.fixture
