@@ -24,7 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 from synthetic import make_banner
 
-from steam_dinov2 import audit, layout
+from steam_dinov2.audit import audit
+from steam_dinov2.core import layout
 
 W, H = 224, 336
 
@@ -93,7 +94,7 @@ def bench_embedding(data: Path, n_embed: int) -> None:
     import torch
 
     from steam_dinov2 import load_model
-    from steam_dinov2.embed import embed_images
+    from steam_dinov2.embedding.embed import embed_images
     from steam_dinov2.search import build_index, find_duplicate_groups, search_index
 
     torch.set_num_threads(2)

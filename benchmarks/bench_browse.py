@@ -27,8 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _build(data: Path, n: int, dim: int) -> None:
     from synthetic import make_banner
 
-    from steam_dinov2 import layout
-    from steam_dinov2.cache import write_cache
+    from steam_dinov2.core import layout
+    from steam_dinov2.embedding.cache import write_cache
     from steam_dinov2.search import match_all
 
     rng = np.random.default_rng(0)
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--queries", type=int, default=50)
     args = ap.parse_args()
-    from steam_dinov2.browse import Browser
+    from steam_dinov2.browse.browser import Browser
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)

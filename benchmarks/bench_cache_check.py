@@ -32,14 +32,14 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from steam_dinov2 import layout  # noqa: E402
-from steam_dinov2.cache import CachedRows, content_hash, write_cache  # noqa: E402
-from steam_dinov2.cache_check import read_cache  # noqa: E402
-from steam_dinov2.embed import _stamp, load_embeddings  # noqa: E402
-from steam_dinov2.files import not_a_regular_file  # noqa: E402
-from steam_dinov2.image_files import images_of, list_images  # noqa: E402
-from steam_dinov2.manifest import write_manifest  # noqa: E402
-from steam_dinov2.setting import Setting  # noqa: E402
+from steam_dinov2.core import layout  # noqa: E402
+from steam_dinov2.core.files import not_a_regular_file  # noqa: E402
+from steam_dinov2.core.images import images_of, list_images  # noqa: E402
+from steam_dinov2.core.manifest import write_manifest  # noqa: E402
+from steam_dinov2.embedding.cache import CachedRows, content_hash, write_cache  # noqa: E402
+from steam_dinov2.embedding.cache_check import read_cache  # noqa: E402
+from steam_dinov2.embedding.embed import _stamp, load_embeddings  # noqa: E402
+from steam_dinov2.embedding.setting import Setting  # noqa: E402
 
 
 def _check(folder: Path, rows: CachedRows) -> tuple[float, int]:

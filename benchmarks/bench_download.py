@@ -26,8 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from steam_dinov2.download import download_banners  # noqa: E402
-from steam_dinov2.net import SteamHttp  # noqa: E402
+from steam_dinov2.core.net import SteamHttp  # noqa: E402
+from steam_dinov2.steam.download import download_banners  # noqa: E402
 
 N = 2000
 LATENCY = 0.05

@@ -41,10 +41,10 @@ from PIL import Image  # noqa: E402
 from synthetic import make_banner  # noqa: E402
 
 import steam_dinov2  # noqa: E402
-from steam_dinov2.embed import CPU_FORWARD_BATCH  # noqa: E402
-from steam_dinov2.models import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from steam_dinov2.pooling import pool_tokens  # noqa: E402
-from steam_dinov2.preprocess import make_transform  # noqa: E402
+from steam_dinov2.embedding.embed import CPU_FORWARD_BATCH  # noqa: E402
+from steam_dinov2.embedding.models import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from steam_dinov2.embedding.pooling import pool_tokens  # noqa: E402
+from steam_dinov2.embedding.preprocess import make_transform  # noqa: E402
 
 MIB = 1 << 20
 

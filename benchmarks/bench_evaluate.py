@@ -31,10 +31,10 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from steam_dinov2 import layout  # noqa: E402
-from steam_dinov2.cache import write_cache as _write_cache  # noqa: E402
-from steam_dinov2.evaluate import evaluate_settings  # noqa: E402
-from steam_dinov2.metadata import write_metadata  # noqa: E402
+from steam_dinov2.core import layout  # noqa: E402
+from steam_dinov2.embedding.cache import write_cache as _write_cache  # noqa: E402
+from steam_dinov2.evaluation.evaluate import evaluate_settings  # noqa: E402
+from steam_dinov2.steam.metadata import write_metadata  # noqa: E402
 
 
 def make_vectors(n: int, d: int, seed: int) -> np.ndarray:

@@ -25,7 +25,7 @@ def main(pairs: int = 8) -> None:
     from conftest import make_banner
 
     from steam_dinov2 import Setting, load_model
-    from steam_dinov2.explain import explain_match, plot_match_explained
+    from steam_dinov2.views.explain import explain_match, plot_match_explained
 
     model = load_model("dinov2_vits14", pretrained=False, device="cpu")
     banners = [make_banner(s) for s in range(pairs + 1)]

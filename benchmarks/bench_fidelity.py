@@ -23,8 +23,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from steam_dinov2.codec import SIZES, encode_jpeg, resize_banner
-from steam_dinov2.preprocess import FULL_SIZE, IMAGENET_MEAN, IMAGENET_STD, PRESETS, make_transform
+from steam_dinov2.core.codec import SIZES, encode_jpeg, resize_banner
+from steam_dinov2.embedding.preprocess import (
+    FULL_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRESETS,
+    make_transform,
+)
 
 SERVED = (600, 900)  # (W, H) of library_600x900.jpg
 # Shorter side each preset resizes to before cropping (full: the width of FULL_SIZE).

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 def main() -> None:
     from conftest import make_banner
 
-    from steam_dinov2.folder import import_folder
+    from steam_dinov2.collection.folder import import_folder
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--n", type=int, default=211)

@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["opentsne", "umap", "sklearn"])
     args = ap.parse_args()
 
-    from steam_dinov2.catalog_map import compute_layout, reduce_dims
+    from steam_dinov2.views.map import compute_layout, reduce_dims
 
     x = synthetic(args.n, args.d, groups=60)
     t = time.perf_counter()

@@ -47,7 +47,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from steam_dinov2.embed import Embeddings  # noqa: E402
+from steam_dinov2.embedding.embed import Embeddings  # noqa: E402
 from steam_dinov2.search import BLOCK, build_index, match_all  # noqa: E402
 
 

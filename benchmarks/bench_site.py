@@ -35,9 +35,9 @@ def main() -> None:
     ap.add_argument("--keep", help="write into this folder and keep it")
     args = ap.parse_args()
 
-    from steam_dinov2 import layout
-    from steam_dinov2.cache import write_cache as _write_cache
-    from steam_dinov2.site import export_site
+    from steam_dinov2.core import layout
+    from steam_dinov2.embedding.cache import write_cache as _write_cache
+    from steam_dinov2.views.site import export_site
 
     root = Path(args.keep or tempfile.mkdtemp(prefix="bench_site."))
     data = root / "data"
@@ -93,8 +93,8 @@ def _make_banners_and_names(data: Path, n: int) -> list[str]:
     from conftest import make_banner
     from PIL import Image
 
-    from steam_dinov2 import layout
-    from steam_dinov2.manifest import write_manifest
+    from steam_dinov2.core import layout
+    from steam_dinov2.core.manifest import write_manifest
 
     banners = layout.banners_dir(data)
     banners.mkdir(parents=True)

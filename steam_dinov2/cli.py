@@ -37,8 +37,8 @@ def count(text: str) -> int:  # 0 allowed: --workers 0 decodes in-process, --cop
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    from .pooling import POOLINGS
-    from .preprocess import PRESETS
+    from .embedding.pooling import POOLINGS
+    from .embedding.preprocess import PRESETS
 
     p.add_argument(
         "--model",
@@ -70,9 +70,9 @@ def _add_match_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_download_options(p: argparse.ArgumentParser) -> None:
-    from .codec import DEFAULT_SIZE, SIZES
-    from .download import DEFAULT_WORKERS
-    from .net import DEFAULT_DEADLINE
+    from .core.codec import DEFAULT_SIZE, SIZES
+    from .core.net import DEFAULT_DEADLINE
+    from .steam.download import DEFAULT_WORKERS
 
     p.add_argument(
         "--source",
@@ -94,8 +94,8 @@ def _add_download_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_audit_options(p: argparse.ArgumentParser) -> None:
-    from .audit import NEAR_DUP_THRESHOLD
-    from .audit_cleanvision import ISSUE_TYPES
+    from .audit.audit import NEAR_DUP_THRESHOLD
+    from .audit.cleanvision import ISSUE_TYPES
 
     p.add_argument(
         "--issue-types",
@@ -144,7 +144,7 @@ def _add_metadata_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluate_options(p: argparse.ArgumentParser) -> None:
-    from .evaluate import COPY_SAMPLE, TRUTHS
+    from .evaluation.evaluate import COPY_SAMPLE, TRUTHS
 
     p.add_argument("--settings", nargs="+", metavar="NAME", help="cached settings (default: all)")
     p.add_argument(
@@ -170,7 +170,7 @@ def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_folder_options(p: argparse.ArgumentParser) -> None:
-    from .codec import DEFAULT_SIZE, SIZES
+    from .core.codec import DEFAULT_SIZE, SIZES
 
     p.add_argument("src", help="folder of images (subfolders included)")
     _add_data(p)

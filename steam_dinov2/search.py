@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .embed import Embeddings
+from .embedding.embed import Embeddings
 
 # Writing and serving match tables lives in ``export``; these names stay importable from here.
-from .export import write_matches
+from .search_tables import write_matches
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def match_all(
     Returns:
         DataFrame ``query_id, rank, id, score`` (rank 1 is the best; score float32 cosine).
     """
-    from .progress import tqdm
+    from .core.progress import tqdm
 
     _check_k(k)
     if exclude:

@@ -154,7 +154,7 @@ class FakeSteam:
 
     def client(self, **options):
         """A ``SteamHttp`` pointed at this server; ``options`` set timeouts and retries."""
-        from steam_dinov2.net import SteamHttp
+        from steam_dinov2.core.net import SteamHttp
 
         return SteamHttp(
             api_base=self.base, assets_base=self.assets_base, steamspy_base=self.base, **options

@@ -11,13 +11,15 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from steam_dinov2 import audit, layout, load_model
-from steam_dinov2.audit_cleanvision import ISSUE_TYPES
-from steam_dinov2.audit_plots import plot_audit_examples
-from steam_dinov2.embed import embed_folder
-from steam_dinov2.manifest import read_manifest, write_manifest
+from steam_dinov2 import load_model
+from steam_dinov2.audit import audit
+from steam_dinov2.audit.cleanvision import ISSUE_TYPES
+from steam_dinov2.core import layout
+from steam_dinov2.core.manifest import read_manifest, write_manifest
+from steam_dinov2.embedding.embed import embed_folder
+from steam_dinov2.embedding.setting import Setting
 from steam_dinov2.search import match_all
-from steam_dinov2.setting import Setting
+from steam_dinov2.views.audit_grids import plot_audit_examples
 
 W, H = 224, 336
 # Random-weight dinov2_vits14 on these banners (measured): unrelated pairs reach cosine 0.960, the

@@ -11,11 +11,11 @@ from steam_server import App, FakeSteam, bomb_png
 from synthetic import make_banner
 
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_all
-from steam_dinov2.browse import Browser
-from steam_dinov2.compare import plot_comparison
-from steam_dinov2.manifest import read_manifest, write_manifest
+from steam_dinov2.browse.browser import Browser
+from steam_dinov2.core.manifest import read_manifest, write_manifest
+from steam_dinov2.embedding.setting import Setting
 from steam_dinov2.names import normalize_name, search_games
-from steam_dinov2.setting import Setting
+from steam_dinov2.views.compare import plot_comparison
 
 matplotlib.use("Agg")
 NAMES = {
@@ -172,7 +172,7 @@ def test_comparison_rows_compute_only_missing_settings(data):
 
 
 def test_precomputed_matches_are_used_only_while_fresh(data, vits14, monkeypatch):
-    import steam_dinov2.browse as browse
+    import steam_dinov2.browse.browser as browse
 
     live = []
     real = browse.find_neighbors

@@ -10,10 +10,10 @@ import pytest
 from conftest import make_banner
 
 from steam_dinov2 import embed_folder
-from steam_dinov2.browse import Browser
-from steam_dinov2.catalog_map import cluster_members, map_catalog
-from steam_dinov2.compare import plot_comparison
-from steam_dinov2.explain import explain_match
+from steam_dinov2.browse.browser import Browser
+from steam_dinov2.views.compare import plot_comparison
+from steam_dinov2.views.explain import explain_match
+from steam_dinov2.views.map import cluster_members, map_catalog
 
 matplotlib.use("Agg")
 SETTING = "dinov2_vits14__crop256__cls__random"

@@ -22,7 +22,7 @@ from chromium import local_page, missing
 from steam_server import App, FakeSteam
 
 from steam_dinov2 import find_neighbors, load_embeddings
-from steam_dinov2.download import download_banners
+from steam_dinov2.steam.download import download_banners
 
 ROOT = Path(__file__).parent.parent
 MISSING = missing("voila", "papermill")

@@ -4,17 +4,19 @@ import pytest
 from conftest import make_banner
 from PIL import ImageEnhance
 
-from steam_dinov2 import catalog_map, embed_folder, embed_images, layout
-from steam_dinov2.catalog_map import (
+from steam_dinov2 import embed_folder, embed_images
+from steam_dinov2.core import layout
+from steam_dinov2.core.manifest import read_manifest, write_manifest
+from steam_dinov2.embedding.setting import Setting
+from steam_dinov2.views import map as catalog_map
+from steam_dinov2.views.map import (
     cluster_members,
     cluster_vectors,
     compute_layout,
     describe_clusters,
     map_catalog,
 )
-from steam_dinov2.manifest import read_manifest, write_manifest
-from steam_dinov2.map_plots import plot_catalog_map, plot_cluster, sample_for_thumbnails
-from steam_dinov2.setting import Setting
+from steam_dinov2.views.map_plots import plot_catalog_map, plot_cluster, sample_for_thumbnails
 
 SETTING = "dinov2_vits14__crop256__cls__random"
 
@@ -118,7 +120,7 @@ def data(tmp_path, vits14):
 
 
 def test_catalog_map_is_cached_and_recomputed_when_stale(data, monkeypatch, vits14):
-    from steam_dinov2 import catalog_map as cm
+    from steam_dinov2.views import map as cm
 
     table = map_catalog(data, SETTING, n_clusters=3)
     assert list(table.columns) == ["id", "x", "y", "cluster", "centrality"]
@@ -158,7 +160,7 @@ def test_catalog_map_is_cached_and_recomputed_when_stale(data, monkeypatch, vits
 
 
 def test_clusters_described_and_drawn(data, tmp_path):
-    from steam_dinov2.manifest import load_names
+    from steam_dinov2.core.manifest import load_names
 
     table = map_catalog(data, SETTING, n_clusters=3)
     names = load_names(data)

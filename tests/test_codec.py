@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 from synthetic import make_banner
 
-from steam_dinov2.codec import GRAY_SPREAD, channel_spread, encode_jpeg, is_grayscale
+from steam_dinov2.core.codec import GRAY_SPREAD, channel_spread, encode_jpeg, is_grayscale
 
 
 def test_grey_pixels_are_grey_in_any_mode():

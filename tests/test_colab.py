@@ -6,8 +6,9 @@ import types
 import pytest
 from steam_server import App, FakeSteam
 
-from steam_dinov2 import colab, layout
+from steam_dinov2 import colab
 from steam_dinov2.colab import NothingToDo, ensure_banners, resolve_data_dir
+from steam_dinov2.core import layout
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from steam_dinov2 import embed_folder
-from steam_dinov2.compare import plot_comparison, plot_games, row_setting
-from steam_dinov2.setting import Setting
+from steam_dinov2.embedding.setting import Setting
+from steam_dinov2.views.compare import plot_comparison, plot_games, row_setting
 
 
 def test_preview_shows_k_neighbors_and_names_its_setting(tmp_path, banner_dir, vits14):

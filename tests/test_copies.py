@@ -13,11 +13,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import make_banner  # noqa: E402
 
-from steam_dinov2.copies import embed_variants, make_variant  # noqa: E402
-from steam_dinov2.models import model_info  # noqa: E402
-from steam_dinov2.pooling import pool_tokens  # noqa: E402
-from steam_dinov2.preprocess import make_transform  # noqa: E402
-from steam_dinov2.setting import Setting  # noqa: E402
+from steam_dinov2.embedding.models import model_info  # noqa: E402
+from steam_dinov2.embedding.pooling import pool_tokens  # noqa: E402
+from steam_dinov2.embedding.preprocess import make_transform  # noqa: E402
+from steam_dinov2.embedding.setting import Setting  # noqa: E402
+from steam_dinov2.evaluation.copies import embed_variants, make_variant  # noqa: E402
 
 
 @pytest.fixture

@@ -16,15 +16,12 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from steam_server import KEY, App, FakeSteam, encode_banner  # noqa: E402
 
-from steam_dinov2 import (
-    files,
-    layout,  # noqa: E402
-)
-from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
-from steam_dinov2.download import download_banners  # noqa: E402
-from steam_dinov2.fetch import fetch_banner  # noqa: E402
-from steam_dinov2.manifest import MANIFEST_DTYPES, read_manifest  # noqa: E402
-from steam_dinov2.net import SteamHttp  # noqa: E402
+from steam_dinov2.core import files, layout
+from steam_dinov2.core.codec import encode_jpeg, resize_banner  # noqa: E402
+from steam_dinov2.core.manifest import MANIFEST_DTYPES, read_manifest  # noqa: E402
+from steam_dinov2.core.net import SteamHttp  # noqa: E402
+from steam_dinov2.steam.download import download_banners  # noqa: E402
+from steam_dinov2.steam.fetch import fetch_banner  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PLAIN = {i: f"Game {i}" for i in range(10, 18)}
@@ -172,8 +169,8 @@ def test_sigkill_mid_download_then_resume(tmp_path):
     with FakeSteam(apps, latency=0.02, banner_variants=16) as server:
         child = (
             "import sys\n"
-            "from steam_dinov2.download import download_banners\n"
-            "from steam_dinov2.net import SteamHttp\n"
+            "from steam_dinov2.steam.download import download_banners\n"
+            "from steam_dinov2.core.net import SteamHttp\n"
             f"http = SteamHttp(api_base={server.base!r}, assets_base={server.assets_base!r})\n"
             f"download_banners({str(tmp_path)!r}, source=list(range(1000, 1240)), workers=4,"
             " http=http, progress=False)\n"

@@ -10,25 +10,18 @@ import torch
 from PIL import Image
 from synthetic import make_banner
 
-import steam_dinov2.cache as cache_mod
-import steam_dinov2.embed as embed_mod
-from steam_dinov2 import (
-    embed_folder,
-    embed_images,
-    files,
-    layout,
-    load_embeddings,
-    load_model,
-    make_transform,
-)
+import steam_dinov2.embedding.cache as cache_mod
+import steam_dinov2.embedding.embed as embed_mod
+from steam_dinov2 import embed_folder, embed_images, load_embeddings, load_model, make_transform
 from steam_dinov2.cli import main
-from steam_dinov2.embed import images_of
-from steam_dinov2.export import export_matches, matches_made_from, read_matches_made_from
-from steam_dinov2.manifest import write_manifest
-from steam_dinov2.models import forward_tokens
-from steam_dinov2.pooling import pool_tokens
-from steam_dinov2.setting import Setting
-from steam_dinov2.site import export_site
+from steam_dinov2.core import files, layout
+from steam_dinov2.core.manifest import write_manifest
+from steam_dinov2.embedding.embed import images_of
+from steam_dinov2.embedding.models import forward_tokens
+from steam_dinov2.embedding.pooling import pool_tokens
+from steam_dinov2.embedding.setting import Setting
+from steam_dinov2.search_tables import export_matches, matches_made_from, read_matches_made_from
+from steam_dinov2.views.site import export_site
 
 RANDOM = Setting(weights="random")  # dinov2_vits14__crop256__cls__random, as `vits14` makes
 GEM = Setting(pooling="gem", weights="random")
@@ -244,7 +237,7 @@ def test_another_image_folder_never_replaces_a_cache(vits14, banner_dir, tmp_pat
 
 
 def test_checkpoints_every_n_images_or_seconds(vits14, banner_dir, tmp_path, monkeypatch):
-    import steam_dinov2.cache as cache
+    import steam_dinov2.embedding.cache as cache
 
     writes = []
     real = cache.write_checkpoint
@@ -371,7 +364,7 @@ def test_a_cache_of_another_setting_serves_only_the_collection(
     assert emb.ids == want and emb.meta["count"] == 7
     np.testing.assert_array_equal(emb.vectors, before.vectors[[before.ids.index(i) for i in want]])
     # One warning (besides the manifest's about 40.jpg), naming how many, which and the fix.
-    [warning] = [r for r in caplog.records if r.name == "steam_dinov2.image_files"]
+    [warning] = [r for r in caplog.records if r.name == "steam_dinov2.core.images"]
     assert "2 cached banners are no longer in the collection" in warning.getMessage()
     assert "left out: 20, 40; rerun `embed` with this setting" in warning.getMessage()
     _manifest(data, {a: "ok" for a in range(10, 100, 10)})  # 20 is back; 40 is still gone

@@ -10,18 +10,19 @@ import pytest
 from conftest import make_banner
 from PIL import Image, ImageEnhance
 
-from steam_dinov2 import embed_folder, layout, load_embeddings
+from steam_dinov2 import embed_folder, load_embeddings
 from steam_dinov2.cli import main
-from steam_dinov2.evaluate import copy_model, evaluate_settings
-from steam_dinov2.metadata import write_metadata
-from steam_dinov2.metrics import random_average_precision_at_k
-from steam_dinov2.scoreboard import (
+from steam_dinov2.core import layout
+from steam_dinov2.evaluation.evaluate import copy_model, evaluate_settings
+from steam_dinov2.evaluation.metrics import random_average_precision_at_k
+from steam_dinov2.evaluation.scoreboard import (
     RANDOM,
     describe_best,
     plot_agreement,
     plot_evaluation,
     rank_settings,
 )
+from steam_dinov2.steam.metadata import write_metadata
 
 DISTINCT = list(range(101, 116))  # 15 unrelated banners
 TWINS = list(range(201, 206))  # one franchise whose banners are near-copies of each other
@@ -272,7 +273,7 @@ def test_without_metadata_and_bad_input(catalogue, tmp_path, capsys):
 
 
 def test_own_images_skip_the_label_truths_saying_only_copy_applies(tmp_path, vits14, capsys):
-    from steam_dinov2.folder import import_folder
+    from steam_dinov2.collection.folder import import_folder
 
     src, data = tmp_path / "photos", tmp_path / "data"
     src.mkdir()
@@ -337,7 +338,7 @@ def test_a_tampered_cache_is_ranked_again(catalogue, tmp_path):
 def test_a_swap_in_the_collection_is_scored_again(catalogue, tmp_path):
     """One banner leaves the collection and another comes back: the same count of rows from the
     same cache, but other rows, so no cached neighbour list may be reused."""
-    from steam_dinov2.manifest import write_manifest
+    from steam_dinov2.core.manifest import write_manifest
 
     data = tmp_path / "data"
     shutil.copytree(catalogue, data)

@@ -3,8 +3,8 @@ import pytest
 from conftest import make_banner
 from PIL import Image
 
-from steam_dinov2.explain import explain_match, plot_match_explained, seen_box
-from steam_dinov2.setting import Setting
+from steam_dinov2.embedding.setting import Setting
+from steam_dinov2.views.explain import explain_match, plot_match_explained, seen_box
 
 LOGO = 56  # 4x4 patches of 14 px
 RANDOM = Setting(weights="random")  # the `vits14` fixture's setting
@@ -66,7 +66,7 @@ def test_seen_box_is_the_centre_crop():
 
 
 def test_plot_from_app_ids_escapes_names(tmp_path, vits14):
-    from steam_dinov2.manifest import write_manifest
+    from steam_dinov2.core.manifest import write_manifest
 
     data = tmp_path / "data"
     (data / "banners").mkdir(parents=True)

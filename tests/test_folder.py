@@ -7,11 +7,11 @@ import pytest
 from conftest import make_banner
 from PIL import Image
 
-from steam_dinov2 import files, layout
 from steam_dinov2.cli import main
-from steam_dinov2.codec import DEFAULT_SIZE, parse_size
-from steam_dinov2.files import OWN_ID_BASE, is_steam_id
-from steam_dinov2.folder import import_folder, own_image_id
+from steam_dinov2.collection.folder import import_folder, own_image_id
+from steam_dinov2.core import files, layout
+from steam_dinov2.core.codec import DEFAULT_SIZE, parse_size
+from steam_dinov2.core.files import OWN_ID_BASE, is_steam_id
 
 
 @pytest.fixture
@@ -123,9 +123,9 @@ def test_cli_import_folder_then_embed_match_and_audit(photos, tmp_path, capsys, 
 
 
 def test_browser_tiles_link_to_the_store_only_for_steam_ids(photos, tmp_path, vits14):
-    from steam_dinov2.browse import Browser
-    from steam_dinov2.embed import embed_folder
-    from steam_dinov2.manifest import read_manifest, write_manifest
+    from steam_dinov2.browse.browser import Browser
+    from steam_dinov2.core.manifest import read_manifest, write_manifest
+    from steam_dinov2.embedding.embed import embed_folder
 
     data = tmp_path / "data"
     import_folder(photos, data, progress=False)
@@ -157,7 +157,7 @@ def test_workers_means_decoding_processes_everywhere(tmp_path, capsys):
 
 
 def test_import_snapshot_of_a_plain_image_folder_points_to_import_folder(photos, tmp_path):
-    from steam_dinov2.snapshot import import_snapshot
+    from steam_dinov2.collection.snapshot import import_snapshot
 
     with pytest.raises(ValueError, match="your own images use import-folder"):
         import_snapshot(photos, tmp_path / "data")

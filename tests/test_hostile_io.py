@@ -26,17 +26,14 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from steam_server import App, FakeSteam, bomb_png, encode_banner  # noqa: E402
 
-from steam_dinov2 import (
-    files,
-    layout,  # noqa: E402
-)
 from steam_dinov2.cli import main  # noqa: E402
-from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
-from steam_dinov2.download import download_banners  # noqa: E402
-from steam_dinov2.manifest import load_names, read_manifest, write_manifest  # noqa: E402
-from steam_dinov2.snapshot import import_snapshot, pack_snapshot  # noqa: E402
-from steam_dinov2.snapshot_archive import MAX_MEMBER_BYTES  # noqa: E402
-from steam_dinov2.steam import read_app_file  # noqa: E402
+from steam_dinov2.collection.snapshot import import_snapshot, pack_snapshot  # noqa: E402
+from steam_dinov2.collection.snapshot_archive import MAX_MEMBER_BYTES  # noqa: E402
+from steam_dinov2.core import files, layout
+from steam_dinov2.core.codec import encode_jpeg, resize_banner  # noqa: E402
+from steam_dinov2.core.manifest import load_names, read_manifest, write_manifest  # noqa: E402
+from steam_dinov2.steam.catalog import read_app_file  # noqa: E402
+from steam_dinov2.steam.download import download_banners  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BAD_IDS = ["-5", "1.5", "../7", "99999999999999999999999", "0", "4294967296"]
@@ -289,7 +286,7 @@ def _import_measured(snap: Path, data: Path) -> tuple[str, int]:
     """Import in a fresh process: (the ValueError or the count, MiB of peak RSS it added)."""
     child = textwrap.dedent(f"""
         import resource
-        from steam_dinov2.snapshot import import_snapshot
+        from steam_dinov2.collection.snapshot import import_snapshot
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:
             print(import_snapshot({str(snap)!r}, {str(data)!r}, progress=False))
@@ -656,7 +653,7 @@ def test_damaged_app_list_names_the_file(tmp_path, name, content, message):
 def test_manifest_size_is_checked_on_the_footer(tmp_path, monkeypatch, cap, value, message):
     # The real caps (5M rows, 256 MiB) would take a test that size to reach; the check is the
     # same at any cap, so it is lowered here.
-    from steam_dinov2 import manifest
+    from steam_dinov2.core import manifest
 
     write_manifest(tmp_path, pd.DataFrame({"app_id": [10, 20, 30], "status": ["ok"] * 3}))
     monkeypatch.setattr(manifest, cap, value)

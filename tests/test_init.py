@@ -36,7 +36,7 @@ def test_first_use_of_a_name_imports_its_stage():
         "import sys, steam_dinov2; from steam_dinov2 import make_transform; "
         "print(make_transform.__module__, 'torch' in sys.modules)"
     )
-    assert out == "steam_dinov2.preprocess False"
+    assert out == "steam_dinov2.embedding.preprocess False"
 
 
 @pytest.mark.parametrize("name", steam_dinov2.__all__)

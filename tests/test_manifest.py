@@ -5,8 +5,8 @@ import logging
 import pandas as pd
 from synthetic import make_banner
 
-from steam_dinov2 import layout
-from steam_dinov2.manifest import collection_images, write_manifest
+from steam_dinov2.core import layout
+from steam_dinov2.core.manifest import collection_images, write_manifest
 
 
 def _banner(data, app_id: int) -> None:

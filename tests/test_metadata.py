@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 from steam_server import App, FakeSteam
 
-from steam_dinov2 import layout
 from steam_dinov2.cli import main
-from steam_dinov2.download import download_banners
-from steam_dinov2.metadata import fetch_metadata, read_metadata, read_tag_names
+from steam_dinov2.core import layout
+from steam_dinov2.steam.download import download_banners
+from steam_dinov2.steam.metadata import fetch_metadata, read_metadata, read_tag_names
 
 APPS = [App(i, f"Game {i}") for i in range(10, 70)] + [
     App(
@@ -104,7 +104,7 @@ def test_damaged_table_is_fetched_again(tmp_path, server):
 
 
 def test_a_killed_fetch_keeps_its_checkpoints(tmp_path, server, monkeypatch):
-    from steam_dinov2 import metadata
+    from steam_dinov2.steam import metadata
 
     monkeypatch.setattr(metadata, "GETITEMS_BATCH", 10)
     monkeypatch.setattr(metadata, "_CHECKPOINT", 1)
@@ -126,7 +126,7 @@ def test_the_collection_is_what_gets_labels(tmp_path, server):
     row says error, nor for one's own images, which have no store page."""
     from synthetic import make_banner
 
-    from steam_dinov2.files import OWN_ID_BASE
+    from steam_dinov2.core.files import OWN_ID_BASE
 
     own = OWN_ID_BASE + 5
     for app_id in (7, 10, 11, own):

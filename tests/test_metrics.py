@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from steam_dinov2 import metrics
+from steam_dinov2.evaluation import metrics
 
 
 def test_hand_built_rankings():

@@ -7,8 +7,8 @@ import torch
 from synthetic import make_banner
 
 from steam_dinov2 import available_models, load_model, make_transform
-from steam_dinov2.models import MODELS, model_info
-from steam_dinov2.pooling import pool_tokens
+from steam_dinov2.embedding.models import MODELS, model_info
+from steam_dinov2.embedding.pooling import pool_tokens
 
 HUB_REPO = Path(__file__).parent / "fixtures" / "hubrepo"
 

@@ -264,10 +264,10 @@ def own_images_with_weights(tmp_path_factory, vits14):
 
 
 def test_own_images_go_through_audit_and_match_with_a_weights_file(own_images_with_weights):
-    from steam_dinov2 import layout
-    from steam_dinov2.files import OWN_ID_BASE
-    from steam_dinov2.folder import own_image_id
-    from steam_dinov2.models import weights_tag
+    from steam_dinov2.collection.folder import own_image_id
+    from steam_dinov2.core import layout
+    from steam_dinov2.core.files import OWN_ID_BASE
+    from steam_dinov2.embedding.models import weights_tag
 
     tmp, data, weights = own_images_with_weights
     manifest = pd.read_parquet(data / "manifest.parquet")

@@ -4,7 +4,7 @@ import pytest
 from synthetic import make_banner
 
 from steam_dinov2 import plot_image_grid, plot_matches
-from steam_dinov2.plot import blank_banner, grid_shape, name_with_id, shorten
+from steam_dinov2.views.grids import blank_banner, grid_shape, name_with_id, shorten
 
 matplotlib.use("Agg")
 

@@ -6,7 +6,7 @@ from synthetic import make_banner
 from torchvision import transforms as T
 
 from steam_dinov2 import make_transform
-from steam_dinov2.codec import to_rgb
+from steam_dinov2.core.codec import to_rgb
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BICUBIC = T.InterpolationMode.BICUBIC

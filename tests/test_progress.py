@@ -6,7 +6,7 @@ import nbformat
 import pytest
 import tqdm.auto
 
-from steam_dinov2 import progress
+from steam_dinov2.core import progress
 
 
 def test_outside_a_notebook_the_bar_is_tqdm_auto():
@@ -34,7 +34,7 @@ def _saved_text(tmp_path, module):
 def test_a_saved_notebook_shows_the_final_state_of_the_bar(tmp_path, monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)  # conftest disables bars; not here
     monkeypatch.setenv("PYTHONPATH", str(Path(progress.__file__).parents[1]))  # the kernel
-    ours = _saved_text(tmp_path, "steam_dinov2.progress")
+    ours = _saved_text(tmp_path, "steam_dinov2.core.progress")
     assert len(ours) == 1 and "100%" in ours[0] and "7/7" in ours[0]
     # What this fixes: tqdm.auto's widget is saved as it was first displayed.
     plain = _saved_text(tmp_path, "tqdm.auto")

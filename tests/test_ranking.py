@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from steam_dinov2.ranking import ideal_gains, rank_rows
+from steam_dinov2.evaluation.ranking import ideal_gains, rank_rows
 
 
 def test_ties_go_to_the_lower_row_even_across_the_kth_place():

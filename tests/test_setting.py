@@ -2,8 +2,8 @@
 
 import pytest
 
-from steam_dinov2 import layout
-from steam_dinov2.setting import Setting, precision_for
+from steam_dinov2.core import layout
+from steam_dinov2.embedding.setting import Setting, precision_for
 
 
 @pytest.mark.parametrize(

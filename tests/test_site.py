@@ -19,9 +19,9 @@ from conftest import make_banner
 from PIL import Image
 
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings
-from steam_dinov2.manifest import write_manifest
-from steam_dinov2.setting import Setting
-from steam_dinov2.site import THUMB_WIDTH, export_site
+from steam_dinov2.core.manifest import write_manifest
+from steam_dinov2.embedding.setting import Setting
+from steam_dinov2.views.site import THUMB_WIDTH, export_site
 
 SETTING = "dinov2_vits14__crop256__cls__random"
 EVIL = '<img src=x onerror="document.body.dataset.pwned=1">Evil & Co'
@@ -120,7 +120,7 @@ def test_unreadable_banner_is_a_tile_without_picture(site_data, tmp_path):
 
 
 def test_a_decompression_bomb_gets_no_thumbnail(tmp_path):
-    from steam_dinov2.site import make_thumbnail
+    from steam_dinov2.views.site import make_thumbnail
 
     bomb = tmp_path / "bomb.png"
     Image.new("1", (8000, 6000)).save(bomb)  # 48 Mpixels in a few kB

@@ -12,13 +12,10 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from steam_server import encode_banner  # noqa: E402
 
-from steam_dinov2 import (
-    files,
-    layout,  # noqa: E402
-)
-from steam_dinov2.codec import encode_jpeg, resize_banner  # noqa: E402
-from steam_dinov2.manifest import read_manifest, write_manifest  # noqa: E402
-from steam_dinov2.snapshot import import_snapshot, pack_snapshot  # noqa: E402
+from steam_dinov2.collection.snapshot import import_snapshot, pack_snapshot  # noqa: E402
+from steam_dinov2.core import files, layout
+from steam_dinov2.core.codec import encode_jpeg, resize_banner  # noqa: E402
+from steam_dinov2.core.manifest import read_manifest, write_manifest  # noqa: E402
 
 
 def _jpeg(seed: int) -> bytes:

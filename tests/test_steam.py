@@ -9,8 +9,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 from steam_server import KEY, App, FakeSteam  # noqa: E402
 
-from steam_dinov2 import steam  # noqa: E402
-from steam_dinov2.net import HttpError, SteamHttp, redact  # noqa: E402
+from steam_dinov2.core.net import HttpError, SteamHttp, redact  # noqa: E402
+from steam_dinov2.steam import catalog as steam  # noqa: E402
 
 
 @pytest.fixture

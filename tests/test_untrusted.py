@@ -24,15 +24,16 @@ import pytest
 import torch
 from conftest import make_banner, upload_to_browser
 
-import steam_dinov2.embed as embed_mod
-from steam_dinov2 import audit, layout
-from steam_dinov2.audit_cleanvision import ISSUE_TYPES
-from steam_dinov2.browse import Browser
+import steam_dinov2.embedding.embed as embed_mod
+from steam_dinov2.audit import audit
+from steam_dinov2.audit.cleanvision import ISSUE_TYPES
+from steam_dinov2.browse.browser import Browser
 from steam_dinov2.cli import main
-from steam_dinov2.compare import plot_comparison, plot_games, plot_neighbors
-from steam_dinov2.embed import embed_folder, load_embeddings
+from steam_dinov2.core import layout
+from steam_dinov2.embedding.embed import embed_folder, load_embeddings
+from steam_dinov2.embedding.setting import Setting, precision_for
 from steam_dinov2.search import describe_exclusions, find_neighbors, match_all
-from steam_dinov2.setting import Setting, precision_for
+from steam_dinov2.views.compare import plot_comparison, plot_games, plot_neighbors
 
 matplotlib.use("Agg")
 SETTING = "dinov2_vits14__crop256__cls__random"
@@ -387,7 +388,7 @@ def test_bad_weights_files_are_refused_in_one_line(tmp_path, banner_dir, capsys,
 _SLOW_EMBED = textwrap.dedent(
     """
     import sys, time
-    import steam_dinov2.embed as e
+    import steam_dinov2.embedding.embed as e
     real = e.pool_tokens
     def slow(*a, **k):  # slows the real run down so the test can kill it part way
         time.sleep(0.4)

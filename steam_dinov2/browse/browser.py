@@ -1,0 +1,265 @@
+"""An ipywidgets browser over the cached settings: find a game, see its look-alikes, click through."""
+
+from __future__ import annotations
+
+import html
+import io
+import logging
+import random
+import urllib.parse
+
+import numpy as np
+import pandas as pd
+
+from ..audit.audit import load_exclusions
+from ..browse.browse_map import ClusterPages
+from ..browse.browse_outside import OutsideQueries
+from ..browse.settings import offered_settings
+from ..core import layout
+from ..core.files import is_steam_id
+from ..core.manifest import load_names
+from ..embedding.embed import load_embeddings
+from ..embedding.setting import Setting, setting_of
+from ..names import search_games
+from ..search import describe_exclusions, find_neighbors, index_collection
+from ..search_tables import matches_made_from, read_matches_made_from
+
+logger = logging.getLogger(__name__)
+STORE_URL = "https://store.steampowered.com/app/{}"
+
+
+class Browser(OutsideQueries, ClusterPages):
+    """The widget app; ``browser.widget`` is what a notebook displays (displaying the object works too).
+
+    The state is plain Python so tests can drive it: ``search.value``, ``choices.value``,
+    ``tiles[i].button.click()``, ``back.click()``; ``shown`` is ``[(id, score), ...]`` on screen.
+    """
+
+    def __init__(
+        self,
+        data,
+        *,
+        setting: Setting | str | None = None,
+        settings=None,
+        k: int = 10,
+        include_excluded: bool = False,
+        explain_with: bool = False,
+    ):
+        """Args:
+        data: the data folder.
+        setting: the setting to open on, offered first; it must have an embedding cache in
+            ``data``. A ``Setting`` (e.g. the one just embedded with) also names the model you
+            trust: the data folder may come from anyone, so a model is loaded (for images from
+            outside the collection and *Why?*) only when a cache's ``meta.json`` names a
+            registry model or this one, with its weights file for a ``w-`` setting. A setting
+            name trusts registry models only. None: the most recently embedded setting.
+        settings: setting names to offer (default: every cached setting made with a registry
+            model or the setting's, those of the setting's model first, the latest first).
+        k: neighbours shown (at least 1).
+        include_excluded: also show the games the audit excluded.
+        explain_with: show a *Why?* button under each neighbour (patch heatmaps, made with the
+            current setting's model).
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k is the number of neighbours shown, at least 1; got {k!r}")
+        self.data, self.chosen = data, setting if isinstance(setting, Setting) else None
+        self.model = self.chosen.model if self.chosen else None  # the model the user trusts
+        first = None if setting is None else setting_of(setting)
+        self.settings = offered_settings(data, settings, self.model, first)
+        if not self.settings:
+            raise ValueError(
+                f"no cached embeddings in {data}: run the embed stage (or the match notebook) first"
+            )
+        self.names = load_names(data)
+        self.exclude = {} if include_excluded else load_exclusions(data)
+        if self.exclude:
+            logger.info("browser: audit exclusions applied: %s", describe_exclusions(self.exclude))
+        self._emb, self._tables, self._index, self._models, self._vectors = {}, {}, {}, {}, {}
+        self.images = {}  # images from outside the collection, by app id or file name
+        self.history, self.position, self.shown = [], -1, []
+        self._build_widgets(k)
+        self._add_clusters_and_explain(bool(explain_with))
+
+    def _build_widgets(self, k: int):
+        import ipywidgets as w
+
+        self.search = w.Text(placeholder="game name or app id", description="Search")
+        self.choices = w.Select(options=[], rows=6, layout=w.Layout(width="420px"))
+        self.random = w.Button(description="Random game", icon="random")
+        self.back, self.forward = w.Button(description="Back"), w.Button(description="Forward")
+        self.k = w.IntSlider(value=min(k, 50), min=1, max=50, description="k")
+        self.setting = w.Dropdown(
+            options=self.settings, description="Setting", layout=w.Layout(width="520px")
+        )
+        self.outside = w.Text(
+            placeholder="app id not in the collection", description="Fetch", continuous_update=False
+        )
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload banner")
+        self.status = w.HTML()
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns="repeat(6, 130px)"))
+        self.tiles = []
+
+        guard = self._guard
+        self.search.observe(guard(lambda _: self._on_search()), "value")
+        self.choices.observe(guard(lambda ch: ch["new"] and self.show(ch["new"])), "value")
+        self.random.on_click(guard(lambda _: self.show(random.choice(self._emb_for().ids))))
+        self.back.on_click(guard(lambda _: self._step(-1)))
+        self.forward.on_click(guard(lambda _: self._step(+1)))
+        self.k.observe(guard(lambda _: self._render()), "value")
+        self.setting.observe(guard(lambda _: self._render()), "value")
+        self.outside.observe(
+            guard(lambda ch: ch["new"] and self._show_outside_id(ch["new"])), "value"
+        )
+        self.upload.observe(guard(lambda _: self._show_upload()), "value")
+        self.widget = w.VBox(
+            [
+                w.HBox([self.search, self.random, self.back, self.forward]),
+                self.choices,
+                w.HBox([self.setting, self.k]),
+                w.HBox([self.outside, self.upload]),
+                self.status,
+                self.grid,
+            ]
+        )
+
+    def _guard(self, handler):
+        # A widget callback that raises only writes to a hidden log: show the reason instead.
+        def run(*args):
+            try:
+                handler(*args)
+            except Exception as e:
+                logger.warning("browser: %s", e)
+                self.status.value = f"<b>{type(e).__name__}:</b> {html.escape(str(e))}"
+
+        return run
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    # --- state -----------------------------------------------------------------------------
+    def _emb_for(self, setting=None):
+        setting = setting or self.setting.value
+        if setting not in self._emb:
+            self._emb[setting] = load_embeddings(self.data, setting)
+        return self._emb[setting]
+
+    def _on_search(self):
+        text = self.search.value
+        ids = search_games(self.names, text, ids=self._emb_for().ids)
+        self.choices.options = [(f"{self.names.get(i, i)} ({i})", i) for i in ids]
+        if text.strip() and not ids:
+            self.status.value = f"no game matches <b>{html.escape(repr(text.strip()))}</b>"
+        elif ids:
+            self.status.value = f"{len(ids)} match{'es' if len(ids) > 1 else ''}: pick one"
+
+    def show(self, query, *, outside: bool = False):
+        """Make ``query`` the current query: an id in the collection, or (with ``outside=True``) the
+        key of an image fetched or uploaded into ``self.images``, embedded by each setting in turn."""
+        entry = {"image": query} if outside else {"id": str(query)}
+        if self.position >= 0 and self.history[self.position] == entry:
+            return self._render()  # already the query: the history does not repeat it
+        previous = self.history[:], self.position
+        del self.history[self.position + 1 :]
+        self.history.append(entry)
+        self.position = len(self.history) - 1
+        try:
+            self._render()
+        except Exception:  # a query that cannot be shown does not enter the history
+            self.history, self.position = previous
+            raise
+
+    def _step(self, delta: int):
+        if 0 <= self.position + delta < len(self.history):
+            self.position += delta
+            self._render()
+
+    def neighbors(self, entry: dict, k: int) -> pd.DataFrame:
+        """rank, id, score of an entry's k neighbours in the current setting."""
+        setting = self.setting.value
+        if "id" in entry:
+            table, spans = self._precomputed(setting)
+            start, stop = spans.get(entry["id"], (0, 0))
+            if stop - start >= k:
+                return table.iloc[start : start + k]
+        if setting not in self._index:
+            self._index[setting] = index_collection(self._emb_for(), self.exclude)
+        query = entry["id"] if "id" in entry else self._vector(entry["image"])
+        return find_neighbors(self._emb_for(), query, k=k, index=self._index[setting])
+
+    def _precomputed(self, setting):
+        # The match stage's table, when it was made from the current cache with the same exclusions:
+        # a lookup, no search per click. Otherwise every query is a live search.
+        if setting not in self._tables:
+            path = layout.neighbors_path(self.data, setting)
+            fresh = path.is_file() and read_matches_made_from(path) == matches_made_from(
+                self._emb_for(setting), self.exclude
+            )
+            columns = ["query_id", "rank", "id", "score"]
+            table = pd.read_parquet(path) if fresh else pd.DataFrame(columns=columns)
+            table = table.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
+            queries, starts = np.unique(table["query_id"].to_numpy(dtype=str), return_index=True)
+            stops = np.append(starts[1:], len(table))
+            spans = dict(zip(queries.tolist(), zip(starts.tolist(), stops.tolist())))
+            self._tables[setting] = (table[["rank", "id", "score"]], spans)
+        return self._tables[setting]
+
+    # --- view -------------------------------------------------------------------------------
+    def _render(self):
+        if self.position < 0:
+            return
+        entry = self.history[self.position]
+        table = self.neighbors(entry, self.k.value)
+        self.shown = list(zip(table["id"], table["score"].astype(float)))
+        qid = entry.get("id")
+        title = self.names.get(qid, qid) if qid else f"outside the collection: {entry['image']}"
+        esc = html.escape
+        caption = f"<b>QUERY</b><br>{esc(title)}"
+        self.query_tile = self._tile(qid or entry["image"], caption, qid, similar=False)
+        self.tiles = [
+            self._tile(i, f"{esc(self.names.get(i, i))}<br>{s:.3f}", i) for i, s in self.shown
+        ]
+        self._add_why_buttons()
+        self.grid.children = [self.query_tile] + self.tiles
+        self.back.disabled = self.position == 0
+        self.forward.disabled = self.position == len(self.history) - 1
+        excluded = f"; audit: {describe_exclusions(self.exclude)}" if self.exclude else ""
+        self.status.value = (
+            f"{len(self.shown)} neighbours in <code>{esc(self.setting.value)}</code>{esc(excluded)}"
+        )
+
+    def _tile(self, key, caption, app_id, *, similar: bool = True):
+        import ipywidgets as w
+
+        path = layout.banner_path(self.data, key)
+        if app_id and path.is_file():
+            data = path.read_bytes()
+        else:
+            buf = io.BytesIO()
+            self.images.get(key, _blank()).save(buf, format="JPEG")
+            data = buf.getvalue()
+        url = STORE_URL.format(urllib.parse.quote(str(app_id), safe=""))
+        link = (
+            f'<a href="{html.escape(url)}" target="_blank">{html.escape(app_id)}</a>'
+            if app_id and is_steam_id(app_id)
+            else html.escape(app_id or "")  # an own image (import_folder): no store page
+        )
+        tile = w.VBox(
+            [
+                w.Image(value=data, format="jpeg", width=112, height=168),
+                w.HTML(f"<div style='font-size:11px;line-height:1.2'>{caption}<br>{link}</div>"),
+            ]
+        )
+        tile.app_id = app_id
+        if app_id and similar:  # the query tile has none: it is already the query
+            tile.button = w.Button(description="Similar", layout=w.Layout(width="112px"))
+            tile.button.on_click(lambda _: self.show(app_id))
+            tile.children += (tile.button,)
+        return tile
+
+
+def _blank():
+    from PIL import Image
+
+    return Image.new("RGB", (224, 336), (40, 40, 40))

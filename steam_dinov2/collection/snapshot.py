@@ -1,0 +1,255 @@
+"""Snapshots of the banner folder: pack ours, import ours or the original project's July-2023 one.
+
+Our layout: a tar.gz of ``manifest.parquet`` and ``banners/{app_id}.jpg``. The July-2023 release
+(tag ``input`` of the original project) holds ``apps.json`` (a JSON list of app ids),
+``images_partA.tar.gz`` and ``images_partB.tar.gz`` in img2dataset's layout
+``images/{shard:05d}/{row:09d}.jpg``, where ``row`` indexes ``apps.json``.
+
+Extraction never trusts an archive: every member is checked before anything is written, and
+files are written by us (never by ``tarfile.extract``) to paths built from validated app ids.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import os
+import re
+import tarfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from ..collection.snapshot_archive import (
+    I2D_MEMBER,
+    check_archive,
+    is_wanted,
+    read_member,
+    walk_images,
+)
+from ..collection.snapshot_fetch import fetch_snapshot, is_tar
+from ..core import files, layout
+from ..core.app_file import read_app_file
+from ..core.codec import check_pixels, encode_jpeg, resize_banner
+from ..core.layout import MANIFEST
+from ..core.manifest import (
+    LATER_COLUMNS,
+    MANIFEST_DTYPES,
+    ManifestBook,
+    collection_images,
+    load_manifest,
+    read_manifest,
+    write_manifest,
+)
+from ..core.net import SteamHttp
+from ..core.progress import tqdm
+
+logger = logging.getLogger(__name__)
+
+RELEASE_URL = "https://github.com/woctezuma/steam-DINOv2/releases/download/input"
+# The CDN the original project downloaded from in July 2023.
+JULY_2023_URL = "https://cdn.cloudflare.steamstatic.com/steam/apps/{app_id}/library_600x900.jpg"
+_FORMS = (
+    "a .tar.gz made by pack_snapshot, a URL to one, a folder holding apps.json and "
+    "images_part*.tar.gz (or an extracted images/), an img2dataset .tar.gz with apps.json beside "
+    "it, 'july-2023' or the release URL"
+)
+
+
+def pack_snapshot(
+    data: str | os.PathLike, out: str | os.PathLike, *, progress: bool = True
+) -> Path:
+    """Pack ``DATA/manifest.parquet`` and ``DATA/banners/*.jpg`` into ``out`` (tar.gz, atomic).
+
+    Returns:
+        The path written.
+    """
+    if not layout.manifest_path(data).is_file():
+        raise ValueError(f"no manifest in {data}: run `download` or `import-snapshot` first")
+    banners = collection_images(data)
+    out = Path(out)
+    with files.atomic_path(out) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        tar.add(layout.manifest_path(data), arcname=MANIFEST)
+        for app_id, f in tqdm(banners.items(), desc="pack", unit="file", disable=not progress):
+            tar.add(f, arcname=layout.banner_member(app_id))
+    return out
+
+
+def import_snapshot(
+    src: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    apps: str | os.PathLike | list[int] | None = None,
+    http: SteamHttp | None = None,
+    progress: bool = True,
+) -> int:
+    """Import a snapshot into ``DATA/banners`` + manifest (rows of other apps are kept).
+
+    Args:
+        src: one of the forms in ``_FORMS``: a path, a URL, or ``"july-2023"``.
+        data: the data folder (locked while importing, see ``layout.lock_data``).
+        apps: the July-2023 ``apps.json`` (path or list) when it is not beside ``src``.
+        http: HTTP settings for URLs.
+        progress: show tqdm bars.
+
+    Returns:
+        Number of banners imported; files that do not decode (or are above
+        ``codec.MAX_PIXELS``) are skipped and logged.
+
+    Raises:
+        ValueError: an unknown form, or a hostile archive (absolute path, ``..``, link, device,
+            a member above ``snapshot_archive.MAX_MEMBER_BYTES``, a name that is not an app id,
+            a damaged manifest), named with the archive and the member: nothing is written
+            outside ``data`` and nothing at all from a hostile archive.
+    """
+    with layout.lock_data(data):
+        return _import(src, data, apps, http, progress)
+
+
+def _import(src, data, apps, http, progress) -> int:
+    src = RELEASE_URL if str(src).lower() in ("july-2023", "july2023") else str(src)
+    if re.match(r"^https?://", src):
+        # Kept under DATA/downloads/: a rerun (or a re-import) does not fetch the release again.
+        folder = layout.downloads_dir(data) / hashlib.sha256(src.encode()).hexdigest()[:12]
+        local = fetch_snapshot(src, folder, http or SteamHttp(), progress)
+        return _import(local, data, apps, None, progress)
+    path = Path(src)
+    if path.is_dir():
+        app_ids = _read_apps(apps if apps is not None else path / "apps.json")
+        archives = sorted(path.glob("images_part*.tar*"))
+        if archives:
+            return sum(_import_tar(a, data, app_ids, progress) for a in archives)
+        if (path / "images").is_dir():
+            return _import_files(walk_images(path), data, app_ids, None, progress)
+    elif path.is_file() and is_tar(path):
+        beside = path.parent / "apps.json"
+        app_ids = _read_apps(apps) if apps is not None else None
+        if app_ids is None and beside.is_file():
+            app_ids = _read_apps(beside)
+        return _import_tar(path, data, app_ids, progress)
+    own = (
+        "; for a folder of your own images use import-folder (import_folder)"
+        if path.is_dir()
+        else ""
+    )
+    raise ValueError(f"cannot import {src!r}; expected {_FORMS}{own}")
+
+
+def _read_apps(apps) -> list[int] | None:
+    if apps is None:
+        return None
+    if isinstance(apps, list | tuple):
+        return [files.parse_app_id(a, f"apps[{i}]") for i, a in enumerate(apps)]
+    path = Path(apps)
+    if not path.is_file():
+        return None
+    return [app_id for app_id, _ in read_app_file(path)]  # names the file and line of a bad id
+
+
+def _import_tar(path: Path, data, app_ids: list[int] | None, progress: bool) -> int:
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = check_archive(tar, str(path))
+            incoming = None
+            for m in members:  # the manifest first: a damaged one refuses before any write
+                if m.isfile() and m.name == MANIFEST:
+                    incoming = load_manifest(
+                        io.BytesIO(read_member(tar, m)),
+                        f"{path}:{MANIFEST}",
+                        fix="this snapshot cannot be imported; ask its author for a new one",
+                        required=tuple(
+                            c for c in MANIFEST_DTYPES if c not in LATER_COLUMNS
+                        ),  # what any pack wrote
+                    )
+
+            def banners() -> Iterator[tuple[str, bytes, float]]:
+                for m in members:
+                    if m.isfile() and is_wanted(m.name) and m.name != MANIFEST:
+                        yield m.name, read_member(tar, m), m.mtime
+
+            return _import_files(banners(), data, app_ids, len(members), progress, incoming)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ValueError(f"{path}: not a readable tar archive ({type(e).__name__}: {e})") from None
+
+
+def _import_files(
+    banners, data, app_ids: list[int] | None, total, progress: bool, incoming=None
+) -> int:
+    rows = []
+    for name, payload, mtime in tqdm(banners, total=total, desc="import", disable=not progress):
+        if (stem := layout.banner_member_stem(name)) is not None:  # checked by check_archive
+            app_id, url = files.parse_image_id(stem), ""
+        else:
+            m = I2D_MEMBER.match(name)
+            if app_ids is None:
+                raise ValueError(f"{name} is in img2dataset's layout: pass apps= (apps.json)")
+            row = int(m.group(2))
+            if row >= len(app_ids):
+                raise ValueError(f"{name}: row {row} is beyond apps.json ({len(app_ids)} apps)")
+            app_id = app_ids[row]
+            url = JULY_2023_URL.format(app_id=app_id)
+        row = _save(data, app_id, payload, mtime)
+        if row is not None:
+            rows.append(row | {"url": url})
+    _merge_manifest(data, rows, incoming)
+    logger.info("imported %d banners into %s", len(rows), layout.banners_dir(data))
+    return len(rows)
+
+
+def _save(data, app_id: int, payload: bytes, mtime: float) -> dict | None:
+    """Write one banner if it decodes; re-encode anything but an RGB JPEG."""
+    try:
+        with Image.open(io.BytesIO(payload)) as img:
+            check_pixels(img)  # before decoding: a 100 KB PNG can hold 30000x30000 pixels
+            img.load()
+            ok_as_is = img.format == "JPEG" and img.mode == "RGB"
+            size = img.size
+        if not ok_as_is:
+            img = resize_banner(payload, size="original")
+            payload, size = encode_jpeg(img), img.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        logger.warning("skipped app %s: %s", app_id, e)
+        return None
+    files.write_bytes_atomic(layout.banner_path(data, app_id), payload)
+    return {
+        "app_id": app_id,
+        "status": "ok",
+        "error": "",
+        "width": size[0],
+        "height": size[1],
+        "bytes": len(payload),
+        "updated_at": pd.Timestamp(mtime, unit="s", tz="UTC"),
+    }
+
+
+def _merge_manifest(data, rows: list[dict], incoming: pd.DataFrame | None) -> None:
+    """Old rows, then the snapshot's own rows, then what was really written (last wins)."""
+    new = pd.DataFrame(rows)
+    if incoming is not None and len(incoming):
+        written = set(new["app_id"]) if len(new) else set()
+        incoming = incoming.copy()
+        lost = (incoming["status"] == "ok") & ~incoming["app_id"].isin(written)
+        incoming.loc[lost, ["status", "error"]] = ["error", "missing from snapshot"]
+        if len(new):  # keep the snapshot's names and urls for the files written
+            meta = incoming.set_index("app_id")[["name", "url"]]
+            new = new.drop(columns="url").join(meta, on="app_id")
+    try:
+        old = read_manifest(data)
+    except ValueError as e:  # rebuilt from the folder, as `download` does
+        logger.warning("%s; rebuilding it from %s", e, layout.banners_dir(data))
+        book = ManifestBook(data, {})
+        old = pd.DataFrame(list(book.rows.values()), columns=list(MANIFEST_DTYPES))
+    if len(new) and len(old):  # a snapshot without names keeps the names we already had
+        known = old.set_index("app_id")["name"]
+        name = new["name"] if "name" in new else pd.Series("", index=new.index)
+        new["name"] = name.fillna("").mask(name.fillna("") == "", new["app_id"].map(known))
+    parts = [p for p in (old, incoming, new) if p is not None and len(p)]
+    if not parts:
+        logger.warning("nothing to import: no banner and no manifest in the snapshot")
+        return
+    write_manifest(data, pd.concat(parts))

@@ -1,0 +1,261 @@
+"""An embedding cache on disk: written atomically, generation by generation; a long run's
+checkpoints are written and merged here. Reading one from untrusted hands is ``cache_check``.
+
+Layout (see ``layout``): ``embeddings/<setting>/meta.json`` names one generation
+``vectors-<gen>.npy`` + ``ids-<gen>.json``; ``checkpoint-*.json`` + ``.npy`` while a run is going.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core import files, layout
+from ..embedding.cache_check import check_rows, load_json, load_vectors, read_cache
+
+logger = logging.getLogger(__name__)
+# A long run saves what it has every this many images or seconds, whichever comes first: a Colab
+# disconnect then loses at most a few minutes (a checkpoint of 500 ViT-B vectors is 1.5 MB).
+CHECKPOINT_EVERY = 500
+CHECKPOINT_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class CacheTarget:
+    """One setting's cache in a data folder and what its rows must have been made with:
+    ``key`` (``Setting.key()``) and ``source``, the image folder as ``meta.json`` records it."""
+
+    data: Path
+    setting: str
+    key: dict
+    source: str
+
+
+def read_checkpoints(target: CacheTarget) -> list[dict]:
+    """The checkpoints an interrupted run for ``target`` left, oldest first, as rows (ids,
+    stamps, failed, hashes, vectors); a damaged or foreign one is skipped with a warning (its
+    images are embedded again)."""
+    found = []
+    for ids_path in layout.embedding_checkpoints(target.data, target.setting):
+        try:
+            made = load_json(ids_path)
+            rows = check_rows(made, ids_path, None)
+            if made.get("key") != target.key or made.get("images") != target.source:
+                raise ValueError(f"{ids_path} was made with other options")
+            vectors_path = layout.checkpoint_vectors_path(ids_path)
+            rows["vectors"] = load_vectors(vectors_path, len(rows["ids"]), None)
+        except ValueError as e:
+            logger.warning("ignoring checkpoint: %s", getattr(e, "what", e))
+            continue
+        found.append(rows)
+    return found
+
+
+def folder_ref(images: str | os.PathLike, data: str | os.PathLike) -> str:
+    """The image folder as a cache records it (``images`` in ``meta.json``): relative to the data
+    folder when inside it (so a data folder can move, e.g. onto Google Drive), else absolute."""
+    images, data = Path(images).resolve(), Path(data).resolve()
+    return images.relative_to(data).as_posix() if images.is_relative_to(data) else str(images)
+
+
+def library_versions() -> dict:
+    """The versions a new cache records (``versions`` in ``meta.json``)."""
+    import timm
+    import torch
+    import torchvision
+
+    return {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+    }
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """BLAKE2b-128 of a file's bytes, hex: recognises an unchanged image whose size or mtime
+    changed (a copy, a Drive round trip). Read in 1 MiB blocks: memory stays flat."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checkpoint(target: CacheTarget, rows: dict) -> None:
+    """Save ``rows`` (ids, stamps, failed, hashes and their vectors, as ``read_checkpoints``
+    returns them) as one checkpoint of ``target``."""
+    # The vectors first, then the ids file that names them (the commit point), each atomic: a
+    # kill at any moment leaves whole checkpoints and at most a stray .npy, never half of one.
+    ids_path = layout.embedding_checkpoint_path(
+        target.data, target.setting, f"{time.time_ns():020d}"
+    )
+    with files.atomic_path(layout.checkpoint_vectors_path(ids_path)) as tmp:
+        np.save(tmp, np.ascontiguousarray(rows["vectors"], dtype=np.float32))
+    made = {"key": target.key, "images": target.source}
+    made |= {k: rows[k] for k in ("ids", "stamps", "failed", "hashes")}
+    files.write_text_atomic(ids_path, json.dumps(made))
+
+
+def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed, hashes=None) -> dict:
+    # New files under a fresh generation name, then meta.json (the commit point) in one rename: a
+    # kill at any moment leaves the old meta with its old files, or the new meta with the new ones.
+    gen = uuid.uuid4().hex[:8]
+    meta = {**meta, "count": len(ids), "dim": int(vectors.shape[1]) if len(ids) else meta["dim"]}
+    meta.update(
+        vectors_file=layout.cache_file_name("vectors", gen),
+        ids_file=layout.cache_file_name("ids", gen),
+    )
+    with files.atomic_path(folder / meta["vectors_file"]) as tmp:
+        np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
+    rows = {"ids": ids, "stamps": stamps, "failed": failed}
+    rows["hashes"] = [None] * len(ids) if hashes is None else hashes
+    files.write_text_atomic(folder / meta["ids_file"], json.dumps(rows))
+    files.write_text_atomic(layout.cache_meta_path(folder), json.dumps(meta, indent=1))
+    for old in layout.cache_generation_files(folder):
+        if old.name not in (meta["vectors_file"], meta["ids_file"]):
+            old.unlink(missing_ok=True)
+    return meta
+
+
+class Checkpointer:
+    """Collects ``embed_images``'s batches of the images ``todo`` (ids, in the order they are
+    embedded) and writes them as a checkpoint of ``target`` every ``every`` images or
+    ``CHECKPOINT_SECONDS``; ``stamps`` and ``hashes`` are ``{id: [size, mtime]}`` and
+    ``{id: content_hash}`` of those files."""
+
+    def __init__(self, target: CacheTarget, todo: list[str], stamps: dict, every: int, hashes=None):
+        self.target, self.todo, self.stamps, self.every = target, todo, stamps, every
+        self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
+        self.hashes = hashes or {}
+
+    def add(self, vectors, kept, errors):
+        if len(kept):
+            self.parts.append(vectors)
+            self.ids += [self.todo[j] for j in kept]
+        for p, e in errors.items():
+            self.failed[Path(p).stem] = [e, *self.stamps[Path(p).stem]]
+        pending = len(self.ids) + len(self.failed)
+        late = time.monotonic() - self.since > CHECKPOINT_SECONDS
+        if pending >= self.every or (pending and late):
+            self.write()
+
+    def write(self):
+        vectors = np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
+        rows = {"vectors": vectors, "ids": self.ids, "failed": self.failed}
+        rows["stamps"] = [self.stamps[i] for i in self.ids]
+        rows["hashes"] = [self.hashes.get(i) for i in self.ids]
+        write_checkpoint(self.target, rows)
+        self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
+
+
+@dataclass
+class CachedRows:
+    """What a setting's cache and an interrupted run's checkpoints already hold, row by row:
+    ``vectors[r]`` belongs to ``ids[r]``, embedded from a file with ``stamps[r]`` (size, mtime);
+    ``hashes[r]`` is the file's ``content_hash`` (None in caches made before hashes);
+    ``failed`` is ``{id: [reason, size, mtime]}``. ``changed`` says it must be written again;
+    ``dropped`` counts the rows ``refresh`` dropped for images no longer there."""
+
+    ids: list[str] = field(default_factory=list)
+    stamps: list[list[int]] = field(default_factory=list)
+    hashes: list[str | None] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    failed: dict[str, list] = field(default_factory=dict)
+    meta: dict | None = None
+    resumed: int = 0
+    changed: bool = False
+    dropped: int = 0
+
+    @classmethod
+    def read(cls, target: CacheTarget) -> CachedRows:
+        """The cache of ``target.setting`` when it was made with ``target.key`` from the folder
+        ``target.source``, plus the checkpoints of an interrupted run; empty when there is none
+        (or it is damaged: then it is recomputed). ValueError when it holds another folder."""
+        rows = cls()
+        folder = layout.embeddings_dir(target.data, target.setting)
+        if layout.cache_meta_path(folder).is_file():
+            rows._read_cache(folder, target.key, target.source)
+        rows._add_checkpoints(read_checkpoints(target))
+        if rows.resumed:
+            logger.info("resuming %s: %d from an interrupted run", target.setting, rows.resumed)
+        rows.changed = rows.meta is None or rows.resumed > 0
+        return rows
+
+    def _read_cache(self, folder: Path, key: dict, source: str) -> None:
+        try:
+            meta, rows = read_cache(folder)
+        except (ValueError, OSError) as e:
+            logger.warning("%s; recomputing", getattr(e, "what", e))  # not "delete and rerun"
+            return
+        if meta.get("images", source) != source:
+            raise ValueError(
+                f"{folder} holds embeddings of {meta['images']}, not {source}: embed that "
+                "folder with another data folder (--data), or delete this cache"
+            )
+        if {k: meta.get(k, "fp32" if k == "precision" else None) for k in key} != key:
+            logger.warning("cache %s was made with other options; recomputing", folder)
+            return
+        self.meta = meta
+        self.ids, self.stamps, self.vectors = rows["ids"], rows["stamps"], rows["vectors"]
+        self.hashes = rows["hashes"]
+        self.failed = rows["failed"]
+
+    def _add_checkpoints(self, checkpoints: list[dict]) -> None:
+        for rows in checkpoints:
+            have = set(self.ids)
+            new = [r for r, i in enumerate(rows["ids"]) if i not in have]
+            if new and (not self.ids or rows["vectors"].shape[1] == self.vectors.shape[1]):
+                ids = [rows["ids"][r] for r in new]
+                stamps, hashes = ([rows[x][r] for r in new] for x in ("stamps", "hashes"))
+                self.append(rows["vectors"][new], ids, stamps, hashes)
+                self.resumed += len(new)
+            self.failed = {**rows["failed"], **self.failed}
+
+    def refresh(self, now: dict[str, list[int]], paths: dict[str, Path]) -> int:
+        """Keep the rows (and failures) of files that are unchanged; drop the rest (changed or
+        vanished files: ``dropped`` counts those).
+
+        A file is unchanged when its stamp in ``now`` (``{id: [size, mtime]}``) is the cached
+        one, or, when only the mtime differs (a copy, a Drive round trip), its ``content_hash``
+        is: only those files are read. Returns how many rows were recognised by content.
+        """
+        have, recognised, keep = set(self.ids), 0, []
+        self.dropped = len(have - now.keys())
+        for r, i in enumerate(self.ids):
+            stamp = now.get(i)
+            moved = stamp is not None and stamp != self.stamps[r] and stamp[0] == self.stamps[r][0]
+            if moved and self.hashes[r] is not None and content_hash(paths[i]) == self.hashes[r]:
+                self.stamps[r], self.changed = stamp, True  # next time: by stamp
+                recognised += 1
+            if stamp == self.stamps[r]:
+                keep.append(r)
+        failed = {i: f for i, f in self.failed.items() if now.get(i) == f[1:] and i not in have}
+        self.changed |= len(keep) != len(self.ids) or len(failed) != len(self.failed)
+        self.failed = failed
+        self.ids, self.stamps, self.hashes = (
+            [x[r] for r in keep] for x in (self.ids, self.stamps, self.hashes)
+        )
+        self.vectors = self.vectors[keep]
+        return recognised
+
+    def append(self, vectors: np.ndarray, ids: list[str], stamps: list, hashes: list) -> None:
+        if len(ids):
+            self.vectors = np.concatenate([self.vectors, vectors]) if self.ids else vectors
+            self.ids, self.stamps = self.ids + list(ids), self.stamps + list(stamps)
+            self.hashes = self.hashes + list(hashes)
+            self.changed = True
+
+    def write(self, target: CacheTarget, meta: dict) -> None:
+        """Write the rows as ``target``'s new generation (``write_cache``) with ``meta``."""
+        folder = layout.embeddings_dir(target.data, target.setting)
+        rows = (self.ids, self.stamps, self.vectors, self.failed, self.hashes)
+        self.meta = write_cache(folder, meta, *rows)
+        self.changed = False

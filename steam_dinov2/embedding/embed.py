@@ -1,0 +1,295 @@
+"""Images -> L2-normalised vectors, cached on disk per setting."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..core import layout
+from ..core.files import IMAGE_SUFFIXES
+from ..core.images import image_loader, images_of, in_collection
+from ..embedding.cache import (
+    CHECKPOINT_EVERY,
+    CachedRows,
+    CacheTarget,
+    Checkpointer,
+    content_hash,
+    folder_ref,
+    library_versions,
+    read_cache,
+)
+from ..embedding.models import model_info, resolve_arch, select_device
+from ..embedding.pooling import POOLINGS, pool_tokens
+from ..embedding.preprocess import make_transform
+from ..embedding.setting import PRETRAINED, Setting, as_setting, precision_for, setting_of
+
+logger = logging.getLogger(__name__)
+
+CPU_FORWARD_BATCH = 8
+
+
+def embed_images(
+    paths,
+    model: torch.nn.Module,
+    *,
+    preset: str = "crop256",
+    pooling: str = "cls",
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    progress: bool = True,
+    on_batch=None,
+) -> tuple[np.ndarray, list[int], dict[str, str]]:
+    """Embed image files with a model from ``load_model``.
+
+    Args:
+        paths: image files, any format and mode PIL reads.
+        model: from ``load_model``.
+        preset: preprocessing preset (see ``preprocess.PRESETS``).
+        pooling: one of ``POOLINGS``.
+        batch_size: images per forward pass; results do not depend on it (within 1e-5).
+        num_workers: DataLoader decoding processes; None picks for the device.
+        on_batch: called after every batch with ``(vectors, kept, errors)`` of that batch alone
+            (same meaning as the return values), e.g. to checkpoint a long run.
+
+    Returns:
+        ``(vectors, kept, errors)``: vectors (M, D') float32 L2-normalised, one row per readable
+        image; kept, the M indices into ``paths`` of those rows; errors, ``{path: reason}`` for the
+        images skipped (unreadable, truncated, not an image, too large).
+    """
+    from ..core.progress import tqdm
+
+    paths = [str(p) for p in paths]
+    loader = image_loader(paths, model, preset, batch_size, num_workers)
+    chunks, kept, errors = [], [], {}
+    bar = tqdm(total=len(paths), unit="img", disable=not progress)
+    with torch.inference_mode(), bar:
+        for x, idx, err in loader:
+            good = torch.tensor([not e for e in err], dtype=torch.bool)
+            batch_errors = {paths[i]: e for i, e in zip(idx.tolist(), err) if e}
+            errors.update(batch_errors)
+            out = _forward(model, x if good.all() else x[good], pooling)
+            chunks += [out] if len(out) else []
+            kept.extend(batch_kept := idx[good].tolist())
+            if on_batch is not None:
+                on_batch(out, batch_kept, batch_errors)
+            bar.update(len(idx))
+            bar.set_postfix(skipped=len(errors))
+    for p, e in errors.items():
+        logger.warning("skipped %s: %s", p, e)
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    return vectors.astype(np.float32, copy=False), kept, errors
+
+
+def _forward(model, x: torch.Tensor, pooling: str) -> np.ndarray:
+    """(n, D') vectors of a batch of n decoded images (float16 under CUDA autocast); an empty
+    (0, 0) array for none."""
+    if not len(x):
+        return np.zeros((0, 0), np.float32)
+    device = next(model.parameters()).device
+    x = x.to(device, non_blocking=True)
+    # On a CPU a ViT runs fastest in small batches (2 cores: 13.2 img/s at 8, 11.7 at 32;
+    # benchmarks/README.md); a GPU wants the whole batch.
+    step = CPU_FORWARD_BATCH if device.type == "cpu" else len(x)
+    with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+        out = torch.cat([pool_tokens(model, part, pooling) for part in x.split(step)])
+    return out.cpu().numpy()
+
+
+def embed_image(image: Image.Image, model: torch.nn.Module, *, preset="crop256", pooling="cls"):
+    """One PIL image of any mode (a query from outside the collection) -> (D',) float32, unit norm."""
+    info = model_info(model)
+    x = make_transform(preset, mean=info.mean, std=info.std)(image)[None]
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        return pool_tokens(model, x.to(device), pooling)[0].cpu().numpy()
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One setting's cached embeddings: ``vectors[i]`` (float32, L2-normalised) belongs to ``ids[i]``."""
+
+    setting: str
+    ids: list[str]
+    vectors: np.ndarray
+    meta: dict
+    errors: dict[str, str] = field(default_factory=dict)
+    embedded: int = 0  # of this call: images embedded now ...
+    reused: int = 0  # ... and vectors taken from the cache or an interrupted run's checkpoints
+    dropped: int = 0  # ... and cached rows dropped: their image left the collection (or folder)
+
+    def made_from(self) -> dict:
+        """Which rows these are, for a table computed from them to tell when it is stale: the
+        cache generation, and what ``load_embeddings`` left out of it (when it did)."""
+        made = {"vectors_file": self.meta.get("vectors_file", "")}
+        if left_out := self.meta.get("left_out_sha256"):
+            made["left_out_sha256"] = left_out
+        return made
+
+
+def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddings:
+    """Read one setting's cache (a ``Setting`` or its name); ValueError naming the cached
+    settings when it is missing, or naming the damaged file and the fix when it cannot be
+    trusted. A cache of the data folder's banners serves only the images still in the
+    collection (``images_of(data)``), whatever it holds (``image_files.in_collection``)."""
+    setting = setting_of(setting)
+    folder = layout.embeddings_dir(data, setting)
+    if not layout.cache_meta_path(folder).is_file():
+        cached = layout.list_settings(data)
+        raise ValueError(
+            f"no embeddings for setting {setting!r} in {data}; run `embed` first"
+            + (f" (cached: {', '.join(cached)})" if cached else "")
+        )
+    meta, rows = read_cache(folder)
+    ids, vectors = rows["ids"], rows["vectors"]
+    if meta.get("images") == folder_ref(layout.banners_dir(data), data):
+        ids, vectors, meta = in_collection(data, setting, ids, vectors, meta)
+    return Embeddings(setting, ids, vectors, meta)
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def embed_folder(
+    images: str | os.PathLike | None,
+    data: str | os.PathLike,
+    *,
+    setting: Setting | str | None = None,
+    model: torch.nn.Module | None = None,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str = "auto",
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    progress: bool = True,
+) -> Embeddings:
+    """Embed the images ``images_of(data, images)`` names, reusing the setting's cache in ``data``.
+
+    Vectors of unchanged files are reused, new or changed files embedded and appended, images
+    that left (file gone, or no longer in the collection) dropped; a cache made with other
+    weights or options is never mixed in. The model is loaded only when something needs
+    embedding. A checkpoint every ``checkpoint_every`` images (and ``cache.CHECKPOINT_SECONDS``):
+    a run killed at 80% keeps 80%, the next one embeds the rest.
+
+    Args:
+        images: ``layout.banners_dir(data)`` or None for the collection, else a folder of one's
+            own images (an image's id is its file stem).
+        data: the data folder; the cache goes to ``embeddings/<setting>/``.
+        setting: a ``Setting`` or its name; None: the default ``Setting()``, or with ``model``
+            that model's own (its name and weights, default preset and pooling).
+        model: the model of ``setting`` already loaded (``setting.load_model()``), so it is not
+            loaded twice; ValueError when it is another model or has other weights.
+        batch_size, num_workers, device: run options (how fast, not which vectors).
+        checkpoint_every: images per checkpoint (at least 1).
+
+    Returns:
+        Embeddings with ids in row order and (N, D') float32 L2-normalised vectors; ``errors``
+        lists the images skipped as unreadable, ``dropped`` counts the cached rows left out.
+    """
+    setting = _checked_setting(setting, model, device)
+    found, source = _images_to_embed(images, data, checkpoint_every)
+    target = CacheTarget(Path(data), setting.name, setting.key(), source)
+    cached = CachedRows.read(target)
+    now = {i: _stamp(p) for i, p in found.items()}
+    by_content = cached.refresh(now, found)
+    reused, done = len(cached.ids), {*cached.ids, *cached.failed}
+    if todo := [i for i in found if i not in done]:
+        model = setting.load_model(device=device) if model is None else model
+        hashes = {i: content_hash(found[i]) for i in todo}
+        saver = Checkpointer(target, todo, now, checkpoint_every, hashes)
+        run = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
+        _embed_new(cached, saver, [found[i] for i in todo], model, setting, run)
+    return _saved(cached, target, model, reused, by_content)
+
+
+def _embed_new(cached: CachedRows, saver: Checkpointer, paths, model, setting, run) -> None:
+    """Embed ``paths`` (the files of ``saver.todo``), checkpointing as it goes, and append the
+    vectors (and the failures) to ``cached``."""
+    opts = {"preset": setting.preset, "pooling": setting.pooling, "on_batch": saver.add}
+    new, kept, errs = embed_images(paths, model, **opts, **run)
+    now = saver.stamps
+    cached.failed.update({Path(p).stem: [e, *now[Path(p).stem]] for p, e in errs.items()})
+    ids = [saver.todo[j] for j in kept]
+    cached.append(new, ids, [now[i] for i in ids], [saver.hashes[i] for i in ids])
+    cached.changed = True
+
+
+def _saved(cached: CachedRows, target: CacheTarget, model, reused: int, by_content: int):
+    """Write ``cached`` when it changed, drop the checkpoints it now holds: the Embeddings."""
+    if cached.changed:
+        fresh = {**target.key, "dim": 0, "versions": library_versions()}
+        extra = {"arch": model_info(model).arch} if model is not None else {}
+        cached.write(target, {**(cached.meta or fresh), "images": target.source, **extra})
+    for path in layout.embedding_checkpoints(target.data, target.setting, suffix=""):
+        path.unlink(missing_ok=True)
+    errors = {i: f[0] for i, f in cached.failed.items()}
+    embedded = len(cached.ids) - reused
+    counts = (embedded, reused, cached.dropped)
+    logger.info(
+        "%s: %d embedded, %d reused (%d by content), %d skipped, %d dropped (left the collection)",
+        *(target.setting, embedded, reused, by_content, len(errors), cached.dropped),
+    )
+    ids, vectors, meta = cached.ids, cached.vectors, cached.meta
+    return Embeddings(target.setting, ids, vectors, meta, errors, *counts)
+
+
+def _model_setting(model: torch.nn.Module, setting: Setting) -> Setting:
+    """``setting`` as a loaded model makes it (its name, weights and device's precision)."""
+    info = model_info(model)
+    weights, device = info.weights_tag or PRETRAINED, next(model.parameters()).device
+    precision = precision_for(device)
+    return Setting(info.name, setting.preset, setting.pooling, weights, precision)
+
+
+def _checked_setting(setting, model, device) -> Setting:
+    """The ``Setting`` ``embed_folder`` embeds with; ValueError for a bad choice, or a model or
+    device that does not make its vectors."""
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise ValueError(
+            f"model must be a model from load_model, not {type(model).__name__}: name the model "
+            "in setting=Setting.create(model, preset, pooling, pretrained=..., weights=...)"
+        )
+    setting = None if setting is None else as_setting(setting)  # None: the model's own
+    if model is not None:
+        own = _model_setting(model, setting or Setting())
+        if setting is not None and own.name != setting.name:
+            raise ValueError(
+                f"the model given embeds as {own.name}, not as setting {setting.name}: pass "
+                "setting.load_model() as model, or no model"
+            )
+        setting = setting or own
+    setting = setting or Setting()
+    runs = precision_for(select_device(device))
+    if model is None and runs != setting.precision:
+        raise ValueError(
+            f"setting {setting.name} embeds in {setting.precision}; device {device!r} runs "
+            f"{runs}: pick the device it was made on"
+        )
+    make_transform(setting.preset)  # a bad preset or pooling fails before any work
+    if setting.pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {setting.pooling!r}; available: {', '.join(POOLINGS)}")
+    resolve_arch(setting.model)
+    return setting
+
+
+def _images_to_embed(images, data, checkpoint_every: int) -> tuple[dict[str, Path], str]:
+    """``images_of(data, images)`` and the folder as the cache records it (``folder_ref``);
+    ValueError for a missing or empty folder or a bad ``checkpoint_every``."""
+    folder = layout.banners_dir(data) if images is None else Path(images)
+    if not folder.is_dir():
+        fix = "" if images else "; run `download`, `import-snapshot` or `import-folder` first"
+        raise ValueError(f"image folder not found: {folder}{fix}")
+    if checkpoint_every < 1:
+        raise ValueError(
+            f"checkpoint_every is a number of images, at least 1; got {checkpoint_every}"
+        )
+    found = images_of(data, images)
+    if not found:
+        raise ValueError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return found, folder_ref(folder, data)

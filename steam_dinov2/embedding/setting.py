@@ -1,0 +1,174 @@
+"""One way of embedding as one value: model, preset, pooling, weights identity and precision.
+
+A ``Setting`` travels from the CLI (or a notebook) down to the cache folder name, so the group
+(model, preset, pooling, pretrained, weights) is never passed around loose. Batch size, workers
+and device are run options, not part of it: they change how fast, not which vectors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..core import layout
+
+PRETRAINED = "pretrained"
+RANDOM = "random"
+PRECISIONS = ("fp32", "fp16")
+_FORM = "model__preset__pooling[__random|__w-HASH][__fp16], e.g. dinov2_vits14__crop256__cls"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One embedding setting.
+
+    Attributes:
+        model: a name for ``load_model`` (registry, timm or ``hub:...``).
+        preset: preprocessing preset (``preprocess.PRESETS``).
+        pooling: pooling strategy (``embed.POOLINGS``).
+        weights: "pretrained", "random" or "w-<sha256 prefix>" of a local weights file.
+        precision: "fp32", or "fp16" where embedding runs in half precision (CUDA autocast).
+        weights_file: the local weights file behind a "w-..." tag, to load the model; not part
+            of the identity (two copies of one file are one setting).
+    """
+
+    model: str = "dinov2_vits14"
+    preset: str = "crop256"
+    pooling: str = "cls"
+    weights: str = PRETRAINED
+    precision: str = "fp32"
+    weights_file: str | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}"
+            )
+        ok = self.weights in (PRETRAINED, RANDOM) or str(self.weights).startswith("w-")
+        if not ok:
+            raise ValueError(
+                f"unknown weights {self.weights!r}; use pretrained, random or w-<hash>"
+            )
+
+    @classmethod
+    def create(
+        cls,
+        model: str = "dinov2_vits14",
+        preset: str = "crop256",
+        pooling: str = "cls",
+        *,
+        pretrained: bool = True,
+        weights: str | os.PathLike | None = None,
+        device="auto",
+    ) -> Setting:
+        """The setting ``load_model(model, pretrained=, weights=, device=)`` embeds with."""
+        from ..embedding.models import select_device, weights_tag
+
+        tag = weights_tag(pretrained=pretrained, weights=weights) or PRETRAINED
+        return cls(
+            model,
+            preset,
+            pooling,
+            weights=tag,
+            precision=precision_for(select_device(device)),
+            weights_file=None if weights is None else os.fspath(weights),
+        )
+
+    @classmethod
+    def from_name(cls, name: str) -> Setting:
+        """Parse a folder name back (``name`` of a setting gives it again); a hub model's ':'
+        and '/' come back as '-', as the folder name spells them."""
+        parts = name.split("__")
+        if len(parts) < 3 or not all(parts):
+            raise ValueError(f"setting name {name!r} must look like {_FORM}")
+        model, preset, pooling, *rest = parts
+        weights = rest.pop(0) if rest and _is_weights_part(rest[0]) else PRETRAINED
+        precision = rest.pop(0) if rest and rest[0] in PRECISIONS else "fp32"
+        if rest:
+            why = " (weights come before precision)" if _is_weights_part(rest[0]) else ""
+            raise ValueError(
+                f"setting name {name!r}: unexpected part {rest[0]!r}{why}; expected {_FORM}"
+            )
+        return cls(model, preset, pooling, weights=weights, precision=precision)
+
+    @property
+    def name(self) -> str:
+        """The cache folder name (``layout.setting_name``): unchanged for existing caches."""
+        return layout.setting_name(
+            self.model,
+            self.preset,
+            self.pooling,
+            weights_tag="" if self.weights == PRETRAINED else self.weights,
+            precision="" if self.precision == "fp32" else self.precision,
+        )
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights != RANDOM
+
+    def key(self) -> dict:
+        """What a cache records and checks before reusing vectors (``meta.json``)."""
+        return {
+            "model": self.model,
+            "weights": self.weights,
+            "preset": self.preset,
+            "pooling": self.pooling,
+            "precision": self.precision,
+        }
+
+    def load_model(self, *, device="auto"):
+        """``load_model`` for this setting; ValueError when a weights file is needed but absent."""
+        from ..embedding.models import load_model
+
+        if self.weights.startswith("w-") and self.weights_file is None:
+            raise ValueError(
+                f"setting {self.name} was made with a local weights file ({self.weights}): "
+                "pass that file as weights (--weights)"
+            )
+        return load_model(
+            self.model, pretrained=self.pretrained, weights=self.weights_file, device=device
+        )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _is_weights_part(part: str) -> bool:
+    """Whether a setting name's part names weights (``random`` or ``w-<hash>``)."""
+    return part in (PRETRAINED, RANDOM) or part.startswith("w-")
+
+
+def precision_for(device) -> str:
+    """ "fp16" where ``embed_images`` runs in half precision (CUDA autocast), else "fp32"."""
+    return "fp16" if getattr(device, "type", str(device).split(":")[0]) == "cuda" else "fp32"
+
+
+def setting_of(setting: Setting | str) -> str:
+    """The cache folder name of a ``Setting`` or of a name given as a string; ValueError for
+    anything else."""
+    if isinstance(setting, Setting):
+        return setting.name
+    if isinstance(setting, str):
+        return setting
+    raise ValueError(
+        f"setting must be a Setting or a setting name such as dinov2_vits14__crop256__cls, "
+        f"got {type(setting).__name__}"
+    )
+
+
+def checked_name(setting: Setting | str) -> str:
+    """``setting_of``, after ``Setting.from_name`` checked a name given as a string: a malformed
+    name says so before anyone looks for its cache."""
+    if isinstance(setting, str):
+        Setting.from_name(setting)
+    return setting_of(setting)
+
+
+def as_setting(setting: Setting | str | None) -> Setting:
+    """A ``Setting`` from a ``Setting``, a setting (cache folder) name, or None (the default,
+    ``Setting.create()``: pretrained, in the precision of the best device)."""
+    if setting is None:
+        return Setting.create()
+    if isinstance(setting, Setting):
+        return setting
+    return Setting.from_name(setting_of(setting))

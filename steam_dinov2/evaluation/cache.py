@@ -1,0 +1,72 @@
+"""The pieces of an evaluation kept in ``DATA/evaluation/cache/<setting>/``, each under a key.
+
+A piece (a setting's top-k neighbours, one truth's per-query rows) is a parquet file whose schema
+metadata holds the key it was computed for: the embedding cache's generation, k, a digest of the
+labels or images. A rerun reads a piece whose key still matches and recomputes any other; a
+piece that is absent, stale or unreadable is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+
+from ..core import files, layout
+from ..evaluation.ranking import rank_rows
+
+logger = logging.getLogger(__name__)
+
+_KEY = b"steam_dinov2.evaluation_key"
+
+
+def cached_table(data, setting: str, part: str, key: dict, compute) -> pd.DataFrame:
+    """The cached piece when its key matches, else ``compute()`` stored under ``key``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = layout.evaluation_cache_path(data, setting, part)
+    try:
+        if json.loads((pq.read_schema(path).metadata or {})[_KEY]) == key:
+            return pd.read_parquet(path)
+    except (OSError, KeyError, ValueError, TypeError):
+        pass  # absent, stale or unreadable: recompute
+    df = compute()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = {**(table.schema.metadata or {}), _KEY: json.dumps(key).encode()}
+    with files.atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+    return df
+
+
+def digest(obj) -> str:
+    """16 hex digits of SHA-256 of an array (values and shape) or of JSON-able labels."""
+    if isinstance(obj, np.ndarray):
+        raw = np.ascontiguousarray(obj).tobytes() + str(obj.shape).encode()
+    else:
+        raw = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def cached_neighbors(data, emb, k: int, key: dict) -> np.ndarray:
+    """(N, min(k, N - 1)) int64 rows of each banner's top-k in ``emb`` (itself excluded), from
+    the cache when ``key`` matches and the rows are in range, else ranked again."""
+
+    def compute():
+        rows = rank_rows(emb.vectors, emb.vectors, k, self_rows=np.arange(len(emb.ids)))
+        return pd.DataFrame({"query_id": emb.ids, "neighbors": list(rows)})
+
+    df = cached_table(data, emb.setting, "neighbors", key, compute)
+    n, width = len(emb.ids), min(k, len(emb.ids) - 1)
+    try:
+        rows = np.stack(df["neighbors"].to_numpy()).astype(np.int64)
+        if rows.shape == (n, width) and rows.min() >= 0 and rows.max() < n:
+            return rows
+    except (KeyError, ValueError, TypeError):
+        pass
+    logger.warning("damaged evaluation cache of %s: ranking again", emb.setting)
+    layout.evaluation_cache_path(data, emb.setting, "neighbors").unlink(missing_ok=True)
+    return np.stack(cached_table(data, emb.setting, "neighbors", key, compute)["neighbors"])

@@ -1,0 +1,296 @@
+"""The catalogue map: every banner of a setting laid out in 2D by look, grouped by k-means.
+
+The layout is openTSNE's FFT-accelerated t-SNE on a 50-dimensional PCA of the embeddings (the
+fastest of the libraries measured at 30,000 banners, benchmarks/README.md); scikit-learn's t-SNE
+(in Colab already) and UMAP are the alternatives. Clusters are faiss spherical k-means on the full
+embeddings, so they do not depend on the 2D projection. Both are cached per setting in
+``DATA/maps/<setting>/layout.parquet``, keyed on the embedding cache's generation and the options.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+from ..core import files, layout
+from ..embedding.setting import Setting, checked_name
+
+logger = logging.getLogger(__name__)
+
+METHODS = {
+    "opentsne": "openTSNE's t-SNE, FFT gradients (pip install openTSNE)",
+    "sklearn": "scikit-learn's Barnes-Hut t-SNE (in Colab already)",
+    "umap": "UMAP (pip install umap-learn)",
+}
+PCA_DIMS = 50  # the usual input size for t-SNE on deep features (openTSNE's docs do the same)
+# openTSNE's FFT gradients cost a fixed ~10 s at any size; Barnes-Hut is faster below ~10,000
+# points (openTSNE's documentation gives the same advice).
+FFT_FROM = 10_000
+MADE_FROM = b"steam_dinov2.made_from"
+_VERSION = 1  # bump when the layout or clusters computed from the same input change
+# k-means restarts, best objective kept: one run can merge two groups and split another (tests).
+NREDO = 5
+
+
+def default_method() -> str:
+    """``opentsne`` when installed (fastest), else ``sklearn``."""
+    return "opentsne" if importlib.util.find_spec("openTSNE") else "sklearn"
+
+
+def default_clusters(n: int) -> int:
+    """About sqrt(N)/4 clusters, 2 to 40: 30,000 banners -> 40 groups a person can read through."""
+    return int(min(40, max(2, round(math.sqrt(n) / 4)), max(n, 1)))
+
+
+def reduce_dims(vectors: np.ndarray, dims: int = PCA_DIMS) -> np.ndarray:
+    """(N, D) -> (N, min(dims, D)) float32: faiss PCA (deterministic), no-op when D <= dims."""
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if x.shape[1] <= dims or len(x) <= dims:
+        return x
+    pca = faiss.PCAMatrix(x.shape[1], dims)
+    pca.train(x)
+    return pca.apply(x)
+
+
+def compute_layout(
+    vectors: np.ndarray, *, method: str | None = None, seed: int = 0, threads: int | None = None
+) -> np.ndarray:
+    """2D positions of (N, D) vectors: (N, 2) float32 in [0, 1] (aspect kept), same seed -> same map.
+
+    Args:
+        vectors: (N, D) float32 embeddings.
+        method: one of ``METHODS`` (default ``default_method()``).
+        seed: random seed of the method.
+        threads: worker threads (default: all cores).
+    """
+    method = method or default_method()
+    if method not in METHODS:
+        raise ValueError(f"unknown map method {method!r}; available: {', '.join(METHODS)}")
+    n = len(vectors)
+    threads = threads or os.cpu_count() or 1
+    x = reduce_dims(vectors)
+    if n < 8:  # too few points for a neighbour graph: the two main axes say enough
+        xy = _pca2(x)
+    else:
+        xy = _embed_2d(x, method, seed, threads)
+    xy = np.asarray(xy, dtype=np.float64)
+    xy -= xy.min(axis=0)
+    return (xy / max(float(xy.max()), 1e-12)).astype(np.float32)
+
+
+def _embed_2d(x: np.ndarray, method: str, seed: int, threads: int) -> np.ndarray:
+    """(N, 2) positions of (N, d) rows, N >= 8, by ``method`` (not yet scaled to [0, 1])."""
+    n = len(x)
+    if method == "opentsne":
+        from openTSNE import TSNE
+
+        # annoy ships inside openTSNE; "auto" may pick pynndescent, whose numba compile costs ~50 s.
+        tsne = TSNE(
+            n_components=2,
+            perplexity=min(30.0, (n - 1) / 3),
+            initialization="pca",
+            neighbors="annoy",
+            negative_gradient_method="fft" if n >= FFT_FROM else "bh",
+            n_jobs=threads,
+            random_state=seed,
+            verbose=False,
+        )
+        return np.asarray(tsne.fit(x))
+    if method == "sklearn":
+        from sklearn.manifold import TSNE
+
+        tsne = TSNE(
+            n_components=2,
+            perplexity=min(30.0, (n - 1) / 3),
+            init="pca",
+            random_state=seed,
+            n_jobs=threads,
+        )
+        return tsne.fit_transform(x)
+    import umap
+
+    # A random_state makes UMAP deterministic (and single-threaded).
+    return umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed).fit_transform(x)
+
+
+def _pca2(x: np.ndarray) -> np.ndarray:
+    centred = x - x.mean(axis=0)
+    if len(x) < 2:
+        return np.zeros((len(x), 2))
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    out = u[:, :2] * s[:2]
+    return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+
+
+def cluster_vectors(vectors: np.ndarray, n_clusters: int, *, seed: int = 0):
+    """Spherical k-means with faiss.
+
+    Returns:
+        ``(labels, centrality)``: (N,) int32 cluster of each row, numbered by size (0 is the
+        largest), and (N,) float32 cosine of each row to its cluster's centroid.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    k = max(1, min(int(n_clusters), len(x)))
+    km = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=25,
+        nredo=NREDO,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        min_points_per_centroid=1,  # small collections: no warning printed by faiss
+    )
+    km.train(x)
+    _, labels = km.index.search(x, 1)
+    labels = labels[:, 0]
+    sizes = np.bincount(labels, minlength=k)
+    order = np.argsort(-sizes, kind="stable")  # renumber: cluster 0 is the largest
+    rename = np.empty(k, np.int64)
+    rename[order] = np.arange(k)
+    centroids = km.centroids / np.maximum(
+        np.linalg.norm(km.centroids, axis=1, keepdims=True), 1e-12
+    )
+    centrality = np.einsum("nd,nd->n", x, centroids[labels])
+    return rename[labels].astype(np.int32), centrality.astype(np.float32)
+
+
+def map_catalog(
+    data: str | os.PathLike,
+    setting: str | Setting,
+    *,
+    n_clusters: int | None = None,
+    method: str | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The map of one cached setting, computed once and reused while the embeddings are unchanged.
+
+    Args:
+        data: the data folder.
+        setting: a cached setting (a ``Setting`` or a name of ``layout.list_settings(data)``).
+        n_clusters: k-means clusters (default ``default_clusters(N)``).
+        method: layout method, one of ``METHODS`` (default ``default_method()``).
+        seed: seed of the layout and of k-means.
+
+    Returns:
+        DataFrame ``id`` (str), ``x``, ``y`` (float32 in [0, 1]), ``cluster`` (int32, 0 the
+        largest), ``centrality`` (float32 cosine to the cluster's centroid), in embedding row order.
+    """
+    from ..embedding.embed import load_embeddings
+
+    emb = load_embeddings(data, checked_name(setting))  # a malformed name says so first
+    if not emb.ids:
+        raise ValueError(f"setting {emb.setting!r} in {data} holds no embeddings")
+    method = method or default_method()
+    if method not in METHODS:
+        raise ValueError(f"unknown map method {method!r}; available: {', '.join(METHODS)}")
+    k = default_clusters(len(emb.ids)) if n_clusters is None else int(n_clusters)
+    if k < 1:
+        raise ValueError(f"n_clusters must be at least 1, got {n_clusters}")
+    made_from = _made_from(emb, method, k, seed)
+    path = layout.map_path(data, emb.setting)
+    cached = _read_cached(path, made_from)
+    if cached is not None:
+        return cached
+    logger.info("laying out %d banners of %s with %s", len(emb.ids), emb.setting, method)
+    table = _map_table(emb, method, k, seed)
+    _write(path, table, made_from)
+    return table
+
+
+def _made_from(emb, method: str, n_clusters: int, seed: int) -> dict:
+    """What a cached map must have been made from to be reused."""
+    return {
+        **emb.made_from(),
+        "count": len(emb.ids),
+        "method": method,
+        "n_clusters": n_clusters,
+        "seed": seed,
+        "version": _VERSION,
+    }
+
+
+def _map_table(emb, method: str, n_clusters: int, seed: int) -> pd.DataFrame:
+    """``map_catalog``'s table, computed."""
+    xy = compute_layout(emb.vectors, method=method, seed=seed)
+    labels, centrality = cluster_vectors(emb.vectors, n_clusters, seed=seed)
+    return pd.DataFrame(
+        {
+            "id": pd.Series(emb.ids, dtype="string"),
+            "x": xy[:, 0],
+            "y": xy[:, 1],
+            "cluster": labels,
+            "centrality": centrality,
+        }
+    )
+
+
+def _read_cached(path, made_from: dict) -> pd.DataFrame | None:
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return None
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        if json.loads(meta.get(MADE_FROM, b"null")) != made_from:
+            return None
+        table = pd.read_parquet(path)
+    except Exception as e:  # a damaged cache is recomputed, never trusted
+        logger.warning("ignoring unreadable map %s (%s); recomputing", path, e)
+        return None
+    if (
+        list(table.columns) != ["id", "x", "y", "cluster", "centrality"]
+        or len(table) != made_from["count"]
+    ):
+        return None
+    return table
+
+
+def _write(path, table: pd.DataFrame, made_from: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    meta = {**(arrow.schema.metadata or {}), MADE_FROM: json.dumps(made_from).encode()}
+    with files.atomic_path(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+
+
+def describe_clusters(
+    table: pd.DataFrame, names: dict | None = None, *, top: int = 5
+) -> pd.DataFrame:
+    """One row per cluster: ``cluster``, ``size``, ``central_ids`` and ``central_names`` (the
+    ``top`` members nearest its centroid, nearest first)."""
+    names = names or {}
+    rows = []
+    for c, group in table.sort_values("centrality", ascending=False, kind="stable").groupby(
+        "cluster"
+    ):
+        ids = group["id"].astype(str).tolist()
+        rows.append(
+            {
+                "cluster": int(c),
+                "size": len(ids),
+                "central_ids": ids[:top],
+                "central_names": [names.get(i, i) for i in ids[:top]],
+            }
+        )
+    return pd.DataFrame(rows, columns=["cluster", "size", "central_ids", "central_names"])
+
+
+def cluster_members(table: pd.DataFrame, cluster: int) -> list[str]:
+    """Ids of one cluster, most central first."""
+    members = table[table["cluster"] == int(cluster)]
+    return (
+        members.sort_values("centrality", ascending=False, kind="stable")["id"].astype(str).tolist()
+    )

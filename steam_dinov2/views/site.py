@@ -1,0 +1,239 @@
+"""A static gallery of one setting that anyone can open: no Python, no server code.
+
+``export_site`` writes::
+
+    OUT/index.html  app.js  style.css     the page (assets/site/ in the package)
+    OUT/data/games.json                   ids, names, map positions and clusters, one array each
+    OUT/data/neighbors-{shard}.json       k neighbours (rows into games.json) and cosines, by shard
+    OUT/thumbs/{row // 1000}/{row}.webp   150 px wide thumbnails, loaded lazily
+
+Thumbnails and shards are named by row number, never by anything read from the data folder, so a
+hostile id cannot reach a path. Names travel as JSON and are put into the page with
+``textContent`` only. The folder works from any static file server (GitHub Pages, http.server).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.files import atomic_dir
+from ..embedding.setting import Setting
+
+logger = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).parent / "assets" / "site"
+THUMB_WIDTH = 150  # px: two columns of tiles on a phone, six on a laptop
+THUMB_QUALITY = 70  # WebP quality: ~5 KB a banner, so 30,000 fit in ~150 MB
+SHARD = 1000  # games per neighbours file: one click fetches ~100 KB at k=10
+MAP_SCALE = 10_000  # map positions as integers 0..10,000: a third of the JSON of floats
+
+
+@dataclass(frozen=True)
+class SiteReport:
+    out: Path
+    games: int
+    thumbnails: int
+    skipped: dict  # id -> reason, banners that got no thumbnail
+    bytes: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.games} games, {self.thumbnails} thumbnails ({len(self.skipped)} skipped), "
+            f"{self.bytes / 1e6:.1f} MB -> {self.out}"
+        )
+
+
+def make_thumbnail(src: Path, dst: Path) -> None:
+    """One banner -> a ``THUMB_WIDTH``-wide WebP; ValueError for a hostile size."""
+    from PIL import Image
+
+    from ..core.codec import check_pixels, to_rgb
+
+    with Image.open(src) as img:
+        check_pixels(img)
+        img.draft("RGB", (THUMB_WIDTH * 2, THUMB_WIDTH * 3))  # JPEG: decode at a smaller scale
+        img = to_rgb(img)
+        height = max(1, round(img.height * THUMB_WIDTH / max(img.width, 1)))
+        img = img.resize((THUMB_WIDTH, min(height, THUMB_WIDTH * 4)), Image.Resampling.LANCZOS)
+    img.save(dst, format="WEBP", quality=THUMB_QUALITY, method=4)
+
+
+def export_site(
+    data: str | os.PathLike,
+    setting: str | Setting,
+    out: str | os.PathLike,
+    *,
+    k: int = 10,
+    images: str | os.PathLike | None = None,
+    include_excluded: bool = False,
+    with_map: bool = True,
+    n_clusters: int | None = None,
+    workers: int = 4,
+    progress: bool = True,
+) -> SiteReport:
+    """Write the static gallery of one cached setting into ``out`` (replaced whole, atomically).
+
+    Args:
+        data: the data folder.
+        setting: a cached setting (a name of ``layout.list_settings(data)``, or a ``Setting``).
+        out: the site folder; an existing one is replaced only if it holds a previous export.
+        k: neighbours listed per game.
+        images: the banner folder (default ``DATA/banners``).
+        include_excluded: show games the audit excluded as neighbours too.
+        with_map: include the catalogue map (``map_catalog``, cached in the data folder).
+        n_clusters: map clusters (default ``map_catalog``'s).
+        workers: thumbnail threads (PIL releases the GIL while it decodes and encodes).
+
+    Returns:
+        SiteReport with counts and the folder's size in bytes.
+    """
+    from ..audit.audit import load_exclusions
+    from ..embedding.embed import images_of
+
+    out = Path(out)
+    emb = _checked_embeddings(data, setting, out, k)
+    exclude = {} if include_excluded else load_exclusions(data)
+    files = images_of(data, images)
+    nb_rows, nb_scores = _neighbor_rows(emb, k, exclude, progress)
+    games = _games(data, emb, k, with_map, n_clusters)
+    with atomic_dir(out) as tmp:
+        (tmp / "data").mkdir(parents=True)
+        for name in ("index.html", "app.js", "style.css"):
+            shutil.copyfile(ASSETS / name, tmp / name)
+        _write_shards(tmp, nb_rows, nb_scores)
+        has_thumb, skipped = _write_thumbnails(tmp, emb.ids, files, workers, progress)
+        games["thumb"] = has_thumb.astype(int).tolist()
+        _write_json(tmp / "data" / "games.json", games)
+        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    return SiteReport(out, len(emb.ids), int(has_thumb.sum()), skipped, size)
+
+
+def _checked_embeddings(data, setting, out: Path, k: int):
+    """The setting's ``Embeddings`` after checking ``k`` and ``out``; ValueError naming the fix."""
+    from ..embedding.embed import load_embeddings
+    from ..embedding.setting import checked_name
+
+    setting = checked_name(setting)  # a malformed name says so, not "run embed first"
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    _check_out(out)
+    emb = load_embeddings(data, setting)
+    if not emb.ids:
+        raise ValueError(f"setting {setting!r} in {data} holds no embeddings")
+    return emb
+
+
+def _check_out(out: Path) -> None:
+    """ValueError unless ``out`` is new, an empty folder or a previous export (to replace)."""
+    is_site = (out / "data" / "games.json").is_file()
+    if out.exists() and not is_site and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an exported site: choose an empty or new folder")
+
+
+def _neighbor_rows(emb, k: int, exclude, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) int64 rows into ``emb.ids`` of each game's neighbours (-1 where fewer) and (N, k)
+    float32 cosines, best first."""
+    from ..search import match_all
+
+    table = match_all(emb, k=k, exclude=exclude, progress=progress)
+    row_of = {i: r for r, i in enumerate(emb.ids)}
+    n = len(emb.ids)
+    nb_rows = np.full((n, k), -1, np.int64)
+    nb_scores = np.zeros((n, k), np.float32)
+    q = table["query_id"].astype(str).map(row_of).to_numpy()
+    nb_rows[q, table["rank"].to_numpy() - 1] = table["id"].astype(str).map(row_of).to_numpy()
+    nb_scores[q, table["rank"].to_numpy() - 1] = table["score"].to_numpy()
+    return nb_rows, nb_scores
+
+
+def _games(data, emb, k: int, with_map: bool, n_clusters: int | None) -> dict:
+    """``games.json`` without the thumbnail flags; the map's fields when ``with_map``."""
+    from ..core.manifest import load_names
+
+    names = load_names(data)
+    games = {
+        "version": 1,
+        "setting": emb.setting,
+        "k": k,
+        "shard": SHARD,
+        "count": len(emb.ids),
+        "ids": list(emb.ids),
+        "names": [names.get(i, "") for i in emb.ids],
+    }
+    return games | (_map_fields(data, emb, names, n_clusters) if with_map else {})
+
+
+def _map_fields(data, emb, names: dict, n_clusters: int | None) -> dict:
+    """``x``, ``y`` (0..``MAP_SCALE``), ``cluster`` per game and ``clusters`` (size, central
+    rows) of ``games.json``, from the cached catalogue map."""
+    from ..views.map import describe_clusters, map_catalog
+
+    cmap = map_catalog(data, emb.setting, n_clusters=n_clusters)
+    summary = describe_clusters(cmap, names, top=3)
+    row_of = {i: r for r, i in enumerate(emb.ids)}
+    return {
+        "x": np.rint(cmap["x"].to_numpy() * MAP_SCALE).astype(int).tolist(),
+        "y": np.rint(cmap["y"].to_numpy() * MAP_SCALE).astype(int).tolist(),
+        "cluster": cmap["cluster"].astype(int).tolist(),
+        "clusters": [
+            {"cluster": int(c), "size": int(s), "central": [row_of[i] for i in ids]}
+            for c, s, ids in zip(summary["cluster"], summary["size"], summary["central_ids"])
+        ],
+    }
+
+
+def _write_shards(tmp: Path, nb_rows: np.ndarray, nb_scores: np.ndarray) -> None:
+    """``data/neighbors-{shard}.json``: ``SHARD`` games' rows and cosines (3 decimals) each."""
+    for start in range(0, len(nb_rows), SHARD):
+        stop = min(start + SHARD, len(nb_rows))
+        shard = {
+            "rows": nb_rows[start:stop].tolist(),
+            "scores": np.round(nb_scores[start:stop].astype(np.float64), 3).tolist(),
+        }
+        _write_json(tmp / "data" / f"neighbors-{start // SHARD}.json", shard)
+
+
+def _write_thumbnails(tmp: Path, ids: list[str], files: dict, workers: int, progress: bool):
+    """``thumbs/{row // SHARD}/{row}.webp`` for every game with a readable image.
+
+    Returns:
+        ``(has_thumb, skipped)``: (N,) bool per row, and ``{id: reason}`` for the others.
+    """
+    from tqdm.auto import tqdm
+
+    jobs = [(r, files[i]) for r, i in enumerate(ids) if i in files]
+    skipped = {i: "no image file" for i in ids if i not in files}
+    for folder in {r // SHARD for r, _ in jobs}:
+        (tmp / "thumbs" / str(folder)).mkdir(parents=True)
+    has_thumb = np.zeros(len(ids), bool)
+
+    def one(job):
+        row, src = job
+        try:
+            make_thumbnail(src, tmp / "thumbs" / str(row // SHARD) / f"{row}.webp")
+            return row, ""
+        except Exception as e:  # an unreadable banner is a tile without a picture
+            return row, f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = pool.map(one, jobs)
+        for row, err in tqdm(results, total=len(jobs), unit="thumb", disable=not progress):
+            if err:
+                skipped[ids[row]] = err
+                logger.warning("no thumbnail for %s: %s", ids[row], err)
+            else:
+                has_thumb[row] = True
+    return has_thumb, skipped
+
+
+def _write_json(path: Path, obj) -> None:
+    # Compact, ASCII only: any server and any browser read it the same way; NaN is never written.
+    path.write_text(json.dumps(obj, separators=(",", ":"), allow_nan=False), encoding="ascii")
