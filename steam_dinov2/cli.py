@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from .audit.audit import NEAR_DUP_THRESHOLD
+from .audit.cleanvision import ISSUE_TYPES
 from .commands import (
     cmd_audit,
     cmd_download,
@@ -19,6 +21,12 @@ from .commands import (
     cmd_models,
     cmd_run,
 )
+from .core.codec import DEFAULT_SIZE, SIZES
+from .core.net import DEFAULT_DEADLINE
+from .embedding.pooling import POOLINGS
+from .embedding.preprocess import PRESETS
+from .evaluation.evaluate import COPY_SAMPLE, TRUTHS
+from .steam.download import DEFAULT_WORKERS
 
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
 
@@ -37,8 +45,6 @@ def count(text: str) -> int:  # 0 allowed: --workers 0 decodes in-process, --cop
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    from .embedding.pooling import POOLINGS
-    from .embedding.preprocess import PRESETS
 
     p.add_argument(
         "--model",
@@ -70,9 +76,6 @@ def _add_match_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_download_options(p: argparse.ArgumentParser) -> None:
-    from .core.codec import DEFAULT_SIZE, SIZES
-    from .core.net import DEFAULT_DEADLINE
-    from .steam.download import DEFAULT_WORKERS
 
     p.add_argument(
         "--source",
@@ -94,8 +97,6 @@ def _add_download_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_audit_options(p: argparse.ArgumentParser) -> None:
-    from .audit.audit import NEAR_DUP_THRESHOLD
-    from .audit.cleanvision import ISSUE_TYPES
 
     p.add_argument(
         "--issue-types",
@@ -144,7 +145,6 @@ def _add_metadata_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluate_options(p: argparse.ArgumentParser) -> None:
-    from .evaluation.evaluate import COPY_SAMPLE, TRUTHS
 
     p.add_argument("--settings", nargs="+", metavar="NAME", help="cached settings (default: all)")
     p.add_argument(
@@ -170,7 +170,6 @@ def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_folder_options(p: argparse.ArgumentParser) -> None:
-    from .core.codec import DEFAULT_SIZE, SIZES
 
     p.add_argument("src", help="folder of images (subfolders included)")
     _add_data(p)

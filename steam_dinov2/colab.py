@@ -12,6 +12,10 @@ import os
 import sys
 from pathlib import Path
 
+from .collection.snapshot import import_snapshot
+from .core.manifest import collection_images
+from .steam.download import download_banners
+
 logger = logging.getLogger(__name__)
 
 DRIVE_MOUNT = "/content/drive"  # where Colab's drive.mount puts Google Drive
@@ -76,7 +80,6 @@ class NothingToDo(Exception):
 
 def count_banners(data: str | os.PathLike) -> int:
     """Number of banners in the collection of ``data`` (``manifest.collection_images``)."""
-    from .core.manifest import collection_images
 
     return len(collection_images(data))
 
@@ -102,13 +105,9 @@ def ensure_banners(data: str | os.PathLike, *, if_empty: str | None = "stop") ->
             'DATA_DIR, or set IF_EMPTY = "download" (a small set) or "july-2023" here.'
         )
     if if_empty == "download":
-        from .steam.download import download_banners
-
         logger.info("no banners in %s: downloading %d games listed by SteamSpy", data, SMALL_SET)
         download_banners(data, source="steamspy", limit=SMALL_SET)
     else:
-        from .collection.snapshot import import_snapshot
-
         import_snapshot(if_empty, data)
     n = count_banners(data)
     if not n:

@@ -3,13 +3,26 @@ calls the package and prints one short report (``cli`` builds the parser)."""
 
 from __future__ import annotations
 
+from .audit.audit import AuditRun, audit_banners, load_exclusions
+from .collection.folder import import_folder
+from .collection.snapshot import import_snapshot
 from .core import files, layout
+from .core.net import SteamHttp
+from .embedding.embed import embed_folder, load_embeddings
+from .embedding.models import available_models
+from .embedding.setting import Setting
+from .evaluation.evaluate import evaluate_settings
+from .evaluation.scoreboard import describe_best, rank_settings
+from .search import describe_exclusions, match_all
+from .steam.download import download_banners
+from .steam.metadata import fetch_metadata
+from .views.compare import plot_games
+from .views.site import export_site
 
 
 def _setting(args):
     """The ``Setting`` the model options name (``--model --preset --pooling --no-pretrained
     --weights``, and ``--device`` for the precision)."""
-    from .embedding.setting import Setting
 
     return Setting.create(
         args.model,
@@ -23,7 +36,6 @@ def _setting(args):
 
 def cmd_models(args) -> int:
     print(f"{'name':<20} {'family':<7} {'dim':>5} {'patch':>5}  timm architecture")
-    from .embedding.models import available_models
 
     for m in available_models():
         print(f"{m['name']:<20} {m['family']:<7} {m['dim']:>5} {m['patch_size']:>5}  {m['arch']}")
@@ -45,7 +57,6 @@ def _collection(args):
 
 
 def _embed(args):
-    from .embedding.embed import embed_folder
 
     emb = embed_folder(
         _collection(args),
@@ -72,14 +83,11 @@ def cmd_embed(args) -> int:
 
 
 def _exclusions(args) -> dict:
-    from .audit.audit import load_exclusions
 
     return {} if args.include_excluded else load_exclusions(args.data)
 
 
 def _match(args, emb=None, exclude=None):
-    from .embedding.embed import load_embeddings
-    from .search import describe_exclusions, match_all
 
     exclude = _exclusions(args) if exclude is None else exclude
     emb = emb or load_embeddings(args.data, _setting(args))
@@ -98,8 +106,6 @@ def cmd_match(args) -> int:
 
 
 def _download(args):
-    from .core.net import SteamHttp
-    from .steam.download import download_banners
 
     if not args.deadline > 0:
         raise ValueError(f"--deadline must be > 0 seconds, got {args.deadline}")
@@ -121,7 +127,6 @@ def cmd_download(args) -> int:
 
 
 def cmd_import_snapshot(args) -> int:
-    from .collection.snapshot import import_snapshot
 
     n = import_snapshot(args.src, args.data, apps=args.apps)
     print(f"{n} banners imported -> {layout.banners_dir(args.data)}")
@@ -129,7 +134,6 @@ def cmd_import_snapshot(args) -> int:
 
 
 def cmd_import_folder(args) -> int:
-    from .collection.folder import import_folder
 
     report = import_folder(args.src, args.data, size=args.size)
     print(f"{report} -> {layout.banners_dir(args.data)}")
@@ -139,7 +143,6 @@ def cmd_import_folder(args) -> int:
 
 
 def _audit(args):
-    from .audit.audit import AuditRun, audit_banners
 
     thresholds = {}
     for item in args.threshold:
@@ -172,7 +175,6 @@ def cmd_audit(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .views.compare import plot_games
 
     if not args.skip_download:
         _download(args)
@@ -190,7 +192,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_metadata(args) -> int:
-    from .steam.metadata import fetch_metadata
 
     print(
         f"{fetch_metadata(args.data, refresh=args.refresh)}\n-> {layout.metadata_path(args.data)}"
@@ -200,9 +201,6 @@ def cmd_metadata(args) -> int:
 
 def cmd_evaluate(args) -> int:
     import pandas as pd
-
-    from .evaluation.evaluate import evaluate_settings
-    from .evaluation.scoreboard import describe_best, rank_settings
 
     result = evaluate_settings(
         args.data,
@@ -223,7 +221,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export_site(args) -> int:
-    from .views.site import export_site
 
     setting = args.setting or _setting(args).name
     report = export_site(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .core.progress import tqdm
 from .embedding.embed import Embeddings
 
 # Writing and serving match tables lives in ``export``; these names stay importable from here.
@@ -219,7 +220,6 @@ def match_all(
     Returns:
         DataFrame ``query_id, rank, id, score`` (rank 1 is the best; score float32 cosine).
     """
-    from .core.progress import tqdm
 
     _check_k(k)
     if exclude:

@@ -26,6 +26,7 @@ from ..audit.groups import (
 )
 from ..core import files, layout
 from ..core.manifest import collection_images
+from ..embedding.embed import embed_folder
 from ..embedding.setting import RANDOM, Setting, as_setting
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,6 @@ def audit_banners(
 
 
 def _embed_banners(data, setting: Setting, run: AuditRun):
-    from ..embedding.embed import embed_folder
 
     options = {"batch_size": run.batch_size, "device": run.device, "progress": run.progress}
     return embed_folder(layout.banners_dir(data), data, setting=setting, **options)

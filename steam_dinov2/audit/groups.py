@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..audit.cleanvision import DUPLICATE_TYPES, PROPERTY_TYPES
+from ..search import build_index, find_duplicate_groups, search_index
 
 EMBEDDING_DUPLICATES = "embedding_duplicates"
 
@@ -32,7 +33,6 @@ def embedding_duplicates(issues, emb, clean: list[str], threshold) -> list[list[
     Apps with a property issue stay out: dark, flat or blank banners all look alike to a ViT and
     would chain unrelated games into one group (they are excluded anyway).
     """
-    from ..search import build_index, find_duplicate_groups, search_index
 
     at = {i: r for r, i in enumerate(emb.ids)}
     clean = [i for i in clean if i in at]

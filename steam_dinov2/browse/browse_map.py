@@ -6,6 +6,9 @@ from __future__ import annotations
 import html
 import io
 
+from ..views.explain import plot_match_explained
+from ..views.map import cluster_members, describe_clusters, map_catalog
+
 
 class ClusterPages:
     """Mixin of ``browse.Browser``: *Clusters*, a cluster picker with pages, and *Why?* on every
@@ -36,7 +39,6 @@ class ClusterPages:
         self.widget.children += (row, self.explained)
 
     def _load_clusters(self):
-        from ..views.map import describe_clusters, map_catalog
 
         setting = self.setting.value
         if setting not in self._maps:
@@ -49,7 +51,6 @@ class ClusterPages:
         ]
 
     def _show_cluster(self, cluster, step: int):
-        from ..views.map import cluster_members
 
         if cluster is None or self.setting.value not in self._maps:
             return
@@ -77,7 +78,6 @@ class ClusterPages:
 
     def explain(self, query, neighbor):
         """Show the patch heatmaps of a pair (``explain.plot_match_explained``) under the grid."""
-        from ..views.explain import plot_match_explained
 
         if not self.explain_with:
             raise ValueError(

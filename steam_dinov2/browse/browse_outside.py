@@ -7,8 +7,10 @@ import hashlib
 import html
 
 from ..browse.settings import is_trusted_model
+from ..core.codec import resize_banner
 from ..embedding.embed import embed_image
 from ..embedding.setting import Setting
+from ..steam.fetch import fetch_banner
 
 
 class OutsideQueries:
@@ -63,7 +65,6 @@ class OutsideQueries:
         return self._models[name]
 
     def _show_outside_id(self, app_id: str):
-        from ..steam.fetch import fetch_banner
 
         app_id = app_id.strip()
         if app_id in self._emb_for().ids:
@@ -80,7 +81,6 @@ class OutsideQueries:
         self.show(app_id, outside=True)
 
     def _show_upload(self):
-        from ..core.codec import resize_banner
 
         files = self.upload.value
         if not files:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import logging
 
 from ..core import layout
+from ..embedding.cache_check import read_cache_meta
+from ..embedding.models import MODELS
+from ..embedding.setting import Setting
 
 logger = logging.getLogger(__name__)
 
@@ -15,13 +18,10 @@ def offered_settings(data, settings, model, first=None) -> list[str]:
     """The settings the browser offers, ``first`` first: those named, else the cached ones whose
     model is in the registry or is ``model`` (those of ``model`` first, then the most recently
     embedded); others are left out with a warning, so a planted cache never becomes the default."""
-    from ..embedding.cache_check import read_cache_meta
 
     if first is not None:
         cached = layout.list_settings(data)
         if first not in cached:
-            from ..embedding.setting import Setting
-
             Setting.from_name(first)  # a malformed name says so before "no embedding cache"
             raise ValueError(
                 f"setting {first!r} has no embedding cache in {data}; cached: "
@@ -54,6 +54,5 @@ def offered_settings(data, settings, model, first=None) -> list[str]:
 
 def is_trusted_model(name: str, chosen: str | None) -> bool:
     """Whether a cache naming the model ``name`` may load it: a registry model, or the one chosen."""
-    from ..embedding.models import MODELS
 
     return name in MODELS or (chosen is not None and name == chosen)

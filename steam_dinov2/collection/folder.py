@@ -33,6 +33,7 @@ from ..core.manifest import (
     write_manifest,
 )
 from ..core.progress import tqdm
+from ..embedding.embed import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,6 @@ def list_folder_images(src: str | os.PathLike) -> dict[str, Path]:
 
     Hidden files and folders (a leading dot) are left out.
     """
-    from ..embedding.embed import IMAGE_SUFFIXES
 
     root = Path(src)
     if not root.is_dir():

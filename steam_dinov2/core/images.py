@@ -15,6 +15,7 @@ from PIL import Image
 from ..core import files, layout
 from ..core.codec import check_pixels
 from ..core.files import IMAGE_SUFFIXES
+from ..core.manifest import collection_images
 from ..embedding.models import model_info
 from ..embedding.preprocess import FULL_SIZE, make_transform
 
@@ -49,7 +50,6 @@ def images_of(data: str | os.PathLike, images: str | os.PathLike | None = None) 
     banners = layout.banners_dir(data)
     if images is not None and Path(images).resolve() != banners.resolve():
         return list_images(images)
-    from ..core.manifest import collection_images
 
     return {str(a): p for a, p in collection_images(data).items()}
 

@@ -14,6 +14,7 @@ from PIL import Image
 from ..core import layout
 from ..core.files import IMAGE_SUFFIXES
 from ..core.images import image_loader, images_of, in_collection
+from ..core.progress import tqdm
 from ..embedding.cache import (
     CHECKPOINT_EVERY,
     CachedRows,
@@ -62,7 +63,6 @@ def embed_images(
         image; kept, the M indices into ``paths`` of those rows; errors, ``{path: reason}`` for the
         images skipped (unreadable, truncated, not an image, too large).
     """
-    from ..core.progress import tqdm
 
     paths = [str(p) for p in paths]
     loader = image_loader(paths, model, preset, batch_size, num_workers)

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..core import layout
+from ..embedding.models import load_model, select_device, weights_tag
 
 PRETRAINED = "pretrained"
 RANDOM = "random"
@@ -62,7 +63,6 @@ class Setting:
         device="auto",
     ) -> Setting:
         """The setting ``load_model(model, pretrained=, weights=, device=)`` embeds with."""
-        from ..embedding.models import select_device, weights_tag
 
         tag = weights_tag(pretrained=pretrained, weights=weights) or PRETRAINED
         return cls(
@@ -118,7 +118,6 @@ class Setting:
 
     def load_model(self, *, device="auto"):
         """``load_model`` for this setting; ValueError when a weights file is needed but absent."""
-        from ..embedding.models import load_model
 
         if self.weights.startswith("w-") and self.weights_file is None:
             raise ValueError(

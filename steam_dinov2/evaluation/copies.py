@@ -15,6 +15,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from ..core.codec import check_pixels, to_rgb
+from ..embedding.embed import CPU_FORWARD_BATCH
+from ..embedding.models import model_info
+from ..embedding.pooling import pool_tokens
+from ..embedding.preprocess import make_transform
 from ..embedding.setting import as_setting
 
 if TYPE_CHECKING:
@@ -92,8 +96,6 @@ def embed_variants(
         ``sources`` (V,) int64 index into ``paths`` of each row's image; ``kinds`` its variant
         name. An unreadable image gives no rows (logged).
     """
-    from ..embedding.models import model_info
-    from ..embedding.preprocess import make_transform
 
     setting = as_setting(setting)
     model = setting.load_model(device=device) if model is None else model
@@ -128,7 +130,6 @@ class _Embedder:
     """Transformed images in, pooled rows out, ``batch_size`` images a forward pass."""
 
     def __init__(self, model, pooling: str, batch_size: int) -> None:
-        from ..embedding.embed import CPU_FORWARD_BATCH
 
         self.model, self.pooling, self.batch_size = model, pooling, batch_size
         self.device = next(model.parameters()).device
@@ -142,8 +143,6 @@ class _Embedder:
 
     def _flush(self) -> None:
         import torch
-
-        from ..embedding.pooling import pool_tokens
 
         x = torch.stack(self.pending).to(self.device)
         with torch.inference_mode():

@@ -33,7 +33,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..core import files, layout
-from ..embedding.embed import load_embeddings
+from ..embedding.embed import images_of, load_embeddings
+from ..embedding.pooling import POOLINGS
+from ..embedding.preprocess import PRESETS
+from ..embedding.setting import setting_of
 from ..evaluation.cache import cached_neighbors, cached_table, digest
 from ..evaluation.copies import VARIANTS
 from ..evaluation.ranking import agreement, ideal_gains
@@ -47,6 +50,7 @@ from ..evaluation.truths import (
     score_tags,
     tag_vectors,
 )
+from ..steam.metadata import empty_metadata, read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +129,6 @@ def evaluate_settings(
         An ``Evaluation``; a truth that cannot be scored (no metadata, no query, no model) is
         listed in ``skipped`` with the reason, never raised.
     """
-    from ..embedding.embed import images_of
 
     settings = _checked_request(data, settings, truths, variants, k, copies)
     images = images or layout.banners_dir(data)
@@ -146,7 +149,6 @@ def evaluate_settings(
 
 def _read_labels(data) -> tuple[pd.DataFrame, str]:
     """``(metadata, why empty)``: a damaged table reads as empty, its reason kept for the skips."""
-    from ..steam.metadata import empty_metadata, read_metadata
 
     try:
         return read_metadata(data), "no metadata"
@@ -190,7 +192,6 @@ def _write(data, result: Evaluation) -> None:
 
 def _checked_request(data, settings, truths, variants, k: int, copies: int) -> list[str]:
     """The setting names to score; ValueError naming the choices for anything unknown."""
-    from ..embedding.setting import setting_of
 
     cached = layout.list_settings(data)
     if not cached:
@@ -246,8 +247,6 @@ def _score_truth(run: _Run, emb, truth: str, neighbors, base: dict) -> pd.DataFr
 
 
 def _copies(run: _Run, emb) -> pd.DataFrame:
-    from ..embedding.pooling import POOLINGS
-    from ..embedding.preprocess import PRESETS
 
     if emb.meta.get("preset") not in PRESETS or emb.meta.get("pooling") not in POOLINGS:
         raise _Skip("the cache names an unknown preset or pooling")

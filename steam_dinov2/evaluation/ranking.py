@@ -8,6 +8,8 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from ..search import build_index
+
 BLOCK = 4096  # queries per faiss call: bounds the result buffers whatever N is
 
 
@@ -23,7 +25,6 @@ def rank_rows(vectors: np.ndarray, queries: np.ndarray, k: int, self_rows=None) 
     Returns:
         (Q, k') int64 rows, k' = min(k, N - 1 if self_rows is given else N), best first.
     """
-    from ..search import build_index
 
     n, excl = len(vectors), self_rows is not None
     kk = max(0, min(k, n - excl))
@@ -53,7 +54,6 @@ def rank_rows(vectors: np.ndarray, queries: np.ndarray, k: int, self_rows=None) 
 def ideal_gains(tags: np.ndarray, k: int) -> np.ndarray:
     """(N, k') the largest tag cosines of each row with the other rows, best first (k' = min(k,
     N - 1)). Ties need no order here: only the values enter IDCG."""
-    from ..search import build_index
 
     n = len(tags)
     kk = max(0, min(k, n - 1))

@@ -8,6 +8,9 @@ import pandas as pd
 
 from ..core import files
 from ..embedding.embed import Embeddings
+from ..embedding.models import MODELS, weights_tag
+from ..embedding.setting import Setting
+from ..evaluation.copies import embed_variants
 from ..evaluation.metrics import (
     average_precision_at_k,
     dcg_at_k,
@@ -162,8 +165,6 @@ def copy_model(meta: dict, *, weights=None, device="auto"):
     The model name comes from the cache (untrusted): only a registry name is loaded, with its
     pretrained weights, random weights, or ``weights`` when that file is the one the cache names.
     """
-    from ..embedding.models import MODELS, weights_tag
-    from ..embedding.setting import Setting
 
     name, tag = meta.get("model"), meta.get("weights")
     if name not in MODELS:
@@ -186,8 +187,6 @@ def copy_model(meta: dict, *, weights=None, device="auto"):
 
 def score_copies(emb, model, paths: dict[str, str], k: int, *, sample, seed, variants):
     """Per-query recall@1 of planted copies (``copy:<variant>`` rows; see the module docstring)."""
-    from ..embedding.setting import Setting
-    from ..evaluation.copies import embed_variants
 
     ids = sorted(i for i in emb.ids if i in paths)
     rng = np.random.default_rng(seed)

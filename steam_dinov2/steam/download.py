@@ -24,6 +24,7 @@ from ..core.net import HttpError, SteamHttp
 from ..core.progress import tqdm
 from ..steam.catalog import GETITEMS_BATCH, STEAMSPY_WAIT, banner_url, fetch_store_items, list_apps
 from ..steam.fetch import MISSING, FetchPipeline
+from ..steam.metadata import fetch_metadata_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +165,6 @@ def _download_locked(data, options: _Options, http: SteamHttp | None) -> Downloa
         book.flush()  # only this thread touches the book: consistent at any moment
     report = tally.report(len(names) - len(pending), time.monotonic() - start)
     if options.metadata:
-        from ..steam.metadata import fetch_metadata_quietly
-
         summary = fetch_metadata_quietly(data, http, options.progress)
         report = dataclasses.replace(report, metadata=summary)
     logger.debug("download: %s", report)  # the report is returned: its caller shows it once

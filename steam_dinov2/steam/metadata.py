@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..core import files, layout
+from ..core.manifest import collection_images
 from ..core.net import HttpError, SteamHttp
 from ..steam.catalog import (
     GETITEMS_BATCH,
@@ -224,7 +225,6 @@ def fetch_metadata_quietly(data: str | os.PathLike, http: SteamHttp, progress: b
 
 def _collection_ids(data) -> list[int]:
     """The collection's Steam app ids: own images (``import-folder``) have no store page."""
-    from ..core.manifest import collection_images
 
     return [a for a in collection_images(data) if files.is_steam_id(a)]
 

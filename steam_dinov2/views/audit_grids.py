@@ -7,6 +7,7 @@ import os
 from ..audit.audit import audited_types, read_issues
 from ..core import layout
 from ..core.manifest import load_names
+from ..views.grids import escape_mathtext, name_with_id, plot_image_grid
 
 
 def plot_audit_examples(data: str | os.PathLike, issue_type: str, *, n: int = 10, ncols: int = 5):
@@ -22,7 +23,6 @@ def plot_audit_examples(data: str | os.PathLike, issue_type: str, *, n: int = 10
     Raises:
         ValueError: no audit in ``data``, or ``issue_type`` was not audited (names the types).
     """
-    from ..views.grids import escape_mathtext, name_with_id, plot_image_grid
 
     issues = read_issues(data)
     if issue_type not in audited_types(issues):

@@ -12,7 +12,14 @@ from ..embedding.setting import Setting
 from ..names import search_games
 from ..search import describe_exclusions, find_neighbors, index_collection
 from ..views.explain import overlay_matches
-from ..views.grids import blank_banner, escape_mathtext, frame_query, name_with_id
+from ..views.grids import (
+    blank_banner,
+    escape_mathtext,
+    frame_query,
+    name_with_id,
+    plot_image_grid,
+    plot_matches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +68,6 @@ def plot_comparison(
     Returns:
         matplotlib Figure, ``len(settings)`` rows of ``k + 1`` banners.
     """
-    from ..views.grids import plot_image_grid
 
     settings = _row_settings(settings)
     images = images or layout.banners_dir(data)
@@ -129,7 +135,6 @@ def plot_neighbors(
     Returns:
         matplotlib Figure (see ``plot_matches``).
     """
-    from ..views.grids import plot_matches
 
     app_id = str(app_id)
     names = load_names(data)
@@ -167,7 +172,6 @@ def plot_games(
     Returns:
         matplotlib Figure.
     """
-    from ..views.grids import plot_image_grid
 
     names = load_names(data)
     if exclude:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core.codec import to_rgb
+from ..core import layout
+from ..core.codec import check_pixels, to_rgb
+from ..core.manifest import load_names
 from ..embedding.models import forward_tokens, model_info
 from ..embedding.preprocess import make_transform
 from ..embedding.setting import Setting, as_setting
@@ -171,8 +173,6 @@ def plot_match_explained(
 
 def _pair(query, neighbor, data, names) -> tuple[list, list[str]]:
     """``(images, titles)`` of a query and its neighbor: app ids (with ``data``) or images."""
-    from ..core import layout
-    from ..core.manifest import load_names
 
     if names is None:
         names = load_names(data) if data is not None else {}
@@ -214,8 +214,6 @@ def overlay_matches(axes, images, *, setting: Setting, model=None) -> None:
 
 def _open(image):
     from PIL import Image
-
-    from ..core.codec import check_pixels
 
     if isinstance(image, (str, os.PathLike)):
         with Image.open(image) as img:

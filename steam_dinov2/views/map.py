@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import files, layout
+from ..embedding.embed import load_embeddings
 from ..embedding.setting import Setting, checked_name
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,6 @@ def map_catalog(
         DataFrame ``id`` (str), ``x``, ``y`` (float32 in [0, 1]), ``cluster`` (int32, 0 the
         largest), ``centrality`` (float32 cosine to the cluster's centroid), in embedding row order.
     """
-    from ..embedding.embed import load_embeddings
 
     emb = load_embeddings(data, checked_name(setting))  # a malformed name says so first
     if not emb.ids:

@@ -11,6 +11,7 @@ import pandas as pd
 from ..core import layout
 from ..core.codec import check_pixels, to_rgb
 from ..core.manifest import load_names
+from ..views.grids import name_with_id, plot_image_grid
 from ..views.map import cluster_members
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,6 @@ def plot_cluster(
     data: str | os.PathLike, table: pd.DataFrame, cluster: int, *, top: int = 12, names=None
 ):
     """The ``top`` most central banners of one cluster with their names. Returns a Figure."""
-    from ..views.grids import name_with_id, plot_image_grid
 
     names = load_names(data) if names is None else names
     ids = [

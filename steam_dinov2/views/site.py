@@ -24,8 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audit.audit import load_exclusions
+from ..core.codec import check_pixels, to_rgb
 from ..core.files import atomic_dir
-from ..embedding.setting import Setting
+from ..core.manifest import load_names
+from ..embedding.embed import images_of, load_embeddings
+from ..embedding.setting import Setting, checked_name
+from ..search import match_all
+from ..views.map import describe_clusters, map_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +60,6 @@ class SiteReport:
 def make_thumbnail(src: Path, dst: Path) -> None:
     """One banner -> a ``THUMB_WIDTH``-wide WebP; ValueError for a hostile size."""
     from PIL import Image
-
-    from ..core.codec import check_pixels, to_rgb
 
     with Image.open(src) as img:
         check_pixels(img)
@@ -95,8 +99,6 @@ def export_site(
     Returns:
         SiteReport with counts and the folder's size in bytes.
     """
-    from ..audit.audit import load_exclusions
-    from ..embedding.embed import images_of
 
     out = Path(out)
     emb = _checked_embeddings(data, setting, out, k)
@@ -118,8 +120,6 @@ def export_site(
 
 def _checked_embeddings(data, setting, out: Path, k: int):
     """The setting's ``Embeddings`` after checking ``k`` and ``out``; ValueError naming the fix."""
-    from ..embedding.embed import load_embeddings
-    from ..embedding.setting import checked_name
 
     setting = checked_name(setting)  # a malformed name says so, not "run embed first"
     if k < 1:
@@ -141,7 +141,6 @@ def _check_out(out: Path) -> None:
 def _neighbor_rows(emb, k: int, exclude, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """(N, k) int64 rows into ``emb.ids`` of each game's neighbours (-1 where fewer) and (N, k)
     float32 cosines, best first."""
-    from ..search import match_all
 
     table = match_all(emb, k=k, exclude=exclude, progress=progress)
     row_of = {i: r for r, i in enumerate(emb.ids)}
@@ -156,7 +155,6 @@ def _neighbor_rows(emb, k: int, exclude, progress: bool) -> tuple[np.ndarray, np
 
 def _games(data, emb, k: int, with_map: bool, n_clusters: int | None) -> dict:
     """``games.json`` without the thumbnail flags; the map's fields when ``with_map``."""
-    from ..core.manifest import load_names
 
     names = load_names(data)
     games = {
@@ -174,7 +172,6 @@ def _games(data, emb, k: int, with_map: bool, n_clusters: int | None) -> dict:
 def _map_fields(data, emb, names: dict, n_clusters: int | None) -> dict:
     """``x``, ``y`` (0..``MAP_SCALE``), ``cluster`` per game and ``clusters`` (size, central
     rows) of ``games.json``, from the cached catalogue map."""
-    from ..views.map import describe_clusters, map_catalog
 
     cmap = map_catalog(data, emb.setting, n_clusters=n_clusters)
     summary = describe_clusters(cmap, names, top=3)
