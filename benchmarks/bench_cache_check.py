@@ -36,8 +36,12 @@ from steam_dinov2.core import layout  # noqa: E402
 from steam_dinov2.core.files import not_a_regular_file  # noqa: E402
 from steam_dinov2.core.images import images_of, list_images  # noqa: E402
 from steam_dinov2.core.manifest import write_manifest  # noqa: E402
-from steam_dinov2.embedding.cache import CachedRows, content_hash, write_cache  # noqa: E402
-from steam_dinov2.embedding.cache_check import read_cache  # noqa: E402
+from steam_dinov2.embedding.cache import (  # noqa: E402
+    CachedRows,
+    content_hash,
+    read_cache,  # noqa: E402
+    write_cache,
+)
 from steam_dinov2.embedding.embed import _stamp, load_embeddings  # noqa: E402
 from steam_dinov2.embedding.setting import Setting  # noqa: E402
 

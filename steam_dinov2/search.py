@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+
+# Writing and serving match tables lives in ``export``; these names stay importable from here.
+import hashlib
+import heapq
+import json
 import logging
 import os
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from .core import files, layout
 from .core.progress import tqdm
 from .embedding.embed import Embeddings
-
-# Writing and serving match tables lives in ``export``; these names stay importable from here.
-from .search_tables import write_matches
+from .embedding.setting import Setting, setting_of
 
 logger = logging.getLogger(__name__)
 
@@ -284,3 +290,119 @@ def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[in
     bounds = np.flatnonzero(np.diff(root[order])) + 1
     groups = [g.tolist() for g in np.split(order, bounds) if len(g) > 1]
     return sorted(groups, key=lambda g: g[0])
+
+
+# --- Match tables on disk: ``neighbors.parquet`` stamped with what it was made from, and
+
+
+def write_matches(data: str | os.PathLike, emb, table: pd.DataFrame, exclude=()) -> None:
+    """Write ``match_all``'s table to ``matches/<setting>/neighbors.parquet`` (atomically), with
+    ``matches_made_from`` in its schema metadata so a reader can tell when it has gone stale."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    made_from = json.dumps(matches_made_from(emb, exclude)).encode()
+    arrow = arrow.replace_schema_metadata({**arrow.schema.metadata, MADE_FROM: made_from})
+    with files.atomic_path(layout.neighbors_path(data, emb.setting)) as tmp:
+        pq.write_table(arrow, tmp)
+
+
+MADE_FROM = b"steam_dinov2.made_from"
+
+
+def matches_made_from(emb, exclude=()) -> dict:
+    """The cache generation, the rows left out of it and the exclusion list a match table is
+    computed from."""
+    excluded = ",".join(sorted({str(e) for e in exclude}))
+    return {**emb.made_from(), "excluded_sha256": hashlib.sha256(excluded.encode()).hexdigest()}
+
+
+def read_matches_made_from(path) -> dict | None:
+    """``matches_made_from`` as written into a neighbors.parquet, or None for an older file."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[MADE_FROM]) if MADE_FROM in meta else None
+
+
+def export_matches(
+    data: str | os.PathLike, setting: str | Setting, *, names: dict[str, str] | None = None
+):
+    """Write the match table for serving: ``neighbors.json`` beside ``neighbors.parquet``.
+
+    The JSON maps each query id to its neighbours best first, ``[{"id", "name", "score"}, ...]``
+    (scores rounded to 4 decimals), so a web page can look a game up without pandas.
+
+    Returns:
+        ``(parquet_path, json_path)``.
+    """
+    setting = setting_of(setting)
+    path = layout.neighbors_path(data, setting)
+    if not path.is_file():
+        raise ValueError(f"no matches for setting {setting!r}: run `match` first")
+    table = pd.read_parquet(path).sort_values(["query_id", "rank"])
+    names = names or {}
+    out = {
+        q: [
+            {"id": i, "name": names.get(i, ""), "score": round(float(s), 4)}
+            for i, s in zip(g["id"], g["score"])
+        ]
+        for q, g in table.groupby("query_id", sort=False)
+    }
+    json_path = layout.neighbors_json_path(data, setting)
+    files.write_text_atomic(json_path, json.dumps(out, ensure_ascii=False))
+    return path, json_path
+
+
+# --- Find games by name: case, accents, punctuation and small typos forgiven (rapidfuzz).
+
+WORD_CUTOFF = 75
+
+
+@functools.cache  # the browser searches the same 30,000 names on every keystroke
+def normalize_name(text: str) -> str:
+    """Lower case, accents and punctuation dropped, spaces collapsed: "Pokémon: Red!" -> "pokemon red"."""
+    text = unicodedata.normalize("NFKD", str(text))
+    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    return " ".join("".join(c if c.isalnum() else " " for c in text).split())
+
+
+def search_games(names: dict[str, str], text: str, *, ids=None, limit: int = 20) -> list[str]:
+    """Ids whose name holds every word of ``text``, allowing a typo per word, best first.
+
+    Args:
+        names: ``{id: name}``.
+        text: part of a name, any case, accents or punctuation, small typos; or an app id.
+        ids: the ids that may be returned (default: all of ``names``).
+        limit: at most this many.
+
+    Returns:
+        Ids: an exact id first; then names by how well the words match (exact before a typo),
+        names starting with the query, shorter names first.
+    """
+    from rapidfuzz import fuzz, process
+
+    pool = list(names) if ids is None else list(ids)
+    text = text.strip()
+    hits = [text] if text in set(pool) else []
+    words = normalize_name(text).split()
+    if not words or not pool:
+        return hits[:limit]
+    query = " ".join(words)
+    normed = [normalize_name(names.get(i, "")) for i in pool]
+    # (words, names) scores in one C call; a name must match every word.
+    scores = process.cdist(
+        words, normed, scorer=fuzz.partial_ratio, score_cutoff=WORD_CUTOFF, dtype=np.uint8
+    )
+    keep = np.flatnonzero((scores >= WORD_CUTOFF).all(axis=0))
+    mean = scores[:, keep].mean(axis=0)
+    ranked = heapq.nsmallest(
+        limit,
+        (
+            (-s, not normed[j].startswith(query), len(normed[j]), normed[j], pool[j])
+            for s, j in zip(mean.tolist(), keep.tolist())
+            if pool[j] not in hits
+        ),
+    )
+    return (hits + [i for *_, i in ranked])[:limit]

@@ -19,7 +19,7 @@ from steam_dinov2.core.manifest import read_manifest, write_manifest
 from steam_dinov2.embedding.embed import embed_folder
 from steam_dinov2.embedding.setting import Setting
 from steam_dinov2.search import match_all
-from steam_dinov2.views.audit_grids import plot_audit_examples
+from steam_dinov2.views.grids import plot_audit_examples
 
 W, H = 224, 336
 # Random-weight dinov2_vits14 on these banners (measured): unrelated pairs reach cosine 0.960, the

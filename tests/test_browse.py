@@ -14,7 +14,7 @@ from steam_dinov2 import embed_folder, find_neighbors, load_embeddings, match_al
 from steam_dinov2.browse.browser import Browser
 from steam_dinov2.core.manifest import read_manifest, write_manifest
 from steam_dinov2.embedding.setting import Setting
-from steam_dinov2.names import normalize_name, search_games
+from steam_dinov2.search import normalize_name, search_games
 from steam_dinov2.views.compare import plot_comparison
 
 matplotlib.use("Agg")

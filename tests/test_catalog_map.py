@@ -15,8 +15,10 @@ from steam_dinov2.views.map import (
     compute_layout,
     describe_clusters,
     map_catalog,
+    plot_catalog_map,
+    plot_cluster,
+    sample_for_thumbnails,
 )
-from steam_dinov2.views.map_plots import plot_catalog_map, plot_cluster, sample_for_thumbnails
 
 SETTING = "dinov2_vits14__crop256__cls__random"
 

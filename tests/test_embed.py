@@ -20,7 +20,7 @@ from steam_dinov2.embedding.embed import images_of
 from steam_dinov2.embedding.models import forward_tokens
 from steam_dinov2.embedding.pooling import pool_tokens
 from steam_dinov2.embedding.setting import Setting
-from steam_dinov2.search_tables import export_matches, matches_made_from, read_matches_made_from
+from steam_dinov2.search import export_matches, matches_made_from, read_matches_made_from
 from steam_dinov2.views.site import export_site
 
 RANDOM = Setting(weights="random")  # dinov2_vits14__crop256__cls__random, as `vits14` makes

@@ -27,8 +27,11 @@ import pytest  # noqa: E402
 from steam_server import App, FakeSteam, bomb_png, encode_banner  # noqa: E402
 
 from steam_dinov2.cli import main  # noqa: E402
-from steam_dinov2.collection.snapshot import import_snapshot, pack_snapshot  # noqa: E402
-from steam_dinov2.collection.snapshot_archive import MAX_MEMBER_BYTES  # noqa: E402
+from steam_dinov2.collection.snapshot import (  # noqa: E402
+    MAX_MEMBER_BYTES,  # noqa: E402
+    import_snapshot,
+    pack_snapshot,
+)
 from steam_dinov2.core import files, layout
 from steam_dinov2.core.codec import encode_jpeg, resize_banner  # noqa: E402
 from steam_dinov2.core.manifest import load_names, read_manifest, write_manifest  # noqa: E402

@@ -1,4 +1,4 @@
-from steam_dinov2.names import search_games
+from steam_dinov2.search import search_games
 
 NAMES = {
     "10": "Portal",

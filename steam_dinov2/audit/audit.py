@@ -17,17 +17,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..audit.cleanvision import PROPERTY_TYPES, issue_params, readable, run_cleanvision
-from ..audit.groups import (
+from ..core import files, layout
+from ..core.manifest import collection_images
+from ..embedding.embed import embed_folder
+from ..embedding.setting import RANDOM, Setting, as_setting
+from .cleanvision import PROPERTY_TYPES, issue_params, readable, run_cleanvision
+from .groups import (
     EMBEDDING_DUPLICATES,
     embedding_duplicates,
     exclusion_reasons,
     issues_table,
 )
-from ..core import files, layout
-from ..core.manifest import collection_images
-from ..embedding.embed import embed_folder
-from ..embedding.setting import RANDOM, Setting, as_setting
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..audit.cleanvision import DUPLICATE_TYPES, PROPERTY_TYPES
 from ..search import build_index, find_duplicate_groups, search_index
+from .cleanvision import DUPLICATE_TYPES, PROPERTY_TYPES
 
 EMBEDDING_DUPLICATES = "embedding_duplicates"
 

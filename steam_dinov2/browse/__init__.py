@@ -1,1 +1,1 @@
-"""TODO"""
+"""The ipywidgets ``Browser``: search, neighbours, history, clusters, explanations and uploads."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
 import logging
@@ -12,23 +13,30 @@ import numpy as np
 import pandas as pd
 
 from ..audit.audit import load_exclusions
-from ..browse.browse_map import ClusterPages
-from ..browse.browse_outside import OutsideQueries
-from ..browse.settings import offered_settings
 from ..core import layout
+from ..core.codec import resize_banner
 from ..core.files import is_steam_id
 from ..core.manifest import load_names
-from ..embedding.embed import load_embeddings
+from ..embedding.embed import embed_image, load_embeddings
 from ..embedding.setting import Setting, setting_of
-from ..names import search_games
-from ..search import describe_exclusions, find_neighbors, index_collection
-from ..search_tables import matches_made_from, read_matches_made_from
+from ..search import (
+    describe_exclusions,
+    find_neighbors,
+    index_collection,
+    matches_made_from,
+    read_matches_made_from,
+    search_games,
+)
+from ..steam.fetch import fetch_banner
+from ..views.explain import plot_match_explained
+from ..views.map import cluster_members, describe_clusters, map_catalog
+from .settings import is_trusted_model, offered_settings
 
 logger = logging.getLogger(__name__)
 STORE_URL = "https://store.steampowered.com/app/{}"
 
 
-class Browser(OutsideQueries, ClusterPages):
+class Browser:
     """The widget app; ``browser.widget`` is what a notebook displays (displaying the object works too).
 
     The state is plain Python so tests can drive it: ``search.value``, ``choices.value``,
@@ -257,6 +265,165 @@ class Browser(OutsideQueries, ClusterPages):
             tile.button.on_click(lambda _: self.show(app_id))
             tile.children += (tile.button,)
         return tile
+
+    # --- the *Fetch* box and the *Upload* button.
+
+    def _vector(self, key: str):
+        setting = self.setting.value
+        if (key, setting) not in self._vectors:
+            meta = self._emb_for().meta
+            vector = embed_image(
+                self.images[key], self._model(), preset=meta["preset"], pooling=meta["pooling"]
+            )
+            self._vectors[key, setting] = vector
+        return self._vectors[key, setting]
+
+    def current_setting(self) -> Setting:
+        """The setting on screen as a ``Setting`` (from its cache's ``meta.json``), with the
+        weights file of the ``Setting`` given to the browser when it is that setting's file."""
+        meta = self._emb_for().meta
+        chosen = self.chosen if self.chosen and self.chosen.weights == meta["weights"] else None
+        return Setting(
+            meta["model"],
+            meta["preset"],
+            meta["pooling"],
+            weights=meta["weights"],
+            precision=meta.get("precision", "fp32"),
+            weights_file=chosen.weights_file if chosen else None,
+        )
+
+    def _model(self):
+        """The current setting's model, loaded once; ValueError unless it is trusted."""
+        name = self.setting.value
+        if name not in self._models:
+            setting = self.current_setting()
+            if not is_trusted_model(setting.model, self.model):
+                raise ValueError(
+                    f"setting {name} names the model {setting.model!r}, which is neither in the "
+                    "registry nor the one you gave: pass Browser(..., setting=Setting.create("
+                    "NAME, ...)) with the model you trust to query images from outside"
+                )
+            if setting.weights.startswith("w-") and setting.weights_file is None:
+                raise ValueError(
+                    f"setting {name} was embedded with the weights file {setting.weights}: pass "
+                    "Browser(..., setting=Setting.create(MODEL, ..., weights=PATH)) with that "
+                    "file to query images from outside"
+                )
+            self._models[name] = setting.load_model()
+        return self._models[name]
+
+    def _show_outside_id(self, app_id: str):
+
+        app_id = app_id.strip()
+        if app_id in self._emb_for().ids:
+            return self.show(app_id)
+        if not app_id.isdigit():
+            raise ValueError(f"an app id is a number, got {app_id!r}")
+        try:
+            self.images[app_id] = fetch_banner(int(app_id))
+        except Exception as e:  # network, 404, not an image: say so in the app
+            self.status.value = (
+                f"<b>Could not fetch app {html.escape(app_id)}:</b> {html.escape(str(e))}"
+            )
+            return
+        self.show(app_id, outside=True)
+
+    def _show_upload(self):
+
+        files = self.upload.value
+        if not files:
+            return
+        item = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
+        content = bytes(item["content"])
+        # ipywidgets 8 gives the name beside the content, 7 (what Colab ships) in "metadata".
+        name = item.get("name") or item.get("metadata", {}).get("name", "upload")
+        # Keyed by content too: two uploads named image.png are two different queries.
+        key = f"{name} [{hashlib.sha256(content).hexdigest()[:8]}]"
+        try:  # resize_banner turns every decoder failure into a ValueError with the reason
+            self.images[key] = resize_banner(content)
+        except ValueError as e:
+            raise ValueError(f"could not read the upload {name}: {e}") from None
+        self.show(key, outside=True)
+
+    # --- *Clusters*, a cluster picker with pages, and *Why?* on every
+
+    def _add_clusters_and_explain(self, explain_with):
+        """Widgets to page through a cluster of the map, and, when ``explain_with``, a "Why?"
+        button on every neighbor (patch heatmaps with the current setting's model)."""
+        import ipywidgets as w
+
+        self.explain_with, self._maps = explain_with, {}
+        self.cluster_page, self.cluster_page_size = 0, 24
+        self.clusters = w.Button(description="Clusters", tooltip="group the games by look")
+        self.cluster = w.Dropdown(options=[], description="Cluster", layout=w.Layout(width="520px"))
+        self.cluster_prev, self.cluster_next = w.Button(description="<"), w.Button(description=">")
+        self.explained = w.Image(format="png", layout=w.Layout(display="none"))
+        guard = self._guard
+        self.clusters.on_click(guard(lambda _: self._load_clusters()))
+        self.cluster.observe(guard(lambda ch: self._show_cluster(ch["new"], 0)), "value")
+        self.cluster_prev.on_click(guard(lambda _: self._show_cluster(self.cluster.value, -1)))
+        self.cluster_next.on_click(guard(lambda _: self._show_cluster(self.cluster.value, +1)))
+        row = w.HBox([self.clusters, self.cluster, self.cluster_prev, self.cluster_next])
+        self.widget.children += (row, self.explained)
+
+    def _load_clusters(self):
+
+        setting = self.setting.value
+        if setting not in self._maps:
+            self.status.value = "laying out the catalogue (once per setting)..."
+            self._maps[setting] = map_catalog(self.data, setting)
+        summary = describe_clusters(self._maps[setting], self.names, top=3)
+        self.cluster.options = [
+            (f"{c} ({n} games): {', '.join(central)}", int(c))
+            for c, n, central in zip(summary["cluster"], summary["size"], summary["central_names"])
+        ]
+
+    def _show_cluster(self, cluster, step: int):
+
+        if cluster is None or self.setting.value not in self._maps:
+            return
+        members = cluster_members(self._maps[self.setting.value], cluster)
+        per_page = self.cluster_page_size
+        pages = max(1, -(-len(members) // per_page))
+        self.cluster_page = 0 if step == 0 else min(max(self.cluster_page + step, 0), pages - 1)
+        start = self.cluster_page * per_page
+        self.shown = [(i, None) for i in members[start : start + per_page]]
+        self.tiles = [self._tile(i, html.escape(self.names.get(i, i)), i) for i, _ in self.shown]
+        self.grid.children = self.tiles
+        self.status.value = (
+            f"cluster {int(cluster)}: {len(members)} games, page {self.cluster_page + 1} of {pages}"
+        )
+
+    def _add_why_buttons(self):
+        import ipywidgets as w
+
+        qid = self.history[self.position].get("id") if self.position >= 0 else None
+        for tile in self.tiles:
+            if qid and tile.app_id and self.explain_with:  # not asked for: no button
+                tile.why = w.Button(description="Why?", layout=w.Layout(width="112px"))
+                tile.why.on_click(self._guard(lambda _, n=tile.app_id: self.explain(qid, n)))
+                tile.children += (tile.why,)
+
+    def explain(self, query, neighbor):
+        """Show the patch heatmaps of a pair (``explain.plot_match_explained``) under the grid."""
+
+        if not self.explain_with:
+            raise ValueError(
+                "to explain matches, open the browser with Browser(..., explain_with=True)"
+            )
+        fig = plot_match_explained(
+            query,
+            neighbor,
+            setting=self.current_setting(),
+            model=self._model(),
+            data=self.data,
+            names=self.names,
+        )
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        self.explained.value = buf.getvalue()
+        self.explained.layout.display = ""
+        self.status.value = f"why {html.escape(str(neighbor))} matches {html.escape(str(query))}"
 
 
 def _blank():

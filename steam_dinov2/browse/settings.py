@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from ..core import layout
-from ..embedding.cache_check import read_cache_meta
+from ..embedding.cache import read_cache_meta
 from ..embedding.models import MODELS
 from ..embedding.setting import Setting
 

@@ -25,6 +25,7 @@ from ..core.codec import (
     parse_size,
     resize_banner,
 )
+from ..core.files import IMAGE_SUFFIXES
 from ..core.manifest import (
     MANIFEST_DTYPES,
     collection_images,
@@ -33,7 +34,6 @@ from ..core.manifest import (
     write_manifest,
 )
 from ..core.progress import tqdm
-from ..embedding.embed import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def import_folder(
     """Import every image under ``src`` into ``DATA/banners`` + manifest (other rows are kept).
 
     Args:
-        src: a folder of images (any of ``embed.IMAGE_SUFFIXES``, subfolders included).
+        src: a folder of images (any of ``files.IMAGE_SUFFIXES``, subfolders included).
         data: the data folder.
         size: one of ``codec.SIZES``: shorter side resized like the downloaded banners.
         progress: show a progress bar.

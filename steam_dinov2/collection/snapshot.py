@@ -17,22 +17,15 @@ import io
 import logging
 import os
 import re
+import stat
 import tarfile
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 from PIL import Image
 
-from ..collection.snapshot_archive import (
-    I2D_MEMBER,
-    check_archive,
-    is_wanted,
-    read_member,
-    walk_images,
-)
-from ..collection.snapshot_fetch import fetch_snapshot, is_tar
 from ..core import files, layout
 from ..core.app_file import read_app_file
 from ..core.codec import check_pixels, encode_jpeg, resize_banner
@@ -46,7 +39,7 @@ from ..core.manifest import (
     read_manifest,
     write_manifest,
 )
-from ..core.net import SteamHttp
+from ..core.net import SteamHttp, url_path
 from ..core.progress import tqdm
 
 logger = logging.getLogger(__name__)
@@ -253,3 +246,131 @@ def _merge_manifest(data, rows: list[dict], incoming: pd.DataFrame | None) -> No
         logger.warning("nothing to import: no banner and no manifest in the snapshot")
         return
     write_manifest(data, pd.concat(parts))
+
+
+# --- Reading a snapshot without trusting it: tar members checked before anything is written.
+
+logger = logging.getLogger(__name__)
+
+# img2dataset's layout of the July-2023 release: images/{shard:05d}/{row:09d}.jpg
+I2D_MEMBER = re.compile(r"^images/(\d{5})/(\d{9})\.jpg$")
+# A 600x900 banner is ~0.2 MB as JPEG, ~1.6 MB as PNG; the July-2023 parts hold ~100k members.
+MAX_MEMBER_BYTES = 32 << 20
+MAX_MEMBERS = 1_000_000
+
+
+def check_archive(tar: tarfile.TarFile, name: str = "archive") -> list[tarfile.TarInfo]:
+    """All members of ``tar`` after checking each is a plain file or folder with a relative path
+    inside the archive, that a file we would read is at most ``MAX_MEMBER_BYTES`` and that a
+    banner's name holds a valid app id; raises ValueError naming the first offending member.
+
+    Member names come back normalised (``./banners/1.jpg`` -> ``banners/1.jpg``).
+    """
+    members = []
+    for m in tar:  # streamed: a header at a time
+        if len(members) >= MAX_MEMBERS:
+            raise ValueError(f"refusing {name}: more than {MAX_MEMBERS:,} members")
+        p = PurePosixPath(m.name.replace("\\", "/"))
+        if p.is_absolute() or re.match(r"^[A-Za-z]:", m.name) or ".." in p.parts:
+            raise ValueError(f"refusing {name}: member {m.name!r} escapes the archive")
+        if m.issym() or m.islnk():
+            raise ValueError(f"refusing {name}: member {m.name!r} is a link")
+        if not (m.isfile() or m.isdir()) or m.issparse():
+            raise ValueError(f"refusing {name}: member {m.name!r} is a device, fifo or special")
+        norm = str(p)
+        if m.isfile() and is_wanted(norm) and m.size > MAX_MEMBER_BYTES:
+            raise ValueError(
+                f"refusing {name}: member {m.name!r} is {m.size:,} bytes, above the cap of "
+                f"{MAX_MEMBER_BYTES:,} per file"
+            )
+        if m.isfile() and (stem := layout.banner_member_stem(norm)) is not None:
+            try:
+                app_id = files.parse_image_id(stem)
+                if str(app_id) != stem:
+                    raise ValueError(f"not the canonical name {app_id}.jpg")
+            except ValueError as e:
+                raise ValueError(f"refusing {name}: member {m.name!r}: {e}") from None
+        m.name = norm
+        members.append(m)
+    return members
+
+
+def is_wanted(name: str) -> bool:
+    """A member an import reads: a banner, an img2dataset image or the manifest."""
+    return bool(I2D_MEMBER.match(name) or layout.banner_member_stem(name) or name == MANIFEST)
+
+
+def read_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
+    """A member's bytes, never more than ``MAX_MEMBER_BYTES`` (its size was checked already)."""
+    f = tar.extractfile(m)
+    payload = f.read(min(m.size, MAX_MEMBER_BYTES) + 1)
+    if len(payload) > MAX_MEMBER_BYTES:  # pragma: no cover (tarfile reads m.size at most)
+        raise ValueError(f"member {m.name!r} is above the cap of {MAX_MEMBER_BYTES:,} bytes")
+    return payload
+
+
+def walk_images(folder: Path) -> Iterator[tuple[str, bytes, float]]:
+    """The banners of an extracted img2dataset folder: regular files only, never opened else."""
+    root = (folder / "images").resolve()
+    for f in sorted((folder / "images").glob("*/*.jpg")):
+        st = f.lstat()
+        if not stat.S_ISREG(st.st_mode) or not f.resolve().is_relative_to(root):
+            logger.warning("skipped %s: not a regular file inside %s", f, root)
+        elif st.st_size > MAX_MEMBER_BYTES:
+            logger.warning("skipped %s: %d bytes, above %d", f, st.st_size, MAX_MEMBER_BYTES)
+        else:
+            yield f.relative_to(folder).as_posix(), f.read_bytes(), st.st_mtime
+
+
+# --- Fetching a snapshot (a tar.gz, or the July-2023 release's files) into ``DATA/downloads/``.
+
+RELEASE_FILES = ("apps.json", "images_partA.tar.gz", "images_partB.tar.gz")
+
+
+def fetch_snapshot(url: str, folder: Path, http: SteamHttp, progress: bool) -> Path:
+    """Download a snapshot file, or the release's files when ``url`` is not an archive."""
+    if re.search(r"\.(tar\.gz|tgz|tar)$", url.split("?")[0]):
+        return _fetch_file(url, folder / Path(url.split("?")[0]).name, http, progress)
+    for name in RELEASE_FILES:
+        _fetch_file(f"{url.rstrip('/')}/{name}", folder / name, http, progress)
+    return folder
+
+
+def _fetch_file(url: str, out: Path, http: SteamHttp, progress: bool) -> Path:
+    """Fetch ``url`` into ``out`` unless a whole earlier copy is there; an answer that is not
+    what ``out`` should hold (an HTML page, bytes that are not a tar or an app list) is
+    refused and never kept, so a rerun asks again."""
+    if out.is_file():  # written by one rename, after the checks below: whole and valid
+        return out
+    with http.session.get(url, stream=True, timeout=http.timeout) as r:
+        http.raise_for_status(r)
+        kind = r.headers.get("Content-Type", "")
+        if kind.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
+            raise ValueError(f"{url_path(url)} answered with a web page ({kind}), not a snapshot")
+        total = int(r.headers.get("Content-Length", 0) or 0) or None
+        with (
+            files.atomic_path(out) as tmp,
+            open(tmp, "wb") as f,
+            tqdm(
+                total=total, desc=out.name, unit="B", unit_scale=True, disable=not progress
+            ) as bar,
+        ):
+            for chunk in r.iter_content(1 << 20):
+                f.write(chunk)
+                bar.update(len(chunk))
+            f.flush()
+            if out.suffix == ".json":
+                read_app_file(tmp)  # raises ValueError naming the line of the first bad id
+            elif not is_tar(tmp):
+                raise ValueError(
+                    f"{url_path(url)} did not send a tar archive ({kind or 'no type'})"
+                )
+    return out
+
+
+def is_tar(path: Path) -> bool:
+    """True when ``path`` is a (possibly compressed) tar archive tarfile can open."""
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError, zlib.error):
+        return False

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from ..core.files import parse_app_id
+from .files import parse_app_id
 
 MAX_APP_FILE_BYTES = 256 << 20  # Steam's whole catalogue with names is ~20 MB as json
 

@@ -1,6 +1,5 @@
-"""Which image files a stage works on, and how they are decoded: the collection's banners
-(``manifest.collection_images``) or a folder of one's own images, read in DataLoader workers
-where a bad file is a reported skip, never a crash."""
+"""Which image files a stage works on: the collection's banners (``manifest.collection_images``)
+or a folder of one's own images. Every stage asks ``images_of``."""
 
 from __future__ import annotations
 
@@ -9,15 +8,9 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-from PIL import Image
-
-from ..core import files, layout
-from ..core.codec import check_pixels
-from ..core.files import IMAGE_SUFFIXES
-from ..core.manifest import collection_images
-from ..embedding.models import model_info
-from ..embedding.preprocess import FULL_SIZE, make_transform
+from . import files, layout
+from .files import IMAGE_SUFFIXES
+from .manifest import collection_images
 
 logger = logging.getLogger(__name__)
 
@@ -76,45 +69,3 @@ def in_collection(data, setting: str, ids: list[str], vectors, meta: dict):
     digest = hashlib.sha256(",".join(gone).encode()).hexdigest()
     meta = {**meta, "count": len(rows), "left_out_sha256": digest}
     return [ids[r] for r in rows], vectors[rows], meta
-
-
-class ImageFiles(torch.utils.data.Dataset):
-    """Decodes in DataLoader workers; a bad file yields a zero image and the reason, never raises."""
-
-    def __init__(self, paths, transform, shape):
-        self.paths, self.transform, self.shape = list(paths), transform, shape
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            with Image.open(self.paths[i]) as img:
-                check_pixels(img)
-                img.load()
-                return self.transform(img), i, ""
-        except Exception as e:  # any decoder failure is a skip to report, not a crash
-            return torch.zeros(self.shape), i, f"{type(e).__name__}: {e}"
-
-
-def default_workers(device: torch.device) -> int:
-    """DataLoader decoding processes for the device."""
-    # A GPU waits for decoding: workers hide it. On a CPU the model already uses every core, so a
-    # worker process only competes with it and adds a hand-over: decoding in this process measured
-    # 1.01x model-only vs 0.985x with one worker (2 cores, 256 images; benchmarks/README.md).
-    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
-
-
-def image_loader(paths: list[str], model, preset: str, batch_size: int, num_workers: int | None):
-    """A DataLoader of ``(images, indices, errors)`` batches, decoding with the model's
-    normalisation; pinned memory and worker processes where the device wants them."""
-    info = model_info(model)
-    transform = make_transform(preset, mean=info.mean, std=info.std)
-    shape = (3, 224, 224) if preset != "full" else (3, *FULL_SIZE)
-    device = next(model.parameters()).device
-    return torch.utils.data.DataLoader(
-        ImageFiles(paths, transform, shape),
-        batch_size=batch_size,
-        num_workers=default_workers(device) if num_workers is None else num_workers,
-        pin_memory=device.type == "cuda",
-    )

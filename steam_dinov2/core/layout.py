@@ -26,7 +26,7 @@ import os
 import re
 from pathlib import Path
 
-from ..core.files import IMAGE_SUFFIXES, lock_folder, not_a_regular_file, parse_image_id
+from .files import IMAGE_SUFFIXES, lock_folder, not_a_regular_file, parse_image_id
 
 logger = logging.getLogger(__name__)
 

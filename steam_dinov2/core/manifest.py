@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import files, layout
-from ..core.codec import header_size
+from . import files, layout
+from .codec import header_size
 
 logger = logging.getLogger(__name__)
 
@@ -293,3 +293,9 @@ def load_names(data: str | os.PathLike) -> dict[str, str]:
         logger.warning("%s; showing app ids without names", e)
         return {}
     return {str(a): str(n) for a, n in zip(df["app_id"], df["name"]) if n}
+
+
+def escape_mathtext(text) -> str:
+    """``text`` as matplotlib draws it literally: every ``$`` escaped, so a name such as
+    ``Money $_$ Maker`` is never parsed as mathtext (which fails on it and stops the drawing)."""
+    return str(text).replace("$", r"\$")

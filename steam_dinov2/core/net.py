@@ -17,7 +17,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from ..core.api_key import install_log_filter, redact
+from .api_key import install_log_filter, redact
 
 logger = logging.getLogger(__name__)
 

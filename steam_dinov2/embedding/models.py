@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..embedding.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from ..embedding.weights import load_weights_file, weights_tag
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .weights import load_weights_file, weights_tag
 
 HUB_PREFIX = "hub:"
 # Random weights come from this seed, so two runs (and a cache one made and the other extends) agree.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..embedding.models import forward_tokens
+from .models import forward_tokens
 
 POOLINGS = {
     "cls": "CLS token of the last block (DINO's k-NN eval; steam-DINO's 'Simple')",

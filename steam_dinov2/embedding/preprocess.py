@@ -1,22 +1,85 @@
-"""Preprocessing presets: what the model sees of a banner."""
+"""Preprocessing presets: what the model sees of a banner, as one ``Preset`` value each."""
 
 from __future__ import annotations
 
-# Decoding lives in codec.py; these stay importable from here, where the model stage finds them.
+import dataclasses
+
 from ..core.codec import to_rgb
 
 # ImageNet statistics: DINO, DINOv2 and DINOv3 were all trained with them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# name -> (what it does, for the user)
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """The geometry of a preprocessing preset, the one place it is spelled.
+
+    Attributes:
+        name: the preset's name (a cache name carries it).
+        description: what it does, for the user.
+        resize: the shorter side is resized to this (bicubic), keeping the aspect ratio; or, for
+            a preset without a crop, the exact ``(H, W)`` the image is resized to.
+        crop: the side of the centre square kept after the resize; None keeps the whole image.
+    """
+
+    name: str
+    description: str
+    resize: int | tuple[int, int]
+    crop: int | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of what the model sees."""
+        return (self.crop, self.crop) if self.crop else tuple(self.resize)
+
+    def seen_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)`` in an image's own pixels: the part this preset shows the model."""
+        if self.crop is None:
+            return 0.0, 0.0, float(width), float(height)
+        side = self.crop * min(width, height) / self.resize  # the centre crop, in original pixels
+        x0, y0 = (width - side) / 2, (height - side) / 2
+        return x0, y0, x0 + side, y0 + side
+
+    def transform(self, *, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        """PIL image of any mode -> (3, H, W) float32 normalised by ``mean``/``std`` (``size``)."""
+        from torchvision import transforms as T
+
+        geometry = [T.Resize(self.resize, interpolation=T.InterpolationMode.BICUBIC)]
+        if self.crop:
+            geometry.append(T.CenterCrop(self.crop))
+        return T.Compose([T.Lambda(to_rgb), *geometry, T.ToTensor(), T.Normalize(mean, std)])
+
+
 PRESETS = {
-    "crop256": "resize shorter side to 256 (bicubic), center crop 224: DINOv2's classification eval",
-    "crop224": "resize shorter side to 224 (bicubic), center crop 224: the original steam-DINOv2",
-    "full": "the whole 2:3 banner resized to 224x336 (WxH), no crop",
+    p.name: p
+    for p in (
+        # Resize 256 then crop 224: DINOv2's classification eval transform (dinov2/data/transforms.py).
+        Preset(
+            "crop256",
+            "resize shorter side to 256 (bicubic), center crop 224: DINOv2's classification eval",
+            256,
+            224,
+        ),
+        Preset(
+            "crop224",
+            "resize shorter side to 224 (bicubic), center crop 224: the original steam-DINOv2",
+            224,
+            224,
+        ),
+        # 224x336 is 16x24 patches of 14 px, and a multiple of 16 and 8 for DINO v1 and DINOv3.
+        Preset("full", "the whole 2:3 banner resized to 224x336 (WxH), no crop", (336, 224), None),
+    )
 }
-# 224x336 is 16x24 patches of 14 px, and a multiple of 16 and 8 for DINO v1 and DINOv3.
-FULL_SIZE = (336, 224)  # (H, W)
+
+
+def get_preset(name: str | Preset) -> Preset:
+    """The ``Preset`` of a name; ValueError naming the presets for any other."""
+    if isinstance(name, Preset):
+        return name
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
 def make_transform(preset: str = "crop256", *, mean=IMAGENET_MEAN, std=IMAGENET_STD):
@@ -29,16 +92,4 @@ def make_transform(preset: str = "crop256", *, mean=IMAGENET_MEAN, std=IMAGENET_
     Returns:
         A callable; crop presets give (3, 224, 224), ``full`` gives (3, 336, 224).
     """
-    from torchvision import transforms as T
-
-    bicubic = T.InterpolationMode.BICUBIC
-    if preset == "crop256":
-        # Resize 256 then crop 224: DINOv2's classification eval transform (dinov2/data/transforms.py).
-        geometry = [T.Resize(256, interpolation=bicubic), T.CenterCrop(224)]
-    elif preset == "crop224":
-        geometry = [T.Resize(224, interpolation=bicubic), T.CenterCrop(224)]
-    elif preset == "full":
-        geometry = [T.Resize(FULL_SIZE, interpolation=bicubic)]
-    else:
-        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
-    return T.Compose([T.Lambda(to_rgb), *geometry, T.ToTensor(), T.Normalize(mean, std)])
+    return get_preset(preset).transform(mean=mean, std=std)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..core import layout
-from ..embedding.models import load_model, select_device, weights_tag
+from .models import load_model, select_device, weights_tag
 
 PRETRAINED = "pretrained"
 RANDOM = "random"

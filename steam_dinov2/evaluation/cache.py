@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import files, layout
-from ..evaluation.ranking import rank_rows
+from .ranking import rank_rows
 
 logger = logging.getLogger(__name__)
 

@@ -37,10 +37,11 @@ from ..embedding.embed import images_of, load_embeddings
 from ..embedding.pooling import POOLINGS
 from ..embedding.preprocess import PRESETS
 from ..embedding.setting import setting_of
-from ..evaluation.cache import cached_neighbors, cached_table, digest
-from ..evaluation.copies import VARIANTS
-from ..evaluation.ranking import agreement, ideal_gains
-from ..evaluation.truths import (
+from ..steam.metadata import empty_metadata, read_metadata
+from .cache import cached_neighbors, cached_table, digest
+from .copies import VARIANTS
+from .ranking import agreement, ideal_gains
+from .truths import (
     COLUMNS,
     copy_model,
     label_gap,
@@ -50,7 +51,6 @@ from ..evaluation.truths import (
     score_tags,
     tag_vectors,
 )
-from ..steam.metadata import empty_metadata, read_metadata
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..views.grids import escape_mathtext
+from ..core.manifest import escape_mathtext
 
 # The figure each truth is ranked by: mAP@k for label truths (order of all relevant items in the
 # top k), nDCG@k for graded tags, recall@1 for copies (the source must come first).

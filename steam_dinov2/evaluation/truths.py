@@ -10,8 +10,9 @@ from ..core import files
 from ..embedding.embed import Embeddings
 from ..embedding.models import MODELS, weights_tag
 from ..embedding.setting import Setting
-from ..evaluation.copies import embed_variants
-from ..evaluation.metrics import (
+from ..steam.catalog import LABEL_COLUMNS
+from .copies import embed_variants
+from .metrics import (
     average_precision_at_k,
     dcg_at_k,
     ndcg_at_k,
@@ -20,8 +21,7 @@ from ..evaluation.metrics import (
     random_recall_at_k,
     recall_at_k,
 )
-from ..evaluation.ranking import ideal_gains, rank_rows
-from ..steam.catalog import LABEL_COLUMNS
+from .ranking import ideal_gains, rank_rows
 
 COLUMNS = [
     "setting",

@@ -22,9 +22,9 @@ from ..core.codec import DEFAULT_SIZE, parse_size
 from ..core.manifest import ManifestBook
 from ..core.net import HttpError, SteamHttp
 from ..core.progress import tqdm
-from ..steam.catalog import GETITEMS_BATCH, STEAMSPY_WAIT, banner_url, fetch_store_items, list_apps
-from ..steam.fetch import MISSING, FetchPipeline
-from ..steam.metadata import fetch_metadata_quietly
+from .catalog import GETITEMS_BATCH, STEAMSPY_WAIT, banner_url, fetch_store_items, list_apps
+from .fetch import MISSING, FetchPipeline
+from .metadata import fetch_metadata_quietly
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from PIL import Image
 from ..core import files, layout
 from ..core.codec import DEFAULT_SIZE, encode_jpeg, original_size_mode, parse_size, resize_banner
 from ..core.net import HttpError, SteamHttp
-from ..steam.catalog import banner_url, fetch_store_items
+from .catalog import banner_url, fetch_store_items
 
 MISSING = "missing"  # a row's status while unresolved: 404 on the tried URL, ask GetItems
 

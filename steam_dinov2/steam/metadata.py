@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..core import files, layout
 from ..core.manifest import collection_images
 from ..core.net import HttpError, SteamHttp
-from ..steam.catalog import (
+from .catalog import (
     GETITEMS_BATCH,
     LABEL_COLUMNS,
     MAX_LABEL_CHARS,

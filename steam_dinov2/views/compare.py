@@ -9,10 +9,9 @@ from ..core import layout
 from ..core.manifest import load_names
 from ..embedding.embed import embed_folder, images_of
 from ..embedding.setting import Setting
-from ..names import search_games
-from ..search import describe_exclusions, find_neighbors, index_collection
-from ..views.explain import overlay_matches
-from ..views.grids import (
+from ..search import describe_exclusions, find_neighbors, index_collection, search_games
+from .explain import overlay_matches
+from .grids import (
     blank_banner,
     escape_mathtext,
     frame_query,

@@ -17,11 +17,9 @@ from ..core import layout
 from ..core.codec import check_pixels, to_rgb
 from ..core.manifest import load_names
 from ..embedding.models import forward_tokens, model_info
-from ..embedding.preprocess import make_transform
+from ..embedding.preprocess import get_preset, make_transform
 from ..embedding.setting import Setting, as_setting
-from ..views.grids import as_image_array, escape_mathtext, shorten
-
-CROP = 224  # the crop presets' output side (preprocess.make_transform)
+from .grids import as_image_array, escape_mathtext, shorten
 
 
 @dataclass(frozen=True)
@@ -70,14 +68,7 @@ def explain_match(image_a, image_b, model: torch.nn.Module, *, preset: str = "cr
 
 def seen_box(width: int, height: int, preset: str) -> tuple[float, float, float, float]:
     """``(x0, y0, x1, y1)`` in an image's own pixels: the part the preset shows the model."""
-    if preset == "full":
-        return 0.0, 0.0, float(width), float(height)
-    short = {"crop256": 256, "crop224": 224}.get(preset)
-    if short is None:
-        make_transform(preset)  # raises the ValueError naming the presets
-    side = CROP * min(width, height) / short  # the centre crop, back in original pixels
-    x0, y0 = (width - side) / 2, (height - side) / 2
-    return x0, y0, x0 + side, y0 + side
+    return get_preset(preset).seen_box(width, height)
 
 
 def draw_heatmap(ax, image, heat: np.ndarray, preset: str, *, vmin: float, vmax: float = 1.0):

@@ -9,7 +9,10 @@ import re
 import numpy as np
 from PIL import Image
 
+from ..audit.audit import audited_types, read_issues
+from ..core import layout
 from ..core.codec import to_rgb
+from ..core.manifest import escape_mathtext, load_names
 
 
 def as_image_array(image) -> np.ndarray:
@@ -67,12 +70,6 @@ def grid_shape(n: int, ncols: int) -> tuple[int, int]:
     return min(fits)
 
 
-def escape_mathtext(text) -> str:
-    """``text`` as matplotlib draws it literally: every ``$`` escaped, so a name such as
-    ``Money $_$ Maker`` is never parsed as mathtext (which fails on it and stops the drawing)."""
-    return str(text).replace("$", r"\$")
-
-
 def plot_matches(query, neighbors, scores, names=None, *, query_name: str = "", ncols: int = 6):
     """The query image first (framed in red) and its neighbours, each titled with name and cosine.
 
@@ -115,6 +112,26 @@ def blank_banner(fill: int = 255) -> np.ndarray:
 _ID_SUFFIX = re.compile(r"^(.*\S)(\s+\(\d+\))$", re.DOTALL)
 
 
+def plot_banners(data, ids, ncols: int = 5, *, width: float = 2.2):
+    """The banners of ``ids`` in the data folder, each titled with its name and id.
+
+    Args:
+        data: the data folder.
+        ids: app ids (int), in the order to show them.
+        ncols, width: as ``plot_image_grid``.
+
+    Returns:
+        matplotlib Figure.
+    """
+    ids, names = list(ids), load_names(data)
+    return plot_image_grid(
+        [layout.banner_path(data, a) for a in ids],
+        titles=[name_with_id(names.get(a, names.get(str(a), "")), a) for a in ids],
+        ncols=ncols,
+        width=width,
+    )
+
+
 def shorten(text, limit: int = 28) -> str:
     """``text`` in at most ``limit`` characters, cut with "…"; a trailing app id in parentheses
     is kept whole and the name before it is cut instead: "Euro Truck Simu… (227300)"."""
@@ -138,3 +155,47 @@ def name_with_id(name, app_id, limit: int = 28) -> str:
         return app_id
     whole = f"{name} ({app_id})"
     return whole if len(whole) <= limit else f"{shorten(name, limit)}\n({app_id})"
+
+
+# --- Figures of an audit: example banners per issue type, named and titled by the issue.
+
+
+def plot_audit_examples(data: str | os.PathLike, issue_type: str, *, n: int = 10, ncols: int = 5):
+    """A grid of banners with one issue: the worst scores first, or duplicate groups (kept first).
+
+    The figure is titled with the issue type and how many banners have it; each banner with its
+    game's name and app id (``plot.name_with_id``), then its score or, in a duplicate group,
+    "kept" or "= <the kept game>".
+
+    Returns:
+        matplotlib Figure (an empty grid when nothing was flagged).
+
+    Raises:
+        ValueError: no audit in ``data``, or ``issue_type`` was not audited (names the types).
+    """
+
+    issues = read_issues(data)
+    if issue_type not in audited_types(issues):
+        raise ValueError(
+            f"issue type {issue_type!r} was not audited; available: "
+            + ", ".join(audited_types(issues))
+        )
+    names = load_names(data)
+    hit = issues[issues[f"is_{issue_type}_issue"]]
+    group = f"{issue_type}_group"
+    if group in hit:
+        shown = hit.sort_values([group, "app_id"]).head(n)
+        notes = [
+            "kept" if a == g else f"= {name_with_id(names.get(str(g)), g, 24)}"
+            for a, g in zip(shown["app_id"], shown[group])
+        ]
+    else:
+        shown = hit.sort_values(f"{issue_type}_score").head(n)
+        notes = [f"{s:.3f}" for s in shown[f"{issue_type}_score"]]
+    titles = [f"{name_with_id(names.get(str(a)), a)}\n{t}" for a, t in zip(shown["app_id"], notes)]
+    fig = plot_image_grid(
+        [layout.banner_path(data, a) for a in shown["app_id"]], titles, ncols=ncols
+    )
+    what = issue_type.replace("_", " ")
+    fig.suptitle(escape_mathtext(f"{what}: {len(hit)} of {len(issues)} banners"), fontsize=11)
+    return fig

@@ -31,7 +31,7 @@ from ..core.manifest import load_names
 from ..embedding.embed import images_of, load_embeddings
 from ..embedding.setting import Setting, checked_name
 from ..search import match_all
-from ..views.map import describe_clusters, map_catalog
+from .map import describe_clusters, map_catalog
 
 logger = logging.getLogger(__name__)
 
