@@ -178,7 +178,7 @@ def test_clusters_described_and_drawn(data, tmp_path):
     assert len(fig.axes[0].images) == len(sample_for_thumbnails(table, 4))
     c10 = int(table.loc[table["id"] == "10", "cluster"].iloc[0])
     fig = plot_cluster(data, table, c10)
-    assert fig is not None and not hasattr(catalog_map, "plot_cluster")  # in map_plots only
+    assert len(fig.axes) >= 2
     fig.savefig(tmp_path / "cluster.png")  # '$' in a name would be mathtext if not escaped
     assert r"\$100 Dollars\$ (10)" in [ax.get_title() for ax in fig.axes]  # escaped once, id kept
 

@@ -107,7 +107,7 @@ def write_checkpoint(target: CacheTarget, rows: dict) -> None:
 def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed, hashes=None) -> dict:
     # New files under a fresh generation name, then meta.json (the commit point) in one rename: a
     # kill at any moment leaves the old meta with its old files, or the new meta with the new ones.
-    gen = uuid.uuid4().hex[:8]
+    gen = _unchanged_generation(folder, ids, vectors) or uuid.uuid4().hex[:8]
     meta = {**meta, "count": len(ids), "dim": int(vectors.shape[1]) if len(ids) else meta["dim"]}
     meta.update(
         vectors_file=layout.cache_file_name("vectors", gen),
@@ -123,6 +123,22 @@ def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed, hashes=N
         if old.name not in (meta["vectors_file"], meta["ids_file"]):
             old.unlink(missing_ok=True)
     return meta
+
+
+def _unchanged_generation(folder: Path, ids, vectors) -> str | None:
+    """The current generation's name when it holds exactly these ids and vectors (only stamps or
+    hashes changed: a folder copied to Drive or cloned), so tables made from it stay valid."""
+    try:
+        meta = json.loads(layout.cache_meta_path(folder).read_text())
+        match = re.fullmatch(r"vectors-([0-9a-f]{8})\.npy", str(meta["vectors_file"]))
+        old_ids = json.loads((folder / str(meta["ids_file"])).read_text())["ids"]
+        if not match or old_ids != list(ids):
+            return None
+        old = np.load(folder / match.group(0), mmap_mode="r", allow_pickle=False)
+        same = old.shape == vectors.shape and np.array_equal(old, vectors)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return match.group(1) if same and meta["ids_file"] == f"ids-{match.group(1)}.json" else None
 
 
 class Checkpointer:

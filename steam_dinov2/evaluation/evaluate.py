@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core import files, layout
+from ..embedding.cache import content_hash
 from ..embedding.embed import images_of, load_embeddings
 from ..embedding.pooling import POOLINGS
 from ..embedding.preprocess import PRESETS
@@ -96,6 +97,16 @@ class _Run:
     no_metadata: str  # why it is empty
     paths: dict[str, str]  # id -> image, for the copies
     ideal: dict = dataclasses.field(default_factory=dict)  # tag digest -> ideal gains
+    hashes: dict = dataclasses.field(default_factory=dict)  # id -> content hash, read once
+
+
+def _content_of(run: _Run, ids) -> list[tuple[str, str]]:
+    """``(id, content hash)`` of the images the copies are made from: a folder copied elsewhere
+    (a Drive round trip, a fresh clone, new mtimes) keeps its cached copy scores."""
+    for i in ids:
+        if i in run.paths and i not in run.hashes:
+            run.hashes[i] = content_hash(run.paths[i])
+    return sorted((i, run.hashes[i]) for i in ids if i in run.paths)
 
 
 def evaluate_settings(
@@ -239,10 +250,8 @@ def _score_truth(run: _Run, emb, truth: str, neighbors, base: dict) -> pd.DataFr
         return cached_table(data, setting, truth, key, compute)
     if not run.copies:
         raise _Skip("copies=0")
-    ids = set(emb.ids)
-    stamps = sorted((i, os.stat(p).st_mtime_ns) for i, p in run.paths.items() if i in ids)
     sample = {"copies": run.copies, "seed": run.seed, "variants": run.variants}
-    key = {**base, **sample, "images": digest(stamps)}
+    key = {**base, **sample, "images": digest(_content_of(run, emb.ids))}
     return cached_table(data, setting, "copy", key, lambda: _copies(run, emb))
 
 
