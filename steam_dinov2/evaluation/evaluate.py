@@ -100,7 +100,7 @@ class _Run:
     hashes: dict = dataclasses.field(default_factory=dict)  # id -> content hash, read once
 
 
-def _content_of(run: _Run, ids) -> list[tuple[str, str]]:
+def _content_of(run: _Run, ids) -> list[tuple[int, str]]:
     """``(id, content hash)`` of the images the copies are made from: a folder copied elsewhere
     (a Drive round trip, a fresh clone, new mtimes) keeps its cached copy scores."""
     for i in ids:

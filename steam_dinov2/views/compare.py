@@ -6,6 +6,7 @@ import logging
 import os
 
 from ..core import layout
+from ..core.files import parse_image_id
 from ..core.manifest import load_names
 from ..embedding.embed import embed_folder, images_of
 from ..embedding.setting import Setting
@@ -71,7 +72,8 @@ def plot_comparison(
     settings = _row_settings(settings)
     images = images or layout.banners_dir(data)
     files = images_of(data, images)
-    cells = _comparison_cells(data, images, settings, str(app_id), k, exclude, progress)
+    app_id = parse_image_id(app_id, "app_id")
+    cells = _comparison_cells(data, images, settings, app_id, k, exclude, progress)
     paths = [files[i] if i else None for i, _ in cells]
     fig = plot_image_grid(
         [p or blank_banner() for p in paths], [t for _, t in cells], ncols=k + 1, width=1.6
@@ -101,7 +103,7 @@ def _row_settings(settings) -> list[Setting]:
     return rows
 
 
-def _comparison_cells(data, images, settings, app_id: str, k: int, exclude, progress) -> list:
+def _comparison_cells(data, images, settings, app_id: int, k: int, exclude, progress) -> list:
     """Every row's ``k + 1`` cells ``(id or None, title)``, embedding what is missing."""
     if exclude:
         logger.info("comparison: %s never neighbours", describe_exclusions(exclude))
@@ -112,7 +114,7 @@ def _comparison_cells(data, images, settings, app_id: str, k: int, exclude, prog
     return cells
 
 
-def _neighbor_row(emb, app_id: str, k: int, index, names, width: int) -> list:
+def _neighbor_row(emb, app_id: int, k: int, index, names, width: int) -> list:
     """``k + 1`` cells ``(id or None, title)``: the query, its neighbours, blanks if short."""
     table = find_neighbors(emb, app_id, k=k, index=index)
     row = [(app_id, "QUERY")] + [(i, f"{s:.3f}") for i, s in zip(table["id"], table["score"])]
@@ -135,7 +137,7 @@ def plot_neighbors(
         matplotlib Figure (see ``plot_matches``).
     """
 
-    app_id = str(app_id)
+    app_id = parse_image_id(app_id, "app_id")
     names = load_names(data)
     if exclude:
         logger.info("neighbours: %s never neighbours", describe_exclusions(exclude))
