@@ -69,7 +69,8 @@ def search_index(index, queries: np.ndarray, *, k: int = 10, self_rows=None):
     return scores, rows
 
 
-def _check_k(k) -> None:
+def check_k(k) -> None:
+    """The one check of a number of neighbours: an int of at least 1 (not a bool)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k is the number of neighbours wanted, at least 1; got {k!r}")
 
@@ -169,7 +170,7 @@ def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=Non
         ValueError: ``index`` is not a ``CollectionIndex`` of ``emb``, or was built with other
             exclusions than ``exclude``.
     """
-    _check_k(k)
+    check_k(k)
     index = _index_for(emb, exclude, index)
     cand = index.rows
     if isinstance(query, (str, int, np.integer)):
@@ -231,7 +232,7 @@ def match_all(
         DataFrame ``query_id, rank, id, score`` (rank 1 is the best; score float32 cosine).
     """
 
-    _check_k(k)
+    check_k(k)
     if exclude:
         logger.info("match %s: %s never neighbours", emb.setting, describe_exclusions(exclude))
     cand = _candidates(emb, exclude)

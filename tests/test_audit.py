@@ -229,7 +229,7 @@ def test_issue_types_thresholds_and_no_embeddings(tmp_path):
         ({"thresholds": {"near_duplicates": 0.5}}, "near_duplicates has no threshold"),
         ({"issue_types": ["dark"], "thresholds": {"light": 0.1}}, "not among the issue types"),
         ({"near_dup_threshold": 1.5}, "cosine in [-1, 1]"),
-        ({"setting": 3}, "setting must be a Setting or a setting name"),
+        ({"setting": 3}, "setting must be a Setting, a setting name"),
         ({"setting": "dinov2_vits14"}, "must look like model__preset__pooling"),
     ],
 )

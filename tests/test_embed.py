@@ -384,7 +384,9 @@ def test_a_cache_of_another_setting_serves_only_the_collection(
     assert {20, 40}.isdisjoint({*table["query_id"], *table["id"]})
     assert "42 matches for 7 images" in capsys.readouterr().out
     site = export_site(data, GEM, data.parent / "site", k=3, with_map=False, progress=False)
-    assert json.loads((site.out / "data" / "games.json").read_text())["ids"] == [str(i) for i in want]
+    assert json.loads((site.out / "data" / "games.json").read_text())["ids"] == [
+        str(i) for i in want
+    ]
 
 
 def test_embed_says_how_many_rows_left_the_collection(banner_dir, capsys):
@@ -402,7 +404,7 @@ def test_embed_says_how_many_rows_left_the_collection(banner_dir, capsys):
 
 @pytest.mark.parametrize("bad", [3, 2.5, ["dinov2_vits14__crop256__cls"]])
 def test_a_setting_that_is_not_a_setting_is_refused_in_one_line(banner_dir, tmp_path, bad):
-    message = f"setting must be a Setting or a setting name .* got {type(bad).__name__}$"
+    message = f"setting must be a Setting, a setting name .* got {type(bad).__name__}$"
     with pytest.raises(ValueError, match=message):
         embed_folder(banner_dir, tmp_path, setting=bad)
     with pytest.raises(ValueError, match=message):

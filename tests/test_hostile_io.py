@@ -354,7 +354,7 @@ def test_dot_slash_member_names_are_accepted(tmp_path):
         ],
     )
     assert import_snapshot(snap, tmp_path / "data", progress=False) == 1
-    assert load_names(tmp_path / "data") == {"10": "Ten"}
+    assert load_names(tmp_path / "data") == {10: "Ten"}
 
 
 class _Answers(BaseHTTPRequestHandler):

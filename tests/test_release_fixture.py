@@ -16,7 +16,7 @@ import steam_dinov2 as sd
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release-c72f2a9"
 SETTING = "dinov2_vits14__crop256__cls__random"
-IDS = {str(a) for a in range(10, 130, 10)}
+IDS = set(range(10, 130, 10))
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from ..core.manifest import load_names
 from ..embedding.embed import embed_image, load_embeddings
 from ..embedding.setting import Setting, setting_of
 from ..search import (
+    check_k,
     describe_exclusions,
     find_neighbors,
     index_collection,
@@ -69,8 +70,7 @@ class Browser:
         explain_with: show a *Why?* button under each neighbour (patch heatmaps, made with the
             current setting's model).
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k is the number of neighbours shown, at least 1; got {k!r}")
+        check_k(k)
         self.data, self.chosen = data, setting if isinstance(setting, Setting) else None
         self.model = self.chosen.model if self.chosen else None  # the model the user trusts
         first = None if setting is None else setting_of(setting)
@@ -289,14 +289,7 @@ class Browser:
         weights file of the ``Setting`` given to the browser when it is that setting's file."""
         meta = self._emb_for().meta
         chosen = self.chosen if self.chosen and self.chosen.weights == meta["weights"] else None
-        return Setting(
-            meta["model"],
-            meta["preset"],
-            meta["pooling"],
-            weights=meta["weights"],
-            precision=meta.get("precision", "fp32"),
-            weights_file=chosen.weights_file if chosen else None,
-        )
+        return Setting.from_meta(meta, weights_file=chosen.weights_file if chosen else None)
 
     def _model(self):
         """The current setting's model, loaded once; ValueError unless it is trusted."""

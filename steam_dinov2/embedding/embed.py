@@ -204,16 +204,23 @@ def embed_folder(
         model = setting.load_model(device=device) if model is None else model
         hashes = {i: content_hash(found[i]) for i in todo}
         saver = Checkpointer(target, todo, now, checkpoint_every, hashes)
-        run = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
-        _embed_new(cached, saver, [found[i] for i in todo], model, setting, run)
+        new, kept, errs = embed_images(
+            [found[i] for i in todo],
+            model,
+            preset=setting.preset,
+            pooling=setting.pooling,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            on_batch=saver.add,
+        )
+        _add_new(cached, saver, new, kept, errs)
     return _saved(cached, target, model, reused, by_content)
 
 
-def _embed_new(cached: CachedRows, saver: Checkpointer, paths, model, setting, run) -> None:
-    """Embed ``paths`` (the files of ``saver.todo``), checkpointing as it goes, and append the
-    vectors (and the failures) to ``cached``."""
-    opts = {"preset": setting.preset, "pooling": setting.pooling, "on_batch": saver.add}
-    new, kept, errs = embed_images(paths, model, **opts, **run)
+def _add_new(cached: CachedRows, saver: Checkpointer, new, kept, errs) -> None:
+    """Append what ``embed_images`` made of ``saver.todo`` (its vectors, ``kept`` rows and
+    failures) to ``cached``."""
     now = saver.stamps
     for p, e in errs.items():  # every file here is named by its id (core.images)
         app_id = parse_image_id(Path(p).stem)

@@ -195,7 +195,7 @@ def score_copies(emb, model, paths: dict[str, str], k: int, *, sample, seed, var
     # The cache's own setting (``copy_model`` checked its model and weights, the caller its
     # preset and pooling): the variants are embedded as the collection was.
     meta = emb.meta
-    setting = Setting(meta["model"], meta["preset"], meta["pooling"], weights=meta["weights"])
+    setting = Setting.from_meta(meta)
     vectors, sources, kinds = embed_variants(
         [paths[i] for i in chosen], setting, model=model, variants=variants
     )

@@ -9,7 +9,7 @@ from ..core import layout
 from ..core.files import parse_image_id
 from ..core.manifest import load_names
 from ..embedding.embed import embed_folder, images_of
-from ..embedding.setting import Setting
+from ..embedding.setting import Setting, as_setting
 from ..search import describe_exclusions, find_neighbors, index_collection, search_games
 from .explain import overlay_matches
 from .grids import (
@@ -22,22 +22,6 @@ from .grids import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def row_setting(setting: Setting | str) -> Setting:
-    """A comparison row's ``Setting``: a ``Setting``, a setting name (``model__preset__pooling``,
-    as in the cache) or "model:preset:pooling" (pretrained weights, this device's precision)."""
-    if isinstance(setting, Setting):
-        return setting
-    if isinstance(setting, str) and "__" in setting:
-        return Setting.from_name(setting)
-    parts = setting.rsplit(":", 2) if isinstance(setting, str) else []
-    if len(parts) != 3 or not all(parts):
-        raise ValueError(
-            f"setting {setting!r} must be a Setting, a setting name (model__preset__pooling) or "
-            "model:preset:pooling, e.g. dinov2_vits14:crop256:cls"
-        )
-    return Setting.create(*parts)
 
 
 def plot_comparison(
@@ -58,7 +42,7 @@ def plot_comparison(
         data: the data folder (banners, manifest for names, embedding caches).
         app_id: the game to compare on (must be in the collection).
         settings: the rows, each a ``Setting`` (it carries its weights), a setting name or a
-            "model:preset:pooling" string (``row_setting``).
+            "model:preset:pooling" string (``as_setting``).
         k: neighbours per row.
         images: image folder (default ``DATA/banners``).
         exclude: ids never shown as neighbours (e.g. ``load_exclusions(data)``).
@@ -91,10 +75,10 @@ def plot_comparison(
 
 
 def _row_settings(settings) -> list[Setting]:
-    """The comparison's rows (``row_setting`` of each); ValueError when there is none."""
+    """The comparison's rows (``as_setting`` of each); ValueError when there is none."""
     if isinstance(settings, str | Setting):  # one setting, not the characters of its name
         settings = [settings]
-    rows = [row_setting(s) for s in settings]
+    rows = [as_setting(s) for s in settings]
     if not rows:
         raise ValueError(
             "no settings to compare: pass at least one Setting, setting name or "

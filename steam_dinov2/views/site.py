@@ -30,7 +30,7 @@ from ..core.files import atomic_dir
 from ..core.manifest import load_names
 from ..embedding.embed import images_of, load_embeddings
 from ..embedding.setting import Setting, checked_name
-from ..search import match_all
+from ..search import check_k, match_all
 from .map import describe_clusters, map_catalog
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,7 @@ def _checked_embeddings(data, setting, out: Path, k: int):
     """The setting's ``Embeddings`` after checking ``k`` and ``out``; ValueError naming the fix."""
 
     setting = checked_name(setting)  # a malformed name says so, not "run embed first"
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    check_k(k)
     _check_out(out)
     emb = load_embeddings(data, setting)
     if not emb.ids:
