@@ -146,12 +146,12 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
     with FakeSteam([App(777, name="Live Game"), App(778, name="No art", banner=None)]) as server:
         monkeypatch.setenv("STEAM_API_BASE", server.base)
         monkeypatch.setenv("STEAM_ASSETS_BASE", server.assets_base)
-        b.outside.value = 777  # what pressing Enter in the box does
+        b.outside.value = "777"  # what pressing Enter in the box does
         assert len(b.shown) == 3 and "Could not" not in b.status.value
         assert _tile_image(b.query_tile).size == (256, 384)  # DEFAULT_SIZE
-        b.outside.value = 778
+        b.outside.value = "778"
         assert "Could not fetch app 778" in b.status.value
-    b.outside.value = 20  # in the collection: a plain query
+    b.outside.value = "20"  # in the collection: a plain query
     _check(b, *_expected(data, 20, 3))
     b.back.click()
     assert b.query_tile.app_id is None and len(b.shown) == 3  # back to the fetched game

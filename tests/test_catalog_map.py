@@ -126,7 +126,7 @@ def test_catalog_map_is_cached_and_recomputed_when_stale(data, monkeypatch, vits
 
     table = map_catalog(data, SETTING, n_clusters=3)
     assert list(table.columns) == ["id", "x", "y", "cluster", "centrality"]
-    assert sorted(table["id"]) == sorted(str(i * 10) for i in range(1, 13))
+    assert sorted(table["id"]) == [i * 10 for i in range(1, 13)]
     assert layout.map_path(data, SETTING).is_file()
 
     def fail(*a, **k):

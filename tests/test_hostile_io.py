@@ -493,7 +493,7 @@ def test_ctrl_c_stops_download_with_one_line_and_a_consistent_folder(tmp_path):
 
 _HOLDER = """
 import contextlib, sys
-from steam_dinov2 import files, layout
+from steam_dinov2.core import files, layout
 data, target, lock = sys.argv[1], sys.argv[2], sys.argv[3] == "lock"
 ctx = layout.lock_data(data) if lock else contextlib.nullcontext()
 with ctx, files.atomic_path(target) as tmp:

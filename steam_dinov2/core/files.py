@@ -164,8 +164,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 def _flock(fd: int) -> None:
     """Hold an exclusive flock on ``fd`` (released when it is closed), where the filesystem can."""
     if fcntl is not None:
+        # Blocking: the name is fresh, so the only other holder is a liveness check
+        # (``_is_being_written``) for a few microseconds; a non-blocking try that lost that race
+        # would leave the file unlocked, and another process's clean-up would then delete it.
         with contextlib.suppress(OSError):  # e.g. a FUSE mount without locks: age decides
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def stale_temp_files(directory: str | os.PathLike) -> list[Path]:
