@@ -69,7 +69,8 @@ def search_index(index, queries: np.ndarray, *, k: int = 10, self_rows=None):
     return scores, rows
 
 
-def _check_k(k) -> None:
+def check_k(k) -> None:
+    """The one check of a number of neighbours: an int of at least 1 (not a bool)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k is the number of neighbours wanted, at least 1; got {k!r}")
 
@@ -94,8 +95,13 @@ def describe_exclusions(exclude) -> str:
     return f"{len(exclude)} excluded ({why})"
 
 
+def _excluded(exclude) -> frozenset[int]:
+    """The ids of ``exclude`` (``{id: reasons}`` or ids), checked."""
+    return frozenset(files.parse_image_id(e, "exclude") for e in exclude)
+
+
 def _candidates(emb: Embeddings, exclude) -> np.ndarray:
-    excluded = {str(e) for e in exclude}
+    excluded = _excluded(exclude)
     return np.array([i for i, x in enumerate(emb.ids) if x not in excluded], dtype=np.int64)
 
 
@@ -108,14 +114,14 @@ class CollectionIndex:
         count: how many images that collection held (a changed collection needs a new index).
         rows: (M,) int64 rows of ``emb`` in the index, ascending: the ids not excluded.
         index: the faiss index over ``emb.vectors[rows]``.
-        excluded: the ids left out, as strings.
+        excluded: the ids left out.
     """
 
     setting: str
     count: int
     rows: np.ndarray
     index: object
-    excluded: frozenset[str]
+    excluded: frozenset[int]
 
     def check(self, emb: Embeddings, exclude=()) -> None:
         """ValueError unless this index answers for ``emb`` with the exclusions ``exclude``
@@ -125,7 +131,7 @@ class CollectionIndex:
                 f"index was built for {self.setting} ({self.count} images), not for "
                 f"{emb.setting} ({len(emb.ids)} images): build it with index_collection(emb)"
             )
-        asked = {str(e) for e in exclude}
+        asked = _excluded(exclude)
         if asked and asked != self.excluded:
             raise ValueError(
                 f"exclude= ({len(asked)} ids) differs from the {len(self.excluded)} ids the index "
@@ -141,7 +147,7 @@ def index_collection(emb: Embeddings, exclude=()) -> CollectionIndex:
     remembers its exclusions.
     """
     cand = _candidates(emb, exclude)
-    excluded = frozenset(str(e) for e in exclude)
+    excluded = _excluded(exclude)
     return CollectionIndex(
         emb.setting, len(emb.ids), cand, build_index(emb.vectors[cand]), excluded
     )
@@ -164,13 +170,12 @@ def find_neighbors(emb: Embeddings, query, *, k: int = 10, exclude=(), index=Non
         ValueError: ``index`` is not a ``CollectionIndex`` of ``emb``, or was built with other
             exclusions than ``exclude``.
     """
-    _check_k(k)
+    check_k(k)
     index = _index_for(emb, exclude, index)
     cand = index.rows
     if isinstance(query, (str, int, np.integer)):
-        query = str(query)
         try:
-            row = emb.ids.index(query)
+            row = emb.ids.index(files.parse_image_id(query, "query"))
         except ValueError:
             raise ValueError(
                 f"id {query!r} is not in the collection ({len(emb.ids)} images)"
@@ -227,7 +232,7 @@ def match_all(
         DataFrame ``query_id, rank, id, score`` (rank 1 is the best; score float32 cosine).
     """
 
-    _check_k(k)
+    check_k(k)
     if exclude:
         logger.info("match %s: %s never neighbours", emb.setting, describe_exclusions(exclude))
     cand = _candidates(emb, exclude)
@@ -242,13 +247,13 @@ def match_all(
         )
         q, r = np.nonzero(rows >= 0)
         parts.append((q + start, r + 1, cand[rows[q, r]], scores[q, r]))
-    ids = np.asarray(emb.ids, dtype=object)
+    ids = np.asarray(emb.ids, dtype=np.int64)
     q, r, n, s = (np.concatenate(x) for x in zip(*parts)) if parts else ([],) * 4
     table = pd.DataFrame(
         {
-            "query_id": pd.Series(ids[np.asarray(q, np.int64)], dtype="string"),
+            "query_id": ids[np.asarray(q, np.int64)],
             "rank": np.asarray(r, np.int16),
-            "id": pd.Series(ids[np.asarray(n, np.int64)], dtype="string"),
+            "id": ids[np.asarray(n, np.int64)],
             "score": np.asarray(s, np.float32),
         }
     )
@@ -298,36 +303,33 @@ def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[in
 def write_matches(data: str | os.PathLike, emb, table: pd.DataFrame, exclude=()) -> None:
     """Write ``match_all``'s table to ``matches/<setting>/neighbors.parquet`` (atomically), with
     ``matches_made_from`` in its schema metadata so a reader can tell when it has gone stale."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    made_from = json.dumps(matches_made_from(emb, exclude)).encode()
-    arrow = arrow.replace_schema_metadata({**arrow.schema.metadata, MADE_FROM: made_from})
-    with files.atomic_path(layout.neighbors_path(data, emb.setting)) as tmp:
-        pq.write_table(arrow, tmp)
-
-
-MADE_FROM = b"steam_dinov2.made_from"
+    path = layout.neighbors_path(data, emb.setting)
+    files.write_keyed_parquet(path, table, matches_made_from(emb, exclude))
 
 
 def matches_made_from(emb, exclude=()) -> dict:
     """The cache generation, the rows left out of it and the exclusion list a match table is
     computed from."""
-    excluded = ",".join(sorted({str(e) for e in exclude}))
+    excluded = ",".join(sorted(str(e) for e in _excluded(exclude)))  # as written since 0.1
     return {**emb.made_from(), "excluded_sha256": hashlib.sha256(excluded.encode()).hexdigest()}
+
+
+def read_matches(path) -> pd.DataFrame:
+    """A ``neighbors.parquet`` with int64 ids (files before 0.2 stored them as strings)."""
+    table = pd.read_parquet(path)
+    for column in ("query_id", "id"):
+        if column in table and table[column].dtype != np.int64:
+            table[column] = table[column].astype(np.int64)
+    return table
 
 
 def read_matches_made_from(path) -> dict | None:
     """``matches_made_from`` as written into a neighbors.parquet, or None for an older file."""
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta[MADE_FROM]) if MADE_FROM in meta else None
+    return files.read_parquet_key(path)
 
 
 def export_matches(
-    data: str | os.PathLike, setting: str | Setting, *, names: dict[str, str] | None = None
+    data: str | os.PathLike, setting: str | Setting, *, names: dict[int, str] | None = None
 ):
     """Write the match table for serving: ``neighbors.json`` beside ``neighbors.parquet``.
 
@@ -341,11 +343,11 @@ def export_matches(
     path = layout.neighbors_path(data, setting)
     if not path.is_file():
         raise ValueError(f"no matches for setting {setting!r}: run `match` first")
-    table = pd.read_parquet(path).sort_values(["query_id", "rank"])
+    table = read_matches(path).sort_values(["query_id", "rank"])
     names = names or {}
-    out = {
-        q: [
-            {"id": i, "name": names.get(i, ""), "score": round(float(s), 4)}
+    out = {  # ids as strings: JSON's keys are
+        str(q): [
+            {"id": str(i), "name": names.get(i, ""), "score": round(float(s), 4)}
             for i, s in zip(g["id"], g["score"])
         ]
         for q, g in table.groupby("query_id", sort=False)
@@ -368,7 +370,7 @@ def normalize_name(text: str) -> str:
     return " ".join("".join(c if c.isalnum() else " " for c in text).split())
 
 
-def search_games(names: dict[str, str], text: str, *, ids=None, limit: int = 20) -> list[str]:
+def search_games(names: dict[int, str], text: str, *, ids=None, limit: int = 20) -> list[int]:
     """Ids whose name holds every word of ``text``, allowing a typo per word, best first.
 
     Args:
@@ -385,7 +387,7 @@ def search_games(names: dict[str, str], text: str, *, ids=None, limit: int = 20)
 
     pool = list(names) if ids is None else list(ids)
     text = text.strip()
-    hits = [text] if text in set(pool) else []
+    hits = [int(text)] if text.isascii() and text.isdigit() and int(text) in set(pool) else []
     words = normalize_name(text).split()
     if not words or not pool:
         return hits[:limit]

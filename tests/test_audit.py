@@ -29,20 +29,20 @@ RANDOM = Setting(weights="random")  # what the module's `model` fixture is
 ONE_JOB = audit.AuditRun(n_jobs=1)
 NORMAL_IDS = list(range(100, 130))
 EXPECTED = {
-    "20": ["dark"],
-    "21": ["light"],
-    "22": ["blurry"],
-    "23": ["low_information"],
-    "24": ["grayscale"],
-    "25": ["odd_size"],
-    "26": ["odd_aspect_ratio", "odd_size"],  # every other banner is 224x336: any other size is odd
-    "27": ["unreadable"],  # HTML saved as .jpg
-    "28": ["unreadable"],  # truncated JPEG: the header reads, the pixels do not
-    "29": ["grayscale"],  # grey pixels saved as RGB (R = G = B): CleanVision's mode check misses it
-    "50": ["exact_duplicate_of:10"],  # byte copy: also a phash and an embedding duplicate of 10
-    "60": ["near_duplicate_of:10"],  # resized and re-encoded: same phash, and an embedding match
-    "70": ["embedding_duplicate_of:10"],  # cropped 5% and resized back: phash differs
-    "140": ["embedding_duplicate_of:30"],  # the original; its re-encoded copy has the lower id
+    20: ["dark"],
+    21: ["light"],
+    22: ["blurry"],
+    23: ["low_information"],
+    24: ["grayscale"],
+    25: ["odd_size"],
+    26: ["odd_aspect_ratio", "odd_size"],  # every other banner is 224x336: any other size is odd
+    27: ["unreadable"],  # HTML saved as .jpg
+    28: ["unreadable"],  # truncated JPEG: the header reads, the pixels do not
+    29: ["grayscale"],  # grey pixels saved as RGB (R = G = B): CleanVision's mode check misses it
+    50: ["exact_duplicate_of:10"],  # byte copy: also a phash and an embedding duplicate of 10
+    60: ["near_duplicate_of:10"],  # resized and re-encoded: same phash, and an embedding match
+    70: ["embedding_duplicate_of:10"],  # cropped 5% and resized back: phash differs
+    140: ["embedding_duplicate_of:30"],  # the original; its re-encoded copy has the lower id
 }
 
 
@@ -142,7 +142,7 @@ def test_exact_exclusion_reasons(audited, capsys):
     issues = pd.read_parquet(layout.issues_path(data))
     manifest = pd.read_parquet(layout.manifest_path(data))
     assert issues["app_id"].tolist() == sorted(manifest.loc[manifest.status == "ok", "app_id"])
-    assert set(issues.loc[issues.excluded, "app_id"].astype(str)) == set(EXPECTED)
+    assert set(issues.loc[issues.excluded, "app_id"]) == set(EXPECTED)
     for t in ISSUE_TYPES:
         assert issues[f"is_{t}_issue"].dtype == bool and f"{t}_score" in issues
     assert capsys.readouterr().out == ""  # library code never prints (CleanVision does)
@@ -151,9 +151,9 @@ def test_exact_exclusion_reasons(audited, capsys):
 def test_representative_is_lowest_id(audited):
     data, result = audited
     assert result.groups == {
-        "exact_duplicates": [["10", "50"]],
-        "near_duplicates": [["10", "50", "60"]],
-        "embedding_duplicates": [["10", "50", "60", "70"], ["30", "140"]],
+        "exact_duplicates": [[10, 50]],
+        "near_duplicates": [[10, 50, 60]],
+        "embedding_duplicates": [[10, 50, 60, 70], [30, 140]],
     }
     issues = pd.read_parquet(layout.issues_path(data)).set_index("app_id")
     assert issues.loc[[10, 50, 60, 70], "embedding_duplicates_group"].tolist() == [10] * 4
@@ -170,7 +170,7 @@ def test_match_never_returns_an_excluded_app(audited, model):
     excluded = audit.load_exclusions(data)
     table = match_all(emb, k=5, exclude=excluded, data=data, progress=False)
     assert not set(table["id"]) & set(excluded)
-    assert {"50", "70", "140"} <= set(table["query_id"])  # still queryable
+    assert {50, 70, 140} <= set(table["query_id"])  # still queryable
     everything = match_all(emb, k=5, progress=False)
     assert set(everything["id"]) & set(excluded)
 
@@ -199,7 +199,7 @@ def test_rerun_reuses_saved_cleanvision_results(tmp_path, monkeypatch):
     audit.audit_banners(data, **kwargs, issue_types=["dark", "light"])
     _normal(5).save(layout.banner_path(data, 20))
     third = audit.audit_banners(data, **kwargs)
-    assert len(calls) > ran and not third.reused and "20" not in third.exclusions
+    assert len(calls) > ran and not third.reused and 20 not in third.exclusions
 
 
 def test_issue_types_thresholds_and_no_embeddings(tmp_path):
@@ -208,10 +208,10 @@ def test_issue_types_thresholds_and_no_embeddings(tmp_path):
         data, issue_types=["dark", "exact_duplicates"], near_dup_threshold=None, run=ONE_JOB
     )
     assert result.exclusions == {
-        "20": ["dark"],
-        "27": ["unreadable"],
-        "28": ["unreadable"],
-        "50": ["exact_duplicate_of:10"],
+        20: ["dark"],
+        27: ["unreadable"],
+        28: ["unreadable"],
+        50: ["exact_duplicate_of:10"],
     }
     issues = result.issues
     assert not any(c.startswith(("is_light", "is_embedding", "embedding_")) for c in issues)
@@ -229,7 +229,7 @@ def test_issue_types_thresholds_and_no_embeddings(tmp_path):
         ({"thresholds": {"near_duplicates": 0.5}}, "near_duplicates has no threshold"),
         ({"issue_types": ["dark"], "thresholds": {"light": 0.1}}, "not among the issue types"),
         ({"near_dup_threshold": 1.5}, "cosine in [-1, 1]"),
-        ({"setting": 3}, "setting must be a Setting or a setting name"),
+        ({"setting": 3}, "setting must be a Setting, a setting name"),
         ({"setting": "dinov2_vits14"}, "must look like model__preset__pooling"),
     ],
 )
@@ -246,11 +246,11 @@ def test_no_manifest_audits_every_banner(tmp_path):
         data, issue_types=["grayscale"], near_dup_threshold=None, run=ONE_JOB
     )
     assert result.exclusions == {
-        "24": ["grayscale"],
-        "27": ["unreadable"],
-        "28": ["unreadable"],
-        "29": ["grayscale"],
-    } | {"999": ["grayscale"]}
+        24: ["grayscale"],
+        27: ["unreadable"],
+        28: ["unreadable"],
+        29: ["grayscale"],
+    } | {999: ["grayscale"]}
     with pytest.raises(ValueError, match="no banners to audit"):
         audit.audit_banners(tmp_path / "empty", near_dup_threshold=None)
 

@@ -19,15 +19,15 @@ from steam_dinov2.views.compare import plot_comparison
 
 matplotlib.use("Agg")
 NAMES = {
-    "10": "Portal",
-    "20": "Portal 2",
-    "30": "Pokémon: Red!",
-    "40": "Euro Truck Simulator 2",
-    "50": "American Truck Simulator",
-    "60": "Half-Life",
-    "70": "Half-Life 2",
-    "80": "Stardew Valley",
-    "90": "Pokemon Red (copy)",
+    10: "Portal",
+    20: "Portal 2",
+    30: "Pokémon: Red!",
+    40: "Euro Truck Simulator 2",
+    50: "American Truck Simulator",
+    60: "Half-Life",
+    70: "Half-Life 2",
+    80: "Stardew Valley",
+    90: "Pokemon Red (copy)",
 }
 
 
@@ -46,13 +46,13 @@ def data(tmp_path, banner_dir, vits14):
 
 def test_names_are_found_whatever_the_case_accents_or_punctuation():
     assert normalize_name("Pokémon: Red!") == "pokemon red"
-    assert search_games(NAMES, "pokemon red") == ["30", "90"]
-    assert search_games(NAMES, "POKÉMON") == ["30", "90"]
-    assert search_games(NAMES, "truck sim") == ["40", "50"]  # shorter name first
-    assert search_games(NAMES, "half life") == ["60", "70"]
-    assert search_games(NAMES, "Portal") == ["10", "20"]
-    assert search_games(NAMES, "80") == ["80"]
-    assert search_games(NAMES, "portal", ids=["20", "60"]) == ["20"]
+    assert search_games(NAMES, "pokemon red") == [30, 90]
+    assert search_games(NAMES, "POKÉMON") == [30, 90]
+    assert search_games(NAMES, "truck sim") == [40, 50]  # shorter name first
+    assert search_games(NAMES, "half life") == [60, 70]
+    assert search_games(NAMES, "Portal") == [10, 20]
+    assert search_games(NAMES, "80") == [80]
+    assert search_games(NAMES, "portal", ids=[20, 60]) == [20]
     assert search_games(NAMES, "  ") == []
 
 
@@ -71,16 +71,16 @@ def _check(browser, ids, scores):
 def test_search_choose_click_and_go_back(data):
     b = Browser(data, k=3)
     b.search.value = "pokemon"
-    assert [v for _, v in b.choices.options] == ["30", "90"]
-    b.choices.value = "30"
-    _check(b, *_expected(data, "30", 3))
-    assert b.shown[0][0] == "90"  # the re-encoded copy is the top match
+    assert [v for _, v in b.choices.options] == [30, 90]
+    b.choices.value = 30
+    _check(b, *_expected(data, 30, 3))
+    assert b.shown[0][0] == 90  # the re-encoded copy is the top match
     first = b.tiles[1].app_id
     b.tiles[1].button.click()
     assert b.query_tile.app_id == first
     _check(b, *_expected(data, first, 3))
     b.back.click()
-    _check(b, *_expected(data, "30", 3))
+    _check(b, *_expected(data, 30, 3))
     assert b.back.disabled and not b.forward.disabled
     b.forward.click()
     _check(b, *_expected(data, first, 3))
@@ -94,15 +94,15 @@ def test_excluded_games_never_show(data):
     (data / "audit").mkdir()
     (data / "audit" / "exclusions.json").write_text(json.dumps({"90": ["near duplicate of 30"]}))
     b = Browser(data, k=3)
-    b.show("30")
-    _check(b, *_expected(data, "30", 3, exclude=["90"]))
-    assert "90" not in [i for i, _ in b.shown]
-    b.show("90")  # an excluded game can still be the query
+    b.show(30)
+    _check(b, *_expected(data, 30, 3, exclude=[90]))
+    assert 90 not in [i for i, _ in b.shown]
+    b.show(90)  # an excluded game can still be the query
     assert len(b.shown) == 3
     everything = Browser(data, k=3, include_excluded=True)
-    everything.show("30")
-    _check(everything, *_expected(data, "30", 3))
-    assert everything.shown[0][0] == "90"  # the excluded copy is back, as the top match
+    everything.show(30)
+    _check(everything, *_expected(data, 30, 3))
+    assert everything.shown[0][0] == 90  # the excluded copy is back, as the top match
 
 
 def _tile_image(tile):
@@ -116,7 +116,7 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
     buf = io.BytesIO()
     make_banner(5, size=(600, 900)).save(buf, format="PNG")
     upload_to_browser(b, "mine.png", buf.getvalue())
-    assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
+    assert b.shown[0][0] == 50 and b.shown[0][1] > 0.95
     assert b.query_tile.app_id is None
     shown = np.asarray(_tile_image(b.query_tile).convert("RGB"), dtype=int)
     assert shown.shape == (384, 256, 3)  # the upload itself, resized like a download
@@ -126,10 +126,10 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
     # Another setting embeds the same upload with its own model and pooling.
     b.setting.value = "dinov2_vits14__crop256__gem__random"
     emb = load_embeddings(data, "dinov2_vits14__crop256__gem__random")
-    assert b.shown[0][0] == "50"
+    assert b.shown[0][0] == 50
     np.testing.assert_allclose(
         b.shown[0][1],
-        emb.vectors[emb.ids.index("50")] @ b._vectors[b.history[-1]["image"], b.setting.value],
+        emb.vectors[emb.ids.index(50)] @ b._vectors[b.history[-1]["image"], b.setting.value],
         atol=1e-5,
     )
     b.setting.value = "dinov2_vits14__crop256__cls__random"
@@ -138,10 +138,10 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
     buf = io.BytesIO()
     make_banner(7, size=(600, 900)).save(buf, format="PNG")
     upload_to_browser(b, "mine.png", buf.getvalue())  # same name, other picture: another query
-    assert b.shown[0][0] == "70" and b.shown != first
+    assert b.shown[0][0] == 70 and b.shown != first
     upload_to_browser(b, "notes.png", b"not an image at all")
     assert "could not read the upload notes.png: not a decodable image" in b.status.value
-    assert b.shown[0][0] == "70"  # the previous query stays on screen
+    assert b.shown[0][0] == 70  # the previous query stays on screen
 
     with FakeSteam([App(777, name="Live Game"), App(778, name="No art", banner=None)]) as server:
         monkeypatch.setenv("STEAM_API_BASE", server.base)
@@ -152,7 +152,7 @@ def test_uploaded_and_fetched_banners_outside_the_collection(data, monkeypatch, 
         b.outside.value = "778"
         assert "Could not fetch app 778" in b.status.value
     b.outside.value = "20"  # in the collection: a plain query
-    _check(b, *_expected(data, "20", 3))
+    _check(b, *_expected(data, 20, 3))
     b.back.click()
     assert b.query_tile.app_id is None and len(b.shown) == 3  # back to the fetched game
 
@@ -164,7 +164,7 @@ def test_comparison_rows_compute_only_missing_settings(data):
     assert fig.axes[0].get_ylabel() == "dinov2_vits14\ncrop256\ncls"
     assert fig.axes[4].get_ylabel() == "dinov2_vits14\nfull\ngem"
     assert fig.axes[0].get_title() == "Euro Truck Simula…\n(40)\nQUERY"  # the id kept whole
-    ids, scores = _expected(data, "40", 3)
+    ids, scores = _expected(data, 40, 3)
     assert fig.axes[1].get_title().endswith(f"{scores[0]:.3f}")
     assert (data / "embeddings" / "dinov2_vits14__full__gem__random" / "meta.json").is_file()
     with pytest.raises(ValueError, match="model:preset:pooling"):
@@ -180,7 +180,7 @@ def test_precomputed_matches_are_used_only_while_fresh(data, vits14, monkeypatch
         browse, "find_neighbors", lambda *a, **k: live.append(a[1]) or real(*a, **k)
     )
     b = Browser(data, k=3)
-    b.show("30")
+    b.show(30)
     assert live == []  # a lookup in neighbors.parquet
     # A banner embedded since the match: the table is stale, so the browser searches live.
     make_banner(3).save(data / "banners" / "95.jpg", quality=70)
@@ -189,17 +189,17 @@ def test_precomputed_matches_are_used_only_while_fresh(data, vits14, monkeypatch
     )
     embed_folder(data / "banners", data, model=vits14, num_workers=0)
     b = Browser(data, k=3)
-    b.show("30")
-    assert live == ["30"] and "95" in [i for i, _ in b.shown]
+    b.show(30)
+    assert live == [30] and 95 in [i for i, _ in b.shown]
     # Matched again, but the audit has since excluded a game: stale again.
     match_all(load_embeddings(data, "dinov2_vits14__crop256__cls__random"), k=4, data=data)
-    Browser(data, k=3).show("30")
-    assert live == ["30"]
+    Browser(data, k=3).show(30)
+    assert live == [30]
     (data / "audit").mkdir()
     (data / "audit" / "exclusions.json").write_text(json.dumps({"95": ["near duplicate of 30"]}))
     b = Browser(data, k=3)
-    b.show("30")
-    assert live == ["30", "30"] and "95" not in [i for i, _ in b.shown]
+    b.show(30)
+    assert live == [30, 30] and 95 not in [i for i, _ in b.shown]
 
 
 def test_outside_queries_need_the_weights_file_of_the_setting(data, vits14, tmp_path):
@@ -220,7 +220,7 @@ def test_outside_queries_need_the_weights_file_of_the_setting(data, vits14, tmp_
         Browser(data, setting=Setting.create("dinov2_vits14", weights=other), k=3)
     b = Browser(data, setting=mine, k=3)
     upload_to_browser(b, "mine.png", buf.getvalue())
-    assert b.shown[0][0] == "50" and b.shown[0][1] > 0.95
+    assert b.shown[0][0] == 50 and b.shown[0][1] > 0.95
 
 
 def test_opens_on_the_setting_given_else_the_latest_embedded(data, vits14):
@@ -230,8 +230,8 @@ def test_opens_on_the_setting_given_else_the_latest_embedded(data, vits14):
     assert Browser(data).setting.value == gem  # the latest, not the alphabetically first
     b = Browser(data, k=3, setting=cls)
     assert b.settings == [cls, gem] and b.setting.value == cls
-    b.show("30")
-    _check(b, *_expected(data, "30", 3))
+    b.show(30)
+    _check(b, *_expected(data, 30, 3))
     with pytest.raises(ValueError, match="has no embedding cache.*cached: " + cls):
         Browser(data, setting="dinov2_vits14__crop224__cls__random")
     # A malformed name says so before anyone looks for its cache.
@@ -243,14 +243,14 @@ def test_opens_on_the_setting_given_else_the_latest_embedded(data, vits14):
 
 def test_query_tile_has_no_similar_button_and_back_goes_back(data):
     b = Browser(data, k=3)
-    b.show("30")
+    b.show(30)
     assert not hasattr(b.query_tile, "button")
     assert all(hasattr(t, "button") for t in b.tiles)
     b.tiles[0].button.click()
     b.show(b.query_tile.app_id)  # the same game again: not a second history entry
-    assert [e["id"] for e in b.history] == ["30", b.query_tile.app_id]
+    assert [e["id"] for e in b.history] == [30, b.query_tile.app_id]
     b.back.click()
-    assert b.query_tile.app_id == "30" and b.back.disabled
+    assert b.query_tile.app_id == 30 and b.back.disabled
 
 
 def test_a_search_without_hits_says_so(data):

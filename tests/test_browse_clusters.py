@@ -64,14 +64,14 @@ def test_cluster_captions_escape_names(data):
     b = Browser(data)
     b.clusters.click()
     table = map_catalog(data, SETTING)
-    b.cluster.value = int(table.loc[table["id"] == "20", "cluster"].iloc[0])
-    tile = next(t for t in b.tiles if t.app_id == "20")
+    b.cluster.value = int(table.loc[table["id"] == 20, "cluster"].iloc[0])
+    tile = next(t for t in b.tiles if t.app_id == 20)
     assert "&lt;b&gt;Bold&lt;/b&gt; &amp; Co" in tile.children[1].value
 
 
 def test_why_button_explains_a_neighbor(data, vits14):
     b = Browser(data, k=3, explain_with=True)
-    b.show("30")
+    b.show(30)
     assert b.explained.layout.display == "none"
     b.tiles[0].why.click()
     assert bytes(b.explained.value).startswith(b"\x89PNG") and b.explained.layout.display == ""
@@ -80,10 +80,10 @@ def test_why_button_explains_a_neighbor(data, vits14):
 
 def test_why_not_asked_for_or_with_an_untrusted_model_says_so(data):
     b = Browser(data, k=3)
-    b.show("30")
+    b.show(30)
     assert not any(hasattr(t, "why") for t in b.tiles)  # not asked for: no button
     with pytest.raises(ValueError, match="explain_with=True"):
-        b.explain("30", b.tiles[0].app_id)
+        b.explain(30, b.tiles[0].app_id)
     # A cache whose meta.json names a model the user never chose: Why? loads nothing.
     planted = data / "embeddings" / "zz_other_model"
     shutil.copytree(data / "embeddings" / SETTING, planted)
@@ -91,7 +91,7 @@ def test_why_not_asked_for_or_with_an_untrusted_model_says_so(data):
     (planted / "meta.json").write_text(json.dumps({**meta, "model": "vit_small_patch14_dinov2"}))
     try:
         b = Browser(data, k=3, settings=["zz_other_model"], explain_with=True)
-        b.show("30")
+        b.show(30)
         b.tiles[0].why.click()
         assert "neither in the registry nor the one you gave" in b.status.value
         assert b._models == {} and b.explained.layout.display == "none"
@@ -104,7 +104,7 @@ def test_comparison_explains_each_neighbor(data, vits14):
 
     fig = plot_comparison(
         data,
-        "30",
+        30,
         [SETTING],
         k=2,
         explain=True,
@@ -112,7 +112,7 @@ def test_comparison_explains_each_neighbor(data, vits14):
     )
     # the grid's banner, then the heatmap's banner, veil, unveiled crop and heat in every cell
     assert [len(ax.images) for ax in fig.axes[:3]] == [5, 5, 5]
-    first = find_neighbors(load_embeddings(data, SETTING), "30", k=1)["id"].iloc[0]
+    first = find_neighbors(load_embeddings(data, SETTING), 30, k=1)["id"].iloc[0]
     banners = data / "banners"
     want = explain_match(banners / "30.jpg", banners / f"{first}.jpg", vits14)
     np.testing.assert_allclose(fig.axes[1].images[-1].get_array(), want.heat_b, atol=1e-5)

@@ -164,10 +164,12 @@ def _expected(data, app_id) -> list[dict]:
 
     No audit ran, so nothing is excluded; the scores are shown to 3 decimals.
     """
-    names = {str(a): n for a, n in NAMES.items()}
-    table = find_neighbors(load_embeddings(data, SETTING), str(app_id), k=K)
+    names = {str(a): n for a, n in NAMES.items()}  # the page shows ids as text
+    table = find_neighbors(load_embeddings(data, SETTING), app_id, k=K)
     rows = [(str(app_id), ["QUERY", names[str(app_id)], str(app_id)])]
-    rows += [(i, [names[i], f"{s:.3f}", i]) for i, s in zip(table["id"], table["score"])]
+    rows += [
+        (str(i), [names[str(i)], f"{s:.3f}", str(i)]) for i, s in zip(table["id"], table["score"])
+    ]
     return [
         {
             "lines": lines,

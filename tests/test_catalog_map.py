@@ -126,7 +126,7 @@ def test_catalog_map_is_cached_and_recomputed_when_stale(data, monkeypatch, vits
 
     table = map_catalog(data, SETTING, n_clusters=3)
     assert list(table.columns) == ["id", "x", "y", "cluster", "centrality"]
-    assert sorted(table["id"]) == sorted(str(i * 10) for i in range(1, 13))
+    assert sorted(table["id"]) == [i * 10 for i in range(1, 13)]
     assert layout.map_path(data, SETTING).is_file()
 
     def fail(*a, **k):
@@ -148,17 +148,17 @@ def test_catalog_map_is_cached_and_recomputed_when_stale(data, monkeypatch, vits
         data, pd.concat([read_manifest(data), pd.DataFrame({"app_id": [130], "status": "ok"})])
     )
     embed_folder(data / "banners", data, model=vits14, progress=False)
-    assert "130" in set(map_catalog(data, SETTING, n_clusters=3)["id"])
+    assert 130 in set(map_catalog(data, SETTING, n_clusters=3)["id"])
     # A banner leaves the collection (its row turns error) and another comes back in its place,
     # cache unchanged: the map of the same count of rows is made again, without it.
     manifest = read_manifest(data)
     manifest.loc[manifest.app_id == 20, "status"] = "error"
     write_manifest(data, manifest)
-    assert "20" not in set(first := map_catalog(data, SETTING, n_clusters=3)["id"])
+    assert 20 not in set(first := map_catalog(data, SETTING, n_clusters=3)["id"])
     manifest.loc[manifest.app_id.isin([20, 30]), "status"] = ["ok", "error"]
     write_manifest(data, manifest)
     again = map_catalog(data, SETTING, n_clusters=3)
-    assert len(again) == len(first) and "20" in set(again["id"]) and "30" not in set(again["id"])
+    assert len(again) == len(first) and 20 in set(again["id"]) and 30 not in set(again["id"])
 
 
 def test_clusters_described_and_drawn(data, tmp_path):
@@ -176,7 +176,7 @@ def test_clusters_described_and_drawn(data, tmp_path):
     fig = plot_catalog_map(data, table, cells=4)
     fig.savefig(tmp_path / "map.png")
     assert len(fig.axes[0].images) == len(sample_for_thumbnails(table, 4))
-    c10 = int(table.loc[table["id"] == "10", "cluster"].iloc[0])
+    c10 = int(table.loc[table["id"] == 10, "cluster"].iloc[0])
     fig = plot_cluster(data, table, c10)
     assert len(fig.axes) >= 2
     fig.savefig(tmp_path / "cluster.png")  # '$' in a name would be mathtext if not escaped

@@ -42,7 +42,7 @@ def test_embed_then_match_end_to_end(banner_dir, tmp_path):
         data / "matches" / "dinov2_vits14__crop256__gem__random" / "neighbors.parquet"
     )
     assert len(table) == 27 and table.groupby("query_id").size().eq(3).all()
-    assert table[(table.query_id == "90") & (table["rank"] == 1)]["id"].item() == "30"
+    assert table[(table.query_id == 90) & (table["rank"] == 1)]["id"].item() == 30
 
 
 def test_models_lists_the_registry(capsys):
@@ -161,7 +161,7 @@ def test_run_downloads_audits_embeds_matches_and_previews(tmp_path):
     setting = "dinov2_vits14__crop256__cls__random"
     table = pd.read_parquet(data / "matches" / setting / "neighbors.parquet")
     excluded = set(json.loads((data / "audit" / "exclusions.json").read_text()))
-    assert set(table.query_id) == {str(a) for a in range(10, 90, 10)}
+    assert set(table.query_id) == set(range(10, 90, 10))
     assert not set(table.id) & excluded
     assert ("audit exclusions applied: " in r.stdout) == bool(excluded)
     with Image.open(data / "matches" / setting / "preview.png") as img:

@@ -5,38 +5,38 @@ import shutil
 import pytest
 
 from steam_dinov2 import embed_folder
-from steam_dinov2.embedding.setting import Setting
-from steam_dinov2.views.compare import plot_comparison, plot_games, row_setting
+from steam_dinov2.embedding.setting import Setting, as_setting
+from steam_dinov2.views.compare import plot_comparison, plot_games
 
 
 def test_preview_shows_k_neighbors_and_names_its_setting(tmp_path, banner_dir, vits14):
     data = tmp_path / "data"
     shutil.copytree(banner_dir, data / "banners")
     emb = embed_folder(data / "banners", data, model=vits14, num_workers=0, progress=False)
-    fig = plot_games(data, emb, ["30", "40"], k=3, title=True)
+    fig = plot_games(data, emb, [30, 40], k=3, title=True)
     assert len(fig.axes) == 2 * (3 + 1)  # per row: the query, then k neighbours
     assert fig._suptitle.get_text() == f"{emb.setting}: 3 nearest banners"
-    assert plot_games(data, emb, ["30"], k=2)._suptitle is None  # untitled unless asked
+    assert plot_games(data, emb, [30], k=2)._suptitle is None  # untitled unless asked
 
 
 def test_comparison_rows_are_settings_names_or_model_preset_pooling(tmp_path):
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"not read: only hashed")
     mine = Setting.create("dinov2_vits14", "full", "gem", weights=weights)
-    assert row_setting(mine) is mine and row_setting(mine).weights_file == str(weights)
-    named = row_setting("dino_vitb16__crop224__cls__random")
+    assert as_setting(mine) is mine and as_setting(mine).weights_file == str(weights)
+    named = as_setting("dino_vitb16__crop224__cls__random")
     assert (named.model, named.preset, named.pooling, named.weights) == (
         "dino_vitb16",
         "crop224",
         "cls",
         "random",
     )
-    assert row_setting("dinov2_vits14:full:gem") == Setting("dinov2_vits14", "full", "gem")
-    hub = row_setting("hub:owner/repo:entry:crop256:cls")  # a hub model keeps its own ':'
+    assert as_setting("dinov2_vits14:full:gem") == Setting("dinov2_vits14", "full", "gem")
+    hub = as_setting("hub:owner/repo:entry:crop256:cls")  # a hub model keeps its own ':'
     assert (hub.model, hub.preset, hub.pooling) == ("hub:owner/repo:entry", "crop256", "cls")
     for bad in ["dinov2_vits14", "dinov2_vits14::cls", ("dinov2_vits14", "crop256", "cls"), 3]:
         with pytest.raises(ValueError, match="model:preset:pooling"):
-            row_setting(bad)
+            as_setting(bad)
 
 
 def test_a_comparison_without_settings_is_refused(tmp_path):
@@ -48,5 +48,5 @@ def test_one_setting_name_is_one_row_not_its_characters(tmp_path, banner_dir, vi
     data = tmp_path / "data"
     shutil.copytree(banner_dir, data / "banners")
     emb = embed_folder(data / "banners", data, model=vits14, num_workers=0, progress=False)
-    fig = plot_comparison(data, "30", emb.setting, k=2, progress=False)  # the cache is reused
+    fig = plot_comparison(data, 30, emb.setting, k=2, progress=False)  # the cache is reused
     assert len(fig.axes) == 2 + 1

@@ -119,8 +119,8 @@ def test_copy_is_the_nearest_neighbor(vits14, banner_dir):
     vectors, _, _ = embed_images(paths, vits14, num_workers=0)
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -1)
-    ids = [p.stem for p in paths]
-    assert ids[int(sims[ids.index("90")].argmax())] == "30"
+    ids = [int(p.stem) for p in paths]
+    assert ids[int(sims[ids.index(90)].argmax())] == 30
 
 
 def _count_embedded(monkeypatch):
@@ -138,16 +138,16 @@ def _count_embedded(monkeypatch):
 def test_cache_reuse_append_drop(vits14, banner_dir, tmp_path, monkeypatch):
     data = tmp_path / "data"
     calls = _count_embedded(monkeypatch)
-    (banner_dir / "junk.jpg").write_bytes(b"junk")
+    (banner_dir / "95.jpg").write_bytes(b"junk")
     first = embed_folder(banner_dir, data, model=vits14, num_workers=0)
-    assert sorted(first.ids, key=int) == ["10", "20", "30", "40", "50", "60", "70", "80", "90"]
-    assert set(first.errors) == {"junk"}
+    assert sorted(first.ids) == [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    assert set(first.errors) == {95}
     assert first.setting == "dinov2_vits14__crop256__cls__random"
 
     # Rerun: nothing embedded, not even the bad file again, and the model is never loaded.
     monkeypatch.setattr(Setting, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     again = embed_folder(banner_dir, data, setting=RANDOM)
-    assert len(calls) == 1 and again.ids == first.ids and set(again.errors) == {"junk"}
+    assert len(calls) == 1 and again.ids == first.ids and set(again.errors) == {95}
     np.testing.assert_array_equal(again.vectors, first.vectors)
 
     # Append one, drop one: only the new image is embedded.
@@ -155,7 +155,7 @@ def test_cache_reuse_append_drop(vits14, banner_dir, tmp_path, monkeypatch):
     (banner_dir / "20.jpg").unlink()
     grown = embed_folder(banner_dir, data, model=vits14, num_workers=0)
     assert calls[-1] == ["110.jpg"]
-    assert "20" not in grown.ids and grown.ids[-1] == "110" and len(grown.ids) == 9
+    assert 20 not in grown.ids and grown.ids[-1] == 110 and len(grown.ids) == 9
     for i in grown.ids[:-1]:
         np.testing.assert_array_equal(
             grown.vectors[grown.ids.index(i)], first.vectors[first.ids.index(i)]
@@ -298,7 +298,7 @@ def test_the_collection_is_the_manifests_ok_rows(vits14, banner_dir, monkeypatch
     data = banner_dir.parent  # banner_dir is this data folder's banners/
     ok = {a: "ok" for a in range(10, 100, 10)}
     _manifest(data, {**ok, 20: "error", 100: "ok"})  # 20.jpg is on disk, 100.jpg is not
-    want = ["10", "30", "40", "50", "60", "70", "80", "90"]
+    want = [10, 30, 40, 50, 60, 70, 80, 90]
     assert list(images_of(data)) == list(images_of(data, banner_dir)) == want
     calls = _count_embedded(monkeypatch)
     with caplog.at_level(logging.WARNING):
@@ -310,23 +310,25 @@ def test_the_collection_is_the_manifests_ok_rows(vits14, banner_dir, monkeypatch
     _manifest(data, {**ok, 20: "error", 30: "error"})
     monkeypatch.setattr(Setting, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     again = embed_folder(None, data, setting="dinov2_vits14__crop256__cls__random")
-    assert again.ids == [i for i in want if i != "30"] and again.embedded == 0
+    assert again.ids == [i for i in want if i != 30] and again.embedded == 0
     assert again.dropped == 1  # counted, not silent
-    np.testing.assert_array_equal(again.vectors, np.delete(emb.vectors, want.index("30"), 0))
+    np.testing.assert_array_equal(again.vectors, np.delete(emb.vectors, want.index(30), 0))
     assert load_embeddings(data, again.setting).ids == again.ids
     assert len(calls) == 1
 
 
-def test_a_folder_of_ones_own_images_is_not_the_collection(vits14, banner_dir, tmp_path):
+def test_a_folder_of_ones_own_images_is_not_the_collection(vits14, banner_dir, tmp_path, caplog):
     data, mine = tmp_path / "data", tmp_path / "mine"
     layout.banners_dir(data).mkdir(parents=True)
     _manifest(data, {10: "error"})  # about data's banners, not about this folder
     mine.mkdir()
     make_banner(1).save(mine / "10.jpg")
     make_banner(2).save(mine / "my game.png")
-    assert list(images_of(data, mine)) == ["10", "my game"]
+    with caplog.at_level(logging.WARNING):
+        assert list(images_of(data, mine)) == [10]
+    assert "skipped 1 image not named by an id (my game.png): import the folder" in caplog.text
     emb = embed_folder(mine, data, model=vits14, num_workers=0)
-    assert emb.ids == ["10", "my game"] and emb.meta["images"] == str(mine.resolve())
+    assert emb.ids == [10] and emb.meta["images"] == str(mine.resolve())
     assert load_embeddings(data, emb.setting).ids == emb.ids  # not filtered by data's manifest
     with pytest.raises(ValueError, match="no images in"):
         embed_folder(None, data, model=vits14)  # the collection is empty: 10 is an error
@@ -360,7 +362,7 @@ def test_a_cache_of_another_setting_serves_only_the_collection(
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         emb = load_embeddings(data, GEM)
-    want = [i for i in before.ids if i not in ("20", "40")]
+    want = [i for i in before.ids if i not in (20, 40)]
     assert emb.ids == want and emb.meta["count"] == 7
     np.testing.assert_array_equal(emb.vectors, before.vectors[[before.ids.index(i) for i in want]])
     # One warning (besides the manifest's about 40.jpg), naming how many, which and the fix.
@@ -370,7 +372,7 @@ def test_a_cache_of_another_setting_serves_only_the_collection(
     _manifest(data, {a: "ok" for a in range(10, 100, 10)})  # 20 is back; 40 is still gone
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert "40" not in load_embeddings(data, GEM).ids
+        assert 40 not in load_embeddings(data, GEM).ids
     assert "1 cached banner is no longer in the collection" in caplog.text
     _manifest(data, {a: "error" if a == 20 else "ok" for a in range(10, 100, 10)})
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == written  # readers never write
@@ -379,10 +381,12 @@ def test_a_cache_of_another_setting_serves_only_the_collection(
     assert read_matches_made_from(stale) != matches_made_from(emb)
     assert main(["match", "--data", str(data), "--no-pretrained", "--pooling", "gem"]) == 0
     table = pd.read_parquet(stale)
-    assert {"20", "40"}.isdisjoint({*table["query_id"], *table["id"]})
+    assert {20, 40}.isdisjoint({*table["query_id"], *table["id"]})
     assert "42 matches for 7 images" in capsys.readouterr().out
     site = export_site(data, GEM, data.parent / "site", k=3, with_map=False, progress=False)
-    assert json.loads((site.out / "data" / "games.json").read_text())["ids"] == want
+    assert json.loads((site.out / "data" / "games.json").read_text())["ids"] == [
+        str(i) for i in want
+    ]
 
 
 def test_embed_says_how_many_rows_left_the_collection(banner_dir, capsys):
@@ -400,7 +404,7 @@ def test_embed_says_how_many_rows_left_the_collection(banner_dir, capsys):
 
 @pytest.mark.parametrize("bad", [3, 2.5, ["dinov2_vits14__crop256__cls"]])
 def test_a_setting_that_is_not_a_setting_is_refused_in_one_line(banner_dir, tmp_path, bad):
-    message = f"setting must be a Setting or a setting name .* got {type(bad).__name__}$"
+    message = f"setting must be a Setting, a setting name .* got {type(bad).__name__}$"
     with pytest.raises(ValueError, match=message):
         embed_folder(banner_dir, tmp_path, setting=bad)
     with pytest.raises(ValueError, match=message):

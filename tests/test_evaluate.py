@@ -74,12 +74,12 @@ def catalogue(tmp_path_factory, vits14):
 def test_a_near_copy_franchise_scores_far_above_its_baseline(catalogue):
     result = evaluate_settings(catalogue, SETTINGS[:1], truths=["franchise"])
     rows = result.per_query[result.per_query.metric == "map@10"].set_index("query_id")
-    twins, scattered = rows.loc[[str(a) for a in TWINS]], rows.loc[["101", "102", "103"]]
+    twins, scattered = rows.loc[TWINS], rows.loc[[101, 102, 103]]
     assert (twins.n_relevant == 4).all() and (scattered.n_relevant == 4).all()
     assert twins.value.mean() > 0.9 and twins.baseline.max() < 0.3
     assert twins.value.mean() > scattered.value.mean() + 0.5
     recall1 = result.per_query[result.per_query.metric == "recall@1"].set_index("query_id")
-    assert (recall1.loc[[str(a) for a in TWINS], "value"] == 1).all()
+    assert (recall1.loc[TWINS, "value"] == 1).all()
     summary = result.summary.set_index("metric")
     assert summary.loc["map@10", "n_queries"] == 10  # Twins and Scattered, 5 each
 
@@ -344,12 +344,12 @@ def test_a_swap_in_the_collection_is_scored_again(catalogue, tmp_path):
     shutil.copytree(catalogue, data)
     ids = DISTINCT + TWINS
 
-    def queries_with(error: int) -> set[str]:
+    def queries_with(error: int) -> set[int]:
         status = ["error" if a == error else "ok" for a in ids]
         write_manifest(data, pd.DataFrame({"app_id": ids, "name": "x", "status": status}))
         result = evaluate_settings(data, SETTINGS[:1], truths=["developer"], copies=0)
         return set(result.per_query["query_id"])
 
-    assert "201" not in queries_with(201)
+    assert 201 not in queries_with(201)
     second = queries_with(202)
-    assert "201" in second and "202" not in second
+    assert 201 in second and 202 not in second

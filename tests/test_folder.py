@@ -119,7 +119,7 @@ def test_cli_import_folder_then_embed_match_and_audit(photos, tmp_path, capsys, 
     assert main(["match", *common, "--k", "2"]) == 0
     setting = layout.setting_name("dinov2_vits14", "crop256", "cls", weights_tag="random")
     table = pd.read_parquet(layout.neighbors_path(data, setting))
-    assert set(table.query_id) == {str(a) for a in issues.app_id}
+    assert set(table.query_id) == set(issues.app_id)
 
 
 def test_browser_tiles_link_to_the_store_only_for_steam_ids(photos, tmp_path, vits14):
@@ -137,8 +137,8 @@ def test_browser_tiles_link_to_the_store_only_for_steam_ids(photos, tmp_path, vi
     browser = Browser(data, k=5)
     browser.show(own_image_id("fish.jpeg"))
     links = {t.app_id: t.children[1].value for t in browser.tiles}
-    assert "store.steampowered.com/app/620" in links["620"]
-    own = [html for i, html in links.items() if i != "620"]
+    assert "store.steampowered.com/app/620" in links[620]
+    own = [html for i, html in links.items() if i != 620]
     assert len(own) == 4 and not any("store.steampowered.com" in h for h in own)
 
 

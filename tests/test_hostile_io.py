@@ -354,7 +354,7 @@ def test_dot_slash_member_names_are_accepted(tmp_path):
         ],
     )
     assert import_snapshot(snap, tmp_path / "data", progress=False) == 1
-    assert load_names(tmp_path / "data") == {"10": "Ten"}
+    assert load_names(tmp_path / "data") == {10: "Ten"}
 
 
 class _Answers(BaseHTTPRequestHandler):
@@ -474,7 +474,6 @@ def test_ctrl_c_stops_download_with_one_line_and_a_consistent_folder(tmp_path):
             if stuck and len(layout.banner_files(data)) == len(fast):
                 break
             time.sleep(0.05)
-        time.sleep(0.3)  # the main thread records the fast ones it was handed
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
         try:  # a hang guard, far below the 30 s per-banner deadline the threads are waiting on
@@ -482,18 +481,27 @@ def test_ctrl_c_stops_download_with_one_line_and_a_consistent_folder(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             pytest.fail("download did not stop on SIGINT")
-    assert proc.returncode == 130
-    assert "Traceback" not in err and err.rstrip().endswith("interrupted; rerun to resume")
-    df = read_manifest(data)  # written whole on the way out
-    assert sorted(df.app_id) == fast and (df.status == "ok").all()
-    assert not files.stale_temp_files(layout.banners_dir(data))
+        assert proc.returncode == 130
+        assert "Traceback" not in err and err.rstrip().endswith("interrupted; rerun to resume")
+        df = read_manifest(data)  # written whole on the way out
+        # A banner saved just before Ctrl-C may not have reached the main thread's book yet: its
+        # row is then missing (the next run adopts the file), never wrong. No sleep promises more.
+        assert set(df.app_id) <= set(fast) and (df.status == "ok").all()
+        assert sorted(layout.banner_files(data)) == fast
+        assert not files.stale_temp_files(layout.banners_dir(data))
+        server.reset_counts()
+        again = download_banners(
+            data, source=fast, http=server.client(), progress=False, metadata=False
+        )
+        assert (again.ok, again.skipped, sum(server.hits.values())) == (0, len(fast), 0)
+        assert sorted(read_manifest(data).app_id) == fast  # the rest adopted, none fetched again
 
 
 # 6. Two processes on one folder: a lock; start-up clean-up only of stale temporary files.
 
 _HOLDER = """
 import contextlib, sys
-from steam_dinov2 import files, layout
+from steam_dinov2.core import files, layout
 data, target, lock = sys.argv[1], sys.argv[2], sys.argv[3] == "lock"
 ctx = layout.lock_data(data) if lock else contextlib.nullcontext()
 with ctx, files.atomic_path(target) as tmp:

@@ -179,12 +179,12 @@ def test_match_notebook_wrote_matches_comparison_and_export(executed):
     setting = "dinov2_vits14__crop256__cls__random"
     table = pd.read_parquet(data / "matches" / setting / "neighbors.parquet")
     exclusions = json.loads((data / "audit" / "exclusions.json").read_text())
-    assert set(table.query_id) == {str(a) for a in [*NAMES, 4000, 6410]}
-    assert "6410" in exclusions and not set(table.id) & set(exclusions)
+    assert set(table.query_id) == {*NAMES, 4000, 6410}
+    assert "6410" in exclusions and not set(table.id) & {int(i) for i in exclusions}
     assert table.groupby("query_id").size().eq(3).all()
     served = json.loads((data / "matches" / setting / "neighbors.json").read_text())
-    first = table[(table.query_id == "620")].sort_values("rank")
-    assert [n["id"] for n in served["620"]] == list(first.id)
+    first = table[(table.query_id == 620)].sort_values("rank")
+    assert [n["id"] for n in served["620"]] == [str(i) for i in first.id]  # JSON: ids as strings
     names = dict(
         zip(*pd.read_parquet(data / "manifest.parquet", columns=["app_id", "name"]).T.values)
     )
@@ -282,7 +282,7 @@ def test_own_images_go_through_audit_and_match_with_a_weights_file(own_images_wi
     issues = pd.read_parquet(layout.issues_path(data))
     assert sorted(issues.app_id) == sorted(manifest.app_id)
     table = pd.read_parquet(layout.neighbors_path(data, setting))
-    assert set(table.query_id) == {str(a) for a in manifest.app_id}
+    assert set(table.query_id) == set(manifest.app_id)
     out = nbformat.read(tmp / "m.ipynb", as_version=4)
     assert not [o for c in out.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert setting in _output_text(out, "ranked.reindex")  # the weights file's row and figures
@@ -311,7 +311,7 @@ def test_match_notebook_mapped_explained_and_exported_a_site(executed):
     setting = "dinov2_vits14__crop256__cls__random"
     game_map = pd.read_parquet(data / "maps" / setting / "layout.parquet")
     # The map and the site hold every game with a banner (the excluded copy too, as a query).
-    assert set(game_map.id) == {str(a) for a in [*NAMES, 4000, 6410]}
+    assert set(game_map.id) == {*NAMES, 4000, 6410}
     games = json.loads((tmp / "steam-site" / "data" / "games.json").read_text())
     assert sorted(games["ids"]) == sorted(game_map.id) and games["k"] == 3
     out = nbformat.read(tmp / "match_steam_images.ipynb", as_version=4)

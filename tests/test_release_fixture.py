@@ -16,7 +16,7 @@ import steam_dinov2 as sd
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release-c72f2a9"
 SETTING = "dinov2_vits14__crop256__cls__random"
-IDS = {str(a) for a in range(10, 130, 10)}
+IDS = set(range(10, 130, 10))
 
 
 @pytest.fixture
@@ -53,24 +53,34 @@ def test_the_old_folder_is_read_without_recomputing_anything(old):
     # test below shows the new key (content) surviving a copy of the folder.
     evaluation = sd.evaluate_settings(old, k=10, copies=0)
     assert set(evaluation.summary["setting"]) == {SETTING}
-    # Reading is not writing: the caches, the map and the evaluation pieces are untouched.
+    # Reading is not recomputing: the map and the evaluation pieces are untouched. The embedding
+    # cache records new file stamps (a clone has new mtimes) under the same generation, with the
+    # same vectors, so every table keyed by it stays valid.
     after = _stamps(old)
-    derived = ("embeddings/", "maps/", "banners/", "evaluation/cache/", "matches/", "audit/")
+    derived = ("maps/", "banners/", "evaluation/cache/", "matches/", "audit/")
     rewritten = [n for n, t in before.items() if n.startswith(derived) and after.get(n) != t]
     assert not rewritten, rewritten
+    cache = old / "embeddings" / SETTING
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        p.name for p in (FIXTURE / "embeddings" / SETTING).iterdir()
+    )
+    vectors = next(cache.glob("vectors-*.npy")).name
+    assert (cache / vectors).read_bytes() == (
+        FIXTURE / "embeddings" / SETTING / vectors
+    ).read_bytes()
 
 
 def test_copy_scores_survive_new_mtimes(old):
     """A Drive round trip or a clone gives every banner a new mtime: same bytes, same scores."""
-    sd.evaluate_settings(old, k=10, truths=(), copies=4)
+    sd.evaluate_settings(old, k=10, truths=["copy"], copies=4)
     piece = next((old / "evaluation" / "cache" / SETTING).glob("copy.parquet"))
     stamp = piece.stat().st_mtime_ns
     for banner in (old / "banners").iterdir():
         os.utime(banner, ns=(banner.stat().st_atime_ns, banner.stat().st_mtime_ns + 10**9))
-    sd.evaluate_settings(old, k=10, truths=(), copies=4)
+    sd.evaluate_settings(old, k=10, truths=["copy"], copies=4)
     assert piece.stat().st_mtime_ns == stamp
     # ... and a changed banner is scored again.
     first = sorted((old / "banners").iterdir())[0]
     first.write_bytes(first.read_bytes() + b"\0")
-    sd.evaluate_settings(old, k=10, truths=(), copies=4)
+    sd.evaluate_settings(old, k=10, truths=["copy"], copies=4)
     assert piece.stat().st_mtime_ns != stamp

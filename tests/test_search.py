@@ -12,7 +12,7 @@ def _unit(rng, n, d):
 
 
 def _emb(vectors, ids=None):
-    ids = ids or [str(100 + i) for i in range(len(vectors))]
+    ids = ids or [100 + i for i in range(len(vectors))]
     return Embeddings("m__p__cls", ids, vectors, {})
 
 
@@ -58,60 +58,60 @@ def test_exact_duplicates_never_return_the_query_itself():
     table = match_all(_emb(vectors), k=3)
     for q, group in table.groupby("query_id"):
         assert q not in set(group["id"])
-    first = table[table["query_id"] == "100"].sort_values("rank")
-    assert first["id"].iloc[0] == "106" and first["score"].iloc[0] == pytest.approx(1.0)
+    first = table[table["query_id"] == 100].sort_values("rank")
+    assert first["id"].iloc[0] == 106 and first["score"].iloc[0] == pytest.approx(1.0)
 
 
 def test_k_larger_than_the_collection():
     vectors = _unit(np.random.default_rng(3), 4, 8)
     table = match_all(_emb(vectors), k=10)
     assert table.groupby("query_id").size().tolist() == [3, 3, 3, 3]
-    assert len(find_neighbors(_emb(vectors), "101", k=10)) == 3
+    assert len(find_neighbors(_emb(vectors), 101, k=10)) == 3
     assert len(match_all(_emb(vectors[:1]), k=10)) == 0
 
 
 def test_excluded_ids_are_queried_but_never_neighbors():
     vectors = _unit(np.random.default_rng(4), 20, 8)
     emb = _emb(vectors)
-    excluded = {"103", "110", "119"}
+    excluded = {103, 110, 119}
     table = match_all(emb, k=4, exclude=excluded)
     assert not set(table["id"]) & excluded
     assert excluded <= set(table["query_id"])
     assert table.groupby("query_id").size().min() == 4
-    near = find_neighbors(emb, "103", k=4, exclude=excluded)
+    near = find_neighbors(emb, 103, k=4, exclude=excluded)
     assert not set(near["id"]) & excluded and len(near) == 4
 
 
 def test_a_prebuilt_index_applies_its_exclusions_and_refuses_others():
     vectors = _unit(np.random.default_rng(4), 20, 8)
     emb = _emb(vectors)
-    excluded = {"103", "110", "119"}
+    excluded = {103, 110, 119}
     index = index_collection(emb, excluded)
-    fresh = find_neighbors(emb, "105", k=5, exclude=excluded)
+    fresh = find_neighbors(emb, 105, k=5, exclude=excluded)
     # The index remembers its exclusions: leaving exclude= out, or repeating it, gives the same.
-    pd.testing.assert_frame_equal(find_neighbors(emb, "105", k=5, index=index), fresh)
+    pd.testing.assert_frame_equal(find_neighbors(emb, 105, k=5, index=index), fresh)
     pd.testing.assert_frame_equal(
-        find_neighbors(emb, "105", k=5, exclude=sorted(excluded), index=index), fresh
+        find_neighbors(emb, 105, k=5, exclude=sorted(excluded), index=index), fresh
     )
     with pytest.raises(ValueError, match="differs from the 3 ids"):
-        find_neighbors(emb, "105", k=5, exclude={"104"}, index=index)
+        find_neighbors(emb, 105, k=5, exclude={104}, index=index)
     with pytest.raises(ValueError, match="index was built for"):
-        find_neighbors(_emb(vectors[:10]), "105", k=5, index=index)
+        find_neighbors(_emb(vectors[:10]), 105, k=5, index=index)
     with pytest.raises(ValueError, match="index_collection"):
-        find_neighbors(emb, "105", k=5, index=(index.rows, index.index))  # the old tuple
+        find_neighbors(emb, 105, k=5, index=(index.rows, index.index))  # the old tuple
 
 
 def test_query_by_id_and_by_new_vector():
     vectors = _unit(np.random.default_rng(5), 50, 16)
     emb = _emb(vectors)
-    by_id = find_neighbors(emb, "107", k=5)
-    assert "107" not in set(by_id["id"]) and by_id["rank"].tolist() == [1, 2, 3, 4, 5]
+    by_id = find_neighbors(emb, 107, k=5)
+    assert 107 not in set(by_id["id"]) and by_id["rank"].tolist() == [1, 2, 3, 4, 5]
     assert by_id["score"].is_monotonic_decreasing
     # The same vector from outside the collection finds itself first, then the same neighbours.
     by_vector = find_neighbors(emb, vectors[7], k=6)
-    assert by_vector["id"].tolist() == ["107", *by_id["id"]]
+    assert by_vector["id"].tolist() == [107, *by_id["id"]]
     with pytest.raises(ValueError, match="not in the collection"):
-        find_neighbors(emb, "999")
+        find_neighbors(emb, 999)
     with pytest.raises(ValueError, match="dims"):
         find_neighbors(emb, np.ones(3))
 

@@ -53,15 +53,15 @@ class Audit:
     """
 
     issues: pd.DataFrame
-    exclusions: dict[str, list[str]]
-    groups: dict[str, list[list[str]]]
+    exclusions: dict[int, list[str]]
+    groups: dict[str, list[list[int]]]
     reused: bool
     notes: tuple[str, ...] = ()
 
 
-def _audit_images(data: str | os.PathLike) -> dict[str, Path]:
-    """``{app_id: banner}`` (ids as str) of the collection (``manifest.collection_images``)."""
-    images = {str(a): p for a, p in collection_images(data).items()}
+def _audit_images(data: str | os.PathLike) -> dict[int, Path]:
+    """``{app_id: banner}`` of the collection (``manifest.collection_images``)."""
+    images = collection_images(data)
     if not images:
         raise ValueError(f"no banners to audit in {data}; run `download` first")
     return images
@@ -129,7 +129,7 @@ def audit_banners(
     if emb is not None:
         groups[EMBEDDING_DUPLICATES] = _embedding_groups(issues, emb, params, bad, threshold)
     exclusions = exclusion_reasons(issues, params, groups, bad)
-    issues["excluded"] = issues["app_id"].astype(str).isin(set(exclusions))
+    issues["excluded"] = issues["app_id"].isin(set(exclusions))
     _write_audit(data, issues, exclusions)
     logger.debug("audit: %d of %d banners excluded", len(exclusions), len(images))  # returned too
     return Audit(issues, exclusions, groups, reused, tuple(notes))
@@ -141,15 +141,14 @@ def _embed_banners(data, setting: Setting, run: AuditRun):
     return embed_folder(layout.banners_dir(data), data, setting=setting, **options)
 
 
-def _embedding_groups(issues: pd.DataFrame, emb, params: dict, bad: list[str], threshold):
+def _embedding_groups(issues: pd.DataFrame, emb, params: dict, bad: list[int], threshold):
     """Embedding duplicate groups among the readable apps without a property issue."""
     flagged = issues[[f"is_{t}_issue" for t in params if t in PROPERTY_TYPES]].any(axis=1)
-    ids = issues["app_id"].astype(str)
-    clean = [i for i, f in zip(ids, flagged) if not f and i not in set(bad)]
+    clean = [int(i) for i, f in zip(issues["app_id"], flagged) if not f and i not in set(bad)]
     return embedding_duplicates(issues, emb, clean, threshold)
 
 
-def _find_issues(data, images: dict[str, Path], emb, params: dict, n_jobs):
+def _find_issues(data, images: dict[int, Path], emb, params: dict, n_jobs):
     """``(issues, groups, bad ids, reused)``: CleanVision over the readable banners."""
     bad = [i for i, p in images.items() if (emb is not None and i in emb.errors) or not readable(p)]
     if len(bad) == len(images):
@@ -186,7 +185,7 @@ def _embedding_threshold(setting: Setting, threshold: float | None, force_random
     return threshold, [note]
 
 
-def load_exclusions(data: str | os.PathLike) -> dict[str, list[str]]:
+def load_exclusions(data: str | os.PathLike) -> dict[int, list[str]]:
     """``{app_id: [reasons...]}`` from ``DATA/audit/exclusions.json``; {} when there is no audit.
 
     Pass it as ``exclude=`` to ``match_all`` or ``find_neighbors`` (only the keys are used).
@@ -212,7 +211,7 @@ def load_exclusions(data: str | os.PathLike) -> dict[str, list[str]]:
             f"exclusion list {path} is damaged ({why}): rerun `audit`, or delete the file to "
             "apply no exclusions"
         )
-    return found
+    return {int(i): r for i, r in found.items()}  # JSON's keys are strings; ids are ints
 
 
 def summarize_audit(data: str | os.PathLike) -> pd.DataFrame:

@@ -61,14 +61,24 @@ def issue_params(issue_types, thresholds) -> dict[str, dict]:
     return params
 
 
-def run_cleanvision(data, images: dict[str, Path], params: dict, n_jobs):
+def run_cleanvision(data, images: dict[int, Path], params: dict, n_jobs):
     """CleanVision over ``images``; its results are saved under ``DATA/audit/cleanvision/`` as
     plain data and read back while their key (files with size and mtime, issue types, versions)
     is unchanged. Nothing there is ever unpickled: the folder may come from someone else.
 
     Returns ``(issues, sets, reused, broken)``: issues, CleanVision's table indexed by app id;
-    sets, ``{duplicate type: [[app_id, ...], ...]}``; broken, the ids it could not decode.
+    sets, ``{duplicate type: [[app_id, ...], ...]}``; broken, the ids it could not decode (ids
+    int; the saved files name them as CleanVision does, by file stem).
     """
+    issues, sets, reused, broken = _run_cleanvision(
+        data, {str(i): p for i, p in images.items()}, params, n_jobs
+    )
+    issues.index = issues.index.astype("int64")
+    sets = {t: [[int(i) for i in g] for g in groups] for t, groups in sets.items()}
+    return issues, sets, reused, [int(b) for b in broken]
+
+
+def _run_cleanvision(data, images: dict[str, Path], params: dict, n_jobs):
     import cleanvision
 
     stamps = {i: [p.stat().st_size, p.stat().st_mtime_ns] for i, p in images.items()}

@@ -12,11 +12,11 @@ from .cleanvision import DUPLICATE_TYPES, PROPERTY_TYPES
 EMBEDDING_DUPLICATES = "embedding_duplicates"
 
 
-def issues_table(ids: list[str], found: pd.DataFrame, sets: dict, params: dict):
+def issues_table(ids: list[int], found: pd.DataFrame, sets: dict, params: dict):
     """``(issues, groups)``: CleanVision's columns for ``ids`` (unaudited ones not flagged, NaN
     scores) and its duplicate groups, each sorted, kept id first."""
-    issues = pd.DataFrame({"app_id": np.array([int(i) for i in ids], np.int64)})
-    groups: dict[str, list[list[str]]] = {}
+    issues = pd.DataFrame({"app_id": np.array(ids, np.int64)})
+    groups: dict[str, list[list[int]]] = {}
     for t in params:
         is_col, score_col = f"is_{t}_issue", f"{t}_score"
         issues[is_col] = found[is_col].astype(bool).reindex(ids, fill_value=False).to_numpy()
@@ -27,7 +27,7 @@ def issues_table(ids: list[str], found: pd.DataFrame, sets: dict, params: dict):
     return issues, groups
 
 
-def embedding_duplicates(issues, emb, clean: list[str], threshold) -> list[list[str]]:
+def embedding_duplicates(issues, emb, clean: list[int], threshold) -> list[list[int]]:
     """Duplicate groups of the ``clean`` apps by cosine; fills the embedding columns of ``issues``.
 
     Apps with a property issue stay out: dark, flat or blank banners all look alike to a ViT and
@@ -49,32 +49,32 @@ def embedding_duplicates(issues, emb, clean: list[str], threshold) -> list[list[
         scores, nearest = search_index(
             build_index(vectors), vectors, k=1, self_rows=np.arange(len(clean))
         )
-        row = {str(a): r for r, a in enumerate(issues["app_id"])}
+        row = {int(a): r for r, a in enumerate(issues["app_id"])}
         rows = [row[i] for i in clean]
-        issues.loc[rows, "embedding_nearest_id"] = [int(clean[r]) for r in nearest[:, 0]]
+        issues.loc[rows, "embedding_nearest_id"] = [clean[r] for r in nearest[:, 0]]
         issues.loc[rows, "embedding_nearest_cosine"] = scores[:, 0]
     return groups
 
 
-def sorted_groups(groups: list[list[str]]) -> list[list[str]]:
-    groups = [sorted(g, key=int) for g in groups if len(g) > 1]
-    return sorted(groups, key=lambda g: int(g[0]))
+def sorted_groups(groups: list[list[int]]) -> list[list[int]]:
+    groups = [sorted(g) for g in groups if len(g) > 1]
+    return sorted(groups, key=lambda g: g[0])
 
 
-def group_column(groups: list[list[str]], issues: pd.DataFrame) -> pd.Series:
+def group_column(groups: list[list[int]], issues: pd.DataFrame) -> pd.Series:
     """The kept id of each row's group (Int64, NA outside every group)."""
-    row = {str(a): r for r, a in enumerate(issues["app_id"])}
+    row = {int(a): r for r, a in enumerate(issues["app_id"])}
     out = pd.Series(pd.array([pd.NA] * len(issues), dtype="Int64"))
     for g in groups:
         out.iloc[[row[i] for i in g]] = int(g[0])
     return out
 
 
-def exclusion_reasons(issues: pd.DataFrame, params, groups, bad) -> dict[str, list[str]]:
-    reasons: dict[str, list[str]] = {i: ["unreadable"] for i in bad}
-    ids = issues["app_id"].astype(str).tolist()
+def exclusion_reasons(issues: pd.DataFrame, params, groups, bad) -> dict[int, list[str]]:
+    reasons: dict[int, list[str]] = {i: ["unreadable"] for i in bad}
+    ids = issues["app_id"].tolist()
     for t in (t for t in params if t in PROPERTY_TYPES):
-        for i in issues.loc[issues[f"is_{t}_issue"], "app_id"].astype(str):
+        for i in issues.loc[issues[f"is_{t}_issue"], "app_id"].tolist():
             reasons.setdefault(i, []).append(t)
     for t, kind in zip((*DUPLICATE_TYPES, EMBEDDING_DUPLICATES), ("exact", "near", "embedding")):
         for g in groups.get(t, []):
@@ -83,4 +83,4 @@ def exclusion_reasons(issues: pd.DataFrame, params, groups, bad) -> dict[str, li
                 if not any(r.endswith(f"_duplicate_of:{g[0]}") for r in have):
                     have.append(f"{kind}_duplicate_of:{g[0]}")
     assert set(reasons) <= set(ids)
-    return {i: reasons[i] for i in sorted(reasons, key=int) if reasons[i]}
+    return {i: reasons[i] for i in sorted(reasons) if reasons[i]}

@@ -15,15 +15,17 @@ import pandas as pd
 from ..audit.audit import load_exclusions
 from ..core import layout
 from ..core.codec import resize_banner
-from ..core.files import is_steam_id
+from ..core.files import is_steam_id, parse_image_id
 from ..core.manifest import load_names
 from ..embedding.embed import embed_image, load_embeddings
 from ..embedding.setting import Setting, setting_of
 from ..search import (
+    check_k,
     describe_exclusions,
     find_neighbors,
     index_collection,
     matches_made_from,
+    read_matches,
     read_matches_made_from,
     search_games,
 )
@@ -68,8 +70,7 @@ class Browser:
         explain_with: show a *Why?* button under each neighbour (patch heatmaps, made with the
             current setting's model).
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k is the number of neighbours shown, at least 1; got {k!r}")
+        check_k(k)
         self.data, self.chosen = data, setting if isinstance(setting, Setting) else None
         self.model = self.chosen.model if self.chosen else None  # the model the user trusts
         first = None if setting is None else setting_of(setting)
@@ -156,7 +157,7 @@ class Browser:
     def _on_search(self):
         text = self.search.value
         ids = search_games(self.names, text, ids=self._emb_for().ids)
-        self.choices.options = [(f"{self.names.get(i, i)} ({i})", i) for i in ids]
+        self.choices.options = [(f"{self.names.get(i, '')} ({i})", i) for i in ids]
         if text.strip() and not ids:
             self.status.value = f"no game matches <b>{html.escape(repr(text.strip()))}</b>"
         elif ids:
@@ -165,7 +166,7 @@ class Browser:
     def show(self, query, *, outside: bool = False):
         """Make ``query`` the current query: an id in the collection, or (with ``outside=True``) the
         key of an image fetched or uploaded into ``self.images``, embedded by each setting in turn."""
-        entry = {"image": query} if outside else {"id": str(query)}
+        entry = {"image": query} if outside else {"id": parse_image_id(query, "query")}
         if self.position >= 0 and self.history[self.position] == entry:
             return self._render()  # already the query: the history does not repeat it
         previous = self.history[:], self.position
@@ -205,9 +206,9 @@ class Browser:
                 self._emb_for(setting), self.exclude
             )
             columns = ["query_id", "rank", "id", "score"]
-            table = pd.read_parquet(path) if fresh else pd.DataFrame(columns=columns)
+            table = read_matches(path) if fresh else pd.DataFrame(columns=columns)
             table = table.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
-            queries, starts = np.unique(table["query_id"].to_numpy(dtype=str), return_index=True)
+            queries, starts = np.unique(table["query_id"].to_numpy(np.int64), return_index=True)
             stops = np.append(starts[1:], len(table))
             spans = dict(zip(queries.tolist(), zip(starts.tolist(), stops.tolist())))
             self._tables[setting] = (table[["rank", "id", "score"]], spans)
@@ -221,12 +222,17 @@ class Browser:
         table = self.neighbors(entry, self.k.value)
         self.shown = list(zip(table["id"], table["score"].astype(float)))
         qid = entry.get("id")
-        title = self.names.get(qid, qid) if qid else f"outside the collection: {entry['image']}"
+        title = (
+            self.names.get(qid, str(qid))
+            if qid is not None
+            else f"outside the collection: {entry['image']}"
+        )
         esc = html.escape
         caption = f"<b>QUERY</b><br>{esc(title)}"
-        self.query_tile = self._tile(qid or entry["image"], caption, qid, similar=False)
+        key = qid if qid is not None else entry["image"]
+        self.query_tile = self._tile(key, caption, qid, similar=False)
         self.tiles = [
-            self._tile(i, f"{esc(self.names.get(i, i))}<br>{s:.3f}", i) for i, s in self.shown
+            self._tile(i, f"{esc(self.names.get(i, str(i)))}<br>{s:.3f}", i) for i, s in self.shown
         ]
         self._add_why_buttons()
         self.grid.children = [self.query_tile] + self.tiles
@@ -240,8 +246,8 @@ class Browser:
     def _tile(self, key, caption, app_id, *, similar: bool = True):
         import ipywidgets as w
 
-        path = layout.banner_path(self.data, key)
-        if app_id and path.is_file():
+        path = layout.banner_path(self.data, app_id) if app_id is not None else None
+        if path is not None and path.is_file():
             data = path.read_bytes()
         else:
             buf = io.BytesIO()
@@ -249,9 +255,9 @@ class Browser:
             data = buf.getvalue()
         url = STORE_URL.format(urllib.parse.quote(str(app_id), safe=""))
         link = (
-            f'<a href="{html.escape(url)}" target="_blank">{html.escape(app_id)}</a>'
-            if app_id and is_steam_id(app_id)
-            else html.escape(app_id or "")  # an own image (import_folder): no store page
+            f'<a href="{html.escape(url)}" target="_blank">{app_id}</a>'
+            if app_id is not None and is_steam_id(app_id)
+            else html.escape("" if app_id is None else str(app_id))  # own image: no store page
         )
         tile = w.VBox(
             [
@@ -260,7 +266,7 @@ class Browser:
             ]
         )
         tile.app_id = app_id
-        if app_id and similar:  # the query tile has none: it is already the query
+        if app_id is not None and similar:  # the query tile has none: it is already the query
             tile.button = w.Button(description="Similar", layout=w.Layout(width="112px"))
             tile.button.on_click(lambda _: self.show(app_id))
             tile.children += (tile.button,)
@@ -283,14 +289,7 @@ class Browser:
         weights file of the ``Setting`` given to the browser when it is that setting's file."""
         meta = self._emb_for().meta
         chosen = self.chosen if self.chosen and self.chosen.weights == meta["weights"] else None
-        return Setting(
-            meta["model"],
-            meta["preset"],
-            meta["pooling"],
-            weights=meta["weights"],
-            precision=meta.get("precision", "fp32"),
-            weights_file=chosen.weights_file if chosen else None,
-        )
+        return Setting.from_meta(meta, weights_file=chosen.weights_file if chosen else None)
 
     def _model(self):
         """The current setting's model, loaded once; ValueError unless it is trusted."""
@@ -312,21 +311,21 @@ class Browser:
             self._models[name] = setting.load_model()
         return self._models[name]
 
-    def _show_outside_id(self, app_id: str):
-
-        app_id = app_id.strip()
+    def _show_outside_id(self, text: str):
+        text = text.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"an app id is a number, got {text!r}")
+        app_id = parse_image_id(text, "app id")
         if app_id in self._emb_for().ids:
             return self.show(app_id)
-        if not app_id.isdigit():
-            raise ValueError(f"an app id is a number, got {app_id!r}")
         try:
-            self.images[app_id] = fetch_banner(int(app_id))
+            self.images[text] = fetch_banner(app_id)  # outside images are keyed by text
         except Exception as e:  # network, 404, not an image: say so in the app
             self.status.value = (
-                f"<b>Could not fetch app {html.escape(app_id)}:</b> {html.escape(str(e))}"
+                f"<b>Could not fetch app {html.escape(text)}:</b> {html.escape(str(e))}"
             )
             return
-        self.show(app_id, outside=True)
+        self.show(text, outside=True)
 
     def _show_upload(self):
 
@@ -388,7 +387,9 @@ class Browser:
         self.cluster_page = 0 if step == 0 else min(max(self.cluster_page + step, 0), pages - 1)
         start = self.cluster_page * per_page
         self.shown = [(i, None) for i in members[start : start + per_page]]
-        self.tiles = [self._tile(i, html.escape(self.names.get(i, i)), i) for i, _ in self.shown]
+        self.tiles = [
+            self._tile(i, html.escape(self.names.get(i, str(i))), i) for i, _ in self.shown
+        ]
         self.grid.children = self.tiles
         self.status.value = (
             f"cluster {int(cluster)}: {len(members)} games, page {self.cluster_page + 1} of {pages}"
@@ -399,7 +400,7 @@ class Browser:
 
         qid = self.history[self.position].get("id") if self.position >= 0 else None
         for tile in self.tiles:
-            if qid and tile.app_id and self.explain_with:  # not asked for: no button
+            if qid is not None and tile.app_id is not None and self.explain_with:
                 tile.why = w.Button(description="Why?", layout=w.Layout(width="112px"))
                 tile.why.on_click(self._guard(lambda _, n=tile.app_id: self.explain(qid, n)))
                 tile.children += (tile.why,)

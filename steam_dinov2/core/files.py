@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -163,8 +164,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 def _flock(fd: int) -> None:
     """Hold an exclusive flock on ``fd`` (released when it is closed), where the filesystem can."""
     if fcntl is not None:
+        # Blocking: the name is fresh, so the only other holder is a liveness check
+        # (``_is_being_written``) for a few microseconds; a non-blocking try that lost that race
+        # would leave the file unlocked, and another process's clean-up would then delete it.
         with contextlib.suppress(OSError):  # e.g. a FUSE mount without locks: age decides
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def stale_temp_files(directory: str | os.PathLike) -> list[Path]:
@@ -274,3 +278,45 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+# --- Parquet tables that carry the key they were computed from (match tables, maps, evaluation
+# pieces): a reader reuses a table only when its stored key equals the one it would compute now.
+MADE_FROM = b"steam_dinov2.made_from"  # schema metadata name of the key (match tables, maps)
+
+
+def write_keyed_parquet(path: str | os.PathLike, table, key: dict, *, name: bytes = MADE_FROM):
+    """Write a DataFrame to ``path`` atomically, with ``key`` (JSON) in its schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    meta = {**(arrow.schema.metadata or {}), name: json.dumps(key).encode()}
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+
+
+def read_parquet_key(path: str | os.PathLike, *, name: bytes = MADE_FROM) -> dict | None:
+    """The key stored in a parquet file's schema metadata; None when absent or not readable."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        key = json.loads(meta[name]) if name in meta else None
+    except (OSError, ValueError, TypeError):  # absent, damaged, or not a parquet file at all
+        return None
+    return key if isinstance(key, dict) else None
+
+
+def read_keyed_parquet(path: str | os.PathLike, key: dict, *, name: bytes = MADE_FROM):
+    """The DataFrame at ``path`` when its stored key equals ``key``; None when it is absent,
+    stale or unreadable (a reader then recomputes: such a file is never trusted)."""
+    import pandas as pd
+
+    if read_parquet_key(path, name=name) != key:
+        return None
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, TypeError) as e:
+        logger.warning("ignoring unreadable %s (%s); computing it again", path, e)
+        return None

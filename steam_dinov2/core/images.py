@@ -15,39 +15,57 @@ from .manifest import collection_images
 logger = logging.getLogger(__name__)
 
 
-def list_images(folder: str | os.PathLike) -> dict[str, Path]:
-    """``{id: path}`` of the images in a folder; an image's id is its file stem."""
-    found, root = {}, Path(folder).resolve()
+def list_images(folder: str | os.PathLike) -> dict[int, Path]:
+    """``{id: path}`` of the images in a folder named by id (``123.jpg``), sorted by id.
+
+    An image's id is its file stem, an app id or an own image's id (``files.parse_image_id``).
+    Files named otherwise are left out with one warning naming the fix: ``import-folder`` gives
+    any folder of pictures ids.
+    """
+    found, root, unnamed = {}, Path(folder).resolve(), []
     for p in sorted(Path(folder).iterdir()):
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
             if reason := files.not_a_regular_file(p, root):  # FIFOs, folders, links out
                 logger.warning("skipped %s: %s", p, reason)
                 continue
-            if p.stem in found:
-                logger.warning("two images share the id %s; using %s", p.stem, found[p.stem].name)
+            try:
+                app_id = files.parse_image_id(p.stem)
+            except ValueError:
+                unnamed.append(p.name)
                 continue
-            found[p.stem] = p
-    return found
+            if app_id in found:
+                logger.warning("two images share the id %s; using %s", app_id, found[app_id].name)
+                continue
+            found[app_id] = p
+    if unnamed:
+        logger.warning(
+            "skipped %d image%s not named by an id (%s): import the folder with `import-folder` "
+            "to give its pictures ids",
+            len(unnamed),
+            "" if len(unnamed) == 1 else "s",
+            ", ".join(unnamed[:3]) + (", ..." if len(unnamed) > 3 else ""),
+        )
+    return dict(sorted(found.items()))
 
 
-def images_of(data: str | os.PathLike, images: str | os.PathLike | None = None) -> dict[str, Path]:
+def images_of(data: str | os.PathLike, images: str | os.PathLike | None = None) -> dict[int, Path]:
     """``{id: path}`` of the images a stage embeds or shows: the one place every stage asks.
 
     Args:
         data: the data folder.
         images: None or ``layout.banners_dir(data)``: the collection, i.e.
             ``manifest.collection_images`` (the manifest's ``ok`` rows whose banner is on disk,
-            every banner without a manifest), ids as str. Any other folder: a folder of one's
+            every banner without a manifest). Any other folder: a folder of one's
             own images, ``list_images``.
     """
     banners = layout.banners_dir(data)
     if images is not None and Path(images).resolve() != banners.resolve():
         return list_images(images)
 
-    return {str(a): p for a, p in collection_images(data).items()}
+    return collection_images(data)
 
 
-def in_collection(data, setting: str, ids: list[str], vectors, meta: dict):
+def in_collection(data, setting: str, ids: list[int], vectors, meta: dict):
     """``(ids, vectors, meta)`` of a cache of the data folder's banners (rows in ``ids`` order)
     without the rows no longer in the collection (``images_of(data)``: a manifest row turned
     ``error``, a file deleted since the cache was made). Those are logged in one warning naming
@@ -55,7 +73,7 @@ def in_collection(data, setting: str, ids: list[str], vectors, meta: dict):
     from these rows is told apart from one made from all. Readers never rewrite the cache."""
     now = images_of(data)
     rows = [r for r, i in enumerate(ids) if i in now]
-    if not (gone := sorted(set(ids) - now.keys(), key=lambda i: (len(i), i))):
+    if not (gone := sorted(set(ids) - now.keys())):
         return ids, vectors, meta
     logger.warning(
         "%s: %d cached banner%s no longer in the collection (not ok in the manifest, or "
@@ -64,8 +82,8 @@ def in_collection(data, setting: str, ids: list[str], vectors, meta: dict):
         setting,
         len(gone),
         " is" if len(gone) == 1 else "s are",
-        ", ".join(gone[:5]) + (", ..." if len(gone) > 5 else ""),
+        ", ".join(map(str, gone[:5])) + (", ..." if len(gone) > 5 else ""),
     )
-    digest = hashlib.sha256(",".join(gone).encode()).hexdigest()
+    digest = hashlib.sha256(",".join(map(str, gone)).encode()).hexdigest()
     meta = {**meta, "count": len(rows), "left_out_sha256": digest}
     return [ids[r] for r in rows], vectors[rows], meta

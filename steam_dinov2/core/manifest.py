@@ -285,14 +285,14 @@ def _few(ids: list[int], suffix: str = "") -> tuple[str, str]:
     return f"{n} banner{'' if n == 1 else 's'}", shown
 
 
-def load_names(data: str | os.PathLike) -> dict[str, str]:
-    """``{app_id: name}`` from the manifest ({} without one); ids are str like everywhere downstream."""
+def load_names(data: str | os.PathLike) -> dict[int, str]:
+    """``{app_id: name}`` from the manifest ({} without one)."""
     try:
         df = read_manifest(data)
     except ValueError as e:  # names only decorate: show ids rather than fail
         logger.warning("%s; showing app ids without names", e)
         return {}
-    return {str(a): str(n) for a, n in zip(df["app_id"], df["name"]) if n}
+    return {int(a): str(n) for a, n in zip(df["app_id"], df["name"]) if n}
 
 
 def escape_mathtext(text) -> str:

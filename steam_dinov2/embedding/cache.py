@@ -100,7 +100,9 @@ def write_checkpoint(target: CacheTarget, rows: dict) -> None:
     with files.atomic_path(layout.checkpoint_vectors_path(ids_path)) as tmp:
         np.save(tmp, np.ascontiguousarray(rows["vectors"], dtype=np.float32))
     made = {"key": target.key, "images": target.source}
-    made |= {k: rows[k] for k in ("ids", "stamps", "failed", "hashes")}
+    made |= {k: rows[k] for k in ("stamps", "hashes")}
+    made |= {"ids": [str(i) for i in rows["ids"]]}
+    made |= {"failed": {str(i): f for i, f in rows["failed"].items()}}
     files.write_text_atomic(ids_path, json.dumps(made))
 
 
@@ -115,7 +117,8 @@ def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed, hashes=N
     )
     with files.atomic_path(folder / meta["vectors_file"]) as tmp:
         np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
-    rows = {"ids": ids, "stamps": stamps, "failed": failed}
+    rows = {"ids": [str(i) for i in ids], "stamps": stamps}
+    rows["failed"] = {str(i): f for i, f in failed.items()}
     rows["hashes"] = [None] * len(ids) if hashes is None else hashes
     files.write_text_atomic(folder / meta["ids_file"], json.dumps(rows))
     files.write_text_atomic(layout.cache_meta_path(folder), json.dumps(meta, indent=1))
@@ -132,7 +135,7 @@ def _unchanged_generation(folder: Path, ids, vectors) -> str | None:
         meta = json.loads(layout.cache_meta_path(folder).read_text())
         match = re.fullmatch(r"vectors-([0-9a-f]{8})\.npy", str(meta["vectors_file"]))
         old_ids = json.loads((folder / str(meta["ids_file"])).read_text())["ids"]
-        if not match or old_ids != list(ids):
+        if not match or old_ids != [str(i) for i in ids]:
             return None
         old = np.load(folder / match.group(0), mmap_mode="r", allow_pickle=False)
         same = old.shape == vectors.shape and np.array_equal(old, vectors)
@@ -147,7 +150,7 @@ class Checkpointer:
     ``CHECKPOINT_SECONDS``; ``stamps`` and ``hashes`` are ``{id: [size, mtime]}`` and
     ``{id: content_hash}`` of those files."""
 
-    def __init__(self, target: CacheTarget, todo: list[str], stamps: dict, every: int, hashes=None):
+    def __init__(self, target: CacheTarget, todo: list[int], stamps: dict, every: int, hashes=None):
         self.target, self.todo, self.stamps, self.every = target, todo, stamps, every
         self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
         self.hashes = hashes or {}
@@ -156,8 +159,9 @@ class Checkpointer:
         if len(kept):
             self.parts.append(vectors)
             self.ids += [self.todo[j] for j in kept]
-        for p, e in errors.items():
-            self.failed[Path(p).stem] = [e, *self.stamps[Path(p).stem]]
+        for p, e in errors.items():  # every file here is named by its id (core.images)
+            app_id = files.parse_image_id(Path(p).stem)
+            self.failed[app_id] = [e, *self.stamps[app_id]]
         pending = len(self.ids) + len(self.failed)
         late = time.monotonic() - self.since > CHECKPOINT_SECONDS
         if pending >= self.every or (pending and late):
@@ -180,7 +184,7 @@ class CachedRows:
     ``failed`` is ``{id: [reason, size, mtime]}``. ``changed`` says it must be written again;
     ``dropped`` counts the rows ``refresh`` dropped for images no longer there."""
 
-    ids: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
     stamps: list[list[int]] = field(default_factory=list)
     hashes: list[str | None] = field(default_factory=list)
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
@@ -262,7 +266,7 @@ class CachedRows:
         self.vectors = self.vectors[keep]
         return recognised
 
-    def append(self, vectors: np.ndarray, ids: list[str], stamps: list, hashes: list) -> None:
+    def append(self, vectors: np.ndarray, ids: list[int], stamps: list, hashes: list) -> None:
         if len(ids):
             self.vectors = np.concatenate([self.vectors, vectors]) if self.ids else vectors
             self.ids, self.stamps = self.ids + list(ids), self.stamps + list(stamps)
@@ -336,6 +340,11 @@ def check_rows(rows, ids_path: Path, count: int | None) -> dict:
     )
     if not ok:
         raise DamagedCache(ids_path, "'failed' missing or not {id: [reason, size, mtime]}")
+    try:  # ids are strings in the file (the JSON edge), ints everywhere else
+        ids = [files.parse_image_id(i) for i in ids]
+        failed = {files.parse_image_id(i): f for i, f in failed.items()}
+    except ValueError:
+        raise DamagedCache(ids_path, "an id that is not an app id or an own image's id") from None
     count = len(ids) if count is None else count
     if not len(ids) == len(stamps) == count or len(set(ids)) != len(ids):
         raise DamagedCache(ids_path, f"{len(ids)} ids, {len(stamps)} stamps for {count} rows")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..core import layout
 from ..core.codec import check_pixels
-from ..core.files import IMAGE_SUFFIXES
+from ..core.files import IMAGE_SUFFIXES, parse_image_id
 from ..core.images import images_of, in_collection
 from ..core.progress import tqdm
 from .cache import (
@@ -116,10 +116,10 @@ class Embeddings:
     """One setting's cached embeddings: ``vectors[i]`` (float32, L2-normalised) belongs to ``ids[i]``."""
 
     setting: str
-    ids: list[str]
+    ids: list[int]  # app ids (own images' ids above Steam's), in row order
     vectors: np.ndarray
     meta: dict
-    errors: dict[str, str] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
     embedded: int = 0  # of this call: images embedded now ...
     reused: int = 0  # ... and vectors taken from the cache or an interrupted run's checkpoints
     dropped: int = 0  # ... and cached rows dropped: their image left the collection (or folder)
@@ -204,18 +204,27 @@ def embed_folder(
         model = setting.load_model(device=device) if model is None else model
         hashes = {i: content_hash(found[i]) for i in todo}
         saver = Checkpointer(target, todo, now, checkpoint_every, hashes)
-        run = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
-        _embed_new(cached, saver, [found[i] for i in todo], model, setting, run)
+        new, kept, errs = embed_images(
+            [found[i] for i in todo],
+            model,
+            preset=setting.preset,
+            pooling=setting.pooling,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            on_batch=saver.add,
+        )
+        _add_new(cached, saver, new, kept, errs)
     return _saved(cached, target, model, reused, by_content)
 
 
-def _embed_new(cached: CachedRows, saver: Checkpointer, paths, model, setting, run) -> None:
-    """Embed ``paths`` (the files of ``saver.todo``), checkpointing as it goes, and append the
-    vectors (and the failures) to ``cached``."""
-    opts = {"preset": setting.preset, "pooling": setting.pooling, "on_batch": saver.add}
-    new, kept, errs = embed_images(paths, model, **opts, **run)
+def _add_new(cached: CachedRows, saver: Checkpointer, new, kept, errs) -> None:
+    """Append what ``embed_images`` made of ``saver.todo`` (its vectors, ``kept`` rows and
+    failures) to ``cached``."""
     now = saver.stamps
-    cached.failed.update({Path(p).stem: [e, *now[Path(p).stem]] for p, e in errs.items()})
+    for p, e in errs.items():  # every file here is named by its id (core.images)
+        app_id = parse_image_id(Path(p).stem)
+        cached.failed[app_id] = [e, *now[app_id]]
     ids = [saver.todo[j] for j in kept]
     cached.append(new, ids, [now[i] for i in ids], [saver.hashes[i] for i in ids])
     cached.changed = True

@@ -91,6 +91,19 @@ class Setting:
             )
         return cls(model, preset, pooling, weights=weights, precision=precision)
 
+    @classmethod
+    def from_meta(cls, meta: dict, *, weights_file: str | os.PathLike | None = None) -> Setting:
+        """The setting a cache's ``meta.json`` (already checked by ``read_cache``) records;
+        ``weights_file`` is the local file behind its ``w-`` weights, when the caller has it."""
+        return cls(
+            meta["model"],
+            meta["preset"],
+            meta["pooling"],
+            weights=meta["weights"],
+            precision=meta.get("precision", "fp32"),
+            weights_file=None if weights_file is None else os.fspath(weights_file),
+        )
+
     @property
     def name(self) -> str:
         """The cache folder name (``layout.setting_name``): unchanged for existing caches."""
@@ -150,8 +163,8 @@ def setting_of(setting: Setting | str) -> str:
     if isinstance(setting, str):
         return setting
     raise ValueError(
-        f"setting must be a Setting or a setting name such as dinov2_vits14__crop256__cls, "
-        f"got {type(setting).__name__}"
+        "setting must be a Setting, a setting name such as dinov2_vits14__crop256__cls, or "
+        f"model:preset:pooling; got {type(setting).__name__}"
     )
 
 
@@ -164,10 +177,20 @@ def checked_name(setting: Setting | str) -> str:
 
 
 def as_setting(setting: Setting | str | None) -> Setting:
-    """A ``Setting`` from a ``Setting``, a setting (cache folder) name, or None (the default,
-    ``Setting.create()``: pretrained, in the precision of the best device)."""
+    """The one way in to a ``Setting`` from what a user passes: a ``Setting``; a setting (cache
+    folder) name such as ``dinov2_vits14__crop256__cls``; ``"model:preset:pooling"`` (pretrained
+    weights, the best device's precision); or None (``Setting.create()``). ValueError otherwise."""
     if setting is None:
         return Setting.create()
     if isinstance(setting, Setting):
         return setting
-    return Setting.from_name(setting_of(setting))
+    name = setting_of(setting)
+    parts = name.rsplit(":", 2)
+    if "__" not in name and len(parts) == 3 and all(parts):
+        return Setting.create(*parts)
+    if "__" not in name:
+        raise ValueError(
+            f"setting {name!r} must be a Setting, a setting name (model__preset__pooling) or "
+            "model:preset:pooling, e.g. dinov2_vits14:crop256:cls"
+        )
+    return Setting.from_name(name)

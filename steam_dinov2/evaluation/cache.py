@@ -25,20 +25,17 @@ _KEY = b"steam_dinov2.evaluation_key"
 
 def cached_table(data, setting: str, part: str, key: dict, compute) -> pd.DataFrame:
     """The cached piece when its key matches, else ``compute()`` stored under ``key``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = layout.evaluation_cache_path(data, setting, part)
-    try:
-        if json.loads((pq.read_schema(path).metadata or {})[_KEY]) == key:
-            return pd.read_parquet(path)
-    except (OSError, KeyError, ValueError, TypeError):
-        pass  # absent, stale or unreadable: recompute
+    cached = files.read_keyed_parquet(path, key, name=_KEY)
+    if cached is not None and "query_id" in cached and cached["query_id"].dtype != "int64":
+        try:  # pieces before 0.2 stored ids as strings
+            cached = cached.astype({"query_id": "int64"})
+        except (ValueError, TypeError, OverflowError):
+            cached = None
+    if cached is not None:
+        return cached
     df = compute()
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = {**(table.schema.metadata or {}), _KEY: json.dumps(key).encode()}
-    with files.atomic_path(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
+    files.write_keyed_parquet(path, df, key, name=_KEY)
     return df
 
 

@@ -38,6 +38,7 @@ from ..embedding.embed import images_of, load_embeddings
 from ..embedding.pooling import POOLINGS
 from ..embedding.preprocess import PRESETS
 from ..embedding.setting import setting_of
+from ..search import check_k
 from ..steam.metadata import empty_metadata, read_metadata
 from .cache import cached_neighbors, cached_table, digest
 from .copies import VARIANTS
@@ -100,7 +101,7 @@ class _Run:
     hashes: dict = dataclasses.field(default_factory=dict)  # id -> content hash, read once
 
 
-def _content_of(run: _Run, ids) -> list[tuple[str, str]]:
+def _content_of(run: _Run, ids) -> list[tuple[int, str]]:
     """``(id, content hash)`` of the images the copies are made from: a folder copied elsewhere
     (a Drive round trip, a fresh clone, new mtimes) keeps its cached copy scores."""
     for i in ids:
@@ -145,8 +146,19 @@ def evaluate_settings(
     images = images or layout.banners_dir(data)
     use = "copy" in truths and copies and Path(images).is_dir()
     paths = {i: str(p) for i, p in images_of(data, images).items()} if use else {}
-    labels = _read_labels(data)
-    run = _Run(data, k, copies, seed, list(variants), weights, device, *labels, paths)
+    metadata, no_metadata = _read_labels(data)
+    run = _Run(
+        data=data,
+        k=k,
+        copies=copies,
+        seed=seed,
+        variants=list(variants),
+        weights=weights,
+        device=device,
+        metadata=metadata,
+        no_metadata=no_metadata,
+        paths=paths,
+    )
     parts, skipped, tops = [], {}, {}
     for setting in settings:
         top = _score_setting(run, setting, truths, parts, skipped)
@@ -218,8 +230,9 @@ def _checked_request(data, settings, truths, variants, k: int, copies: int) -> l
         raise ValueError(
             f"unknown truth or variant {bad[0]!r}; truths: {', '.join(TRUTHS)}; variants: {', '.join(VARIANTS)}"
         )
-    if k < 1 or copies < 0:
-        raise ValueError(f"k must be >= 1 and copies >= 0, got k={k}, copies={copies}")
+    check_k(k)
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
+        raise ValueError(f"copies is a number of banners, at least 0; got {copies!r}")
     return settings
 
 

@@ -8,9 +8,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ..search import build_index
-
-BLOCK = 4096  # queries per faiss call: bounds the result buffers whatever N is
+from ..search import BLOCK, build_index
 
 
 def rank_rows(vectors: np.ndarray, queries: np.ndarray, k: int, self_rows=None) -> np.ndarray:

@@ -52,7 +52,7 @@ def frame(setting, truth, ids, n_rel, first, metrics: dict) -> pd.DataFrame:
         for name, (value, base) in metrics.items()
     ]
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
-    return df.astype({"n_relevant": "int64", "first_rank": "int32", "query_id": "string"})
+    return df.astype({"n_relevant": "int64", "first_rank": "int32", "query_id": "int64"})
 
 
 def first_rank(rel: np.ndarray) -> np.ndarray:
@@ -60,7 +60,7 @@ def first_rank(rel: np.ndarray) -> np.ndarray:
     return np.where(hit.any(1), hit.argmax(1) + 1, 0)
 
 
-def label_gap(ids: list[str], metadata: pd.DataFrame, no_metadata: str) -> str:
+def label_gap(ids: list[int], metadata: pd.DataFrame, no_metadata: str) -> str:
     """Why the label truths (all but ``copy``) cannot score the collection ``ids``, "" when they
     can: it holds no Steam app (own images, ``import-folder``, have no store page), there is no
     metadata (``no_metadata`` says why), or the metadata has no labels for its apps."""
@@ -85,7 +85,7 @@ def label_gap(ids: list[str], metadata: pd.DataFrame, no_metadata: str) -> str:
 
 
 def label_sets(emb: Embeddings, metadata: pd.DataFrame, column: str) -> list[frozenset]:
-    by_id = {str(a): v for a, v in zip(metadata["app_id"], metadata[column])}
+    by_id = {int(a): v for a, v in zip(metadata["app_id"], metadata[column])}
     return [frozenset(str(x).casefold() for x in by_id.get(i, [])) for i in emb.ids]
 
 
@@ -123,7 +123,7 @@ def score_labels(emb: Embeddings, labels: list[frozenset], neighbors: np.ndarray
 def tag_vectors(emb: Embeddings, metadata: pd.DataFrame) -> np.ndarray:
     """(N, T) float32 tag-weight vectors of the collection's apps, rows L2-normalised (0 if none)."""
     by_id = {
-        str(a): (list(t), list(w))
+        int(a): (list(t), list(w))
         for a, t, w in zip(metadata["app_id"], metadata["tagids"], metadata["tag_weights"])
     }
     vocab = sorted({int(t) for tags, _ in by_id.values() for t in tags})
@@ -195,7 +195,7 @@ def score_copies(emb, model, paths: dict[str, str], k: int, *, sample, seed, var
     # The cache's own setting (``copy_model`` checked its model and weights, the caller its
     # preset and pooling): the variants are embedded as the collection was.
     meta = emb.meta
-    setting = Setting(meta["model"], meta["preset"], meta["pooling"], weights=meta["weights"])
+    setting = Setting.from_meta(meta)
     vectors, sources, kinds = embed_variants(
         [paths[i] for i in chosen], setting, model=model, variants=variants
     )

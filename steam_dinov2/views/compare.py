@@ -6,9 +6,10 @@ import logging
 import os
 
 from ..core import layout
+from ..core.files import parse_image_id
 from ..core.manifest import load_names
 from ..embedding.embed import embed_folder, images_of
-from ..embedding.setting import Setting
+from ..embedding.setting import Setting, as_setting
 from ..search import describe_exclusions, find_neighbors, index_collection, search_games
 from .explain import overlay_matches
 from .grids import (
@@ -21,22 +22,6 @@ from .grids import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def row_setting(setting: Setting | str) -> Setting:
-    """A comparison row's ``Setting``: a ``Setting``, a setting name (``model__preset__pooling``,
-    as in the cache) or "model:preset:pooling" (pretrained weights, this device's precision)."""
-    if isinstance(setting, Setting):
-        return setting
-    if isinstance(setting, str) and "__" in setting:
-        return Setting.from_name(setting)
-    parts = setting.rsplit(":", 2) if isinstance(setting, str) else []
-    if len(parts) != 3 or not all(parts):
-        raise ValueError(
-            f"setting {setting!r} must be a Setting, a setting name (model__preset__pooling) or "
-            "model:preset:pooling, e.g. dinov2_vits14:crop256:cls"
-        )
-    return Setting.create(*parts)
 
 
 def plot_comparison(
@@ -57,7 +42,7 @@ def plot_comparison(
         data: the data folder (banners, manifest for names, embedding caches).
         app_id: the game to compare on (must be in the collection).
         settings: the rows, each a ``Setting`` (it carries its weights), a setting name or a
-            "model:preset:pooling" string (``row_setting``).
+            "model:preset:pooling" string (``as_setting``).
         k: neighbours per row.
         images: image folder (default ``DATA/banners``).
         exclude: ids never shown as neighbours (e.g. ``load_exclusions(data)``).
@@ -71,7 +56,8 @@ def plot_comparison(
     settings = _row_settings(settings)
     images = images or layout.banners_dir(data)
     files = images_of(data, images)
-    cells = _comparison_cells(data, images, settings, str(app_id), k, exclude, progress)
+    app_id = parse_image_id(app_id, "app_id")
+    cells = _comparison_cells(data, images, settings, app_id, k, exclude, progress)
     paths = [files[i] if i else None for i, _ in cells]
     fig = plot_image_grid(
         [p or blank_banner() for p in paths], [t for _, t in cells], ncols=k + 1, width=1.6
@@ -89,10 +75,10 @@ def plot_comparison(
 
 
 def _row_settings(settings) -> list[Setting]:
-    """The comparison's rows (``row_setting`` of each); ValueError when there is none."""
+    """The comparison's rows (``as_setting`` of each); ValueError when there is none."""
     if isinstance(settings, str | Setting):  # one setting, not the characters of its name
         settings = [settings]
-    rows = [row_setting(s) for s in settings]
+    rows = [as_setting(s) for s in settings]
     if not rows:
         raise ValueError(
             "no settings to compare: pass at least one Setting, setting name or "
@@ -101,7 +87,7 @@ def _row_settings(settings) -> list[Setting]:
     return rows
 
 
-def _comparison_cells(data, images, settings, app_id: str, k: int, exclude, progress) -> list:
+def _comparison_cells(data, images, settings, app_id: int, k: int, exclude, progress) -> list:
     """Every row's ``k + 1`` cells ``(id or None, title)``, embedding what is missing."""
     if exclude:
         logger.info("comparison: %s never neighbours", describe_exclusions(exclude))
@@ -112,7 +98,7 @@ def _comparison_cells(data, images, settings, app_id: str, k: int, exclude, prog
     return cells
 
 
-def _neighbor_row(emb, app_id: str, k: int, index, names, width: int) -> list:
+def _neighbor_row(emb, app_id: int, k: int, index, names, width: int) -> list:
     """``k + 1`` cells ``(id or None, title)``: the query, its neighbours, blanks if short."""
     table = find_neighbors(emb, app_id, k=k, index=index)
     row = [(app_id, "QUERY")] + [(i, f"{s:.3f}") for i, s in zip(table["id"], table["score"])]
@@ -135,7 +121,7 @@ def plot_neighbors(
         matplotlib Figure (see ``plot_matches``).
     """
 
-    app_id = str(app_id)
+    app_id = parse_image_id(app_id, "app_id")
     names = load_names(data)
     if exclude:
         logger.info("neighbours: %s never neighbours", describe_exclusions(exclude))

@@ -169,13 +169,15 @@ def _pair(query, neighbor, data, names) -> tuple[list, list[str]]:
         names = load_names(data) if data is not None else {}
     images, titles = [], []
     for role, item in (("QUERY", query), ("neighbor", neighbor)):
-        is_id = data is not None and isinstance(item, (str, int)) and str(item).isdigit()
+        is_id = (
+            data is not None and isinstance(item, (str, int, np.integer)) and str(item).isdigit()
+        )
         if is_id:
             path = layout.banner_path(data, item)
             if not path.is_file():
                 raise ValueError(f"no banner for app {item} in {layout.banners_dir(data)}")
             images.append(path)
-            titles.append(f"{role}\n{shorten(names.get(str(item), item))}")
+            titles.append(f"{role}\n{shorten(names.get(int(item), item))}")
         else:
             if isinstance(item, int) or (isinstance(item, str) and not os.path.isfile(item)):
                 raise ValueError(f"{item!r} is not an image file; to use app ids, pass data=DATA")

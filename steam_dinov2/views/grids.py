@@ -126,7 +126,7 @@ def plot_banners(data, ids, ncols: int = 5, *, width: float = 2.2):
     ids, names = list(ids), load_names(data)
     return plot_image_grid(
         [layout.banner_path(data, a) for a in ids],
-        titles=[name_with_id(names.get(a, names.get(str(a), "")), a) for a in ids],
+        titles=[name_with_id(names.get(int(a), ""), a) for a in ids],
         ncols=ncols,
         width=width,
     )
@@ -186,13 +186,13 @@ def plot_audit_examples(data: str | os.PathLike, issue_type: str, *, n: int = 10
     if group in hit:
         shown = hit.sort_values([group, "app_id"]).head(n)
         notes = [
-            "kept" if a == g else f"= {name_with_id(names.get(str(g)), g, 24)}"
+            "kept" if a == g else f"= {name_with_id(names.get(int(g)), g, 24)}"
             for a, g in zip(shown["app_id"], shown[group])
         ]
     else:
         shown = hit.sort_values(f"{issue_type}_score").head(n)
         notes = [f"{s:.3f}" for s in shown[f"{issue_type}_score"]]
-    titles = [f"{name_with_id(names.get(str(a)), a)}\n{t}" for a, t in zip(shown["app_id"], notes)]
+    titles = [f"{name_with_id(names.get(int(a)), a)}\n{t}" for a, t in zip(shown["app_id"], notes)]
     fig = plot_image_grid(
         [layout.banner_path(data, a) for a in shown["app_id"]], titles, ncols=ncols
     )

@@ -10,7 +10,6 @@ embeddings, so they do not depend on the 2D projection. Both are cached per sett
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -36,7 +35,6 @@ PCA_DIMS = 50  # the usual input size for t-SNE on deep features (openTSNE's doc
 # openTSNE's FFT gradients cost a fixed ~10 s at any size; Barnes-Hut is faster below ~10,000
 # points (openTSNE's documentation gives the same advice).
 FFT_FROM = 10_000
-MADE_FROM = b"steam_dinov2.made_from"
 _VERSION = 1  # bump when the layout or clusters computed from the same input change
 # k-means restarts, best objective kept: one run can merge two groups and split another (tests).
 NREDO = 5
@@ -207,7 +205,7 @@ def map_catalog(
         return cached
     logger.info("laying out %d banners of %s with %s", len(emb.ids), emb.setting, method)
     table = _map_table(emb, method, k, seed)
-    _write(path, table, made_from)
+    files.write_keyed_parquet(path, table, made_from)
     return table
 
 
@@ -229,7 +227,7 @@ def _map_table(emb, method: str, n_clusters: int, seed: int) -> pd.DataFrame:
     labels, centrality = cluster_vectors(emb.vectors, n_clusters, seed=seed)
     return pd.DataFrame(
         {
-            "id": pd.Series(emb.ids, dtype="string"),
+            "id": np.asarray(emb.ids, dtype=np.int64),
             "x": xy[:, 0],
             "y": xy[:, 1],
             "cluster": labels,
@@ -239,34 +237,16 @@ def _map_table(emb, method: str, n_clusters: int, seed: int) -> pd.DataFrame:
 
 
 def _read_cached(path, made_from: dict) -> pd.DataFrame | None:
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
-        return None
-    try:
-        meta = pq.read_schema(path).metadata or {}
-        if json.loads(meta.get(MADE_FROM, b"null")) != made_from:
-            return None
-        table = pd.read_parquet(path)
-    except Exception as e:  # a damaged cache is recomputed, never trusted
-        logger.warning("ignoring unreadable map %s (%s); recomputing", path, e)
-        return None
-    if (
+    table = files.read_keyed_parquet(path, made_from)
+    if table is None or (
         list(table.columns) != ["id", "x", "y", "cluster", "centrality"]
         or len(table) != made_from["count"]
     ):
         return None
-    return table
-
-
-def _write(path, table: pd.DataFrame, made_from: dict) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    meta = {**(arrow.schema.metadata or {}), MADE_FROM: json.dumps(made_from).encode()}
-    with files.atomic_path(path) as tmp:
-        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+    try:  # maps before 0.2 stored ids as strings
+        return table.astype({"id": np.int64})
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def describe_clusters(
@@ -279,7 +259,7 @@ def describe_clusters(
     for c, group in table.sort_values("centrality", ascending=False, kind="stable").groupby(
         "cluster"
     ):
-        ids = group["id"].astype(str).tolist()
+        ids = group["id"].astype(np.int64).tolist()
         rows.append(
             {
                 "cluster": int(c),
@@ -291,11 +271,13 @@ def describe_clusters(
     return pd.DataFrame(rows, columns=["cluster", "size", "central_ids", "central_names"])
 
 
-def cluster_members(table: pd.DataFrame, cluster: int) -> list[str]:
+def cluster_members(table: pd.DataFrame, cluster: int) -> list[int]:
     """Ids of one cluster, most central first."""
     members = table[table["cluster"] == int(cluster)]
     return (
-        members.sort_values("centrality", ascending=False, kind="stable")["id"].astype(str).tolist()
+        members.sort_values("centrality", ascending=False, kind="stable")["id"]
+        .astype(np.int64)
+        .tolist()
     )
 
 

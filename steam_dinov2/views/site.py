@@ -30,7 +30,7 @@ from ..core.files import atomic_dir
 from ..core.manifest import load_names
 from ..embedding.embed import images_of, load_embeddings
 from ..embedding.setting import Setting, checked_name
-from ..search import match_all
+from ..search import check_k, match_all
 from .map import describe_clusters, map_catalog
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,7 @@ def _checked_embeddings(data, setting, out: Path, k: int):
     """The setting's ``Embeddings`` after checking ``k`` and ``out``; ValueError naming the fix."""
 
     setting = checked_name(setting)  # a malformed name says so, not "run embed first"
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    check_k(k)
     _check_out(out)
     emb = load_embeddings(data, setting)
     if not emb.ids:
@@ -147,8 +146,8 @@ def _neighbor_rows(emb, k: int, exclude, progress: bool) -> tuple[np.ndarray, np
     n = len(emb.ids)
     nb_rows = np.full((n, k), -1, np.int64)
     nb_scores = np.zeros((n, k), np.float32)
-    q = table["query_id"].astype(str).map(row_of).to_numpy()
-    nb_rows[q, table["rank"].to_numpy() - 1] = table["id"].astype(str).map(row_of).to_numpy()
+    q = table["query_id"].map(row_of).to_numpy()
+    nb_rows[q, table["rank"].to_numpy() - 1] = table["id"].map(row_of).to_numpy()
     nb_scores[q, table["rank"].to_numpy() - 1] = table["score"].to_numpy()
     return nb_rows, nb_scores
 
@@ -163,7 +162,7 @@ def _games(data, emb, k: int, with_map: bool, n_clusters: int | None) -> dict:
         "k": k,
         "shard": SHARD,
         "count": len(emb.ids),
-        "ids": list(emb.ids),
+        "ids": [str(i) for i in emb.ids],  # strings at the JSON edge: ids pass 2**53
         "names": [names.get(i, "") for i in emb.ids],
     }
     return games | (_map_fields(data, emb, names, n_clusters) if with_map else {})
@@ -198,7 +197,7 @@ def _write_shards(tmp: Path, nb_rows: np.ndarray, nb_scores: np.ndarray) -> None
         _write_json(tmp / "data" / f"neighbors-{start // SHARD}.json", shard)
 
 
-def _write_thumbnails(tmp: Path, ids: list[str], files: dict, workers: int, progress: bool):
+def _write_thumbnails(tmp: Path, ids: list[int], files: dict, workers: int, progress: bool):
     """``thumbs/{row // SHARD}/{row}.webp`` for every game with a readable image.
 
     Returns:
