@@ -90,6 +90,21 @@ def test_search_choose_click_and_go_back(data):
     assert b.query_tile.app_id in NAMES and len(b.shown) == 7
 
 
+def test_typing_a_search_key_by_key_never_navigates(data):
+    """Listing matches is not picking one, under ipywidgets 7 (Colab's: assigning options selects
+    the first) and 8 alike; the first match can still be picked."""
+    b = Browser(data, k=3)
+    for n in range(1, len("half life") + 1):
+        b.search.value = "half life"[:n]
+        assert b.history == [] and b.choices.index is None
+    assert [v for _, v in b.choices.options] == [60, 70]
+    assert b.status.value == "2 matches: pick one"
+    b.choices.value = 60  # the first match, picked
+    assert b.history == [{"id": 60}] and b.query_tile.app_id == 60
+    b.search.value = "portal"  # a new search keeps the game on screen until a pick
+    assert b.history == [{"id": 60}] and b.query_tile.app_id == 60
+
+
 def test_excluded_games_never_show(data):
     (data / "audit").mkdir()
     (data / "audit" / "exclusions.json").write_text(json.dumps({"90": ["near duplicate of 30"]}))

@@ -86,6 +86,7 @@ class Browser:
         self._emb, self._tables, self._index, self._models, self._vectors = {}, {}, {}, {}, {}
         self.images = {}  # images from outside the collection, by app id or file name
         self.history, self.position, self.shown = [], -1, []
+        self._listing = False  # True while the search lists its matches (not a pick)
         self._build_widgets(k)
         self._add_clusters_and_explain(bool(explain_with))
 
@@ -110,7 +111,7 @@ class Browser:
 
         guard = self._guard
         self.search.observe(guard(lambda _: self._on_search()), "value")
-        self.choices.observe(guard(lambda ch: ch["new"] and self.show(ch["new"])), "value")
+        self.choices.observe(guard(self._on_pick), "value")
         self.random.on_click(guard(lambda _: self.show(random.choice(self._emb_for().ids))))
         self.back.on_click(guard(lambda _: self._step(-1)))
         self.forward.on_click(guard(lambda _: self._step(+1)))
@@ -157,11 +158,23 @@ class Browser:
     def _on_search(self):
         text = self.search.value
         ids = search_games(self.names, text, ids=self._emb_for().ids)
-        self.choices.options = [(f"{self.names.get(i, '')} ({i})", i) for i in ids]
+        # Listing matches is not picking one: ipywidgets 7 (Colab's) selects the first option when
+        # the options change, which would navigate on every keystroke; 8 selects none. Both end
+        # with nothing selected, so a click on any match, the first too, is a change.
+        self._listing = True
+        try:
+            self.choices.options = [(f"{self.names.get(i, '')} ({i})", i) for i in ids]
+            self.choices.index = None
+        finally:
+            self._listing = False
         if text.strip() and not ids:
             self.status.value = f"no game matches <b>{html.escape(repr(text.strip()))}</b>"
         elif ids:
             self.status.value = f"{len(ids)} match{'es' if len(ids) > 1 else ''}: pick one"
+
+    def _on_pick(self, change):
+        if not self._listing and change["new"] is not None:
+            self.show(change["new"])
 
     def show(self, query, *, outside: bool = False):
         """Make ``query`` the current query: an id in the collection, or (with ``outside=True``) the
