@@ -20,11 +20,11 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..core import files, layout
 from ..core.manifest import collection_images
 from ..core.net import HttpError, SteamHttp
+from ..core.progress import tqdm
 from .catalog import (
     GETITEMS_BATCH,
     LABEL_COLUMNS,
@@ -184,7 +184,9 @@ class _Batches:
         if done:
             new = pd.DataFrame(done, columns=list(COLUMNS))
             new = new.assign(updated_at=pd.Timestamp.now("UTC"))
-            write_metadata(self.data, pd.concat([self.old, new], ignore_index=True))
+            # An empty table left out: pandas 2.1+ warns about concatenating one (FutureWarning).
+            parts = [df for df in (self.old, new) if not df.empty]
+            write_metadata(self.data, pd.concat(parts, ignore_index=True))
         return done
 
 
@@ -255,7 +257,7 @@ def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]
         }
     except (HttpError, ValueError, TypeError, KeyError, AttributeError) as e:
         errors.append(f"tag names: {type(e).__name__}: {str(e)[:160]} (tag ids kept)")
-        logger.warning("tag names: %s", errors[-1])
+        logger.warning("%s", errors[-1])
         return len(names)
     names |= got
     df = pd.DataFrame({"tagid": list(names), "name": list(names.values())})

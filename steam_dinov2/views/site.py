@@ -28,6 +28,7 @@ from ..audit.audit import load_exclusions
 from ..core.codec import check_pixels, to_rgb
 from ..core.files import atomic_dir
 from ..core.manifest import load_names
+from ..core.progress import tqdm
 from ..embedding.embed import images_of, load_embeddings
 from ..embedding.setting import Setting, checked_name
 from ..search import check_k, match_all
@@ -203,8 +204,6 @@ def _write_thumbnails(tmp: Path, ids: list[int], files: dict, workers: int, prog
     Returns:
         ``(has_thumb, skipped)``: (N,) bool per row, and ``{id: reason}`` for the others.
     """
-    from tqdm.auto import tqdm
-
     jobs = [(r, files[i]) for r, i in enumerate(ids) if i in files]
     skipped = {i: "no image file" for i in ids if i not in files}
     for folder in {r // SHARD for r, _ in jobs}:
