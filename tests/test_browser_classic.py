@@ -34,9 +34,6 @@ from steam_dinov2 import embed_folder, map_catalog
 
 def _skip_reason() -> str | None:
     """Why this test cannot run here, or None: it needs Colab's widget stack and a browser."""
-    lacking = missing("notebook", "nbformat")
-    if lacking:
-        return f"needs {', '.join(lacking)}"
     found = {}
     for package in ("ipywidgets", "notebook", "widgetsnbextension"):
         try:
@@ -49,7 +46,8 @@ def _skip_reason() -> str | None:
         return (
             f"Colab's widget stack only (ipywidgets 7, notebook 6; here {here}): bash .ci/colab-env"
         )
-    return None
+    lacking = missing("nbformat")
+    return f"needs {', '.join(lacking)}" if lacking else None
 
 
 SKIP = _skip_reason()
