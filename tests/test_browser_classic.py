@@ -58,9 +58,9 @@ pytestmark = pytest.mark.skipif(bool(SKIP), reason=SKIP or "")
 ROOT = Path(__file__).parent.parent
 APP = ".widget-vbox:has(> .widget-gridbox)"  # the Browser's whole widget
 NOTEBOOK_CELL = """\
-from steam_dinov2.browse import Browser
+import steam_dinov2 as sd
 
-browser = Browser({data!r}, k={k}, explain_with=True)
+browser = sd.Browser({data!r}, k={k}, explain_with=True)
 browser
 """
 
@@ -160,15 +160,6 @@ KERNEL_ECHOES = """async () => {
     }
     return false;
 }"""
-
-
-class Issue20(AssertionError):
-    """The search-navigates bug of issue 20 (ipywidgets 7); any other failure stays a failure."""
-
-
-def issue20(ok: bool, message: str):
-    if not ok:
-        raise Issue20(message)
 
 
 def open_browser(page, server, data, name: str):
@@ -337,18 +328,13 @@ def test_browser_in_classic_notebook(server, data, page, tmp_path):
         assert not page.dialogs, page.dialogs
 
 
-@pytest.mark.xfail(
-    strict=True,  # once the Browser is fixed this passes, and the marker must go
-    reason="issue 20: under ipywidgets 7 a search opens its first match at every keystroke",
-    raises=Issue20,
-)
 def test_search_does_not_navigate_classic(server, data, page, tmp_path):
-    """KNOWN BUG (issue 20), expected to fail on ipywidgets 7 until the Browser is fixed.
+    """Issue 20: typing a search never opens a game; only a pick does.
 
     In ipywidgets 7, assigning ``Select.options`` selects the first option and fires the Browser's
-    selection handler, so every keystroke of a search opens its first match and fills the history.
-    The right behaviour (ipywidgets 8's): nothing opens until the user picks; the status keeps
-    saying how many games match.
+    selection handler; the Browser must not take that for a pick, or every keystroke of a search
+    opens its first match and fills the history. Nothing opens until the user picks; the status
+    keeps saying how many games match.
     """
     from playwright.sync_api import expect
 
@@ -361,21 +347,18 @@ def test_search_does_not_navigate_classic(server, data, page, tmp_path):
         app.screenshot(path=tmp_path / "typed.png")
         print("screenshot:", tmp_path / "typed.png")
 
-        # ---- the assertions issue 20 is about -------------------------------------------------
         said, opened = status(app), grid.inner_text()
-        issue20(said == "2 matches: pick one", f"the status says {said!r}")
-        issue20(opened == "", f"typing opened a game before any was picked: {opened!r}")
+        assert said == "2 matches: pick one", f"the status says {said!r}"
+        assert opened == "", f"typing opened a game before any was picked: {opened!r}"
         picked = choices.evaluate("s => s.selectedIndex")
-        issue20(picked == -1, f"match {picked} is selected before a pick")
-        # ----------------------------------------------------------------------------------------
+        assert picked == -1, f"match {picked} is selected before a pick"
 
         choices.select_option(label="Half-Life 2 (220)")
         expect(grid).to_contain_text("QUERY\nHalf-Life 2", use_inner_text=True, timeout=60_000)
         expect(app.locator(":scope > .widget-html").first).to_contain_text("neighbours in")
-        # ---- issue 20 too: the pick is the first entry of the history --------------------------
+        # The pick is the first entry of the history.
         back = app.get_by_role("button", name="Back")
-        issue20(back.is_disabled(), "Back is enabled: typing put games in the history")
-        # ----------------------------------------------------------------------------------------
+        assert back.is_disabled(), "Back is enabled: typing put games in the history"
         page.wait_for_function(ALL_DRAWN)
         _check(page, data, 220)
         assert not page.errors, page.errors

@@ -372,7 +372,9 @@ class Browser:
         self.explained = w.Image(format="png", layout=w.Layout(display="none"))
         guard = self._guard
         self.clusters.on_click(guard(lambda _: self._load_clusters()))
-        self.cluster.observe(guard(lambda ch: self._show_cluster(ch["new"], 0)), "value")
+        self.cluster.observe(
+            guard(lambda ch: self._listing or self._show_cluster(ch["new"], 0)), "value"
+        )
         self.cluster_prev.on_click(guard(lambda _: self._show_cluster(self.cluster.value, -1)))
         self.cluster_next.on_click(guard(lambda _: self._show_cluster(self.cluster.value, +1)))
         row = w.HBox([self.clusters, self.cluster, self.cluster_prev, self.cluster_next])
@@ -385,10 +387,17 @@ class Browser:
             self.status.value = "laying out the catalogue (once per setting)..."
             self._maps[setting] = map_catalog(self.data, setting)
         summary = describe_clusters(self._maps[setting], self.names, top=3)
-        self.cluster.options = [
-            (f"{c} ({n} games): {', '.join(central)}", int(c))
-            for c, n, central in zip(summary["cluster"], summary["size"], summary["central_names"])
-        ]
+        self._listing = True  # listing the clusters is not picking one (see _on_search)
+        try:
+            self.cluster.options = [
+                (f"{c} ({n} games): {', '.join(central)}", int(c))
+                for c, n, central in zip(
+                    summary["cluster"], summary["size"], summary["central_names"]
+                )
+            ]
+            self.cluster.index = None
+        finally:
+            self._listing = False
 
     def _show_cluster(self, cluster, step: int):
 
