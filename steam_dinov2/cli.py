@@ -176,7 +176,11 @@ def _add_folder_options(p: argparse.ArgumentParser) -> None:
 
 def _add_site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", help="a cached setting folder name (default: from --model etc.)")
-    p.add_argument("--out", required=True, help="site folder to write (replaced whole)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="site folder outside DATA; its other files are kept, an earlier export replaced",
+    )
     p.add_argument("--no-map", action="store_true", help="leave the catalogue map out")
     p.add_argument("--clusters", type=positive_int, help="map clusters (default: about sqrt(N)/4)")
 
