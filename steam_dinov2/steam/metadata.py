@@ -110,7 +110,8 @@ def fetch_metadata(
 
     Args:
         data: the data folder.
-        app_ids: apps to describe; default the collection's Steam apps (``collection_images``).
+        app_ids: apps to describe; default the collection's Steam apps (``collection_images``),
+            ValueError when it has none.
         refresh: fetch every app again instead of reusing its row.
         http: HTTP settings and session.
         progress: show a tqdm bar.
@@ -118,9 +119,9 @@ def fetch_metadata(
     Returns:
         A ``MetadataReport`` (also logged). Failed batches are counted there, never raised.
     """
-    http = http or SteamHttp()
     if app_ids is None:
         app_ids = _collection_ids(data)
+    http = http or SteamHttp()
     ids = list(dict.fromkeys(int(a) for a in app_ids))
     errors: list[str] = []
     old = _previous(data, errors)
@@ -224,9 +225,18 @@ def fetch_metadata_quietly(data: str | os.PathLike, http: SteamHttp, progress: b
 
 
 def _collection_ids(data) -> list[int]:
-    """The collection's Steam app ids: own images (``import-folder``) have no store page."""
+    """The collection's Steam app ids: own images (``import-folder``) have no store page.
+    ValueError when there are none: nothing could be done, and saying so beats a summary of 0."""
 
-    return [a for a in collection_images(data) if files.is_steam_id(a)]
+    if not os.path.isdir(data):
+        raise ValueError(f"data folder {data} not found: run `download` into it first")
+    ids = [a for a in collection_images(data) if files.is_steam_id(a)]
+    if not ids:
+        raise ValueError(
+            f"no Steam apps in the collection of {data}: run `download` or `import-snapshot` "
+            "first (own images have no store page)"
+        )
+    return ids
 
 
 def _try_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]] | str:
