@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 
 from ..core import files, layout
 from ..core.manifest import collection_images
-from ..core.net import HttpError, SteamHttp
+from ..core.net import MAX_JSON_BODY, HttpError, SteamHttp, json_body
 from .catalog import (
     GETITEMS_BATCH,
     LABEL_COLUMNS,
     MAX_LABEL_CHARS,
+    MAX_TAG_ID,
     fetch_store_metadata,
     store_metadata_row,
 )
@@ -217,7 +218,7 @@ def fetch_metadata_quietly(data: str | os.PathLike, http: SteamHttp, progress: b
     http = http.with_pool(_WORKERS)
     try:
         return str(fetch_metadata(data, http=http, progress=progress))
-    except (ValueError, OSError, HttpError) as e:
+    except Exception as e:  # whatever went wrong, the download it follows stands
         logger.warning("metadata: %s", e)
         return f"failed ({type(e).__name__}: {e}); run `python -m steam_dinov2 metadata` again"
     finally:
@@ -243,8 +244,8 @@ def _try_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]] 
     """``(rows, unknown ids)`` of one GetItems batch, or the reason it failed."""
     try:
         return fetch_store_metadata(ids, http)
-    except (HttpError, ValueError, TypeError, KeyError, AttributeError) as e:
-        return f"{type(e).__name__}: {str(e)[:160]}"
+    except (HttpError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        return f"{type(e).__name__}: {str(e)[:160]}"  # this batch only: the others carry on
 
 
 def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]) -> int:
@@ -254,14 +255,19 @@ def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]
         return len(names)
     url = f"{http.api_base}/IStoreService/GetTagList/v1/"
     query = json.dumps({"language": "english"}, separators=(",", ":"))
-    try:
-        r = http.get(url, params={"input_json": query})
+    try:  # untrusted like GetItems: the banner's deadline, a capped body, checked values
+        r = http.get(
+            url, params={"input_json": query}, deadline=http.deadline, max_bytes=MAX_JSON_BODY
+        )
         http.raise_for_status(r)
-        tags = r.json()["response"]["tags"]
+        tags = json_body(r, "GetTagList")["response"]["tags"]
         got = {
-            int(t["tagid"]): str(t["name"])[:MAX_LABEL_CHARS]
+            t["tagid"]: t["name"][:MAX_LABEL_CHARS]
             for t in tags
-            if isinstance(t, dict) and isinstance(t.get("tagid"), int) and "name" in t
+            if isinstance(t, dict)
+            and type(t.get("tagid")) is int  # a bool is no tag id
+            and 0 <= t["tagid"] <= MAX_TAG_ID
+            and isinstance(t.get("name"), str)
         }
     except (HttpError, ValueError, TypeError, KeyError, AttributeError) as e:
         errors.append(f"tag names: {type(e).__name__}: {str(e)[:160]} (tag ids kept)")
