@@ -25,7 +25,7 @@ from synthetic import make_banner
 
 KEY = "sk-TEST-0123456789ABCDEF"
 STEAMSPY_PAGE = 1000
-FORMATS = ("rgb", "gray", "cmyk", "png", "bomb")
+FORMATS = ("rgb", "gray", "cmyk", "png", "bomb", "strip")
 
 
 @dataclasses.dataclass
@@ -33,8 +33,9 @@ class App:
     """One fake app.
 
     Attributes:
-        banner: "rgb", "gray", "cmyk" (JPEGs), "png" (PNG bytes served as .jpg) or "bomb" (a
-            ~110 KB PNG of 30000x30000 pixels); None for an app without a library capsule.
+        banner: "rgb", "gray", "cmyk" (JPEGs), "png" (PNG bytes served as .jpg), "bomb" (a
+            ~110 KB PNG of 30000x30000 pixels) or "strip" (a PNG of 1x20000 pixels, under the
+            input limit, 256x5,120,000 once resized); None for an app without a library capsule.
         hashed: art behind a content hash: the plain path 404s, GetItems gives the real one.
         faults: transient faults consumed one per banner request: "429", "500", "slow", "reset".
         broken: a fault on every request: "truncated", "html", "reset", "trickle" (headers at
@@ -100,6 +101,8 @@ def encode_banner(app_id: int, fmt: str = "rgb", size=(600, 900)) -> bytes:
     """``app_id``'s synthetic banner (600x900 by default) encoded as ``fmt`` (see ``FORMATS``)."""
     if fmt == "bomb":
         return bomb_png()
+    if fmt == "strip":
+        return bomb_png(1, 20_000)
     img = make_banner(app_id, size)
     buf = io.BytesIO()
     if fmt == "gray":
