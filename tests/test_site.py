@@ -75,12 +75,14 @@ def test_export_writes_games_neighbors_and_thumbnails(site, site_data):
     }
     games = json.loads((out / "data" / "games.json").read_text())
     emb = load_embeddings(site_data, SETTING)
-    assert games["ids"] == emb.ids and games["count"] == len(NAMES) == report.games
+    assert (
+        games["ids"] == [str(i) for i in emb.ids] and games["count"] == len(NAMES) == report.games
+    )
     assert games["names"] == [NAMES[int(i)] for i in emb.ids]
     shard = json.loads((out / "data" / "neighbors-0.json").read_text())
     for row, app_id in enumerate(emb.ids):
         want = find_neighbors(emb, app_id, k=K)
-        assert [games["ids"][r] for r in shard["rows"][row]] == list(want["id"])
+        assert [int(games["ids"][r]) for r in shard["rows"][row]] == list(want["id"])
         np.testing.assert_allclose(shard["scores"][row], want["score"], atol=5e-4)
     assert games["thumb"] == [1] * len(NAMES) and report.thumbnails == len(NAMES)
     for row in range(len(NAMES)):
@@ -131,7 +133,7 @@ def test_export_over_a_pages_checkout_keeps_what_it_did_not_write(site_data, tmp
     data = tmp_path / "data"
     shutil.copytree(site_data, data)
     (data / "banners" / "40.jpg").write_bytes(b"not a jpeg")
-    row = load_embeddings(data, SETTING).ids.index("40")
+    row = load_embeddings(data, SETTING).ids.index(40)
     export_site(data, SETTING, out, k=K, with_map=False, progress=False)
     tree = _tree(out)
     assert {rel: tree[rel] for rel in theirs} == theirs
