@@ -300,3 +300,20 @@ def test_an_uploaded_decompression_bomb_is_a_reported_skip(data):
     status = b.status.value
     assert "could not read the upload huge.png: not a decodable image" in status
     assert "pixels" in status and b.history == []
+
+
+def test_an_uploaded_phone_photo_is_turned_upright(data):
+    # Stored sideways (landscape, red left, blue right) with EXIF orientation 6: upright it is
+    # portrait with red on top, as exif_transpose shows it.
+    img = Image.new("RGB", (600, 400), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 300, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    b = Browser(data, k=3)
+    upload_to_browser(b, "phone.jpg", buf.getvalue())
+    shown = _tile_image(b.query_tile).convert("RGB")
+    assert shown.size == (256, 384)
+    top, bottom = shown.getpixel((128, 10)), shown.getpixel((128, 374))
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60

@@ -168,3 +168,28 @@ def test_run_downloads_audits_embeds_matches_and_previews(tmp_path):
         # --k 3: the query and 3 neighbours per row, 1.6 inches each at 80 dpi.
         assert img.width == 4 * 128 and img.height > 200
     assert f"preview of a few games -> {data / 'matches' / setting / 'preview.png'}" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "code, advice",
+    [
+        ("ENOSPC", "the disk is full: free some space"),
+        ("EBUSY", "it is busy (open in another program, or a mount point)"),
+        ("ENOTDIR", "a part of this path is a file, not a folder: choose a folder"),
+        ("EROFS", "the filesystem is read-only: choose a folder you may write to"),
+    ],
+)
+def test_os_errors_say_what_to_do_in_one_line(tmp_path, monkeypatch, capsys, code, advice):
+    import errno
+
+    from steam_dinov2.collection import folder
+
+    def fail(*args, **kwargs):  # the system's error, which this machine cannot cause at will
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), "d/banners/x.jpg")
+
+    (tmp_path / "src").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "src" / "a.png")
+    monkeypatch.setattr(folder, "_save", fail)
+    assert main(["import-folder", str(tmp_path / "src"), "--data", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.split("\n")[-2].split("\r")[-1]  # after the progress bar
+    assert err.startswith(f"error: d/banners/x.jpg: {os.strerror(getattr(errno, code))}; {advice}")

@@ -352,7 +352,7 @@ class Browser:
         # Keyed by content too: two uploads named image.png are two different queries.
         key = f"{name} [{hashlib.sha256(content).hexdigest()[:8]}]"
         try:  # resize_banner turns every decoder failure into a ValueError with the reason
-            self.images[key] = resize_banner(content)
+            self.images[key] = resize_banner(content, upright=True)  # a phone photo: EXIF-turned
         except ValueError as e:
             raise ValueError(f"could not read the upload {name}: {e}") from None
         self.show(key, outside=True)
