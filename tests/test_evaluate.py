@@ -110,7 +110,7 @@ def _brute_force(data, setting, metadata, k):
     emb = load_embeddings(data, setting)
     v = emb.vectors.astype(np.float64)
     n, m, sims = len(emb.ids), len(emb.ids) - 1, v @ v.T
-    meta = metadata.set_index(metadata.app_id.astype(str))
+    meta = metadata.set_index(metadata.app_id.astype("int64"))
     tops = []
     for q in range(n):
         s = sims[q].copy()
