@@ -18,7 +18,7 @@ import pandas as pd
 
 from .core import files, layout
 from .core.progress import tqdm
-from .embedding.embed import Embeddings
+from .embedding.embed import Embeddings, load_embeddings
 from .embedding.setting import Setting, setting_of
 
 logger = logging.getLogger(__name__)
@@ -314,13 +314,31 @@ def matches_made_from(emb, exclude=()) -> dict:
     return {**emb.made_from(), "excluded_sha256": hashlib.sha256(excluded.encode()).hexdigest()}
 
 
-def read_matches(path) -> pd.DataFrame:
-    """A ``neighbors.parquet`` with int64 ids (files before 0.2 stored them as strings)."""
-    table = pd.read_parquet(path)
-    for column in ("query_id", "id"):
-        if column in table and table[column].dtype != np.int64:
-            table[column] = table[column].astype(np.int64)
-    return table
+def read_matches(path, ids=None) -> pd.DataFrame:
+    """A ``neighbors.parquet``, checked: the columns ``match_all`` writes, int64 ids (files before
+    0.2 stored them as strings), ranks from 1, finite cosines in [-1, 1], and, with ``ids`` (the
+    embeddings' ids), every query and neighbour among them. The file may come from anyone: its
+    made-from key only says which cache it claims to come from.
+
+    Raises:
+        ValueError: naming the file, what is wrong with it, and the fix (rerun ``match``).
+    """
+    try:
+        table = pd.read_parquet(path, columns=["query_id", "rank", "id", "score"])
+        table = table.astype({"query_id": np.int64, "rank": np.int64, "id": np.int64})
+        score = table["score"].to_numpy(np.float64)
+    except (OSError, ValueError, TypeError, KeyError, OverflowError) as e:
+        raise ValueError(f"match table {path} is unreadable ({e}): rerun `match`") from None
+    why = ""
+    if len(table) and (table["rank"].min() < 1 or not np.isfinite(score).all()):
+        why = "ranks below 1 or scores that are not numbers"
+    elif len(table) and np.abs(score).max() > 1.0 + 1e-3:
+        why = "cosines outside [-1, 1]"
+    elif ids is not None and not set(table["query_id"]) | set(table["id"]) <= set(ids):
+        why = "ids that are not in the collection"
+    if why:
+        raise ValueError(f"match table {path} holds {why}: rerun `match` to make it again")
+    return table.astype({"rank": np.int16, "score": np.float32})
 
 
 def read_matches_made_from(path) -> dict | None:
@@ -343,7 +361,11 @@ def export_matches(
     path = layout.neighbors_path(data, setting)
     if not path.is_file():
         raise ValueError(f"no matches for setting {setting!r}: run `match` first")
-    table = read_matches(path).sort_values(["query_id", "rank"])
+    try:
+        ids = load_embeddings(data, setting).ids
+    except ValueError:  # no cache to check against: the table's own checks still apply
+        ids = None
+    table = read_matches(path, ids=ids).sort_values(["query_id", "rank"])  # ValueError
     names = names or {}
     out = {  # ids as strings: JSON's keys are
         str(q): [

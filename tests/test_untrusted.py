@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -505,3 +506,63 @@ def test_fp16_vectors_never_share_a_cache_with_fp32():
         "m__p__cls__random__fp16"
     )
     assert layout.setting_name("m", "p", "cls") == "m__p__cls"
+
+
+# Derived files (match tables, maps) are checked when read: what is off is made again, with a
+# warning, and never reaches a page, a figure or the browser.
+
+
+def _forge(path, table: pd.DataFrame) -> None:
+    """Rewrite a keyed parquet with other rows under the same key (what a forger can do)."""
+    from steam_dinov2.core import files
+
+    files.write_keyed_parquet(path, table, files.read_parquet_key(path))
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (lambda t: t.assign(x=t["x"] * 1e6), "coordinates outside [0, 1]"),
+        (lambda t: t.assign(x=np.nan), "coordinates outside [0, 1]"),
+        (lambda t: t.assign(id=t["id"] + 1), "rows that are not the embeddings' ids"),
+        (lambda t: t.assign(cluster=-9223372036854775808), "clusters out of range"),
+        (lambda t: t.assign(id="x"), "ValueError"),
+    ],
+)
+def test_a_forged_map_is_computed_again(tmp_path, banner_dir, vits14, caplog, change, why):
+    from steam_dinov2.views.map import map_catalog
+
+    data = _data(tmp_path, banner_dir, vits14)
+    honest = map_catalog(data, SETTING, n_clusters=2)
+    _forge(layout.map_path(data, SETTING), change(honest.copy()))
+    with caplog.at_level(logging.WARNING):
+        again = map_catalog(data, SETTING, n_clusters=2)
+    assert f"is damaged ({why}" in caplog.text
+    pd.testing.assert_frame_equal(again, honest)
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (lambda t: t.assign(score=t["score"] * 1e9), "cosines outside [-1, 1]"),
+        (lambda t: t.assign(id=t["id"] + 7), "ids that are not in the collection"),
+        (lambda t: t.assign(rank=0), "ranks below 1"),
+        (lambda t: t.drop(columns="score"), "unreadable"),
+    ],
+)
+def test_a_forged_match_table_is_never_served(tmp_path, banner_dir, vits14, caplog, change, why):
+    from steam_dinov2.search import export_matches
+
+    data = _data(tmp_path, banner_dir, vits14)
+    emb = load_embeddings(data, SETTING)
+    honest = match_all(emb, k=3, data=data)
+    path = layout.neighbors_path(data, SETTING)
+    _forge(path, change(honest.copy()))
+    with pytest.raises(ValueError, match=re.escape(why) + ".*rerun `match`"):
+        export_matches(data, SETTING)
+    b = Browser(data, k=3)
+    with caplog.at_level(logging.WARNING):
+        b.show(30)
+    assert "searching live" in caplog.text and why in caplog.text
+    live = find_neighbors(emb, 30, k=3)
+    assert [i for i, _ in b.shown] == list(live["id"])

@@ -219,7 +219,14 @@ class Browser:
                 self._emb_for(setting), self.exclude
             )
             columns = ["query_id", "rank", "id", "score"]
-            table = read_matches(path) if fresh else pd.DataFrame(columns=columns)
+            table = pd.DataFrame(columns=columns)
+            if fresh:
+                try:
+                    table = read_matches(path, ids=self._emb_for(setting).ids)
+                    if set(table["id"]) & set(self.exclude):
+                        raise ValueError(f"match table {path} shows excluded games")
+                except ValueError as e:  # a damaged or forged table: search live instead
+                    logger.warning("%s; searching live", e)
             table = table.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
             queries, starts = np.unique(table["query_id"].to_numpy(np.int64), return_index=True)
             stops = np.append(starts[1:], len(table))

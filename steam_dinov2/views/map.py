@@ -200,7 +200,7 @@ def map_catalog(
         raise ValueError(f"n_clusters must be at least 1, got {n_clusters}")
     made_from = _made_from(emb, method, k, seed)
     path = layout.map_path(data, emb.setting)
-    cached = _read_cached(path, made_from)
+    cached = _read_cached(path, made_from, emb.ids)
     if cached is not None:
         return cached
     logger.info("laying out %d banners of %s with %s", len(emb.ids), emb.setting, method)
@@ -236,17 +236,31 @@ def _map_table(emb, method: str, n_clusters: int, seed: int) -> pd.DataFrame:
     )
 
 
-def _read_cached(path, made_from: dict) -> pd.DataFrame | None:
+def _read_cached(path, made_from: dict, ids) -> pd.DataFrame | None:
+    """The cached map when its key matches and its rows hold up: one per id of the embeddings,
+    coordinates in [0, 1], clusters in range, finite centralities. Anything else (damaged,
+    stale, forged) is recomputed, with a warning when the file was there but wrong."""
     table = files.read_keyed_parquet(path, made_from)
-    if table is None or (
-        list(table.columns) != ["id", "x", "y", "cluster", "centrality"]
-        or len(table) != made_from["count"]
-    ):
+    if table is None:
         return None
     try:  # maps before 0.2 stored ids as strings
-        return table.astype({"id": np.int64})
-    except (ValueError, TypeError, OverflowError):
+        table = table.astype({"id": np.int64, "cluster": np.int64})
+        xy = table[["x", "y", "centrality"]].to_numpy(np.float64)
+        why = ""
+        if list(table.columns) != ["id", "x", "y", "cluster", "centrality"]:
+            why = f"columns {list(table.columns)}"
+        elif len(table) != len(ids) or set(table["id"]) != set(ids):
+            why = "rows that are not the embeddings' ids"
+        elif not np.isfinite(xy).all() or xy[:, :2].min() < 0 or xy[:, :2].max() > 1:
+            why = "coordinates outside [0, 1]"
+        elif table["cluster"].min() < 0 or table["cluster"].max() >= made_from["n_clusters"]:
+            why = "clusters out of range"
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
+        why = f"{type(e).__name__}: {e}"
+    if why:
+        logger.warning("map %s is damaged (%s); computing it again", path, why)
         return None
+    return table
 
 
 def describe_clusters(
