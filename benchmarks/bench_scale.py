@@ -130,10 +130,11 @@ def run_child(args, stage: str, n: int) -> tuple[list[dict], float, float, str]:
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - t
-    if proc.returncode:
-        print(f"    !! {stage} at N={n} exited with {proc.returncode}", flush=True)
     peak = usage.ru_maxrss / 1024  # KiB on Linux
-    return figures, peak, seconds, f"load {before:.1f}->{os.getloadavg()[0]:.1f}"
+    where = f"load {before:.1f}->{os.getloadavg()[0]:.1f}"
+    if proc.returncode:
+        where = f"failed: exit code {proc.returncode} after {seconds:.0f} s, {where}"
+    return figures, peak, seconds, where
 
 
 def target_line(stage: str, n: int, f: dict, where: str) -> str:
@@ -156,6 +157,10 @@ def parent(args) -> None:
         for stage in args.stages:
             print(f"== {stage} N={n} ({load()})", flush=True)
             figures, peak, seconds, where = run_child(args, stage, n)
+            if where.startswith("failed"):
+                lines.append(f"TARGET {stage} N={n}: not measured ({where})")
+                print(lines[-1], flush=True)
+                continue
             base = next((f["value"] for f in figures if f["name"] == "rss before work"), None)
             for f in figures:
                 if f["name"] == "rss before work":
