@@ -111,7 +111,9 @@ def _make_banners_and_names(data: Path, n: int) -> list[str]:
         (banners / f"{app_id}.jpg").write_bytes(pool[i % len(pool)])
     words = ["Space", "Truck", "Dungeon", "Farm", "Legend", "Night", "Zombie", "Racing", "Tactics"]
     names = [f"{words[i % 9]} {words[(i // 9) % 9]} Simulator {i}" for i in range(n)]
-    write_manifest(data, pd.DataFrame({"app_id": [int(i) for i in ids], "name": names}))
+    write_manifest(
+        data, pd.DataFrame({"app_id": [int(i) for i in ids], "status": "ok", "name": names})
+    )
     return ids
 
 

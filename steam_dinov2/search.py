@@ -415,9 +415,15 @@ def search_games(names: dict[int, str], text: str, *, ids=None, limit: int = 20)
         return hits[:limit]
     query = " ".join(words)
     normed = [normalize_name(names.get(i, "")) for i in pool]
-    # (words, names) scores in one C call; a name must match every word.
+    # (words, names) scores in one C call on every core (at 150,000 names this call is most of a
+    # keystroke: benchmarks/README.md, "Catalogue scale"); a name must match every word.
     scores = process.cdist(
-        words, normed, scorer=fuzz.partial_ratio, score_cutoff=WORD_CUTOFF, dtype=np.uint8
+        words,
+        normed,
+        scorer=fuzz.partial_ratio,
+        score_cutoff=WORD_CUTOFF,
+        dtype=np.uint8,
+        workers=-1,
     )
     keep = np.flatnonzero((scores >= WORD_CUTOFF).all(axis=0))
     mean = scores[:, keep].mean(axis=0)
