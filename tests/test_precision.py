@@ -66,6 +66,7 @@ def test_an_unreadable_cpuinfo_means_no_bf16(cpuinfo, monkeypatch, tmp_path):
     [("Tesla T4", (7, 5), "fp16"), ("NVIDIA A100", (8, 0), "bf16"), ("NVIDIA L4", (8, 9), "bf16")],
 )
 def test_auto_on_cuda_follows_the_compute_capability(monkeypatch, caplog, gpu, capability, chosen):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
     with caplog.at_level(logging.INFO, logger=precision.__name__):
@@ -74,7 +75,10 @@ def test_auto_on_cuda_follows_the_compute_capability(monkeypatch, caplog, gpu, c
     assert f"precision {chosen} on cuda: {gpu} (compute capability " in caplog.text
 
 
-def test_asked_precisions_are_checked_against_the_device():
+def test_asked_precisions_are_checked_against_the_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device cuda asked for, but CUDA is not available"):
+        Setting.create("dinov2_vits14", device="cuda")
     assert precision.choose_precision(torch.device("mps"))[0] == "fp32"
     with pytest.raises(ValueError, match="precision bf16 runs on a CPU or a CUDA GPU; mps"):
         Setting.create("dinov2_vits14", precision="bf16", device="mps")

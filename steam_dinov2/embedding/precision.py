@@ -61,6 +61,8 @@ def choose_precision(device: torch.device) -> tuple[str, str]:
             return "bf16", f"the CPU has {' and '.join(have)}: bf16 matrix products run in hardware"
         return "fp32", "the CPU has neither AMX nor AVX512-BF16: bf16 would be emulated (slower)"
     if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device} asked for, but CUDA is not available here")
         major, minor = torch.cuda.get_device_capability(device)
         gpu = f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
         if major >= CUDA_BF16_MAJOR:
