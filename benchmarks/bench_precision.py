@@ -23,8 +23,8 @@ arithmetic, not a promise for every checkpoint.
 Speed: model-only images/s on one batch of ``--batch-size`` preprocessed images, forwarded in
 ``embed.CPU_FORWARD_BATCH`` chunks as ``embed_images`` does, interleaved rounds, median.
 
-Run: ``python benchmarks/bench_precision.py [--n 200] [--data DIR ...] [--limit 300]``
-(a few minutes on 2 cores). Ends with ``TARGET <name>: <measured> (target <goal>)`` lines.
+Run: ``python benchmarks/bench_precision.py [--n 200] [--data DIR ...] [--limit 300]
+[--variants bf16 int8 ...]`` (a few minutes on 2 idle cores; far longer on a loaded machine). Ends with ``TARGET <name>: <measured> (target <goal>)`` lines.
 """
 
 from __future__ import annotations
@@ -106,9 +106,9 @@ def fidelity(vectors: np.ndarray, ref: np.ndarray, k: int) -> tuple[float, float
     return cos, float(np.mean(jac))
 
 
-def model_rates(model_name: str, weights, batch: torch.Tensor, rounds: int) -> dict[str, float]:
-    """Model-only images/s of every variant, interleaved rounds, median."""
-    runs = {v: load_variant(v, model_name, weights) for v in VARIANTS}
+def model_rates(model_name: str, batch: torch.Tensor, rounds: int, variants) -> dict[str, float]:
+    """Model-only images/s of every variant (random weights), interleaved rounds, median."""
+    runs = {v: load_variant(v, model_name, None) for v in variants}
 
     def once(model, ctx):
         t0 = time.perf_counter()
@@ -120,9 +120,9 @@ def model_rates(model_name: str, weights, batch: torch.Tensor, rounds: int) -> d
     for model, ctx in runs.values():  # warm-up: oneDNN kernel selection, first allocations
         with torch.inference_mode(), ctx():
             pool_tokens(model, batch[:CPU_FORWARD_BATCH], "cls")
-    seconds = {v: [] for v in VARIANTS}
+    seconds = {v: [] for v in variants}
     for r in range(rounds):
-        for v in VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]:
+        for v in variants[r % len(variants) :] + variants[: r % len(variants)]:
             seconds[v].append(once(*runs[v]))
     return {v: len(batch) / statistics.median(s) for v, s in seconds.items()}
 
@@ -136,7 +136,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--variants", nargs="+", default=VARIANTS[1:], choices=VARIANTS[1:], help="besides fp32"
+    )
     args = ap.parse_args()
+    variants = ("fp32", *args.variants)
     torch.set_num_threads(args.threads)
     flags = cpu_flags()
     print(
@@ -161,9 +165,9 @@ def main() -> None:
             "random": None,
             "official-format file": official_weights(tmp / "official.pth", args.model),
         }
-        rows, worst = [], {}
+        worst = {}
         for wname, wpath in weights.items():
-            models = {v: load_variant(v, args.model, wpath) for v in VARIANTS}
+            models = {v: load_variant(v, args.model, wpath) for v in variants}
             tags = {model_info(m).weights_tag for m, _ in models.values()}
             assert len(tags) == 1, tags  # every variant runs the same weights
             for cname, paths in collections.items():
@@ -174,9 +178,8 @@ def main() -> None:
                             paths, model, batch_size=args.batch_size, progress=False
                         )
                     assert not errors, next(iter(errors.items()))
-                for v in VARIANTS[1:]:
+                for v in variants[1:]:
                     cos, jac = fidelity(vectors[v], vectors["fp32"], K)
-                    rows.append((cname, wname, v, cos, jac))
                     old = worst.get(v, (1.0, 1.0))
                     worst[v] = (min(old[0], cos), min(old[1], jac))
                     print(
@@ -191,20 +194,22 @@ def main() -> None:
         for p in paths:
             with Image.open(p) as img:
                 ready.append(transform(img))
-        rates = model_rates(args.model, None, torch.stack(ready), args.rounds)
+        rates = model_rates(args.model, torch.stack(ready), args.rounds, variants)
 
     print(
         f"\n{args.model}, crop256, cls, batch {args.batch_size}, model-only, {args.rounds} rounds:"
     )
-    for v in VARIANTS:
+    for v in variants:
         print(f"  {v:<14} {rates[v]:6.2f} img/s  ({rates[v] / rates['fp32']:.2f} x fp32)")
     print(f"\nloadavg at the end: {os.getloadavg()[0]:.2f}")
-    for v in VARIANTS[1:]:
+    for v in variants[1:]:
         cos, jac = worst[v]
         print(
             f"TARGET {v} fidelity (worst over collections and weights): min cos {cos:.5f} "
             f"(target >= 0.999), jaccard@{K} {jac:.3f} (target >= 0.9)"
         )
+    if not {"bf16", "int8"} <= set(variants):
+        return
     bf16_ok = worst["bf16"][0] >= 0.999 and worst["bf16"][1] >= 0.9
     int8_ok = worst["int8"][0] >= 0.999 and worst["int8"][1] >= 0.9
     print(
