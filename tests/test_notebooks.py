@@ -254,6 +254,7 @@ def own_images_with_weights(tmp_path_factory, vits14):
     torch.save(vits14.state_dict(), weights)
     data = tmp / "data"
     common = {"DATA_DIR": str(data), "MODEL": "dinov2_vits14", "WEIGHTS": str(weights)}
+    common["PRECISION"] = "fp32"  # the names below are fp32's on any machine
     _run(
         "download_steam_images.ipynb",
         tmp / "d.ipynb",
