@@ -7,6 +7,10 @@ Measured side by side, in interleaved rounds, on generated 224x336 JPEGs with ra
   exactly as ``embed_images`` splits them (the ceiling);
 - end-to-end: ``embed_images`` on the files, default settings (on a CPU it decodes in process,
   on a GPU in DataLoader workers while the model runs);
+- each of those in three precisions: fp32; bf16 autocast (fp32 weights under
+  ``torch.autocast("cpu", torch.bfloat16)``); bf16 weights (``load_model(precision="bf16")``, what
+  ``embed`` runs by itself on a CPU with AMX or AVX512-BF16); plus bf16 end-to-end decoding in one
+  DataLoader worker process, to see whether decoding becomes the wall at the higher rate;
 - Hugging Face: ``Dinov2Model`` (ViT-S/14 sizes) fed by ``BitImageProcessor`` configured like
   facebook/dinov2-small, images opened with PIL in the loop, as its model card does;
 - per-image loop: open, transform, forward one image at a time (the original project's query path);
@@ -21,6 +25,7 @@ Ends with one ``TARGET <name>: <measured> (target <goal>)`` line per target.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -44,6 +49,7 @@ import steam_dinov2  # noqa: E402
 from steam_dinov2.embedding.embed import CPU_FORWARD_BATCH  # noqa: E402
 from steam_dinov2.embedding.models import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from steam_dinov2.embedding.pooling import pool_tokens  # noqa: E402
+from steam_dinov2.embedding.precision import BF16_CPU_FLAGS, cpu_flags  # noqa: E402
 from steam_dinov2.embedding.preprocess import make_transform  # noqa: E402
 
 MIB = 1 << 20
@@ -90,23 +96,36 @@ def rss_child(n: int, folder: str, model_name: str, batch_size: int) -> None:
     print(json.dumps(result))
 
 
-def time_model_only(model, batches, pooling) -> float:
+def autocast_bf16():
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def time_model_only(model, batches, pooling, context=contextlib.nullcontext) -> float:
     # The same forward as embed_images (chunks of CPU_FORWARD_BATCH on a CPU), so the ratio
     # measures only what decoding and the pipeline cost.
     step = CPU_FORWARD_BATCH if next(model.parameters()).device.type == "cpu" else None
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), context():
         for x in batches:
             for part in x.split(step or len(x)):
                 pool_tokens(model, part, pooling)
     return time.perf_counter() - t0
 
 
-def time_end_to_end(model, paths, pooling, batch_size) -> float:
+def time_end_to_end(
+    model, paths, pooling, batch_size, context=contextlib.nullcontext, workers=None
+) -> float:
     t0 = time.perf_counter()
-    vectors, kept, _ = steam_dinov2.embed_images(
-        paths, model, preset="crop256", pooling=pooling, batch_size=batch_size, progress=False
-    )
+    with context():
+        vectors, kept, _ = steam_dinov2.embed_images(
+            paths,
+            model,
+            preset="crop256",
+            pooling=pooling,
+            batch_size=batch_size,
+            num_workers=workers,
+            progress=False,
+        )
     assert len(kept) == len(paths)
     return time.perf_counter() - t0
 
@@ -225,7 +244,11 @@ def run(args, workdir: Path) -> None:
     print(f"generated {need} JPEGs 224x336 in {time.perf_counter() - t0:.1f} s")
     paths = paths[: args.n]
 
-    model = steam_dinov2.load_model(args.model, pretrained=False, device="cpu")
+    flags = cpu_flags()
+    print(f"CPU flags: {' '.join(sorted(f for f in flags if 'amx' in f or 'avx512' in f))}")
+    print(f"bf16 in hardware: {', '.join(f for f in BF16_CPU_FLAGS if f in flags) or 'no'}")
+    model = steam_dinov2.load_model(args.model, pretrained=False, device="cpu", precision="fp32")
+    bf16 = steam_dinov2.load_model(args.model, pretrained=False, device="cpu", precision="bf16")
     transform = make_transform("crop256")
     ready = []
     for p in paths:
@@ -234,9 +257,15 @@ def run(args, workdir: Path) -> None:
     batches = [
         torch.stack(ready[i : i + args.batch_size]) for i in range(0, args.n, args.batch_size)
     ]
+    bs = args.batch_size
     methods = {
         "model-only": lambda: time_model_only(model, batches, "cls"),
-        "end-to-end": lambda: time_end_to_end(model, paths, "cls", args.batch_size),
+        "end-to-end": lambda: time_end_to_end(model, paths, "cls", bs),
+        "bf16-autocast model-only": lambda: time_model_only(model, batches, "cls", autocast_bf16),
+        "bf16-autocast end-to-end": lambda: time_end_to_end(model, paths, "cls", bs, autocast_bf16),
+        "bf16 model-only": lambda: time_model_only(bf16, batches, "cls"),
+        "bf16 end-to-end": lambda: time_end_to_end(bf16, paths, "cls", bs),
+        "bf16 end-to-end, 1 worker": lambda: time_end_to_end(bf16, paths, "cls", bs, workers=1),
         "per-image loop": lambda: time_per_image(model, paths, "cls"),
     }
     if not args.skip_hf:
@@ -252,6 +281,9 @@ def run(args, workdir: Path) -> None:
 
     with torch.inference_mode():  # warm-up: first-call allocations, oneDNN kernel selection
         pool_tokens(model, batches[0][:4], "cls")
+        pool_tokens(bf16, batches[0][:4], "cls")
+        with autocast_bf16():
+            pool_tokens(model, batches[0][:4], "cls")
         if not args.skip_hf:
             hf_model(pixel_values=batches[0][:4])
     seconds = {m: [] for m in methods}
@@ -271,13 +303,17 @@ def run(args, workdir: Path) -> None:
     )
     for m in methods:
         rate = args.n / statistics.median(seconds[m])
-        print(f"  {m:<26} {rate:6.2f} img/s  ({ratio(m, 'model-only'):.3f} x model-only)")
+        print(f"  {m:<26} {rate:6.2f} img/s  ({ratio(m, 'model-only'):.3f} x fp32 model-only)")
 
     rss = [] if args.skip_rss else run_rss(args, workdir / "images")
 
     print(f"\nloadavg at the end: {os.getloadavg()[0]:.2f} (other processes skew every figure)")
     e2e = ratio("end-to-end", "model-only")
-    print(f"TARGET end-to-end vs model-only: {e2e:.3f} x (target >= 0.95 x)")
+    print(f"TARGET fp32 end-to-end vs fp32 model-only: {e2e:.3f} x (target >= 0.95 x)")
+    e2e = ratio("bf16 end-to-end", "bf16 model-only")
+    print(f"TARGET bf16 end-to-end vs bf16 model-only: {e2e:.3f} x (target >= 0.95 x)")
+    gain = ratio("bf16 end-to-end", "end-to-end")
+    print(f"TARGET bf16 end-to-end vs fp32 end-to-end: {gain:.2f} x (target >= 2.5 x with AMX)")
     if not args.skip_hf:
         hf = ratio("end-to-end", "HF Dinov2Model+processor")
         print(f"TARGET ahead of HF Dinov2Model+processor: {hf:.2f} x its speed (target > 1.00 x)")

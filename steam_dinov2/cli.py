@@ -17,6 +17,7 @@ from .core.net import DEFAULT_DEADLINE, SteamHttp
 from .embedding.embed import embed_folder, load_embeddings
 from .embedding.models import available_models
 from .embedding.pooling import POOLINGS
+from .embedding.precision import CHOICES as PRECISION_CHOICES
 from .embedding.preprocess import PRESETS
 from .embedding.setting import Setting
 from .evaluation.evaluate import COPY_SAMPLE, TRUTHS, evaluate_settings
@@ -71,6 +72,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling", default="cls", choices=list(POOLINGS), help="pooling strategy")
     p.add_argument("--no-pretrained", action="store_true", help="random weights (offline tests)")
     p.add_argument("--weights", help="local weights file (.pth or .safetensors), for offline use")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISION_CHOICES,
+        help="auto: bf16 on a CPU with AMX or AVX512-BF16 and on Ampere+ GPUs, fp16 on older "
+        "GPUs, else fp32 (the log says why); a cache of another precision is used only when asked",
+    )
 
 
 def _add_embed_options(p: argparse.ArgumentParser) -> None:
@@ -211,7 +219,7 @@ def _hidden_images(p: argparse.ArgumentParser) -> None:
 
 def _setting(args):
     """The ``Setting`` the model options name (``--model --preset --pooling --no-pretrained
-    --weights``, and ``--device`` for the precision)."""
+    --weights --precision``, and ``--device`` for an "auto" precision)."""
 
     return Setting.create(
         args.model,
@@ -219,6 +227,7 @@ def _setting(args):
         args.pooling,
         pretrained=not args.no_pretrained,
         weights=args.weights,
+        precision=args.precision,
         device=getattr(args, "device", "auto"),
     )
 

@@ -9,6 +9,20 @@ import pytest  # noqa: E402
 from synthetic import make_banner  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_without_bf16():
+    """The suite's expectations (cache names, fp32 parity) are fp32's, on any machine: "auto"
+    sees a CPU without AMX or AVX512-BF16 here. test_precision.py mocks the flags both ways and
+    runs bf16 for real by asking for it; subprocesses pass --precision or PRECISION.
+    Yields the real ``cpu_flags``."""
+    from steam_dinov2.embedding import precision
+
+    real = precision.cpu_flags
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(precision, "cpu_flags", frozenset)
+        yield real
+
+
 @pytest.fixture
 def banner_dir(tmp_path):
     """A folder of 8 distinct banners named by app id 10..80, plus 90: a re-encoded copy of 30."""

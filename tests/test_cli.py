@@ -30,13 +30,26 @@ def test_embed_then_match_end_to_end(banner_dir, tmp_path):
         "gem",
         "--batch-size",
         "4",
+        "--precision",  # the names below are fp32's on any machine (auto: test_precision)
+        "fp32",
     )
     assert r.returncode == 0, r.stderr
     assert "9 embedded, 0 reused (384 dims), 1 skipped" in r.stdout and "95" in r.stdout
     r = subprocess.run(r.args, capture_output=True, text=True)  # again: all cached, and it says so
     assert r.returncode == 0, r.stderr
     assert "0 embedded, 9 reused (384 dims), 1 skipped" in r.stdout
-    r = _run("match", "--data", data, "--no-pretrained", "--pooling", "gem", "--k", "3")
+    r = _run(
+        "match",
+        "--data",
+        data,
+        "--no-pretrained",
+        "--pooling",
+        "gem",
+        "--k",
+        "3",
+        "--precision",
+        "fp32",
+    )
     assert r.returncode == 0, r.stderr
     table = pd.read_parquet(
         data / "matches" / "dinov2_vits14__crop256__gem__random" / "neighbors.parquet"
@@ -146,6 +159,8 @@ def test_run_downloads_audits_embeds_matches_and_previews(tmp_path):
             "--no-pretrained",
             "--k",
             "3",
+            "--precision",  # the setting below is fp32's on any machine
+            "fp32",
         ]
         r = subprocess.run(
             [sys.executable, "-m", "steam_dinov2", *map(str, args)],

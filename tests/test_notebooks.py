@@ -14,7 +14,8 @@ from steam_server import App, FakeSteam
 ROOT = Path(__file__).parent.parent
 NOTEBOOKS = ["download_steam_images.ipynb", "find_dataset_issues.ipynb", "match_steam_images.ipynb"]
 SETTING_LINE = (
-    "SETTING = sd.Setting.create(MODEL, PRESET, POOLING, pretrained=PRETRAINED, weights=WEIGHTS)"
+    "SETTING = sd.Setting.create(\n"
+    "    MODEL, PRESET, POOLING, pretrained=PRETRAINED, weights=WEIGHTS, precision=PRECISION\n)"
 )
 NAMES = {
     227300: "Euro Truck Simulator 2",
@@ -53,7 +54,7 @@ def test_notebook_shape(name):
     assert "enable_widgets()" in code
     assert not re.search(r'DATA_DIR / "', code)
     if name != "download_steam_images.ipynb":  # opened alone: fetch or say what to run first
-        assert {"IF_EMPTY", "WEIGHTS", "MODEL"} <= set(names)
+        assert {"IF_EMPTY", "WEIGHTS", "MODEL", "PRECISION"} <= set(names)
         assert "ensure_banners(DATA_DIR, if_empty=IF_EMPTY)" in code
         # One Setting, made once from the knobs, carries model, preset, pooling and weights to
         # every call that embeds or loads a model: no loose model/preset/pretrained/weights.
@@ -113,7 +114,8 @@ def executed(steam, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     for k, v in steam.env().items():
         mp.setenv(k, v)  # the kernel inherits the environment
-    common = {"DATA_DIR": str(data)}
+    # fp32 on any machine: the cache names below are fp32's ("auto" is tested in test_precision).
+    common = {"DATA_DIR": str(data), "PRECISION": "fp32"}
     runs = {
         "download_steam_images.ipynb": {
             "SOURCE": "steamspy",
@@ -253,6 +255,7 @@ def own_images_with_weights(tmp_path_factory, vits14):
     torch.save(vits14.state_dict(), weights)
     data = tmp / "data"
     common = {"DATA_DIR": str(data), "MODEL": "dinov2_vits14", "WEIGHTS": str(weights)}
+    common["PRECISION"] = "fp32"  # the names below are fp32's on any machine
     _run(
         "download_steam_images.ipynb",
         tmp / "d.ipynb",

@@ -32,7 +32,7 @@ from steam_dinov2.browse.browser import Browser
 from steam_dinov2.cli import main
 from steam_dinov2.core import layout
 from steam_dinov2.embedding.embed import embed_folder, load_embeddings
-from steam_dinov2.embedding.setting import Setting, precision_for
+from steam_dinov2.embedding.setting import Setting
 from steam_dinov2.search import describe_exclusions, find_neighbors, match_all
 from steam_dinov2.views.compare import plot_comparison, plot_games, plot_neighbors
 
@@ -498,10 +498,9 @@ def test_every_stage_reports_the_exclusions_it_applies(
     assert f"match {SETTING}: {summary} never neighbours" in caplog.text
 
 
-def test_fp16_vectors_never_share_a_cache_with_fp32():
-    assert precision_for(torch.device("cuda")) == "fp16"
-    assert precision_for(torch.device("cpu")) == "fp32"
-    assert Setting("m", "p", "cls", precision="fp16").name != Setting("m", "p", "cls").name
+def test_reduced_precision_vectors_never_share_a_cache_with_fp32():
+    names = {Setting("m", "p", "cls", precision=p).name for p in ("fp32", "bf16", "fp16")}
+    assert names == {"m__p__cls", "m__p__cls__bf16", "m__p__cls__fp16"}
     assert layout.setting_name("m", "p", "cls", weights_tag="random", precision="fp16") == (
         "m__p__cls__random__fp16"
     )

@@ -15,8 +15,9 @@ Every stage reads and writes inside one data folder; only this module spells out
       maps/{setting}/layout.parquet        catalogue map: id, x, y, cluster, centrality
 
 A *setting* names one way of embedding: ``{model}__{preset}__{pooling}``, plus ``__random`` for
-random weights or ``__w-{hash}`` for weights from a local file, plus ``__fp16`` for half
-precision, so caches of different weights never share a folder (``setting.Setting.name``).
+random weights or ``__w-{hash}`` for weights from a local file, plus ``__bf16`` or ``__fp16``
+for a reduced precision (none: fp32, as every cache made before had), so caches of different
+weights or precisions never share a folder (``setting.Setting.name``).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def setting_name(
         preset: preprocessing preset name.
         pooling: pooling strategy name.
         weights_tag: "" for the model's pretrained weights, "random" or "w-<hash>" otherwise.
-        precision: "" for float32, "fp16" for half precision (CUDA).
+        precision: "" for float32, "bf16" or "fp16" for a reduced precision.
     """
     parts = [model, preset, pooling] + [p for p in (weights_tag, precision) if p]
     # ':' and '/' occur in hub names; '+' in pooling names is fine everywhere.

@@ -28,8 +28,9 @@ from .cache import (
 )
 from .models import model_info, resolve_arch, select_device
 from .pooling import POOLINGS, pool_tokens
+from .precision import resolve_precision
 from .preprocess import get_preset, make_transform
-from .setting import PRETRAINED, Setting, as_setting, precision_for, setting_of
+from .setting import PRETRAINED, Setting, as_setting, how_to_use, other_precisions, setting_of
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ def embed_images(
 
 
 def _forward(model, x: torch.Tensor, pooling: str) -> np.ndarray:
-    """(n, D') vectors of a batch of n decoded images (float16 under CUDA autocast); an empty
-    (0, 0) array for none."""
+    """(n, D') float32 vectors of a batch of n decoded images, computed in the model's precision;
+    an empty (0, 0) array for none."""
     if not len(x):
         return np.zeros((0, 0), np.float32)
     device = next(model.parameters()).device
@@ -97,8 +98,7 @@ def _forward(model, x: torch.Tensor, pooling: str) -> np.ndarray:
     # On a CPU a ViT runs fastest in small batches (2 cores: 13.2 img/s at 8, 11.7 at 32;
     # benchmarks/README.md); a GPU wants the whole batch.
     step = CPU_FORWARD_BATCH if device.type == "cpu" else len(x)
-    with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-        out = torch.cat([pool_tokens(model, part, pooling) for part in x.split(step)])
+    out = torch.cat([pool_tokens(model, part, pooling) for part in x.split(step)])
     return out.cpu().numpy()
 
 
@@ -138,12 +138,15 @@ def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddin
     settings when it is missing, or naming the damaged file and the fix when it cannot be
     trusted. A cache of the data folder's banners serves only the images still in the
     collection (``images_of(data)``), whatever it holds (``image_files.in_collection``)."""
+    asked = setting
     setting = setting_of(setting)
     folder = layout.embeddings_dir(data, setting)
     if not layout.cache_meta_path(folder).is_file():
         cached = layout.list_settings(data)
         raise ValueError(
-            f"no embeddings for setting {setting!r} in {data}; run `embed` first"
+            f"no embeddings for setting {setting!r} in {data}"
+            + _in_other_precision(asked, cached)
+            + "; run `embed` first"
             + (f" (cached: {', '.join(cached)})" if cached else "")
         )
     meta, rows = read_cache(folder)
@@ -151,6 +154,17 @@ def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddin
     if meta.get("images") == folder_ref(layout.banners_dir(data), data):
         ids, vectors, meta = in_collection(data, setting, ids, vectors, meta)
     return Embeddings(setting, ids, vectors, meta)
+
+
+def _in_other_precision(setting: Setting | str, cached: list[str]) -> str:
+    """Part of a message: the caches of ``setting`` in another precision, and how to ask for
+    one (a cache of another precision is served only when asked for)."""
+    try:
+        others = other_precisions(as_setting(setting), cached)
+    except ValueError:  # a malformed name: the message names the cached settings anyway
+        return ""
+    asks = " or ".join(f"{s.name} with {how_to_use(s)}" for s in others)
+    return f"; it is cached in another precision: use {asks}" if others else ""
 
 
 def _stamp(path: Path) -> list[int]:
@@ -195,6 +209,7 @@ def embed_folder(
     """
     setting = _checked_setting(setting, model, device)
     found, source = _images_to_embed(images, data, checkpoint_every)
+    _refuse_silent_switch(setting, data)
     target = CacheTarget(Path(data), setting.name, setting.key(), source)
     cached = CachedRows.read(target)
     now = {i: _stamp(p) for i, p in found.items()}
@@ -249,12 +264,29 @@ def _saved(cached: CachedRows, target: CacheTarget, model, reused: int, by_conte
     return Embeddings(target.setting, ids, vectors, meta, errors, *counts)
 
 
+def _refuse_silent_switch(setting: Setting, data) -> None:
+    """ValueError when ``setting``'s precision was picked for this machine ("auto"), it has no
+    cache in ``data``, but the same setting has one in another precision (made on another
+    machine): neither re-embed everything nor mix, unless the user says which."""
+    if not setting.auto_precision:
+        return
+    if layout.cache_meta_path(layout.embeddings_dir(data, setting.name)).is_file():
+        return
+    others = other_precisions(setting, layout.list_settings(data))
+    if others:
+        use = " or ".join(f"{how_to_use(s)} to extend {s.name}" for s in others)
+        raise ValueError(
+            f"this setting is cached in {data} in {', '.join(s.precision for s in others)}, "
+            f"while this machine picks {setting.precision}: not embedding everything again "
+            f"without being asked. Pass {use}, or {how_to_use(setting)} to embed anew"
+        )
+
+
 def _model_setting(model: torch.nn.Module, setting: Setting) -> Setting:
-    """``setting`` as a loaded model makes it (its name, weights and device's precision)."""
+    """``setting`` as a loaded model makes it (its name, weights and precision)."""
     info = model_info(model)
-    weights, device = info.weights_tag or PRETRAINED, next(model.parameters()).device
-    precision = precision_for(device)
-    return Setting(info.name, setting.preset, setting.pooling, weights, precision)
+    weights = info.weights_tag or PRETRAINED
+    return Setting(info.name, setting.preset, setting.pooling, weights, info.precision)
 
 
 def _checked_setting(setting, model, device) -> Setting:
@@ -275,12 +307,8 @@ def _checked_setting(setting, model, device) -> Setting:
             )
         setting = setting or own
     setting = setting or Setting()
-    runs = precision_for(select_device(device))
-    if model is None and runs != setting.precision:
-        raise ValueError(
-            f"setting {setting.name} embeds in {setting.precision}; device {device!r} runs "
-            f"{runs}: pick the device it was made on"
-        )
+    if model is None:  # a precision the device cannot run says so before any work
+        resolve_precision(setting.precision, select_device(device))
     make_transform(setting.preset)  # a bad preset or pooling fails before any work
     if setting.pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {setting.pooling!r}; available: {', '.join(POOLINGS)}")

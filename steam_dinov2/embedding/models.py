@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .precision import autocast_dtype, resolve_precision, weights_dtype
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .weights import load_weights_file, weights_tag
 
@@ -33,7 +35,8 @@ class ModelInfo:
         name: the name it was loaded by; arch: the timm architecture (or the hub name);
         weights_tag: "" (pretrained), "random" or "w-<sha>"; dim: token width;
         patch_size: pixels per patch side; mean, std: its normalisation;
-        num_prefix_tokens: CLS plus register tokens before the patches.
+        num_prefix_tokens: CLS plus register tokens before the patches;
+        precision: "fp32", "bf16" or "fp16", what ``forward_tokens`` runs it in.
     """
 
     name: str
@@ -44,6 +47,7 @@ class ModelInfo:
     mean: tuple
     std: tuple
     num_prefix_tokens: int
+    precision: str = "fp32"
 
 
 # A model's info lives beside it, not on it: no attribute is attached to a torch module, and the
@@ -112,6 +116,7 @@ def load_model(
     pretrained: bool = True,
     weights: str | os.PathLike | None = None,
     device: str | torch.device = "auto",
+    precision: str = "auto",
 ) -> torch.nn.Module:
     """Load a model by registry name, any timm name, or ``hub:owner/repo:entry`` / ``hub:DIR:entry``.
 
@@ -124,10 +129,14 @@ def load_model(
         weights: a local weights file (official ``.pth`` or timm ``.safetensors``) for air-gapped use;
             takes precedence over ``pretrained``.
         device: "auto" (cuda > mps > cpu) or any torch device.
+        precision: "auto" (``precision.choose_precision``: bf16 on a CPU with AMX or
+            AVX512-BF16 or an Ampere GPU, fp16 on older GPUs, else fp32; the reason is logged),
+            or "fp32", "bf16", "fp16".
 
     Returns:
-        The model in eval mode on ``device``; ``model_info(model)`` gives its ``ModelInfo``
-        (name, arch, weights_tag, dim, patch_size, mean, std, num_prefix_tokens).
+        The model in eval mode on ``device``, its weights in the precision's dtype (bf16 on a
+        CPU, else float32); ``model_info(model)`` gives its ``ModelInfo`` (name, arch,
+        weights_tag, dim, patch_size, mean, std, num_prefix_tokens, precision).
     """
     # weights_tag refuses a weights file that is not there, naming it and --weights.
     tag = weights_tag(pretrained=pretrained, weights=weights)
@@ -135,8 +144,10 @@ def load_model(
         model, info = _load_hub(name, pretrained=pretrained and weights is None, weights=weights)
     else:
         model, info = _load_timm(name, pretrained=pretrained and weights is None, weights=weights)
-    model = model.eval().requires_grad_(False).to(select_device(device))
-    _INFO[model] = ModelInfo(name=name, weights_tag=tag, **info)
+    device = select_device(device)
+    precision, _ = resolve_precision(precision, device)
+    model = model.eval().requires_grad_(False).to(device, weights_dtype(precision, device))
+    _INFO[model] = ModelInfo(name=name, weights_tag=tag, precision=precision, **info)
     return model
 
 
@@ -252,13 +263,24 @@ def forward_tokens(model: torch.nn.Module, x: torch.Tensor, *, n_last: int = 1) 
 
     Args:
         model: from ``load_model`` (timm, or a torch.hub DINO/DINOv2 model).
-        x: (B, 3, H, W) float images, normalised.
+        x: (B, 3, H, W) float images, normalised, on the model's device; run in the model's
+            precision (``ModelInfo.precision``: its weights' dtype, or under autocast).
 
     Returns:
-        ``n_last`` pairs ``(cls, patches)``: cls (B, D), patches (B, H*W/patch**2, D); register
-        tokens are dropped.
+        ``n_last`` pairs ``(cls, patches)``: cls (B, D), patches (B, H*W/patch**2, D), in the
+        dtype the precision computes in (float32, bfloat16 or float16); register tokens are
+        dropped.
     """
-    prefix = model_info(model).num_prefix_tokens
+    info = model_info(model)
+    device = x.device
+    x = x.to(weights_dtype(info.precision, device))
+    dtype = autocast_dtype(info.precision, device)
+    autocast = nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+    with autocast:
+        return _tokens(model, x, n_last, info.num_prefix_tokens)
+
+
+def _tokens(model: torch.nn.Module, x: torch.Tensor, n_last: int, prefix: int) -> list:
     if hasattr(model, "forward_intermediates"):  # timm
         if n_last == 1:
             t = model.forward_features(x)

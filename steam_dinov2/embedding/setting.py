@@ -8,15 +8,15 @@ and device are run options, not part of it: they change how fast, not which vect
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..core import layout
 from .models import load_model, select_device, weights_tag
+from .precision import PRECISIONS, resolve_precision
 
 PRETRAINED = "pretrained"
 RANDOM = "random"
-PRECISIONS = ("fp32", "fp16")
-_FORM = "model__preset__pooling[__random|__w-HASH][__fp16], e.g. dinov2_vits14__crop256__cls"
+_FORM = "model__preset__pooling[__random|__w-HASH][__bf16|__fp16], e.g. dinov2_vits14__crop256__cls"
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,13 @@ class Setting:
         preset: preprocessing preset (``preprocess.PRESETS``).
         pooling: pooling strategy (``embed.POOLINGS``).
         weights: "pretrained", "random" or "w-<sha256 prefix>" of a local weights file.
-        precision: "fp32", or "fp16" where embedding runs in half precision (CUDA autocast).
+        precision: "fp32", "bf16" or "fp16" (``precision``): vectors of two precisions are two
+            settings, two caches, never mixed.
         weights_file: the local weights file behind a "w-..." tag, to load the model; not part
             of the identity (two copies of one file are one setting).
+        auto_precision: the precision was chosen for this machine ("auto"), not asked for: a
+            cache of the setting in another precision is then never silently left for a new
+            one (``embed_folder`` says so and stops). Not part of the identity.
     """
 
     model: str = "dinov2_vits14"
@@ -39,6 +43,7 @@ class Setting:
     weights: str = PRETRAINED
     precision: str = "fp32"
     weights_file: str | None = field(default=None, compare=False, repr=False)
+    auto_precision: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -60,18 +65,22 @@ class Setting:
         *,
         pretrained: bool = True,
         weights: str | os.PathLike | None = None,
+        precision: str = "auto",
         device="auto",
     ) -> Setting:
-        """The setting ``load_model(model, pretrained=, weights=, device=)`` embeds with."""
+        """The setting ``load_model(model, pretrained=, weights=, device=, precision=)`` embeds
+        with; precision "auto" is the device's (``precision.choose_precision``, reason logged)."""
 
         tag = weights_tag(pretrained=pretrained, weights=weights) or PRETRAINED
+        chosen, _ = resolve_precision(precision, select_device(device))
         return cls(
             model,
             preset,
             pooling,
             weights=tag,
-            precision=precision_for(select_device(device)),
+            precision=chosen,
             weights_file=None if weights is None else os.fspath(weights),
+            auto_precision=precision == "auto",
         )
 
     @classmethod
@@ -138,8 +147,16 @@ class Setting:
                 "pass that file as weights (--weights)"
             )
         return load_model(
-            self.model, pretrained=self.pretrained, weights=self.weights_file, device=device
+            self.model,
+            pretrained=self.pretrained,
+            weights=self.weights_file,
+            device=device,
+            precision=self.precision,
         )
+
+    def in_precision(self, precision: str) -> Setting:
+        """The same setting in another precision (its own cache)."""
+        return replace(self, precision=precision, auto_precision=False)
 
     def __str__(self) -> str:
         return self.name
@@ -150,9 +167,19 @@ def _is_weights_part(part: str) -> bool:
     return part in (PRETRAINED, RANDOM) or part.startswith("w-")
 
 
-def precision_for(device) -> str:
-    """ "fp16" where ``embed_images`` runs in half precision (CUDA autocast), else "fp32"."""
-    return "fp16" if getattr(device, "type", str(device).split(":")[0]) == "cuda" else "fp32"
+def other_precisions(setting: Setting, cached: list[str]) -> list[Setting]:
+    """The settings among ``cached`` (cache folder names) that are ``setting`` in another
+    precision."""
+    others = [setting.in_precision(p) for p in PRECISIONS if p != setting.precision]
+    return [s for s in others if s.name in cached]
+
+
+def how_to_use(setting: Setting) -> str:
+    """How a user asks for ``setting``'s precision, on the CLI, in Python and in the notebooks."""
+    p = setting.precision
+    return (
+        f"--precision {p} (Setting.create(..., precision={p!r}); PRECISION = {p!r} in a notebook)"
+    )
 
 
 def setting_of(setting: Setting | str) -> str:

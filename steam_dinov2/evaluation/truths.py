@@ -171,8 +171,10 @@ def copy_model(meta: dict, *, weights=None, device="auto"):
         return None, f"the cache's model {name!r} is not a registry name (see `models`)"
     mine = weights is not None and weights_tag(weights=weights) == tag
     try:
-        # Only the model and its weights matter here: preset and pooling are the caller's.
-        setting = Setting(name, weights=tag, weights_file=weights if mine else None)
+        # Only the model, its weights and its precision (copies are embedded as the collection
+        # was) matter here: preset and pooling are the caller's. No precision: an older cache.
+        precision, file = meta.get("precision", "fp32"), weights if mine else None
+        setting = Setting(name, weights=tag, precision=precision, weights_file=file)
         return setting.load_model(device=device), ""
     except ValueError as e:  # a weights file the caller did not pass, or an unknown tag
         if str(tag).startswith("w-"):
