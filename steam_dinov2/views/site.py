@@ -40,7 +40,7 @@ from ..embedding.embed import images_of, load_embeddings
 from ..embedding.setting import Setting, checked_name
 from ..search import check_k, match_all
 from ..steam.metadata import read_metadata
-from .map import describe_clusters, map_catalog
+from .map import cluster_colours, describe_clusters, map_catalog
 
 logger = logging.getLogger(__name__)
 
@@ -202,17 +202,23 @@ def _games(data, emb, k: int, with_map: bool, n_clusters: int | None) -> dict:
 
 def _map_fields(data, emb, names: dict, n_clusters: int | None) -> dict:
     """``x``, ``y`` (0..``MAP_SCALE``), ``cluster`` per game and ``clusters`` (size, central
-    rows) of ``games.json``, from the cached catalogue map."""
+    rows, ``#rrggbb`` colour) of ``games.json``, from the cached catalogue map."""
 
     cmap = map_catalog(data, emb.setting, n_clusters=n_clusters)
     summary = describe_clusters(cmap, names, top=3)
+    colours = cluster_colours(cmap)  # the figure's: neighbouring clusters differ
     row_of = {i: r for r, i in enumerate(emb.ids)}
     return {
         "x": np.rint(cmap["x"].to_numpy() * MAP_SCALE).astype(int).tolist(),
         "y": np.rint(cmap["y"].to_numpy() * MAP_SCALE).astype(int).tolist(),
         "cluster": cmap["cluster"].astype(int).tolist(),
         "clusters": [
-            {"cluster": int(c), "size": int(s), "central": [row_of[i] for i in ids]}
+            {
+                "cluster": int(c),
+                "size": int(s),
+                "central": [row_of[i] for i in ids],
+                "colour": colours[int(c)],
+            }
             for c, s, ids in zip(summary["cluster"], summary["size"], summary["central_ids"])
         ],
     }

@@ -21,6 +21,7 @@ let cursor = -1;  // the map point under the mouse or the keyboard
 let shownRows = [];  // the rows of the tiles now on the page (ringed on the map)
 let base = null;  // the map's points, drawn once into an offscreen canvas
 let matches = [];
+const colourOf = new Map();  // cluster -> colour, as the exporter chose them (the figure's)
 const shards = new Map();
 
 const $ = (id) => document.getElementById(id);
@@ -240,7 +241,7 @@ function drawBase(canvas) {
   for (let r = 0; r < games.count; r++) {
     const [x, y] = mapPoint(r, canvas);
     ctx.globalAlpha = excluded.has(r) ? 0.25 : 1;
-    ctx.fillStyle = PALETTE[games.cluster[r] % PALETTE.length];
+    ctx.fillStyle = colourOf.get(games.cluster[r]) || PALETTE[games.cluster[r] % PALETTE.length];
     ctx.fillRect(x - size / 2, y - size / 2, size, size);
   }
 }
@@ -362,6 +363,9 @@ async function main() {
   games.ids.forEach((id, r) => rowOf.set(id, r));
   normNames = games.names.map(normalize);
   excluded = new Set(games.excluded || []);
+  for (const c of games.clusters || []) {
+    if (/^#[0-9a-f]{6}$/.test(c.colour)) colourOf.set(c.cluster, c.colour);
+  }
   $("setting").textContent = `${games.count} games, setting ${games.setting}`;
   const box = $("search");
   box.addEventListener("input", () => search(box.value));
