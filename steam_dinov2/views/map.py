@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import math
 import os
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -285,12 +286,13 @@ def cluster_members(table: pd.DataFrame, cluster: int) -> list[int]:
 # --- Figures of the catalogue map (``map_catalog``): the whole map, one cluster.
 
 
-# Kelly's 22 colours of maximum contrast without white and black (Kelly 1965, "Twenty-two colors
-# for maximum contrast"): unlike tab20's light/dark pairs, no two are shades of one hue.
+# Kelly's 22 colours of maximum contrast (Kelly 1965, "Twenty-two colors for maximum contrast")
+# without white, black, grey (the audit's crosses) and the two yellows closest to his first one:
+# unlike tab20's light/dark pairs, no two are shades of one hue.
 PALETTE = (
-    "#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#848482", "#008856",
-    "#e68fac", "#0067a5", "#f99379", "#604e97", "#f6a600", "#b3446c", "#dcd300", "#882d17",
-    "#8db600", "#654522", "#e25822", "#2b3d26",
+    "#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#008856", "#e68fac",
+    "#0067a5", "#f99379", "#604e97", "#b3446c", "#882d17", "#8db600", "#654522", "#e25822",
+    "#2b3d26",
 )  # fmt: skip
 EXCLUDED_CHOICES = ("hide", "mark", "show")
 
@@ -298,7 +300,8 @@ EXCLUDED_CHOICES = ("hide", "mark", "show")
 def cluster_colours(table: pd.DataFrame) -> dict[int, str]:
     """``{cluster: "#rrggbb"}`` from ``PALETTE``, so that clusters lying next to each other on the
     map differ: largest first, each takes the colour used least among its 5 nearest coloured
-    clusters (by the median of their points), the nearest counting most, ties by palette order."""
+    clusters (by the median of their points), the nearest counting most, then the colour used
+    least so far (so every cluster has its own while the palette lasts), then palette order."""
     centres = table.groupby("cluster")[["x", "y"]].median()
     order = table["cluster"].value_counts().index.tolist()  # largest first
     colour: dict[int, int] = {}
@@ -313,7 +316,9 @@ def cluster_colours(table: pd.DataFrame) -> dict[int, str]:
         weight = np.zeros(len(PALETTE))
         for rank, k in enumerate(near):
             weight[k] += 10.0 ** (len(near) - rank)
-        colour[int(c)] = int(np.argmin(weight))  # the first of the least used, by palette order
+        count = np.bincount(list(colour.values()), minlength=len(PALETTE))
+        # free near it first, then the least used anywhere (all differ while colours last)
+        colour[int(c)] = int(np.lexsort((np.arange(len(PALETTE)), count, weight))[0])
     return {c: PALETTE[k] for c, k in colour.items()}
 
 
@@ -397,13 +402,13 @@ def plot_catalog_map(
     ax.axis("off")
     what = setting.name if isinstance(setting, Setting) else setting
     title = f"Catalogue map: {len(shown):,} banners by look"
-    title += f" ({escape_mathtext(str(what))})" if what else ""
+    title += f"\n{escape_mathtext(str(what))}" if what else ""
     fig.suptitle(title, fontsize=13, weight="bold")
-    ax.set_title(
+    how = (
         "Near each other = similar banners (t-SNE of the embeddings); colour = k-means cluster "
-        "of the full embeddings; a thumbnail sits in the cell of its point",
-        fontsize=9,
+        "of the full embeddings; a thumbnail sits in the cell of its point"
     )
+    ax.set_title(textwrap.fill(how, int(size * 12)), fontsize=9)
     summary = describe_clusters(shown, names, top=2)
     handles = [
         Line2D(

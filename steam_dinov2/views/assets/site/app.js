@@ -4,11 +4,10 @@
 
 const STORE = "https://store.steampowered.com/app/";
 const OWN_ID_BASE = 2 ** 32;  // core/files.OWN_ID_BASE: ids from here on are own images, not Steam's
-// Kelly's colours of maximum contrast (less white and black), the figure's palette too: clusters
-// numbered next to each other never get two shades of one hue.
-const PALETTE = ["#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#848482",
-  "#008856", "#e68fac", "#0067a5", "#f99379", "#604e97", "#f6a600", "#b3446c", "#dcd300",
-  "#882d17", "#8db600", "#654522", "#e25822", "#2b3d26"];
+// Kelly's colours of maximum contrast, the figure's palette (views/map.PALETTE); games.json
+// says which one each cluster takes, so that clusters lying side by side differ.
+const PALETTE = ["#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#008856",
+  "#e68fac", "#0067a5", "#f99379", "#604e97", "#b3446c", "#882d17", "#8db600", "#654522", "#e25822", "#2b3d26"];
 const MAP_SCALE = 10000;
 const PAGE = 30;  // tiles per page of a cluster or of the search results
 const LANDING = 24;  // tiles on the landing page
