@@ -7,7 +7,13 @@ import errno
 import logging
 import sys
 
-from .audit.audit import NEAR_DUP_THRESHOLD, AuditRun, audit_banners, load_exclusions
+from .audit.audit import (
+    NEAR_DUP_THRESHOLD,
+    STEAM_ONLY_TYPES,
+    AuditRun,
+    audit_banners,
+    load_exclusions,
+)
 from .audit.cleanvision import ISSUE_TYPES
 from .collection.folder import import_folder
 from .collection.snapshot import import_snapshot
@@ -125,7 +131,15 @@ def _add_audit_options(p: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=list(ISSUE_TYPES),
         metavar="TYPE",
-        help=f"CleanVision issue types to exclude (default: all of {', '.join(ISSUE_TYPES)})",
+        help=f"CleanVision issue types to exclude (default: all of {', '.join(ISSUE_TYPES)}; "
+        f"for own images from import-folder all but {', '.join(STEAM_ONLY_TYPES)})",
+    )
+    p.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="TYPE=on|off",
+        help="switch one check on or off over the defaults, e.g. grayscale=on (repeatable)",
     )
     p.add_argument(
         "--threshold",
@@ -348,11 +362,18 @@ def _audit(args):
         if not sep:
             raise ValueError(f"--threshold wants TYPE=X, got {item!r}")
         thresholds[kind] = float(value)
+    rules = {}
+    for item in args.rule:
+        kind, sep, value = item.partition("=")
+        if not sep or value not in ("on", "off"):
+            raise ValueError(f"--rule wants TYPE=on or TYPE=off, got {item!r}")
+        rules[kind] = value == "on"
     _collection(args)  # a data folder without banners names the stages that make them
     result = audit_banners(
         args.data,
         setting=_setting(args),
         issue_types=args.issue_types,
+        rules=rules,
         thresholds=thresholds,
         near_dup_threshold=args.near_dup_threshold or None,
         random_weights_duplicates=args.random_weights_duplicates,
@@ -360,6 +381,8 @@ def _audit(args):
     )
     # result.notes were logged as warnings when they arose: not printed a second time.
     reused = " (CleanVision results reused)" if result.reused else ""
+    for rule, on, why in result.rules.itertuples(index=False):
+        print(f"  {rule:<17} {'on ' if on else 'off'}  {why}")
     print(
         f"{len(result.issues)} banners audited{reused}, {len(result.exclusions)} excluded "
         f"-> {layout.exclusions_path(args.data)}"

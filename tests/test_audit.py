@@ -5,6 +5,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,8 @@ from steam_dinov2 import load_model
 from steam_dinov2.audit import audit
 from steam_dinov2.audit.cleanvision import ISSUE_TYPES
 from steam_dinov2.core import layout
-from steam_dinov2.core.manifest import read_manifest, write_manifest
+from steam_dinov2.core.files import OWN_ID_BASE
+from steam_dinov2.core.manifest import load_names, read_manifest, write_manifest
 from steam_dinov2.embedding.embed import embed_folder
 from steam_dinov2.embedding.setting import Setting
 from steam_dinov2.search import match_all
@@ -286,3 +288,63 @@ def test_summary_and_example_grids(audited):
 
 def test_load_exclusions_without_audit(tmp_path):
     assert audit.load_exclusions(tmp_path) == {}
+
+
+STAMPS = Path("/usr/share/tuxpaint/stamps")
+
+
+@pytest.mark.skipif(
+    not STAMPS.is_dir(), reason="needs real pictures: apt-get install tuxpaint-stamps-default"
+)
+def test_own_pictures_keep_their_landscape_ones(tmp_path, capsys):
+    """40 Tux Paint stamps (real drawings, every shape), imported as a collection of own images:
+    the checks made for Steam's 2:3 banners are off, so no landscape picture is excluded; the
+    CLI switches them back on, and then they are."""
+    from steam_dinov2.cli import main
+
+    shapes = {}
+    for p in sorted(STAMPS.rglob("*.png")):
+        with Image.open(p) as img:
+            shapes.setdefault(p.stem, (p, img.width / img.height))  # stems name the images
+    wide = [p for p, ratio in shapes.values() if ratio >= 2][:15]
+    rest = [p for p, ratio in shapes.values() if ratio < 1.3][:25]
+    src = tmp_path / "stamps"
+    src.mkdir()
+    for p in wide + rest:
+        shutil.copyfile(p, src / p.name)
+    data = tmp_path / "data"
+    assert main(["import-folder", str(src), "--data", str(data)]) == 0
+    by_name = {name: i for i, name in load_names(data).items()}
+    wide_ids = {by_name[p.stem] for p in wide}
+    assert len(by_name) == 40 and min(by_name.values()) >= OWN_ID_BASE
+
+    result = audit.audit_banners(data, near_dup_threshold=None, run=ONE_JOB)
+    rules = result.rules.set_index("rule")
+    assert list(rules.index) == list(ISSUE_TYPES)
+    assert not rules.loc[list(audit.STEAM_ONLY_TYPES), "applied"].any()
+    assert rules.loc[["dark", "light", "blurry", "exact_duplicates"], "applied"].all()
+    assert "40 of 40 images are own images" in rules.loc["odd_aspect_ratio", "why"]
+    assert not wide_ids & set(result.exclusions)
+    assert "is_odd_aspect_ratio_issue" not in result.issues
+
+    argv = ["audit", "--data", str(data), "--no-pretrained", "--near-dup-threshold", "0"]
+    rules_on = ["--rule", "odd_aspect_ratio=on", "--rule", "odd_size=on", "--rule", "dark=off"]
+    capsys.readouterr()
+    assert main([*argv, *rules_on]) == 0
+    out = capsys.readouterr().out
+    assert "odd_aspect_ratio  on   switched on by you" in out
+    assert "dark              off  switched off by you" in out
+    excluded = audit.load_exclusions(data)
+    assert wide_ids & set(excluded)  # the Steam checks, switched on, flag landscape pictures
+    assert all("dark" not in r for r in excluded.values())
+    assert main([*argv, "--rule", "dark=maybe"]) == 2
+    assert "--rule wants TYPE=on or TYPE=off" in capsys.readouterr().err
+
+
+def test_unknown_rule_names_the_rules(tmp_path):
+    with pytest.raises(ValueError, match="unknown rule 'gray'; available: dark, light"):
+        audit.choose_rules([1, 2], None, {"gray": True})
+    with pytest.raises(ValueError, match="rule 'dark' is True"):
+        audit.choose_rules([1, 2], None, {"dark": "yes"})
+    steam = audit.choose_rules([10, 20], None, None)  # Steam banners: every check, as before
+    assert steam["applied"].all() and set(steam["why"]) == {"default for Steam banners"}

@@ -189,3 +189,52 @@ def test_thumbnail_sample_has_one_point_per_cell():
     rows = sample_for_thumbnails(table, 5)
     cells = {(int(x * 5), int(y * 5)) for x, y in table.iloc[rows][["x", "y"]].to_numpy()}
     assert len(rows) == len(cells) == 25
+
+
+def test_neighbouring_clusters_get_different_colours():
+    # 30 clusters side by side in a row: more clusters than colours, yet no two adjacent alike.
+    rng = np.random.default_rng(0)
+    c = np.repeat(np.arange(30), 5)
+    table = pd.DataFrame(
+        {"x": c / 30 + rng.random(len(c)) * 0.01, "y": rng.random(len(c)) * 0.01, "cluster": c}
+    )
+    colours = catalog_map.cluster_colours(table)
+    assert all(colours[i] != colours[i + 1] for i in range(29))
+    assert all(colours[i] != colours[i + 2] for i in range(28))
+    assert set(colours.values()) <= set(catalog_map.PALETTE)
+
+
+def test_map_figure_has_title_legend_and_leaves_excluded_out(data, tmp_path):
+    import json
+
+    from matplotlib.transforms import Bbox
+
+    table = map_catalog(data, SETTING, n_clusters=3)
+    layout.exclusions_path(data).parent.mkdir(parents=True, exist_ok=True)
+    layout.exclusions_path(data).write_text(json.dumps({"20": ["dark"]}))
+    hidden = plot_catalog_map(data, table, cells=3, setting=SETTING)
+    hidden.savefig(tmp_path / "hidden.png")
+    assert SETTING in hidden._suptitle.get_text() and "11 banners" in hidden._suptitle.get_text()
+    legend = hidden.legends[0]
+    assert len(legend.get_texts()) == 3 and "1 banners the audit excluded" in (
+        legend.get_title().get_text()
+    )
+    xy = table.loc[table["id"] == 20, ["x", "y"]].to_numpy()[0]
+    dots = hidden.axes[0].collections[0].get_offsets()
+    assert len(dots) == 11 and not any(np.allclose(d, xy) for d in dots)
+    boxes = []
+    for im in hidden.axes[0].images:
+        left, right, bottom, top = im.get_extent()
+        boxes.append(Bbox.from_extents(left, top, right, bottom))
+    assert len(boxes) >= 3
+    for i, a in enumerate(boxes):  # thumbnails never pile up
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b)
+
+    marked = plot_catalog_map(data, table, cells=3, excluded="mark")
+    assert "excluded by the audit (1)" in [t.get_text() for t in marked.legends[0].get_texts()]
+    assert np.allclose(marked.axes[0].collections[1].get_offsets(), [xy])
+    shown = plot_catalog_map(data, table, cells=3, excluded="show")
+    assert len(shown.axes[0].collections[0].get_offsets()) == 12
+    with pytest.raises(ValueError, match="excluded must be one of hide, mark, show"):
+        plot_catalog_map(data, table, excluded="grey")

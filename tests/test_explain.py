@@ -114,3 +114,16 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, vits14):
     Image.new("1", (8000, 6000)).save(bomb)  # 48 Mpixels in a few kB
     with pytest.raises(ValueError, match="too large"):
         plot_match_explained(bomb, make_banner(1), setting=RANDOM, model=vits14)
+
+
+def test_caption_says_what_the_shade_and_the_mean_mean(vits14, tmp_path):
+    fig = plot_match_explained(make_banner(1), make_banner(2), setting=RANDOM, model=vits14)
+    fig.savefig(tmp_path / "explained.png")
+    text = " ".join(fig._supxlabel.get_text().split())
+    cosine = fig.explanation.cosine
+    assert f"Mean patch cosine {cosine:.3f}" in text and "rank by the setting's cls vector" in text
+    assert "Darkened: no close match" in text and f"{cosine:.3f}" in fig._suptitle.get_text()
+    # The overlay is shade only: black of varying opacity, no colours mixed into the banner's.
+    heat = fig.axes[0].images[-1]
+    rgba = heat.cmap(np.linspace(0, 1, 11))
+    assert (rgba[:, :3] == 0).all() and rgba[0, 3] > rgba[-1, 3] == 0

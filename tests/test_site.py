@@ -19,10 +19,13 @@ from conftest import make_banner
 from PIL import Image
 
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings
+from steam_dinov2.core import layout
 from steam_dinov2.core.files import OWN_ID_BASE
 from steam_dinov2.core.manifest import write_manifest
 from steam_dinov2.embedding.setting import Setting
-from steam_dinov2.views.site import RECORD, THUMB_WIDTH, export_site
+from steam_dinov2.search import search_games
+from steam_dinov2.steam.metadata import write_metadata
+from steam_dinov2.views.site import FEATURED, RECORD, THUMB_WIDTH, export_site, make_thumbnail
 
 SETTING = "dinov2_vits14__crop256__cls__random"
 EVIL = '<img src=x onerror="document.body.dataset.pwned=1">Evil & Co'
@@ -93,6 +96,73 @@ def test_export_writes_games_neighbors_and_thumbnails(site, site_data):
     assert report.bytes == sum(
         p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != RECORD
     )
+
+
+def test_thumbnails_are_whole_not_cropped(tmp_path):
+    make_banner(1, size=(600, 200)).save(tmp_path / "wide.png")  # a landscape picture, 3:1
+    make_banner(2, size=(100, 900)).save(tmp_path / "tall.png")  # taller than 2:3
+    for name, want in (("wide", (150, 50)), ("tall", (25, 225))):
+        make_thumbnail(tmp_path / f"{name}.png", tmp_path / f"{name}.webp")
+        with Image.open(tmp_path / f"{name}.webp") as img:
+            assert img.size == want  # the whole picture, its shape kept, inside 150x225
+
+
+def test_reexport_reuses_thumbnails_whose_banner_is_unchanged(site_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(site_data, data)
+    out = tmp_path / "out"
+    first = export_site(data, SETTING, out, k=K, with_map=False, progress=False)
+    assert first.reused == 0 and first.thumbnails == len(NAMES)
+    row = json.loads((out / "data" / "games.json").read_text())["ids"].index("20")
+    before = (out / "thumbs" / "0" / f"{row}.webp").read_bytes()
+    make_banner(99).save(data / "banners" / "20.jpg")  # a new banner for one game
+    second = export_site(data, SETTING, out, k=K, with_map=False, progress=False)
+    assert second.reused == len(NAMES) - 1 and second.thumbnails == len(NAMES)
+    assert (out / "thumbs" / "0" / f"{row}.webp").read_bytes() != before
+    # A thumbnail the previous export holds as a link is not trusted: it is encoded again.
+    other = next(r for r in range(len(NAMES)) if r != row)
+    thumb = out / "thumbs" / "0" / f"{other}.webp"
+    thumb.unlink()
+    thumb.symlink_to(data / "banners" / "10.jpg")
+    third = export_site(data, SETTING, out, k=K, with_map=False, progress=False)
+    assert third.reused == len(NAMES) - 1 and not thumb.is_symlink()
+    # A damaged thumbs.json only costs the reuse.
+    (out / "data" / "thumbs.json").write_text("{not json")
+    assert export_site(data, SETTING, out, k=K, with_map=False, progress=False).reused == 0
+
+
+def test_landing_page_best_known_or_a_sample_without_excluded(site_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(site_data, data)
+    layout.exclusions_path(data).parent.mkdir(parents=True, exist_ok=True)
+    layout.exclusions_path(data).write_text(json.dumps({"90": ["near_duplicate_of:30"]}))
+    out = tmp_path / "out"
+    export_site(data, SETTING, out, k=K, with_map=False, progress=False)
+    games = json.loads((out / "data" / "games.json").read_text())
+    excluded = games["ids"].index("90")
+    assert games["featured_by"] == "sample" and games["excluded"] == [excluded]
+    assert sorted(games["featured"]) == sorted(set(range(len(NAMES))) - {excluded})
+    # With store metadata, the games with the most tag votes come first.
+    votes = {10: [900.0, 50.0], 40: [2000.0], 60: [10.0], 90: [99999.0]}
+    write_metadata(
+        data,
+        pd.DataFrame(
+            {
+                "app_id": list(votes),
+                "developers": [[]] * 4,
+                "publishers": [[]] * 4,
+                "franchises": [[]] * 4,
+                "tagids": [list(range(len(v))) for v in votes.values()],
+                "tag_weights": list(votes.values()),
+                "updated_at": pd.Timestamp.now("UTC"),
+            }
+        ),
+    )
+    export_site(data, SETTING, out, k=K, with_map=False, progress=False)
+    games = json.loads((out / "data" / "games.json").read_text())
+    assert games["featured_by"] == "popularity" and len(games["featured"]) <= FEATURED
+    assert [games["ids"][r] for r in games["featured"][:3]] == ["40", "10", "60"]
+    assert excluded not in games["featured"]
 
 
 def test_names_are_never_written_as_markup(site):
@@ -434,3 +504,90 @@ def test_long_name_wraps_and_own_image_has_no_store_link_in_chromium(odd_data, t
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _no_sideways_scroll(page) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def _tab_to(page, selector: str, key: str = "Tab", limit: int = 100) -> None:
+    """Press ``key`` until the focused element matches ``selector`` (keyboard only)."""
+    for _ in range(limit):
+        page.keyboard.press(key)
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{selector} not reached with {key}")
+
+
+def _focused_name(page) -> str:
+    return page.evaluate("document.activeElement.querySelector('.name').textContent")
+
+
+@pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}")
+@pytest.mark.parametrize("width", [1280, 375])
+def test_keyboard_only_at_desktop_and_phone_width(served, site_data, width, tmp_path):
+    from playwright.sync_api import expect
+
+    with local_page(width=width, height=900) as page:
+        page.goto(served)
+        expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=20_000)
+        # The landing page: pictures, no excluded game (none here), each a button.
+        expect(page.locator("#grid .tile .open img")).to_have_count(len(NAMES))
+        assert page.locator("#grid img").first.evaluate("i => getComputedStyle(i).objectFit") == (
+            "contain"
+        )
+        _no_sideways_scroll(page)
+        page.screenshot(path=tmp_path / f"landing-{width}.png", full_page=True)
+
+        # A typo per word, counted like the notebooks' search; Enter opens the first match.
+        _tab_to(page, "#search")
+        page.keyboard.type("holow knigth")
+        want = search_games(NAMES, "holow knigth")
+        assert len(want) == 2
+        expect(page.locator("#count")).to_contain_text("2 matches")
+        names = page.locator("#results button").all_inner_texts()
+        assert sorted(names) == sorted(f"{NAMES[i]} ({i})" for i in want)
+        page.keyboard.press("ArrowDown")  # arrows move through the results
+        page.keyboard.press("ArrowDown")
+        assert page.evaluate("document.activeElement.textContent") == names[1]
+        page.keyboard.press("ArrowUp")
+        page.keyboard.press("ArrowUp")  # back in the search box
+        assert page.evaluate("document.activeElement.id") == "search"
+        page.keyboard.press("Enter")
+        first = names[0].rsplit(" (", 1)[0]
+        expect(page.locator("#query .tile .name")).to_have_text(first)
+        app_id = next(a for a, n in NAMES.items() if n == first)
+        neighbours = _expected(site_data, app_id)
+        expect(page.locator("#grid .tile .name")).to_have_text(neighbours)
+        assert _focused_name(page) == neighbours[0]  # the focus lands on the first look-alike
+        _no_sideways_scroll(page)
+        page.screenshot(path=tmp_path / f"game-{width}.png", full_page=True)
+
+        page.keyboard.press("ArrowRight")  # the second look-alike, then open it
+        assert _focused_name(page) == neighbours[1]
+        page.keyboard.press("Enter")
+        expect(page.locator("#query .tile .name")).to_have_text(neighbours[1])
+        _no_sideways_scroll(page)
+
+        _tab_to(page, "#back", key="Shift+Tab")  # and back
+        page.keyboard.press("Enter")
+        expect(page.locator("#query .tile .name")).to_have_text(first)
+        assert page.evaluate("location.hash") == f"#{app_id}"
+
+        # The map: Tab reaches it, an arrow points at a game (its picture and name), Enter opens.
+        _tab_to(page, "#map")
+        page.keyboard.press("ArrowRight")
+        expect(page.locator("#tip")).to_be_visible()
+        pointed = page.locator("#tipname").inner_text()
+        assert pointed in NAMES.values()
+        page.screenshot(path=tmp_path / f"map-{width}.png", full_page=True)
+        page.keyboard.press("Enter")
+        expect(page.locator("#query .tile .name")).to_have_text(pointed)
+
+        # Nothing found is said, not left blank.
+        _tab_to(page, "#search")
+        page.keyboard.type("qqqzzz")
+        expect(page.locator("#count")).to_have_text('No game matches "qqqzzz"')
+        expect(page.locator("#results button")).to_have_count(0)
+        _no_sideways_scroll(page)
+        assert not page.errors and not page.dialogs and not page.blocked

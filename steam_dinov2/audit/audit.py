@@ -18,10 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..core import files, layout
+from ..core.files import OWN_ID_BASE
 from ..core.manifest import collection_images
 from ..embedding.embed import embed_folder
 from ..embedding.setting import RANDOM, Setting, as_setting
-from .cleanvision import PROPERTY_TYPES, issue_params, readable, run_cleanvision
+from .cleanvision import ISSUE_TYPES, PROPERTY_TYPES, issue_params, readable, run_cleanvision
 from .groups import (
     EMBEDDING_DUPLICATES,
     embedding_duplicates,
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 # must stay: 0.95 sits between the two. Not yet measured on the catalogue with pretrained weights:
 # check the ``embedding_nearest_cosine`` column and pass another value if its histogram disagrees.
 NEAR_DUP_THRESHOLD = 0.95
+# CleanVision checks that only make sense for Steam's banners, all 2:3 at one of a few sizes and
+# nearly never grey: in a folder of one's own pictures (import-folder), landscape, square, small
+# and black-and-white pictures are normal, and these checks excluded every landscape one.
+STEAM_ONLY_TYPES = ("odd_aspect_ratio", "odd_size", "grayscale")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Audit:
         groups: ``{duplicate type: [[app_id, ...], ...]}``, each group sorted, its first id kept.
         reused: True when CleanVision's results were loaded from disk, not recomputed.
         notes: what the caller must know about this audit (e.g. a step skipped, and why).
+        rules: one row per CleanVision check: ``rule``, ``applied`` (bool), ``why`` (str).
     """
 
     issues: pd.DataFrame
@@ -57,6 +63,7 @@ class Audit:
     groups: dict[str, list[list[int]]]
     reused: bool
     notes: tuple[str, ...] = ()
+    rules: pd.DataFrame | None = None
 
 
 def _audit_images(data: str | os.PathLike) -> dict[int, Path]:
@@ -88,6 +95,7 @@ def audit_banners(
     *,
     setting: Setting | str | None = None,
     issue_types=None,
+    rules: dict[str, bool] | None = None,
     thresholds: dict[str, float] | None = None,
     near_dup_threshold: float | None = NEAR_DUP_THRESHOLD,
     random_weights_duplicates: bool = False,
@@ -103,7 +111,12 @@ def audit_banners(
     Args:
         data: the data folder (banners and manifest in, ``audit/`` out).
         setting: the embedding ``Setting`` (or its name; None: the default); its cache is reused.
-        issue_types: CleanVision types to check, a subset of ``audit_cleanvision.ISSUE_TYPES`` (default: all).
+        issue_types: CleanVision types to check, a subset of ``cleanvision.ISSUE_TYPES``. Default
+            (None): all of them for Steam banners; for a collection with own images (ids from
+            ``import_folder``) all but ``STEAM_ONLY_TYPES``, which are made for Steam's 2:3
+            banners (``choose_rules``).
+        rules: ``{type: True | False}`` switches single checks on or off over ``issue_types``
+            (e.g. ``{"grayscale": True}`` for a folder of own pictures that should be in colour).
         thresholds: ``{property type: threshold}`` on CleanVision's score (flagged below it;
             scores in [0, 1], lower is worse); CleanVision's defaults otherwise.
         near_dup_threshold: cosine at or above which two banners are embedding duplicates
@@ -120,10 +133,15 @@ def audit_banners(
         ``embedding_nearest_cosine`` (float32, to the nearest app without a property issue, NaN
         for apps with one); ``excluded`` (bool).
     """
-    params = issue_params(issue_types, thresholds)
+    choose_rules([], issue_types, rules)  # the options are checked before the data folder
+    issue_params(issue_types, thresholds)
     setting = as_setting(setting)
     threshold, notes = _embedding_threshold(setting, near_dup_threshold, random_weights_duplicates)
     images = _audit_images(data)
+    table = choose_rules(list(images), issue_types, rules)
+    params = issue_params(table["rule"][table["applied"]].tolist(), thresholds)
+    for rule, why in zip(table["rule"][~table["applied"]], table["why"][~table["applied"]]):
+        logger.info("audit rule %s off: %s", rule, why)
     emb = None if threshold is None else _embed_banners(data, setting, run)
     issues, groups, bad, reused = _find_issues(data, images, emb, params, run.n_jobs)
     if emb is not None:
@@ -132,7 +150,47 @@ def audit_banners(
     issues["excluded"] = issues["app_id"].isin(set(exclusions))
     _write_audit(data, issues, exclusions)
     logger.debug("audit: %d of %d banners excluded", len(exclusions), len(images))  # returned too
-    return Audit(issues, exclusions, groups, reused, tuple(notes))
+    return Audit(issues, exclusions, groups, reused, tuple(notes), table)
+
+
+def choose_rules(ids, issue_types=None, rules: dict[str, bool] | None = None) -> pd.DataFrame:
+    """Which CleanVision checks an audit of ``ids`` applies, and why.
+
+    Args:
+        ids: the audited image ids (int); own images are those from ``files.OWN_ID_BASE`` on.
+        issue_types: the checks to apply (None: the collection's defaults, see ``audit_banners``).
+        rules: ``{type: bool}`` switching single checks on or off over those.
+
+    Returns:
+        DataFrame with one row per ``ISSUE_TYPES`` entry: ``rule``, ``applied`` (bool), ``why``.
+    """
+    for name, value in (rules or {}).items():
+        if name not in ISSUE_TYPES:
+            raise ValueError(f"unknown rule {name!r}; available: {', '.join(ISSUE_TYPES)}")
+        if not isinstance(value, bool):
+            raise ValueError(f"rule {name!r} is True (on) or False (off), got {value!r}")
+    issue_params(issue_types, None)  # unknown types named here
+    own = sum(int(i) >= OWN_ID_BASE for i in ids)
+    rows = []
+    for rule in ISSUE_TYPES:
+        if rules and rule in rules:
+            on, why = rules[rule], f"switched {'on' if rules[rule] else 'off'} by you (rules)"
+        elif issue_types is not None:
+            on = rule in issue_types
+            why = "chosen in issue_types" if on else "not in issue_types"
+        elif own and rule in STEAM_ONLY_TYPES:
+            on = False
+            why = (
+                f"off by default: {own} of {len(ids)} images are own images (import-folder), "
+                "where other shapes, sizes and grey pictures are normal; this check is made for "
+                "Steam's 2:3 banners"
+            )
+        else:
+            on = True
+            what = "own images" if own == len(ids) else "Steam banners" if not own else "images"
+            why = f"default for {what}"
+        rows.append((rule, on, why))
+    return pd.DataFrame(rows, columns=["rule", "applied", "why"])
 
 
 def _embed_banners(data, setting: Setting, run: AuditRun):

@@ -8,6 +8,7 @@ on both. The heatmap covers what the model saw (the preset's crop); the rest of 
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,8 @@ from ..embedding.models import forward_tokens, model_info
 from ..embedding.preprocess import get_preset, make_transform
 from ..embedding.setting import Setting, as_setting
 from .grids import as_image_array, escape_mathtext, shorten
+
+SHADE = 0.8  # opacity of the black over a patch with the lowest cosine; 0 over the best match
 
 
 @dataclass(frozen=True)
@@ -72,26 +75,36 @@ def seen_box(width: int, height: int, preset: str) -> tuple[float, float, float,
 
 
 def draw_heatmap(ax, image, heat: np.ndarray, preset: str, *, vmin: float, vmax: float = 1.0):
-    """Draw ``image`` on ``ax`` with ``heat`` over the part the model saw, the rest veiled."""
+    """Draw ``image`` on ``ax`` with ``heat`` as shade over the part the model saw: a patch with a
+    close match stays clear in its own colours, one without is darkened (no false colours mixed
+    into the banner's); the part the model did not see is greyed out."""
+    from matplotlib.colors import LinearSegmentedColormap
+
     img = as_image_array(image)
     h, w = img.shape[:2]
     x0, y0, x1, y1 = seen_box(w, h, preset)
     ax.imshow(img)
-    ax.imshow(np.full((1, 1, 4), (0, 0, 0, 0.55)), extent=(0, w, h, 0))  # veil, then unveil box
+    ax.imshow(np.full((1, 1, 4), (1, 1, 1, 0.65)), extent=(0, w, h, 0))  # grey out, then unveil
     ax.imshow(img[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))], extent=(x0, x1, y1, y0))
+    shade = LinearSegmentedColormap.from_list("shade", [(0, 0, 0, SHADE), (0, 0, 0, 0)])
     artist = ax.imshow(
-        heat,
-        cmap="inferno",
-        alpha=0.55,
-        vmin=vmin,
-        vmax=vmax,
-        extent=(x0, x1, y1, y0),
-        interpolation="nearest",
+        heat, cmap=shade, vmin=vmin, vmax=vmax, extent=(x0, x1, y1, y0), interpolation="nearest"
     )
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.axis("off")
     return artist
+
+
+def caption(result: MatchExplanation, pooling: str) -> str:
+    """What the colours and the mean of ``plot_match_explained`` mean, in words."""
+    return (
+        "Clear: a patch whose best match in the other banner has a high cosine (scale at right). "
+        "Darkened: no close match. Greyed out: outside the "
+        f"{result.preset} crop the model saw. Mean patch cosine {result.cosine:.3f}: the cosine "
+        "of the two banners' average patch vectors, a summary of this picture; the neighbour "
+        f"lists rank by the setting's {pooling} vector, so their score differs."
+    )
 
 
 _MODELS: dict = {}
@@ -150,14 +163,19 @@ def plot_match_explained(
     result = explain_match(pil[0], pil[1], net, preset=setting.preset)
     vmin = float(min(result.heat_a.min(), result.heat_b.min()))
     vmin = min(vmin, 0.99)  # an exact copy is uniformly 1: keep a visible scale
-    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    fig = Figure(figsize=(6.4, 6.0), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, img, heat, title in zip(axes, pil, (result.heat_a, result.heat_b), titles):
         artist = draw_heatmap(ax, img, heat, setting.preset, vmin=vmin)
         ax.set_title(escape_mathtext(title), fontsize=9)
     fig.colorbar(artist, ax=list(axes), shrink=0.7, label="best patch cosine in the other banner")
     where = escape_mathtext(setting.preset)
-    fig.suptitle(f"mean patch cosine {result.cosine:.3f}  ({where})", fontsize=9)
+    fig.suptitle(
+        f"Why they match, patch by patch: mean patch cosine {result.cosine:.3f} ({where})",
+        fontsize=9.5,
+    )
+    text = textwrap.fill(caption(result, setting.pooling), 100)
+    fig.supxlabel(escape_mathtext(text), fontsize=7.5, ha="center", multialignment="left")
     fig.explanation = result
     return fig
 

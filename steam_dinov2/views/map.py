@@ -13,16 +13,18 @@ import importlib.util
 import logging
 import math
 import os
+import textwrap
 
 import numpy as np
 import pandas as pd
 
+from ..audit.audit import load_exclusions
 from ..core import files, layout
 from ..core.codec import check_pixels, to_rgb
 from ..core.manifest import load_names
 from ..embedding.embed import load_embeddings
 from ..embedding.setting import Setting, checked_name
-from .grids import name_with_id, plot_image_grid
+from .grids import escape_mathtext, name_with_id, plot_image_grid, shorten
 
 logger = logging.getLogger(__name__)
 
@@ -295,16 +297,50 @@ def cluster_members(table: pd.DataFrame, cluster: int) -> list[int]:
     )
 
 
-# --- Figures of the catalogue map (``catalog_map.map_catalog``): the whole map, one cluster.
+# --- Figures of the catalogue map (``map_catalog``): the whole map, one cluster.
 
-logger = logging.getLogger(__name__)
+
+# Kelly's 22 colours of maximum contrast (Kelly 1965, "Twenty-two colors for maximum contrast")
+# without white, black, grey (the audit's crosses) and the two yellows closest to his first one:
+# unlike tab20's light/dark pairs, no two are shades of one hue.
+PALETTE = (
+    "#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#008856", "#e68fac",
+    "#0067a5", "#f99379", "#604e97", "#b3446c", "#882d17", "#8db600", "#654522", "#e25822",
+    "#2b3d26",
+)  # fmt: skip
+EXCLUDED_CHOICES = ("hide", "mark", "show")
+
+
+def cluster_colours(table: pd.DataFrame) -> dict[int, str]:
+    """``{cluster: "#rrggbb"}`` from ``PALETTE``, so that clusters lying next to each other on the
+    map differ: largest first, each takes the colour used least among its 5 nearest coloured
+    clusters (by the median of their points), the nearest counting most, then the colour used
+    least so far (so every cluster has its own while the palette lasts), then palette order."""
+    centres = table.groupby("cluster")[["x", "y"]].median()
+    order = table["cluster"].value_counts().index.tolist()  # largest first
+    colour: dict[int, int] = {}
+    for c in order:
+        done = list(colour)
+        if done:
+            d = ((centres.loc[done].to_numpy() - centres.loc[c].to_numpy()) ** 2).sum(axis=1)
+            near = [colour[done[j]] for j in np.argsort(d, kind="stable")[:5]]
+        else:
+            near = []
+        # nearer neighbours weigh more: never the nearest's colour while another is free
+        weight = np.zeros(len(PALETTE))
+        for rank, k in enumerate(near):
+            weight[k] += 10.0 ** (len(near) - rank)
+        count = np.bincount(list(colour.values()), minlength=len(PALETTE))
+        # free near it first, then the least used anywhere (all differ while colours last)
+        colour[int(c)] = int(np.lexsort((np.arange(len(PALETTE)), count, weight))[0])
+    return {c: PALETTE[k] for c, k in colour.items()}
 
 
 def cluster_colour(cluster: int):
-    """An RGBA colour per cluster (tab20, cycling)."""
-    from matplotlib import colormaps
+    """An RGBA colour per cluster number (``PALETTE``, cycling), when no map is at hand."""
+    from matplotlib.colors import to_rgba
 
-    return colormaps["tab20"](int(cluster) % 20)
+    return to_rgba(PALETTE[int(cluster) % len(PALETTE)])
 
 
 def sample_for_thumbnails(table: pd.DataFrame, cells: int = 12) -> list[int]:
@@ -322,48 +358,132 @@ def sample_for_thumbnails(table: pd.DataFrame, cells: int = 12) -> list[int]:
 
 
 def plot_catalog_map(
-    data: str | os.PathLike, table: pd.DataFrame, *, cells: int = 12, size: float = 11
+    data: str | os.PathLike,
+    table: pd.DataFrame,
+    *,
+    cells: int = 12,
+    size: float = 11,
+    setting: str | Setting | None = None,
+    excluded: str = "hide",
+    names: dict | None = None,
 ):
     """Every banner as a dot coloured by cluster, a grid-spread sample as thumbnails framed in their
-    cluster's colour, and cluster numbers at their centres.
+    cluster's colour, cluster numbers at their centres, a title and a legend.
 
     Args:
-        data: the data folder (banners).
-        table: from ``catalog_map``.
-        cells: thumbnails per side of the sampling grid (at most ``cells**2`` thumbnails).
-        size: figure width and height in inches.
+        data: the data folder (banners, names, the audit's exclusions).
+        table: from ``map_catalog``.
+        cells: thumbnails per side of the sampling grid (at most ``cells**2`` thumbnails); each is
+            drawn whole inside its cell, so none covers another.
+        size: figure width in inches.
+        setting: named in the title (the setting the map was made from).
+        excluded: banners the audit excluded: ``hide`` (left out), ``mark`` (grey crosses, no
+            thumbnail) or ``show`` (drawn as any other).
+        names: ``{id: name}`` for the legend (default: the manifest's).
 
     Returns:
         matplotlib Figure.
     """
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    fig = Figure(figsize=(size, size), layout="constrained")
+    if excluded not in EXCLUDED_CHOICES:
+        raise ValueError(f"excluded must be one of {', '.join(EXCLUDED_CHOICES)}; got {excluded!r}")
+    names = load_names(data) if names is None else names
+    out = set(load_exclusions(data)) if excluded != "show" else set()
+    is_out = table["id"].isin(out).to_numpy()
+    shown = table[~is_out]
+    colours = cluster_colours(table)
+    y_top, y_bottom = float(table["y"].min()), float(table["y"].max())
+    height = max(0.3, (y_bottom - y_top) + 0.1)  # the layout's own shape: no empty third
+    fig = Figure(figsize=(size, size * min(1.0, height / 1.1) + 2.2), layout="constrained")
     ax = fig.subplots()
-    colours = [cluster_colour(c) for c in table["cluster"]]
     ax.scatter(
-        table["x"], table["y"], c=colours, s=max(1.0, 3000 / max(len(table), 1)), linewidths=0
+        shown["x"],
+        shown["y"],
+        c=[colours[c] for c in shown["cluster"]],
+        s=max(2.0, 3000 / max(len(table), 1)),
+        linewidths=0,
     )
-    _draw_thumbnails(ax, data, table, cells)
-    _label_clusters(ax, table)
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(1.05, -0.05)  # y down, as the exported site's canvas draws it
+    if excluded == "mark" and is_out.any():
+        marked = table[is_out]
+        ax.scatter(marked["x"], marked["y"], marker="x", c="0.45", s=18, linewidths=1, zorder=2)
+    _draw_thumbnails(ax, data, shown.reset_index(drop=True), cells, colours)
+    _label_clusters(ax, shown, colours)
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(y_bottom + 0.03, y_top - 0.03)  # y down, as the exported site's canvas draws it
     ax.set_aspect("equal")
     ax.axis("off")
+    what = setting.name if isinstance(setting, Setting) else setting
+    title = f"Catalogue map: {len(shown):,} banners by look"
+    title += f"\n{escape_mathtext(str(what))}" if what else ""
+    fig.suptitle(title, fontsize=13, weight="bold")
+    how = (
+        "Near each other = similar banners (t-SNE of the embeddings); colour = k-means cluster "
+        "of the full embeddings; a thumbnail sits in the cell of its point"
+    )
+    ax.set_title(textwrap.fill(how, int(size * 12)), fontsize=9)
+    summary = describe_clusters(shown, names, top=2)
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            ls="",
+            color=colours[c],
+            markersize=8,
+            label=escape_mathtext(f"{c} ({n}): " + ", ".join(shorten(str(x), 18) for x in central)),
+        )
+        for c, n, central in zip(summary["cluster"], summary["size"], summary["central_names"])
+    ]
+    if excluded == "mark" and is_out.any():
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="x",
+                ls="",
+                color="0.45",
+                label=f"excluded by the audit ({is_out.sum()})",
+            )
+        )
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=4 if size >= 10 else 2,
+        fontsize=7.5,
+        frameon=False,
+        title=(
+            "cluster (size): its most central banners"
+            + (
+                f"; {is_out.sum()} banners the audit excluded are left out"
+                if excluded == "hide" and is_out.any()
+                else ""
+            )
+        ),
+        title_fontsize=8.5,
+    )
     return fig
 
 
-def _draw_thumbnails(ax, data, table: pd.DataFrame, cells: int) -> None:
-    """The ``sample_for_thumbnails`` banners at their points, framed in their cluster's colour."""
+def _draw_thumbnails(ax, data, table: pd.DataFrame, cells: int, colours: dict) -> None:
+    """The ``sample_for_thumbnails`` banners, each whole (its own shape) in the cell of its point,
+    framed in its cluster's colour; a cell holds one thumbnail, so they never overlap."""
     from matplotlib.patches import Rectangle
 
-    half = 0.42 / cells  # thumbnail half-height in map units; banners are 2:3
+    box = 0.86 / cells  # the largest side of a thumbnail, in map units: a margin between cells
     for row in sample_for_thumbnails(table, cells):
         x, y, c = table["x"].iat[row], table["y"].iat[row], table["cluster"].iat[row]
         thumb = _small_banner(layout.banner_path(data, table["id"].iat[row]))
         if thumb is None:  # missing or unreadable: its dot stays
             continue
-        left, right, top, bottom = x - half * 2 / 3, x + half * 2 / 3, y - half, y + half
+        h, w = thumb.shape[:2]
+        half_w, half_h = box * w / max(h, w) / 2, box * h / max(h, w) / 2
+        # the cell's centre, moved toward the point as far as the cell allows
+        cx, cy = (np.minimum(np.array([x, y]) * cells, cells - 1).astype(int) + 0.5) / cells
+        cx = float(np.clip(x, cx - 0.5 / cells + half_w, cx + 0.5 / cells - half_w))
+        cy = float(np.clip(y, cy - 0.5 / cells + half_h, cy + 0.5 / cells - half_h))
+        left, right, top, bottom = cx - half_w, cx + half_w, cy - half_h, cy + half_h
         ax.imshow(thumb, extent=(left, right, bottom, top), zorder=3)
         ax.add_patch(
             Rectangle(
@@ -371,26 +491,32 @@ def _draw_thumbnails(ax, data, table: pd.DataFrame, cells: int) -> None:
                 right - left,
                 bottom - top,
                 fill=False,
-                edgecolor=cluster_colour(c),
+                edgecolor=colours[int(c)],
                 linewidth=2,
                 zorder=4,
             )
         )
 
 
-def _label_clusters(ax, table: pd.DataFrame) -> None:
+def _label_clusters(ax, table: pd.DataFrame, colours: dict) -> None:
     """Each cluster's number at the median of its points."""
     for c, group in table.groupby("cluster"):
         ax.text(
             group["x"].median(),
             group["y"].median(),
             str(c),
-            fontsize=9,
+            fontsize=12,
             weight="bold",
             ha="center",
             va="center",
             zorder=5,
-            bbox={"boxstyle": "round", "fc": "white", "ec": cluster_colour(c), "alpha": 0.85},
+            bbox={
+                "boxstyle": "round",
+                "fc": "white",
+                "ec": colours[int(c)],
+                "lw": 2.5,
+                "alpha": 0.9,
+            },
         )
 
 

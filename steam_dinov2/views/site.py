@@ -5,7 +5,12 @@
     OUT/index.html  app.js  style.css     the page (assets/site/ in the package)
     OUT/data/games.json                   ids, names, map positions and clusters, one array each
     OUT/data/neighbors-{shard}.json       k neighbours (rows into games.json) and cosines, by shard
-    OUT/thumbs/{row // 1000}/{row}.webp   150 px wide thumbnails, loaded lazily
+    OUT/data/thumbs.json                  the content hash of each thumbnail's banner
+    OUT/thumbs/{row // 1000}/{row}.webp   thumbnails (whole, at most 150x225 px), loaded lazily
+
+A re-export into the same folder encodes only the thumbnails whose banner changed: a thumbnail of
+the previous export whose banner has the same content hash (``data/thumbs.json``) is hard-linked
+(or copied) into the new one, whatever its row was.
 
 Thumbnails and shards are named by row number, never by anything read from the data folder, so a
 hostile id cannot reach a path. Names travel as JSON and are put into the page with
@@ -23,11 +28,13 @@ a kill at any moment leaves only recorded files and a staging folder that the ne
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +49,14 @@ from ..core.progress import tqdm
 from ..embedding.embed import images_of, load_embeddings
 from ..embedding.setting import Setting, checked_name
 from ..search import check_k, match_all
-from .map import describe_clusters, map_catalog
+from ..steam.metadata import read_metadata
+from .map import cluster_colours, describe_clusters, map_catalog
 
 logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).parent / "assets" / "site"
 THUMB_WIDTH = 150  # px: two columns of tiles on a phone, six on a laptop
+THUMB_HEIGHT = 225  # px: a Steam banner's 2:3; other shapes fit inside, whole (never cropped)
 THUMB_QUALITY = 70  # WebP quality: ~5 KB a banner, so 30,000 fit in ~150 MB
 SHARD = 1000  # games per neighbours file: one click fetches ~100 KB at k=10
 MAP_SCALE = 10_000  # map positions as integers 0..10,000: a third of the JSON of floats
@@ -55,9 +64,13 @@ RECORD = ".export-site.json"  # in OUT: the files export-site wrote there, the o
 _STAGING = "export-site"  # OUT/.export-site.{random}.tmp while an export is written
 _OWN_FILE = re.compile(
     r"index\.html|app\.js|style\.css|data/games\.json|data/neighbors-[0-9]+\.json"
-    r"|thumbs/[0-9]+/[0-9]+\.webp"
+    r"|data/thumbs\.json|thumbs/[0-9]+/[0-9]+\.webp"
 )
 _MAX_RECORD_BYTES = 64 << 20  # ~40 bytes a file: far above a site of a million games
+FEATURED = 240  # games the landing page draws its grid from: the best-known, or a random sample
+# What a thumbnail is made from besides its banner's bytes: a change here re-encodes them all.
+THUMB_KEY = f"webp{THUMB_WIDTH}x{THUMB_HEIGHT}q{THUMB_QUALITY}v2"
+_HASH = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -67,25 +80,38 @@ class SiteReport:
     thumbnails: int
     skipped: dict  # id -> reason, banners that got no thumbnail
     bytes: int
+    reused: int = 0  # thumbnails taken from the previous export (same banner content)
 
     def __str__(self) -> str:
         return (
-            f"{self.games} games, {self.thumbnails} thumbnails ({len(self.skipped)} skipped), "
-            f"{self.bytes / 1e6:.1f} MB -> {self.out}"
+            f"{self.games} games, {self.thumbnails} thumbnails ({self.reused} reused, "
+            f"{len(self.skipped)} skipped), {self.bytes / 1e6:.1f} MB -> {self.out}"
         )
 
 
 def make_thumbnail(src: Path, dst: Path) -> None:
-    """One banner -> a ``THUMB_WIDTH``-wide WebP; ValueError for a hostile size."""
+    """One banner -> a WebP that fits ``THUMB_WIDTH`` x ``THUMB_HEIGHT`` whole, its shape kept (a
+    2:3 banner fills it; a landscape picture is as wide and shorter). ValueError for a hostile size.
+    """
     from PIL import Image
 
     with Image.open(src) as img:
         check_pixels(img)
-        img.draft("RGB", (THUMB_WIDTH * 2, THUMB_WIDTH * 3))  # JPEG: decode at a smaller scale
+        img.draft("RGB", (THUMB_WIDTH * 2, THUMB_HEIGHT * 2))  # JPEG: decode at a smaller scale
         img = to_rgb(img)
-        height = max(1, round(img.height * THUMB_WIDTH / max(img.width, 1)))
-        img = img.resize((THUMB_WIDTH, min(height, THUMB_WIDTH * 4)), Image.Resampling.LANCZOS)
+        scale = min(THUMB_WIDTH / max(img.width, 1), THUMB_HEIGHT / max(img.height, 1))
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.LANCZOS)
     img.save(dst, format="WEBP", quality=THUMB_QUALITY, method=4)
+
+
+def content_hash(path: Path) -> str:
+    """32 hex digits: BLAKE2b of ``THUMB_KEY`` and the file's bytes (what a thumbnail is made of)."""
+    digest = hashlib.blake2b(THUMB_KEY.encode(), digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def export_site(
@@ -132,17 +158,24 @@ def export_site(
     files_of = images_of(data, images)
     nb_rows, nb_scores = _neighbor_rows(emb, k, exclude, progress)
     games = _games(data, emb, k, with_map, n_clusters)
+    previous = _previous_thumbnails(out)
     with files.temp_dir(out, _STAGING) as tmp:
         (tmp / "data").mkdir(parents=True)
         for name in ("index.html", "app.js", "style.css"):
             shutil.copyfile(ASSETS / name, tmp / name)
         _write_shards(tmp, nb_rows, nb_scores)
-        has_thumb, skipped = _write_thumbnails(tmp, emb.ids, files_of, workers, progress)
+        has_thumb, skipped, hashes, reused = _write_thumbnails(
+            tmp, emb.ids, files_of, previous, workers, progress
+        )
         games["thumb"] = has_thumb.astype(int).tolist()
+        games |= _featured(data, emb.ids, has_thumb, exclude)
         _write_json(tmp / "data" / "games.json", games)
+        _write_json(tmp / "data" / "thumbs.json", {"key": THUMB_KEY, "hashes": hashes})
         written = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in _files_under(tmp)}
         _install(out, tmp, set(written), owned)
-    return SiteReport(out, len(emb.ids), int(has_thumb.sum()), skipped, sum(written.values()))
+    return SiteReport(
+        out, len(emb.ids), int(has_thumb.sum()), skipped, sum(written.values()), reused
+    )
 
 
 def _files_under(folder: Path) -> list[Path]:
@@ -151,7 +184,7 @@ def _files_under(folder: Path) -> list[Path]:
 
 def _planned(n: int) -> set[str]:
     """Every file an export of ``n`` games may write (each game with a thumbnail)."""
-    out = {"index.html", "app.js", "style.css", "data/games.json"}
+    out = {"index.html", "app.js", "style.css", "data/games.json", "data/thumbs.json"}
     out |= {f"data/neighbors-{s}.json" for s in range((n + SHARD - 1) // SHARD)}
     return out | {f"thumbs/{r // SHARD}/{r}.webp" for r in range(n)}
 
@@ -291,17 +324,23 @@ def _games(data, emb, k: int, with_map: bool, n_clusters: int | None) -> dict:
 
 def _map_fields(data, emb, names: dict, n_clusters: int | None) -> dict:
     """``x``, ``y`` (0..``MAP_SCALE``), ``cluster`` per game and ``clusters`` (size, central
-    rows) of ``games.json``, from the cached catalogue map."""
+    rows, ``#rrggbb`` colour) of ``games.json``, from the cached catalogue map."""
 
     cmap = map_catalog(data, emb.setting, n_clusters=n_clusters)
     summary = describe_clusters(cmap, names, top=3)
+    colours = cluster_colours(cmap)  # the figure's: neighbouring clusters differ
     row_of = {i: r for r, i in enumerate(emb.ids)}
     return {
         "x": np.rint(cmap["x"].to_numpy() * MAP_SCALE).astype(int).tolist(),
         "y": np.rint(cmap["y"].to_numpy() * MAP_SCALE).astype(int).tolist(),
         "cluster": cmap["cluster"].astype(int).tolist(),
         "clusters": [
-            {"cluster": int(c), "size": int(s), "central": [row_of[i] for i in ids]}
+            {
+                "cluster": int(c),
+                "size": int(s),
+                "central": [row_of[i] for i in ids],
+                "colour": colours[int(c)],
+            }
             for c, s, ids in zip(summary["cluster"], summary["size"], summary["central_ids"])
         ],
     }
@@ -318,35 +357,130 @@ def _write_shards(tmp: Path, nb_rows: np.ndarray, nb_scores: np.ndarray) -> None
         _write_json(tmp / "data" / f"neighbors-{start // SHARD}.json", shard)
 
 
-def _write_thumbnails(tmp: Path, ids: list[int], files: dict, workers: int, progress: bool):
-    """``thumbs/{row // SHARD}/{row}.webp`` for every game with a readable image.
+def _thumb_path(site: Path, row: int) -> Path:
+    return site / "thumbs" / str(row // SHARD) / f"{row}.webp"
+
+
+def _previous_thumbnails(out: Path) -> dict[str, Path]:
+    """``{content hash: thumbnail}`` of the export already in ``out`` ({} if none or foreign).
+
+    Its ``data/thumbs.json`` is read as untrusted: only 32-hex-digit hashes under this
+    ``THUMB_KEY``; paths are made from row numbers, and only regular files (no links) are reused.
+    """
+    path = out / "data" / "thumbs.json"
+    try:
+        if not path.is_file() or path.stat().st_size > 64 << 20:
+            return {}
+        saved = json.loads(path.read_text(encoding="ascii"))
+    except (OSError, ValueError) as e:
+        logger.warning("previous thumbnails in %s not reused: %s", out, e)
+        return {}
+    if not isinstance(saved, dict) or saved.get("key") != THUMB_KEY:
+        return {}
+    hashes = saved.get("hashes")
+    if not isinstance(hashes, list):
+        return {}
+    found = {}
+    for row, h in enumerate(hashes):
+        if isinstance(h, str) and _HASH.fullmatch(h):
+            try:
+                if stat.S_ISREG(os.lstat(thumb := _thumb_path(out, row)).st_mode):
+                    found.setdefault(h, thumb)
+            except OSError:
+                continue
+    return found
+
+
+def _write_thumbnails(
+    tmp: Path, ids: list[int], files: dict, previous: dict, workers: int, progress: bool
+):
+    """``thumbs/{row // SHARD}/{row}.webp`` for every game with a readable image; a thumbnail of
+    ``previous`` (``_previous_thumbnails``) with the same content hash is linked, not encoded.
 
     Returns:
-        ``(has_thumb, skipped)``: (N,) bool per row, and ``{id: reason}`` for the others.
+        ``(has_thumb, skipped, hashes, reused)``: (N,) bool per row; ``{id: reason}`` for the
+        rows without one; the content hash per row ("" without a thumbnail); how many were reused.
     """
     jobs = [(r, files[i]) for r, i in enumerate(ids) if i in files]
     skipped = {i: "no image file" for i in ids if i not in files}
     for folder in {r // SHARD for r, _ in jobs}:
         (tmp / "thumbs" / str(folder)).mkdir(parents=True)
     has_thumb = np.zeros(len(ids), bool)
+    hashes = [""] * len(ids)
 
     def one(job):
         row, src = job
+        dst = _thumb_path(tmp, row)
         try:
-            make_thumbnail(src, tmp / "thumbs" / str(row // SHARD) / f"{row}.webp")
-            return row, ""
+            digest = content_hash(src)
+            if digest in previous and _link_or_copy(previous[digest], dst):
+                return row, digest, "", True
+            make_thumbnail(src, dst)
+            return row, digest, "", False
         except Exception as e:  # an unreadable banner is a tile without a picture
-            return row, f"{type(e).__name__}: {e}"
+            return row, "", f"{type(e).__name__}: {e}", False
 
+    reused = 0
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(one, jobs)
-        for row, err in tqdm(results, total=len(jobs), unit="thumb", disable=not progress):
+        for row, digest, err, linked in tqdm(
+            results, total=len(jobs), unit="thumb", disable=not progress
+        ):
             if err:
                 skipped[ids[row]] = err
                 logger.warning("no thumbnail for %s: %s", ids[row], err)
             else:
-                has_thumb[row] = True
-    return has_thumb, skipped
+                has_thumb[row], hashes[row] = True, digest
+                reused += linked
+    return has_thumb, skipped, hashes, reused
+
+
+def _link_or_copy(src: Path, dst: Path) -> bool:
+    """Hard-link ``src`` to ``dst`` (a copy across filesystems); False if ``src`` is gone."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            shutil.copyfile(src, dst, follow_symlinks=False)
+        except OSError:
+            return False
+    return True
+
+
+def _featured(data, ids: list[int], has_thumb: np.ndarray, exclude) -> dict:
+    """``featured`` (up to ``FEATURED`` rows with a thumbnail, not excluded), the landing page's
+    pool; ``featured_by`` says how they were chosen: ``popularity`` (the votes on a game's store
+    tags in ``metadata.parquet``, which only games many people play gather) when that table has
+    any, else ``sample`` (a seeded random sample: own images, or Steam without metadata); and
+    ``excluded``, the rows the audit excluded (left out of the landing page and the clusters)."""
+    excluded = [r for r, i in enumerate(ids) if i in exclude]
+    eligible = np.flatnonzero(has_thumb & ~np.isin(np.arange(len(ids)), excluded))
+    votes = _tag_votes(data)
+    score = np.array([votes.get(ids[r], 0.0) for r in eligible], np.float64)
+    if len(eligible) and score.max(initial=0.0) > 0:
+        order = eligible[np.argsort(-score, kind="stable")][:FEATURED]
+        by = "popularity"
+    else:
+        order = np.random.default_rng(0).permutation(eligible)[:FEATURED]
+        by = "sample"
+    return {"featured": order.tolist(), "featured_by": by, "excluded": excluded}
+
+
+def _tag_votes(data) -> dict[int, float]:
+    """``{app_id: sum of its store-tag weights}`` from the metadata table; {} if none or damaged."""
+    try:
+        meta = read_metadata(data)
+    except ValueError as e:
+        logger.warning("landing page without popularity: %s", e)
+        return {}
+    votes = {}
+    for app_id, weights in zip(meta["app_id"], meta["tag_weights"]):
+        total = float(np.nansum(np.asarray(weights, np.float64))) if len(weights) else 0.0
+        if np.isfinite(total) and total > 0:
+            votes[int(app_id)] = total
+    return votes
 
 
 def _write_json(path: Path, obj) -> None:
