@@ -1,6 +1,8 @@
 """Look-alikes on the fake catalogue: near-copies by other studios are found, near-copies within one
 studio or franchise are not, and a rerun after new apps appear reports only the new games' pairs."""
 
+import shutil
+
 import pandas as pd
 import pytest
 from steam_server import App, FakeSteam
@@ -37,15 +39,26 @@ def _pairs(table) -> set[frozenset]:
     return {frozenset(p) for p in zip(table["id_a"], table["id_b"])}
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A data folder downloaded from the fake catalogue and embedded, made once."""
+    data = tmp_path_factory.mktemp("built") / "data"
+    with FakeSteam([*CATALOGUE]) as server, pytest.MonkeyPatch.context() as mp:
+        for name, value in server.env().items():
+            mp.setenv(name, value)
+        assert main(["download", "--data", str(data), "--download-workers", "4"]) == 0
+        assert main(["embed", "--data", str(data), *MODEL, "--workers", "0"]) == 0
+    return data
+
+
 @pytest.fixture
-def catalogue(tmp_path, monkeypatch):
-    """A data folder downloaded and embedded from the fake catalogue, and its server (running)."""
+def catalogue(built, tmp_path, monkeypatch):
+    """A copy of ``built`` and the fake catalogue's server, running."""
     data = tmp_path / "data"
+    shutil.copytree(built, data)
     with FakeSteam([*CATALOGUE]) as server:
         for name, value in server.env().items():
             monkeypatch.setenv(name, value)
-        assert main(["download", "--data", str(data), "--download-workers", "4"]) == 0
-        assert main(["embed", "--data", str(data), *MODEL, "--batch-size", "8"]) == 0
         yield data, server
 
 
@@ -89,7 +102,9 @@ def test_rerun_fetches_and_embeds_only_new_games_and_reports_their_lookalikes(ca
     assert (after[[500, 510]] >= between).all() and (before < between).all()
 
     table = sd.find_lookalikes(data, SETTING, k=1, since=between)
-    assert set(table["id_a"]) <= {500, 510} and [500, 140] in table[["id_a", "id_b"]].values.tolist()
+    assert (
+        set(table["id_a"]) <= {500, 510} and [500, 140] in table[["id_a", "id_b"]].values.tolist()
+    )
     everything = sd.find_lookalikes(data, SETTING, k=1, write=False)
     assert {frozenset((110, 200)), frozenset((140, 500))} <= _pairs(everything)
     assert sd.read_lookalikes(data, SETTING)[["id_a", "id_b"]].equals(table[["id_a", "id_b"]])
