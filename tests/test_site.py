@@ -21,6 +21,7 @@ from PIL import Image
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings
 from steam_dinov2.core.manifest import write_manifest
 from steam_dinov2.embedding.setting import Setting
+from steam_dinov2.steam.metadata import write_metadata
 from steam_dinov2.views.site import THUMB_WIDTH, export_site
 
 SETTING = "dinov2_vits14__crop256__cls__random"
@@ -52,6 +53,22 @@ def site_data(tmp_path_factory, vits14):
         data, pd.DataFrame({"app_id": list(NAMES), "name": list(NAMES.values()), "status": "ok"})
     )
     embed_folder(banners, data, model=vits14, progress=False)
+    # Each game its own studio (the hostile name's studio hostile too): 90 copies 30 across studios.
+    studio = {a: [EVIL if a == 50 else f"Studio {a}"] for a in NAMES}
+    write_metadata(
+        data,
+        pd.DataFrame(
+            {
+                "app_id": list(NAMES),
+                "developers": list(studio.values()),
+                "publishers": list(studio.values()),
+                "franchises": [[] for _ in NAMES],
+                "tagids": [[] for _ in NAMES],
+                "tag_weights": [[] for _ in NAMES],
+                "updated_at": pd.Timestamp.now("UTC"),
+            }
+        ),
+    )
     return data
 
 
@@ -68,17 +85,19 @@ def test_export_writes_games_neighbors_and_thumbnails(site, site_data):
         "index.html",
         "app.js",
         "style.css",
+        "lookalikes.html",
+        "lookalikes.js",
         "data",
         "thumbs",
     }
     games = json.loads((out / "data" / "games.json").read_text())
     emb = load_embeddings(site_data, SETTING)
-    assert games["ids"] == emb.ids and games["count"] == len(NAMES) == report.games
+    assert games["ids"] == [str(i) for i in emb.ids] and games["count"] == len(NAMES) == report.games
     assert games["names"] == [NAMES[int(i)] for i in emb.ids]
     shard = json.loads((out / "data" / "neighbors-0.json").read_text())
     for row, app_id in enumerate(emb.ids):
         want = find_neighbors(emb, app_id, k=K)
-        assert [games["ids"][r] for r in shard["rows"][row]] == list(want["id"])
+        assert [int(games["ids"][r]) for r in shard["rows"][row]] == list(want["id"])
         np.testing.assert_allclose(shard["scores"][row], want["score"], atol=5e-4)
     assert games["thumb"] == [1] * len(NAMES) and report.thumbnails == len(NAMES)
     for row in range(len(NAMES)):
@@ -87,13 +106,20 @@ def test_export_writes_games_neighbors_and_thumbnails(site, site_data):
     assert len(games["x"]) == len(games["cluster"]) == len(NAMES)
     assert sorted(c["cluster"] for c in games["clusters"]) == [0, 1, 2]
     assert report.bytes == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    pairs = json.loads((out / "data" / "lookalikes.json").read_text())["pairs"]
+    a, b, score, studio_a, studio_b = pairs[0]  # the planted copy, first
+    assert {games["ids"][a], games["ids"][b]} == {"30", "90"} and {studio_a, studio_b} == {
+        "Studio 30",
+        "Studio 90",
+    }
+    assert [p[2] for p in pairs] == sorted((p[2] for p in pairs), reverse=True)
 
 
 def test_names_are_never_written_as_markup(site):
     out, _ = site
-    for name in ("index.html", "app.js"):
+    for name in ("index.html", "app.js", "lookalikes.html", "lookalikes.js"):
         assert "Evil" not in (out / name).read_text()
-    assert "innerHTML" not in (out / "app.js").read_text()
+        assert "innerHTML" not in (out / name).read_text()
     # In the JSON the name is a plain string; the page puts it in with textContent.
     assert EVIL in json.loads((out / "data" / "games.json").read_text())["names"]
 
@@ -236,4 +262,25 @@ def test_search_click_through_and_map_in_chromium(served, page, site, site_data,
     page.locator("#clusters").select_option(index=1)  # cluster 0, the largest
     expect(page.locator("#grid .tile")).to_have_count(games["cluster"].count(0))
     page.screenshot(path=tmp_path / "site.png")
+    assert not page.errors and not page.dialogs and not page.blocked
+
+
+@pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}")
+def test_lookalikes_page_lists_filters_and_links_pairs_in_chromium(served, page, site):
+    from playwright.sync_api import expect
+
+    out, _ = site
+    pairs = json.loads((out / "data" / "lookalikes.json").read_text())["pairs"]
+    page.goto(served)
+    page.locator("#lookalikes").click()  # the link on the main page
+    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=20_000)
+    expect(page.locator(".pair")).to_have_count(len(pairs))
+    expect(page.locator(".pair").first.locator(".name")).to_have_text(
+        ["Hollow Knight", "Hollow Knight Copy"]
+    )
+    page.locator("#filter").fill("studio 90")  # a studio watching its own
+    expect(page.locator(".pair")).to_have_count(sum("Studio 90" in p[3:] for p in pairs))
+    page.locator(".pair img").first.click()  # through to the game on the main page
+    expect(page.locator("#query .tile .name")).to_have_text("Hollow Knight")
+    assert page.evaluate("document.body.dataset.pwned") is None
     assert not page.errors and not page.dialogs and not page.blocked

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from ..core import layout
 from ..embedding.setting import Setting, as_setting
-from ..lookalikes import read_lookalikes
+from ..lookalikes import LOOKALIKE_K, find_lookalikes, read_lookalikes
 from .explain import overlay_matches
 from .grids import plot_image_grid, shorten
+
+logger = logging.getLogger(__name__)
 
 
 def plot_lookalikes(
@@ -57,3 +60,21 @@ def plot_lookalikes(
         for i in range(0, len(images), 2):
             overlay_matches(fig.axes[i : i + 2], images[i : i + 2], setting=setting, model=model)
     return fig
+
+
+def lookalikes_for_site(data, emb, *, include_excluded: bool = False) -> dict:
+    """``data/lookalikes.json`` of the static site: ``{"k", "pairs": [[row_a, row_b, cosine,
+    studio_a, studio_b], ...]}`` best first, rows into ``emb.ids`` (as ``games.json``), cosines
+    to 3 decimals. Damaged metadata gives no pairs and a warning, never a failed export."""
+    try:
+        table = find_lookalikes(data, emb.setting, include_excluded=include_excluded, write=False)
+    except ValueError as e:
+        logger.warning("site without look-alikes: %s", e)
+        table = None
+    row_of = {i: r for r, i in enumerate(emb.ids)}
+    pairs = [
+        [row_of[int(r.id_a)], row_of[int(r.id_b)], round(float(r.score), 3), r.studio_a, r.studio_b]
+        for r in ([] if table is None else table.itertuples(index=False))
+        if int(r.id_a) in row_of and int(r.id_b) in row_of
+    ]
+    return {"k": LOOKALIKE_K, "pairs": pairs}

@@ -5,6 +5,8 @@
     OUT/index.html  app.js  style.css     the page (assets/site/ in the package)
     OUT/data/games.json                   ids, names, map positions and clusters, one array each
     OUT/data/neighbors-{shard}.json       k neighbours (rows into games.json) and cosines, by shard
+    OUT/lookalikes.html  lookalikes.js    look-alikes from other studios (``pairs``), linked from
+    OUT/data/lookalikes.json              index.html: pairs as rows into games.json, cosine, studios
     OUT/thumbs/{row // 1000}/{row}.webp   150 px wide thumbnails, loaded lazily
 
 Thumbnails and shards are named by row number, never by anything read from the data folder, so a
@@ -32,6 +34,7 @@ from ..embedding.embed import images_of, load_embeddings
 from ..embedding.setting import Setting, checked_name
 from ..search import check_k, match_all
 from .map import describe_clusters, map_catalog
+from .pairs import lookalikes_for_site
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +111,16 @@ def export_site(
     games = _games(data, emb, k, with_map, n_clusters)
     with atomic_dir(out) as tmp:
         (tmp / "data").mkdir(parents=True)
-        for name in ("index.html", "app.js", "style.css"):
+        for name in ("index.html", "app.js", "style.css", "lookalikes.html", "lookalikes.js"):
             shutil.copyfile(ASSETS / name, tmp / name)
         _write_shards(tmp, nb_rows, nb_scores)
         has_thumb, skipped = _write_thumbnails(tmp, emb.ids, files, workers, progress)
         games["thumb"] = has_thumb.astype(int).tolist()
         _write_json(tmp / "data" / "games.json", games)
+        _write_json(
+            tmp / "data" / "lookalikes.json",
+            lookalikes_for_site(data, emb, include_excluded=include_excluded),
+        )
         size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
     return SiteReport(out, len(emb.ids), int(has_thumb.sum()), skipped, size)
 
