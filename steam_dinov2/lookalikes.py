@@ -27,7 +27,7 @@ from .core.manifest import load_names, read_manifest
 from .embedding.embed import load_embeddings
 from .embedding.setting import Setting, as_setting
 from .search import build_index, check_k, search_index
-from .steam.metadata import read_metadata
+from .steam.metadata import labels_of, read_metadata, read_tag_names
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,8 @@ def find_lookalikes(
     emb = load_embeddings(data, setting)
     cutoff = _parse_since(since)
     wanted = _wanted(data, emb.ids, games, cutoff)
-    meta = read_metadata(data)
-    studios, shown = _studios(meta)
+    labels = labels_of(read_metadata(data), read_tag_names(data))
+    studios = {a: g.makers | g.franchises for a, g in labels.items() if g.makers}
     exclude = {} if include_excluded else _quality_exclusions(data)
     rows = [r for r, i in enumerate(emb.ids) if i in studios and i not in exclude]
     if unknown := sum(i not in studios for i in emb.ids):
@@ -89,8 +89,8 @@ def find_lookalikes(
     names = load_names(data)
     table["name_a"] = [names.get(i, "") for i in table["id_a"]]
     table["name_b"] = [names.get(i, "") for i in table["id_b"]]
-    table["studio_a"] = [shown.get(i, "") for i in table["id_a"]]
-    table["studio_b"] = [shown.get(i, "") for i in table["id_b"]]
+    table["studio_a"] = [labels[i].studio for i in table["id_a"]]
+    table["studio_b"] = [labels[i].studio for i in table["id_b"]]
     table = table[list(COLUMNS)]
     if write:
         key = {
@@ -166,27 +166,6 @@ def _wanted(data, ids: list[int], games, cutoff) -> set[int] | None:
     if cutoff is not None:
         wanted &= set(new_games(data, cutoff))
     return wanted
-
-
-def _norm(name) -> str:
-    return " ".join(str(name).split()).casefold()
-
-
-def _studios(meta: pd.DataFrame) -> tuple[dict[int, frozenset[str]], dict[int, str]]:
-    """``({app_id: the names it may not share}, {app_id: "developers (publishers)"})`` of the
-    apps with a developer or publisher."""
-    known, shown = {}, {}
-    for row in meta.itertuples(index=False):
-        devs, pubs = list(row.developers), list(row.publishers)
-        if not devs and not pubs:
-            continue
-        labels = [*devs, *pubs, *row.franchises]
-        known[int(row.app_id)] = frozenset(_norm(x) for x in labels if _norm(x))
-        text = ", ".join(devs)
-        if {_norm(p) for p in pubs} != {_norm(d) for d in devs}:
-            text += f" ({', '.join(pubs)})" if devs else ", ".join(pubs)
-        shown[int(row.app_id)] = text
-    return known, shown
 
 
 def _quality_exclusions(data) -> set[int]:

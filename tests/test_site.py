@@ -92,7 +92,9 @@ def test_export_writes_games_neighbors_and_thumbnails(site, site_data):
     }
     games = json.loads((out / "data" / "games.json").read_text())
     emb = load_embeddings(site_data, SETTING)
-    assert games["ids"] == [str(i) for i in emb.ids] and games["count"] == len(NAMES) == report.games
+    assert (
+        games["ids"] == [str(i) for i in emb.ids] and games["count"] == len(NAMES) == report.games
+    )
     assert games["names"] == [NAMES[int(i)] for i in emb.ids]
     shard = json.loads((out / "data" / "neighbors-0.json").read_text())
     for row, app_id in enumerate(emb.ids):
