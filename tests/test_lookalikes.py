@@ -65,8 +65,9 @@ def catalogue(built, tmp_path, monkeypatch):
 def test_lookalikes_reports_other_studios_copies_only(catalogue, capsys):
     data, _ = catalogue
     capsys.readouterr()
-    assert main(["lookalikes", "--data", str(data), *MODEL, "--k", "1"]) == 0
+    assert main(["lookalikes", "--data", str(data), *MODEL, "--k", "1", "--explain", "1"]) == 0
     out = capsys.readouterr().out
+    assert layout.lookalike_explained_path(data, SETTING, 110, 200).stat().st_size > 1000
     table = pd.read_parquet(layout.lookalikes_path(data, SETTING))
     pairs = _pairs(table)
     assert table.iloc[0][["id_a", "id_b"]].tolist() == [110, 200]  # the planted copy, first
@@ -101,13 +102,15 @@ def test_rerun_fetches_and_embeds_only_new_games_and_reports_their_lookalikes(ca
     assert after[before.index].equals(before)  # an old game keeps its first sighting
     assert (after[[500, 510]] >= between).all() and (before < between).all()
 
-    table = sd.find_lookalikes(data, SETTING, k=1, since=between)
+    since = ["--since", between.isoformat()]
+    assert main(["lookalikes", "--data", str(data), "--setting", SETTING, "--k", "1", *since]) == 0
+    table = sd.read_lookalikes(data, SETTING)
     assert (
         set(table["id_a"]) <= {500, 510} and [500, 140] in table[["id_a", "id_b"]].values.tolist()
     )
     everything = sd.find_lookalikes(data, SETTING, k=1, write=False)
     assert {frozenset((110, 200)), frozenset((140, 500))} <= _pairs(everything)
-    assert sd.read_lookalikes(data, SETTING)[["id_a", "id_b"]].equals(table[["id_a", "id_b"]])
+    assert sd.read_lookalikes(data, SETTING).equals(table)  # write=False left the file alone
 
 
 def test_a_manifest_without_first_seen_reads_it_as_updated_at(tmp_path):
