@@ -8,6 +8,7 @@ import sys
 
 from .audit.audit import NEAR_DUP_THRESHOLD, AuditRun, audit_banners, load_exclusions
 from .audit.cleanvision import ISSUE_TYPES
+from .browse.settings import is_trusted_model
 from .collection.folder import import_folder
 from .collection.snapshot import import_snapshot
 from .core import files, layout
@@ -306,7 +307,8 @@ def cmd_download(args) -> int:
 
 def _cached_collection_settings(data) -> list[Setting]:
     """The settings cached in ``data`` whose cache is of the collection (not of an ``--images``
-    folder); a damaged cache is skipped with a note."""
+    folder) and whose model is in the registry (a cache's ``meta.json`` never chooses code to
+    run); the others are skipped with a note."""
     found = []
     for name in layout.list_settings(data):
         try:
@@ -314,8 +316,12 @@ def _cached_collection_settings(data) -> list[Setting]:
         except ValueError as e:
             print(f"  {name}: not updated ({e})")
             continue
-        if meta.get("images") == folder_ref(layout.banners_dir(data), data):
-            found.append(Setting.from_meta(meta))
+        if meta.get("images") != folder_ref(layout.banners_dir(data), data):
+            continue
+        if not is_trusted_model(meta["model"], None):  # the folder may come from anyone
+            print(f"{name}: new games not embedded (model {meta['model']!r} not in the registry)")
+            continue
+        found.append(Setting.from_meta(meta))
     return found
 
 

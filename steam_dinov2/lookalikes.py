@@ -26,7 +26,7 @@ from .core import files, layout
 from .core.manifest import load_names, read_manifest
 from .embedding.embed import load_embeddings
 from .embedding.setting import Setting, as_setting
-from .search import build_index, check_k, search_index
+from .search import BLOCK, build_index, check_k, search_index
 from .steam.metadata import labels_of, read_metadata, read_tag_names
 
 logger = logging.getLogger(__name__)
@@ -213,18 +213,28 @@ def _other_studio_top(vectors, index, label, queries: list[int], k: int) -> dict
     n = index.ntotal
     depth, top, todo = min(n - 1, k * _FIRST_DEPTH + 16), {}, list(queries)
     while todo:
-        scores, hits = search_index(index, vectors[todo], k=depth, self_rows=todo)
         again = []
-        for q, row_scores, row_hits in zip(todo, scores, hits):
-            mine = label[q]
-            kept = [
-                (int(h), float(s))
-                for h, s in zip(row_hits, row_scores)
-                if h >= 0 and not (label[h] & mine)
-            ]
-            if len(kept) >= k or depth >= n - 1:
-                top[q] = kept[:k]
-            else:
-                again.append(q)
+        for start in range(0, len(todo), BLOCK):  # bounded result buffers, as match_all
+            block = todo[start : start + BLOCK]
+            scores, hits = search_index(index, vectors[block], k=depth, self_rows=block)
+            again += _keep_top(block, scores, hits, label, k, top, last=depth >= n - 1)
         todo, depth = again, min(n - 1, depth * 4)
     return top
+
+
+def _keep_top(block, scores, hits, label, k: int, top: dict, *, last: bool) -> list[int]:
+    """Put into ``top`` the queries of ``block`` with ``k`` other-studio hits (or all there are,
+    when ``last``); returns the others, to search deeper."""
+    again = []
+    for q, row_scores, row_hits in zip(block, scores, hits):
+        mine = label[q]
+        kept = [
+            (int(h), float(s))
+            for h, s in zip(row_hits, row_scores)
+            if h >= 0 and not (label[h] & mine)
+        ]
+        if len(kept) >= k or last:
+            top[q] = kept[:k]
+        else:
+            again.append(q)
+    return again

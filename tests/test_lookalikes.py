@@ -3,6 +3,7 @@ studio or franchise are not, and a rerun after new apps appear reports only the 
 
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from steam_server import App, FakeSteam
@@ -133,3 +134,31 @@ def test_bad_options_say_what_is_wrong(catalogue):
     ]:
         with pytest.raises(ValueError, match=message):
             sd.find_lookalikes(data, SETTING, **kwargs)
+
+
+def test_mutual_other_studio_pairs_match_numpy_brute_force():
+    from types import SimpleNamespace
+
+    from steam_dinov2.lookalikes import _mutual_pairs
+
+    rng = np.random.default_rng(0)
+    n, big, k = 300, 200, 3
+    # 200 games of one studio crowded together: their nearest 30 are their own studio's, so
+    # finding 3 from other studios takes the deeper searches.
+    vectors = rng.normal(size=(n, 32)).astype(np.float32)
+    vectors[:big] += 4 * rng.normal(size=32).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = list(range(1000, 1000 + n))
+    studios = {i: frozenset(["big"] if r < big else [f"own {r}"]) for r, i in enumerate(ids)}
+    studios[ids[-1]] = frozenset(["big", "label"])  # a co-production shares the big studio
+    emb = SimpleNamespace(ids=ids, vectors=vectors)
+
+    cos = vectors @ vectors.T
+    same = np.array([[bool(studios[a] & studios[b]) for b in ids] for a in ids])
+    cos[same] = -np.inf  # itself included
+    top = np.argsort(-cos, axis=1)[:, :k]
+    want = {frozenset((ids[a], ids[b])): cos[a, b] for a in range(n) for b in top[a] if a in top[b]}
+    table = _mutual_pairs(emb, list(range(n)), studios, None, k)
+    got = {frozenset((a, b)): s for a, b, s in zip(table["id_a"], table["id_b"], table["score"])}
+    assert got.keys() == want.keys() and any(ids.index(min(p)) < big for p in got)
+    np.testing.assert_allclose([got[p] for p in want], list(want.values()), atol=1e-5)
