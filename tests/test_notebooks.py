@@ -316,7 +316,7 @@ def test_match_notebook_mapped_explained_and_exported_a_site(executed):
     # The map and the site hold every game with a banner (the excluded copy too, as a query).
     assert set(game_map.id) == {*NAMES, 4000, 6410}
     games = json.loads((tmp / "steam-site" / "data" / "games.json").read_text())
-    assert sorted(games["ids"]) == sorted(game_map.id) and games["k"] == 3
+    assert sorted(map(int, games["ids"])) == sorted(game_map.id) and games["k"] == 3
     out = nbformat.read(tmp / "match_steam_images.ipynb", as_version=4)
     why = next(c for c in out.cells if "plot_match_explained" in c.source)
     assert any("image/png" in o.get("data", {}) for o in why.outputs)  # the heatmap figure
