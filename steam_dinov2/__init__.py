@@ -78,6 +78,7 @@ _SOURCES = {
     "resolve_data_dir": "colab",
     "enable_widgets": "colab",
     "ensure_banners": "colab",
+    "choose_runtime": "colab",
 }
 __all__ = sorted(_SOURCES)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 
@@ -32,6 +33,21 @@ from .views.explain import plot_match_explained
 from .views.site import export_site
 
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
+_FULL = "the disk is full: free some space (or use a --data on another disk) and run again; "
+_FULL += "what was finished is kept"
+# What to do about the errors a user can fix, by errno: said on the one line of the error.
+ERRNO_ADVICE = {
+    errno.ENOSPC: _FULL,
+    errno.EDQUOT: _FULL,
+    errno.EBUSY: "it is busy (open in another program, or a mount point): close that program "
+    "or choose another path",
+    errno.ENOTDIR: "a part of this path is a file, not a folder: choose a folder",
+    errno.EEXIST: "a file of this name is in the way of a folder: move it or choose another path",
+    errno.EISDIR: "it is a folder where a file belongs: choose another path",
+    errno.EACCES: "permission denied: choose a folder you may write to",
+    errno.EPERM: "not permitted: choose a folder you may write to",
+    errno.EROFS: "the filesystem is read-only: choose a folder you may write to",
+}
 
 
 def positive_int(text: str, least: int = 1) -> int:
@@ -181,7 +197,11 @@ def _add_folder_options(p: argparse.ArgumentParser) -> None:
 
 def _add_site_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--setting", help="a cached setting folder name (default: from --model etc.)")
-    p.add_argument("--out", required=True, help="site folder to write (replaced whole)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="site folder outside DATA; its other files are kept, an earlier export replaced",
+    )
     p.add_argument("--no-map", action="store_true", help="leave the catalogue map out")
     p.add_argument("--clusters", type=positive_int, help="map clusters (default: about sqrt(N)/4)")
 
@@ -610,6 +630,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(e: OSError) -> str:
+    """One line: the path, the system's words and, for the errors a user can fix, what to do."""
+    advice = ERRNO_ADVICE.get(e.errno)
+    if advice is None or not e.strerror:
+        return " ".join(str(e).split())
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror}; {advice}"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -625,7 +654,10 @@ def main(argv=None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, RuntimeError, OSError) as e:
+    except OSError as e:
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # files and manifest are whole at any moment (atomic writes)

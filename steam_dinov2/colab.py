@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from .collection.snapshot import import_snapshot
 from .core.manifest import collection_images
+from .embedding.models import select_device
 from .steam.download import download_banners
 
 logger = logging.getLogger(__name__)
@@ -113,3 +115,64 @@ def ensure_banners(data: str | os.PathLike, *, if_empty: str | None = "stop") ->
     if not n:
         raise NothingToDo(f"IF_EMPTY = {if_empty!r} brought no banners into {data}")
     return n
+
+
+# The match notebook's heavier knobs, by runtime. On a CPU the ViT-S rows only: a ViT-B embeds
+# about 3x slower than a ViT-S (benchmarks/README.md), and every comparison row embeds the whole
+# collection once more.
+GPU_MODEL, CPU_MODEL = "dinov2_vitb14_reg", "dinov2_vits14"
+GPU_COMPARE = [
+    ("dinov2_vits14", "crop256", "cls"),
+    ("dinov2_vitb14_reg", "crop256", "cls"),
+    ("dinov2_vitb14_reg", "full", "cls+avg"),
+    ("dino_vitb16", "crop224", "cls"),
+]
+CPU_COMPARE = [("dinov2_vits14", "crop256", "cls"), ("dinov2_vits14", "full", "cls+avg")]
+# ViT-S/14 at 224 on 2 CPU cores: 18.5 img/s in fp32, 56 with bf16 on AMX (issue 23's figures,
+# benchmarks/README.md); the estimate below takes the slower.
+CPU_IMAGES_PER_SECOND = 18.5
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The defaults a notebook picked for the runtime it found.
+
+    Attributes:
+        gpu: True on a CUDA device.
+        model: the model to embed with (the user's, or the runtime's default).
+        compare: the comparison rows ``(model, preset, pooling)``.
+        note: one paragraph for the user: what was found, what was chosen, what it costs.
+    """
+
+    gpu: bool
+    model: str
+    compare: list
+    note: str
+
+
+def choose_runtime(model: str | None = None, compare=None, *, data=None, device="auto") -> Runtime:
+    """Defaults that suit the runtime: the full set on a GPU; on a CPU a ViT-S and two comparison
+    rows, with the cost said up front. A value the user set (not None) is always kept.
+
+    Args:
+        model: the notebook's ``MODEL`` (None: the runtime's default).
+        compare: the notebook's ``COMPARE_SETTINGS`` (None: the runtime's default).
+        data: the data folder, to say what embedding its banners will cost on a CPU.
+        device: as for ``load_model``.
+    """
+    gpu = select_device(device).type == "cuda"
+    chosen_model = model or (GPU_MODEL if gpu else CPU_MODEL)
+    rows = [tuple(r) for r in compare] if compare is not None else None
+    rows = rows if rows is not None else (GPU_COMPARE if gpu else CPU_COMPARE)
+    if gpu:
+        note = f"GPU runtime: {chosen_model}, {len(rows)} comparison rows."
+    else:
+        n = count_banners(data) if data is not None else 0
+        minutes = n / CPU_IMAGES_PER_SECOND / 60
+        cost = f"; embedding {n} banners takes about {minutes:.0f} min per setting" if n else ""
+        note = (
+            f"CPU-only runtime: {chosen_model}, {len(rows)} comparison rows{cost}. For ViT-B "
+            "models and every comparison row, choose a GPU runtime (Runtime > Change runtime "
+            "type), or set MODEL and COMPARE_SETTINGS yourself."
+        )
+    return Runtime(gpu, chosen_model, rows, note)

@@ -56,8 +56,22 @@ def vits14():
 
 
 def upload_to_browser(browser, name: str, content: bytes) -> None:
-    """What the Browser's FileUpload widget holds after a user picks one file (ipywidgets 8)."""
-    browser.upload.value = (
+    """What the Browser's FileUpload widget holds after a user picks one file.
+
+    ipywidgets 8 takes the value itself, a tuple of dicts. In 7 (what Colab ships) ``value`` is
+    read-only: the front end sends ``metadata`` and ``data`` and bumps ``_counter``, and the widget
+    builds ``{name: {"metadata": ..., "content": ...}}`` from them, so this does the same.
+    """
+    import ipywidgets
+
+    upload = browser.upload
+    if ipywidgets.__version__.startswith("7."):
+        modified = int(datetime.datetime.now(datetime.timezone.utc).timestamp() * 1000)
+        meta = {"name": name, "type": "image/png", "size": len(content), "lastModified": modified}
+        upload.metadata, upload.data = [meta], [content]
+        upload._counter += 1
+        return
+    upload.value = (
         {
             "name": name,
             "type": "image/png",

@@ -25,7 +25,7 @@ from synthetic import make_banner
 
 KEY = "sk-TEST-0123456789ABCDEF"
 STEAMSPY_PAGE = 1000
-FORMATS = ("rgb", "gray", "cmyk", "png", "bomb")
+FORMATS = ("rgb", "gray", "cmyk", "png", "bomb", "strip")
 
 
 @dataclasses.dataclass
@@ -33,14 +33,16 @@ class App:
     """One fake app.
 
     Attributes:
-        banner: "rgb", "gray", "cmyk" (JPEGs), "png" (PNG bytes served as .jpg) or "bomb" (a
-            ~110 KB PNG of 30000x30000 pixels); None for an app without a library capsule.
+        banner: "rgb", "gray", "cmyk" (JPEGs), "png" (PNG bytes served as .jpg), "bomb" (a
+            ~110 KB PNG of 30000x30000 pixels) or "strip" (a PNG of 1x20000 pixels, under the
+            input limit, 256x5,120,000 once resized); None for an app without a library capsule.
         hashed: art behind a content hash: the plain path 404s, GetItems gives the real one.
         faults: transient faults consumed one per banner request: "429", "500", "slow", "reset".
         broken: a fault on every request: "truncated", "html", "reset", "trickle" (headers at
             once, then one byte of the body every ``trickle_seconds``).
         developers, publishers, franchises, tags: store metadata (``basic_info`` and ``tags`` of
-            GetItems); None gives a default derived from the app id, tags as ``(tagid, weight)``.
+            GetItems); None gives a default derived from the app id, tags as ``(tagid, weight)``,
+            sent as given: ``(True, 5)``, ``(3, 10**400)`` or ``(4, float("nan"))`` are hostile.
     """
 
     app_id: int
@@ -53,7 +55,7 @@ class App:
     developers: list[str] | None = None
     publishers: list[str] | None = None
     franchises: list[str] | None = None
-    tags: list[tuple[int, int]] | None = None
+    tags: list[tuple] | None = None
     copy_of: int | None = None
 
     def metadata(self) -> dict:
@@ -103,6 +105,8 @@ def encode_banner(
     with ``copy_of``, a near-copy of that app's banner instead (``App.copy_of``)."""
     if fmt == "bomb":
         return bomb_png()
+    if fmt == "strip":
+        return bomb_png(1, 20_000)
     if copy_of is not None:
         img = make_banner(copy_of, size)
         img.paste((255, 255, 255), (size[0] - 60, size[1] - 60, size[0] - 20, size[1] - 20))
@@ -136,6 +140,7 @@ class FakeSteam:
         trickle_seconds: float = 1.0,
         banner_variants: int | None = None,
         metadata_faults: list[str] | None = None,
+        bomb_bytes: int = 64 << 20,
     ):
         self.apps = {a.app_id: a for a in apps}
         self.key = key
@@ -145,8 +150,11 @@ class FakeSteam:
         self.trickle_seconds = trickle_seconds
         self.banner_variants = banner_variants  # benchmarks: reuse a few encoded banners
         # Consumed one per metadata request (GetItems with basic_info, GetTagList): "500",
-        # "html" (200 with a page), "shape" (JSON of the wrong shapes).
+        # "html" (200 with a page), "shape" (JSON of the wrong shapes), "list" (a JSON array),
+        # "trickle" (a byte every ``trickle_seconds``), "gzip-bomb" (64 KB of gzip that
+        # inflates to ``bomb_bytes``), "deep" (arrays nested 200,000 deep).
         self.metadata_faults = list(metadata_faults or [])
+        self.bomb_bytes = bomb_bytes
         self.tag_names = {i: f"Tag {i}" for i in range(1, 20)}
         self.hits: Counter = Counter()  # banner requests per app id
         self.log: list[tuple[float, str, int]] = []  # (monotonic time, path, status)
@@ -308,6 +316,30 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "shape":
             bad = [{"appid": "x", "success": 1, "basic_info": "dev", "tags": {"a": 1}}, 7, None]
             self._json({"response": {"store_items": bad, "tags": "none"}})
+        elif fault == "list":
+            self._json([{"response": {}}])
+        elif fault == "deep":
+            self._send(200, b"[" * 200_000 + b"]" * 200_000, "application/json")
+        elif fault == "gzip-bomb":
+            # Valid JSON once inflated: {"response": {"store_items": [], "pad": "   ...   "}}
+            z = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip stream
+            body = z.compress(b'{"response": {"store_items": [], "pad": "')
+            spaces = b" " * (1 << 20)
+            for _ in range(self.steam.bomb_bytes >> 20):
+                body += z.compress(spaces)
+            body += z.compress(b'"}}') + z.flush()
+            self._send(200, body, "application/json", {"Content-Encoding": "gzip"})
+        elif fault == "trickle":
+            body = json.dumps({"response": {"store_items": [], "tags": []}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(self.steam.trickle_seconds)
         return fault is not None
 
     def _tag_list(self) -> None:

@@ -230,7 +230,10 @@ def test_issue_types_thresholds_and_no_embeddings(tmp_path):
         ({"issue_types": ["dark"], "thresholds": {"light": 0.1}}, "not among the issue types"),
         ({"near_dup_threshold": 1.5}, "cosine in [-1, 1]"),
         ({"setting": 3}, "setting must be a Setting, a setting name"),
-        ({"setting": "dinov2_vits14"}, "must look like model__preset__pooling"),
+        (
+            {"setting": "dinov2_vits14"},
+            "a setting name (model__preset__pooling) or model:preset:pooling",
+        ),
     ],
 )
 def test_bad_options_name_the_choices(tmp_path, kwargs, message):

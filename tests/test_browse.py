@@ -90,6 +90,21 @@ def test_search_choose_click_and_go_back(data):
     assert b.query_tile.app_id in NAMES and len(b.shown) == 7
 
 
+def test_typing_a_search_key_by_key_never_navigates(data):
+    """Listing matches is not picking one, under ipywidgets 7 (Colab's: assigning options selects
+    the first) and 8 alike; the first match can still be picked."""
+    b = Browser(data, k=3)
+    for n in range(1, len("half life") + 1):
+        b.search.value = "half life"[:n]
+        assert b.history == [] and b.choices.index is None
+    assert [v for _, v in b.choices.options] == [60, 70]
+    assert b.status.value == "2 matches: pick one"
+    b.choices.value = 60  # the first match, picked
+    assert b.history == [{"id": 60}] and b.query_tile.app_id == 60
+    b.search.value = "portal"  # a new search keeps the game on screen until a pick
+    assert b.history == [{"id": 60}] and b.query_tile.app_id == 60
+
+
 def test_excluded_games_never_show(data):
     (data / "audit").mkdir()
     (data / "audit" / "exclusions.json").write_text(json.dumps({"90": ["near duplicate of 30"]}))
@@ -285,6 +300,23 @@ def test_an_uploaded_decompression_bomb_is_a_reported_skip(data):
     status = b.status.value
     assert "could not read the upload huge.png: not a decodable image" in status
     assert "pixels" in status and b.history == []
+
+
+def test_an_uploaded_phone_photo_is_turned_upright(data):
+    # Stored sideways (landscape, red left, blue right) with EXIF orientation 6: upright it is
+    # portrait with red on top, as exif_transpose shows it.
+    img = Image.new("RGB", (600, 400), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 300, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    b = Browser(data, k=3)
+    upload_to_browser(b, "phone.jpg", buf.getvalue())
+    shown = _tile_image(b.query_tile).convert("RGB")
+    assert shown.size == (256, 384)
+    top, bottom = shown.getpixel((128, 10)), shown.getpixel((128, 374))
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
 
 
 def _write_labels(data, makers: dict, tags: dict) -> None:

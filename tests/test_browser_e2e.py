@@ -56,12 +56,8 @@ READ_TILES = """async tiles => Promise.all(tiles.map(async tile => {
 }))"""
 
 
-@pytest.fixture
-def notebook(tmp_path):
-    """A data folder of 10 banners from the fake Steam, and the match notebook parametrised for it."""
-    import papermill
-
-    data = tmp_path / "data"
+def download_data(data: Path) -> Path:
+    """``data``: a data folder of the 10 banners of ``NAMES``, downloaded from the fake Steam."""
     with FakeSteam([App(a, name=n) for a, n in NAMES.items()]) as steam:
         mp = pytest.MonkeyPatch()
         for k, v in steam.env().items():
@@ -72,6 +68,15 @@ def notebook(tmp_path):
         finally:
             mp.undo()
     assert len(list((data / "banners").glob("*.jpg"))) == len(NAMES), report
+    return data
+
+
+@pytest.fixture
+def notebook(tmp_path):
+    """A data folder of 10 banners from the fake Steam, and the match notebook parametrised for it."""
+    import papermill
+
+    data = download_data(tmp_path / "data")
     path = tmp_path / "match.ipynb"
     params = {
         "DATA_DIR": str(data),

@@ -18,7 +18,7 @@ def _run(*args):
 
 def test_embed_then_match_end_to_end(banner_dir, tmp_path):
     data = tmp_path / "data"
-    (banner_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff")
+    (banner_dir / "95.jpg").write_bytes(b"\xff\xd8\xff")  # named by an id, not decodable
     r = _run(
         "embed",
         "--images",
@@ -32,7 +32,7 @@ def test_embed_then_match_end_to_end(banner_dir, tmp_path):
         "4",
     )
     assert r.returncode == 0, r.stderr
-    assert "9 embedded, 0 reused (384 dims), 1 skipped" in r.stdout and "broken" in r.stdout
+    assert "9 embedded, 0 reused (384 dims), 1 skipped" in r.stdout and "95" in r.stdout
     r = subprocess.run(r.args, capture_output=True, text=True)  # again: all cached, and it says so
     assert r.returncode == 0, r.stderr
     assert "0 embedded, 9 reused (384 dims), 1 skipped" in r.stdout
@@ -169,3 +169,28 @@ def test_run_downloads_audits_embeds_matches_and_previews(tmp_path):
         assert img.width == 4 * 128 and img.height > 200
     assert f"preview of a few games -> {data / 'matches' / setting / 'preview.png'}" in r.stdout
     assert "8 new games: " in r.stdout  # the first run: every game is new
+
+
+@pytest.mark.parametrize(
+    "code, advice",
+    [
+        ("ENOSPC", "the disk is full: free some space"),
+        ("EBUSY", "it is busy (open in another program, or a mount point)"),
+        ("ENOTDIR", "a part of this path is a file, not a folder: choose a folder"),
+        ("EROFS", "the filesystem is read-only: choose a folder you may write to"),
+    ],
+)
+def test_os_errors_say_what_to_do_in_one_line(tmp_path, monkeypatch, capsys, code, advice):
+    import errno
+
+    from steam_dinov2.collection import folder
+
+    def fail(*args, **kwargs):  # the system's error, which this machine cannot cause at will
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), "d/banners/x.jpg")
+
+    (tmp_path / "src").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "src" / "a.png")
+    monkeypatch.setattr(folder, "_save", fail)
+    assert main(["import-folder", str(tmp_path / "src"), "--data", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.split("\n")[-2].split("\r")[-1]  # after the progress bar
+    assert err.startswith(f"error: d/banners/x.jpg: {os.strerror(getattr(errno, code))}; {advice}")

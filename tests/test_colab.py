@@ -3,6 +3,7 @@
 import sys
 import types
 
+import pandas as pd
 import pytest
 from steam_server import App, FakeSteam
 
@@ -76,3 +77,25 @@ def test_empty_folder_fetches_a_small_set_when_asked(tmp_path, monkeypatch):
 def test_a_missing_snapshot_is_a_one_line_error(tmp_path):
     with pytest.raises(ValueError):  # import_snapshot's own one-line error for a missing file
         ensure_banners(tmp_path / "data", if_empty=str(tmp_path / "missing.tar.gz"))
+
+
+def test_the_runtime_picks_lighter_defaults_on_a_cpu_and_keeps_the_users(tmp_path, monkeypatch):
+    import torch
+
+    from steam_dinov2.core.manifest import write_manifest
+
+    data = tmp_path / "data"
+    layout.banners_dir(data).mkdir(parents=True)
+    for a in (10, 20, 30):
+        (layout.banner_path(data, a)).write_bytes(b"x")
+    write_manifest(data, pd.DataFrame({"app_id": [10, 20, 30], "status": "ok"}))
+    cpu = colab.choose_runtime(data=data, device="cpu")
+    assert not cpu.gpu and cpu.model == colab.CPU_MODEL and cpu.compare == colab.CPU_COMPARE
+    assert all(model == "dinov2_vits14" for model, _, _ in cpu.compare)
+    assert cpu.note.startswith("CPU-only runtime: dinov2_vits14, 2 comparison rows; embedding 3")
+    mine = colab.choose_runtime("dino_vitb16", [["dino_vitb16", "full", "gem"]], device="cpu")
+    assert mine.model == "dino_vitb16" and mine.compare == [("dino_vitb16", "full", "gem")]
+    # A CUDA device (the detection mocked: no GPU here) keeps the full set.
+    monkeypatch.setattr(colab, "select_device", lambda device: torch.device("cuda"))
+    gpu = colab.choose_runtime()
+    assert gpu.gpu and gpu.model == colab.GPU_MODEL and len(gpu.compare) == 4

@@ -161,3 +161,202 @@ def test_import_snapshot_of_a_plain_image_folder_points_to_import_folder(photos,
 
     with pytest.raises(ValueError, match="your own images use import-folder"):
         import_snapshot(photos, tmp_path / "data")
+
+
+# --- issue 17: import-folder holds like download ---------------------------------------------
+
+
+def test_import_waits_for_nobody_while_another_process_holds_the_lock(photos, tmp_path, capsys):
+    import fcntl
+    import os
+
+    data = tmp_path / "data"
+    data.mkdir()
+    fd = os.open(layout.lock_path(data), os.O_RDWR | os.O_CREAT)  # another open file: as another
+    fcntl.flock(fd, fcntl.LOCK_EX)  # process's `download` holds it
+    try:
+        with pytest.raises(files.FolderLocked, match="is in use by another process"):
+            import_folder(photos, data, progress=False)
+        assert main(["import-folder", str(photos), "--data", str(data)]) == 2
+        assert "in use by another process" in capsys.readouterr().err
+    finally:
+        os.close(fd)
+    assert not layout.manifest_path(data).exists() and not layout.banners_dir(data).exists()
+
+
+def test_names_that_are_not_utf8_are_skipped_and_reported(photos, tmp_path):
+    import os
+
+    src = os.fsencode(photos)
+    make_banner(7).save(os.path.join(src, b"caf\xe9.jpg").decode("utf-8", "surrogateescape"))
+    os.mkdir(os.path.join(src, b"f\xffolder"))
+    make_banner(8).save(
+        os.path.join(src, b"f\xffolder", b"ok.jpg").decode("utf-8", "surrogateescape")
+    )
+    report = import_folder(photos, tmp_path / "data", progress=False)
+    assert len(report.imported) == 5
+    assert report.skipped == {
+        "caf\ufffd.jpg": "name is not valid UTF-8 (rename it)",
+        "f\ufffdolder": "name is not valid UTF-8 (rename it)",
+        "notes.jpg": "not a decodable image: unknown format",
+    }
+
+
+def test_the_data_folder_inside_the_imported_folder_is_never_imported(photos, tmp_path):
+    data = photos / "collection"
+    first = import_folder(photos, data, progress=False)
+    again = import_folder(photos, data, progress=False)
+    assert len(first.imported) == len(again.unchanged) == 5 and again.imported == []
+    assert again.skipped["collection"] == "the data folder: never imported into itself"
+    assert len(layout.banner_files(data)) == 5
+    with pytest.raises(ValueError, match="is inside the data folder"):
+        import_folder(data / "banners", data, progress=False)
+    with pytest.raises(ValueError, match="is inside the data folder"):
+        import_folder(data, data, progress=False)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import ImageOps
+
+    src = tmp_path / "phone"
+    src.mkdir()
+    # Stored landscape, left half red and right half blue; the tag says: turn 90 degrees
+    # clockwise to show it (a phone held upright). Upright, red is on top.
+    img = Image.new("RGB", (600, 400), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 300, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(src / "photo.jpg", exif=exif.tobytes(), quality=95)
+    with Image.open(src / "photo.jpg") as stored:
+        upright = ImageOps.exif_transpose(stored)
+    data = tmp_path / "data"
+    import_folder(src, data, progress=False)
+    (path,) = layout.banner_files(data).values()
+    with Image.open(path) as banner:
+        assert banner.size == (256, 384) and upright.size == (400, 600)
+        top, bottom = banner.getpixel((128, 10)), banner.getpixel((128, 374))
+    assert upright.getpixel((200, 10))[0] > 200 and top[0] > 200 and top[2] < 60
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_symlinks_to_files_and_folders_are_never_followed(photos, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    make_banner(9).save(outside / "private.jpg")
+    (photos / "passwd.jpg").symlink_to("/etc/passwd")
+    (photos / "inside.jpg").symlink_to(photos / "fish.jpeg")
+    (photos / "elsewhere").symlink_to(outside)
+    (photos / "again").symlink_to(photos / "sketches")
+    report = import_folder(photos, tmp_path / "data", progress=False)
+    link = "symlink (not followed: import the folder it leads to instead)"
+    assert {r: w for r, w in report.skipped.items() if w == link} == {
+        "passwd.jpg": link,
+        "inside.jpg": link,
+        "elsewhere": link,
+        "again": link,
+    }
+    assert len(report.imported) == 5
+
+
+def test_formats_that_cannot_be_read_are_skipped_with_the_reason(photos, tmp_path):
+    from PIL import features
+
+    (photos / "shot.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (photos / "logo.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    if features.check("avif"):
+        make_banner(9).save(photos / "new.avif")
+    else:
+        (photos / "new.avif").write_bytes(b"\x00\x00\x00\x1cftypavif")
+    report = import_folder(photos, tmp_path / "data", progress=False)
+    assert report.skipped["shot.heic"] == "HEIC cannot be read here: convert it to JPEG or PNG"
+    assert report.skipped["logo.svg"] == (
+        "SVG (a drawing, not pixels) cannot be read here: convert it to JPEG or PNG"
+    )
+    if features.check("avif"):  # Pillow reads it here: an image like any other
+        assert len(report.imported) == 6 and "new.avif" not in report.skipped
+    else:
+        assert report.skipped["new.avif"].startswith("AVIF cannot be read here")
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "a.heic").write_bytes(b"x")
+    with pytest.raises(ValueError, match="no images in .*; a.heic: HEIC cannot be read here"):
+        import_folder(tmp_path / "only", tmp_path / "data2", progress=False)
+
+
+def test_an_empty_source_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_banner(1).save(tmp_path / "here.jpg")  # what "" would import: the current folder
+    assert main(["import-folder", "", "--data", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: no image folder given (an empty path would be the current folder)\n"
+    assert not (tmp_path / "data").exists()
+
+
+_KILLED_IMPORT = """
+import os, signal, sys
+from steam_dinov2.collection import folder
+folder._CHECKPOINT = 5
+real, calls = folder._read, [0]
+def read(path, size):
+    calls[0] += 1
+    if calls[0] == 23:  # 22 images saved, the 23rd being read: SIGKILL, no cleanup at all
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, size)
+folder._read = read
+folder.import_folder(sys.argv[1], sys.argv[2], progress=False)
+"""
+
+
+def test_a_killed_import_keeps_its_checkpoints(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(24):
+        make_banner(i % 9 + 1, (40 + i, 60)).save(src / f"{i:02d}.png")
+    data = tmp_path / "data"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    argv = [sys.executable, "-c", _KILLED_IMPORT, str(src), str(data)]
+    assert subprocess.run(argv, env=env).returncode == -signal.SIGKILL
+    kept = pd.read_parquet(layout.manifest_path(data))
+    assert sorted(kept["name"]) == [f"{i:02d}" for i in range(20)]  # 4 checkpoints of 5
+    again = import_folder(src, data, progress=False)
+    assert (len(again.unchanged), len(again.imported)) == (20, 4)
+
+
+def test_a_full_disk_ends_the_import_with_one_line(photos, tmp_path, monkeypatch, capsys):
+    import errno
+
+    real, writes = files.write_bytes_atomic, []
+
+    def full(path, payload):  # the device fills up after two banners (no full disk here)
+        if len(writes) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        writes.append(path)
+        real(path, payload)
+
+    monkeypatch.setattr(files, "write_bytes_atomic", full)
+    data = tmp_path / "data"
+    assert main(["import-folder", str(photos), "--data", str(data)]) == 2
+    out, err = capsys.readouterr()
+    lines = [line.split("\r")[-1] for line in err.strip().split("\n")]  # the bar's \r redraws
+    lines = [line for line in lines if not line.startswith("import folder")]
+    assert out == "" and len(lines) == 1
+    assert lines[0].startswith("error: ") and "No space left on device; the disk is full" in err
+    assert len(pd.read_parquet(layout.manifest_path(data))) == 2  # the two saved are kept
+
+
+def test_a_data_path_that_is_a_file_is_one_line(photos, tmp_path, capsys):
+    (tmp_path / "data").write_text("a file")
+    assert main(["import-folder", str(photos), "--data", str(tmp_path / "data")]) == 2
+    out, err = capsys.readouterr()
+    assert (
+        out == ""
+        and err
+        == f"error: data folder {tmp_path / 'data'} is not a folder: choose a folder for --data\n"
+    )
+    assert main(["import-folder", str(photos), "--data", str(tmp_path / "data" / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Not a directory; a part of this path is a file" in err

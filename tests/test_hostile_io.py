@@ -255,6 +255,18 @@ def test_bomb_from_the_cdn_is_a_reported_error(tmp_path, server, http):
     assert not layout.banner_path(tmp_path, 12).exists()
 
 
+def test_a_strip_from_the_cdn_is_a_reported_error(tmp_path):
+    # 20,000 pixels pass the input limit; resized to a 256-pixel shorter side they would not.
+    with FakeSteam([App(10, "Fine"), App(14, "Strip", banner="strip")]) as server:
+        report = download_banners(tmp_path, source=[10, 14], http=server.client(), progress=False)
+    assert (report.ok, report.error) == (1, 1)
+    row = read_manifest(tmp_path).set_index("app_id").loc[14]
+    assert row["status"] == "error" and row["error"].startswith(
+        "not a decodable image: image too elongated (1x20000 pixels would become 256x5120000"
+    )
+    assert not layout.banner_path(tmp_path, 14).exists()
+
+
 def test_bomb_in_a_snapshot_is_skipped(tmp_path, caplog):
     snap = _tar(
         tmp_path / "snap.tar.gz",

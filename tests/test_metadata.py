@@ -137,3 +137,75 @@ def test_the_collection_is_what_gets_labels(tmp_path, server):
     table.to_parquet(layout.manifest_path(tmp_path))
     fetch_metadata(tmp_path, http=server.client(timeout=2, retries=0), progress=False)
     assert sorted(read_metadata(tmp_path)["app_id"]) == [7, 10]
+
+
+# --- issue 17: Steam's metadata answers are untrusted like its banners ------------------------
+
+
+@pytest.mark.parametrize(
+    "fault, why",
+    [
+        ("deep", "GetItems answered something else than its JSON (RecursionError)"),
+        ("list", "GetItems answered something else than its JSON (no response)"),
+        ("gzip-bomb", "body larger than 8,388,608 bytes once decoded"),
+        ("trickle", "deadline: body not complete within the deadline"),
+    ],
+)
+def test_a_hostile_answer_fails_its_batch_not_the_command(tmp_path, fault, why):
+    with FakeSteam(APPS, trickle_seconds=0.5) as server:
+        http = server.client(timeout=5, retries=0, deadline=1.0)
+        server.metadata_faults = [fault]  # one of the two batches (they run concurrently)
+        report = fetch_metadata(tmp_path, range(10, 70), http=http, progress=False)
+    assert report.failed in (10, 50) and report.fetched == 60 - report.failed
+    assert len(report.errors) == 1 and why in report.errors[0]
+    assert len(read_metadata(tmp_path)) == report.fetched
+
+
+@pytest.mark.parametrize("fault", ["deep", "list", "gzip-bomb", "trickle"])
+def test_a_hostile_tag_list_keeps_the_tag_ids(tmp_path, fault):
+    with FakeSteam(APPS, trickle_seconds=0.5) as server:
+        server.metadata_faults = [None, fault]  # GetItems answers, then GetTagList is hostile
+        http = server.client(timeout=5, retries=0, deadline=1.0)
+        report = fetch_metadata(tmp_path, [7], http=http, progress=False)
+    assert report.fetched == 1 and report.tag_names == 0
+    assert report.errors[0].startswith("tag names: ") and report.errors[0].endswith(
+        "(tag ids kept)"
+    )
+    assert read_metadata(tmp_path).tagids[0] == [1, 2, 3]
+
+
+def test_hostile_tag_values_are_left_out(tmp_path):
+    hostile = [(True, 5), (3, 10**400), (4, float("nan")), (5, -1.0), (6, float("inf"))]
+    hostile += [(2**40, 9), (-3, 9), (8, True), (9, "12"), (10, 1e300), (7, 12), (11, 0.5)]
+    with FakeSteam([App(90, "Hostile", tags=hostile)]) as server:
+        report = fetch_metadata(tmp_path, [90], http=server.client(retries=0), progress=False)
+    assert (report.fetched, report.failed) == (1, 0)
+    row = read_metadata(tmp_path).iloc[0]
+    assert row.tagids == [7, 11] and row.tag_weights == [12.0, 0.5]
+
+
+def test_a_failed_metadata_step_never_changes_downloads_exit_code(tmp_path, monkeypatch, capsys):
+    (tmp_path / "apps.txt").write_text("7\n10\n11\n")
+    with FakeSteam(APPS, trickle_seconds=0.5) as server:
+        for k, v in server.env().items():
+            monkeypatch.setenv(k, v)
+        server.metadata_faults = ["deep"]  # the one GetItems batch of the metadata step
+        argv = ["download", "--data", str(tmp_path / "d"), "--source", f"file:{tmp_path}/apps.txt"]
+        assert main([*argv, "--deadline", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 ok, 0 no banner, 0 errors")
+    assert "metadata: 0 apps fetched, 0 reused, 0 unknown to the store, 3 failed" in out
+    assert "apps 7..11: ValueError: GetItems answered something else than its JSON" in out
+
+
+def test_metadata_of_nothing_is_an_error(tmp_path, capsys):
+    assert main(["metadata", "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"error: data folder {tmp_path / 'missing'} not found: run `download` into it first\n"
+    )
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["metadata", "--data", str(tmp_path / "empty")]) == 2
+    assert "no Steam apps in the collection of" in capsys.readouterr().err

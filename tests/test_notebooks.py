@@ -130,6 +130,7 @@ def executed(steam, tmp_path_factory):
                 ["dinov2_vits14", "crop256", "cls"],
                 ["dinov2_vits14", "full", "gem"],
             ],
+            "SITE_DIR": str(tmp / "steam-site"),
         },
     }
     try:

@@ -19,10 +19,11 @@ from conftest import make_banner
 from PIL import Image
 
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings
+from steam_dinov2.core.files import OWN_ID_BASE
 from steam_dinov2.core.manifest import write_manifest
 from steam_dinov2.embedding.setting import Setting
 from steam_dinov2.steam.metadata import write_metadata
-from steam_dinov2.views.site import THUMB_WIDTH, export_site
+from steam_dinov2.views.site import RECORD, THUMB_WIDTH, export_site
 
 SETTING = "dinov2_vits14__crop256__cls__random"
 EVIL = '<img src=x onerror="document.body.dataset.pwned=1">Evil & Co'
@@ -82,6 +83,7 @@ def site(site_data, tmp_path_factory):
 def test_export_writes_games_neighbors_and_thumbnails(site, site_data):
     out, report = site
     assert {p.name for p in out.iterdir()} == {
+        RECORD,
         "index.html",
         "app.js",
         "style.css",
@@ -107,7 +109,9 @@ def test_export_writes_games_neighbors_and_thumbnails(site, site_data):
             assert img.format == "WEBP" and img.size == (THUMB_WIDTH, THUMB_WIDTH * 3 // 2)
     assert len(games["x"]) == len(games["cluster"]) == len(NAMES)
     assert sorted(c["cluster"] for c in games["clusters"]) == [0, 1, 2]
-    assert report.bytes == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert report.bytes == sum(
+        p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != RECORD
+    )
     pairs = json.loads((out / "data" / "lookalikes.json").read_text())["pairs"]
     a, b, score, studio_a, studio_b = pairs[0]  # the planted copy, first
     assert {games["ids"][a], games["ids"][b]} == {"30", "90"} and {studio_a, studio_b} == {
@@ -126,12 +130,175 @@ def test_names_are_never_written_as_markup(site):
     assert EVIL in json.loads((out / "data" / "games.json").read_text())["names"]
 
 
-def test_refuses_a_folder_that_is_not_a_site(site_data, tmp_path):
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not an exported site"):
-        export_site(site_data, SETTING, tmp_path / "mine", with_map=False, progress=False)
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+def _tree(folder) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _record(out) -> set[str]:
+    return set(json.loads((out / RECORD).read_text())["files"])
+
+
+def test_export_over_a_pages_checkout_keeps_what_it_did_not_write(site_data, tmp_path):
+    out = tmp_path / "pages"
+    theirs = {".git/config": b"[core]", "CNAME": b"games.example", "notes.txt": b"keep me"}
+    theirs |= {"data/mine.csv": b"a,b", "thumbs/readme.md": b"mine"}
+    for rel, content in theirs.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(content)
+    export_site(site_data, SETTING, out, k=K, with_map=False, progress=False)
+    tree = _tree(out)
+    assert {rel: tree[rel] for rel in theirs} == theirs
+    assert set(tree) - set(theirs) - {RECORD} == _record(out)
+    assert len([r for r in _record(out) if r.startswith("thumbs/")]) == len(NAMES)
+
+    # A second export, where game 40 has no thumbnail any more: its old one goes, nothing else.
+    data = tmp_path / "data"
+    shutil.copytree(site_data, data)
+    (data / "banners" / "40.jpg").write_bytes(b"not a jpeg")
+    row = load_embeddings(data, SETTING).ids.index(40)
+    export_site(data, SETTING, out, k=K, with_map=False, progress=False)
+    tree = _tree(out)
+    assert {rel: tree[rel] for rel in theirs} == theirs
+    assert f"thumbs/0/{row}.webp" not in tree
+    assert set(tree) - set(theirs) - {RECORD} == _record(out)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_stray_games_json_is_no_proof_of_a_site(site_data, tmp_path):
+    # The attack of issue 17: a data folder that holds data/games.json, exported into itself.
+    data = tmp_path / "d"
+    shutil.copytree(site_data, data)
+    (data / "data").mkdir()
+    (data / "data" / "games.json").write_text("[]")
+    before = _tree(data)
+    for out in (data, data / "site", tmp_path):
+        with pytest.raises(ValueError, match="outside the data folder"):
+            export_site(data, SETTING, out, with_map=False, progress=False)
+    assert _tree(data) == before
+    # An export of another tool (or an old one without a record): refused, not replaced.
+    other = tmp_path / "other"
+    (other / "data").mkdir(parents=True)
+    (other / "index.html").write_text("<h1>mine</h1>")
+    (other / "data" / "games.json").write_text("[]")
+    with pytest.raises(ValueError, match="games.json exists and export-site did not write it"):
+        export_site(data, SETTING, other, with_map=False, progress=False)
+    assert _tree(other) == {"data/games.json": b"[]", "index.html": b"<h1>mine</h1>"}
+
+
+def test_a_forged_record_deletes_nothing_outside_its_names(site_data, tmp_path):
+    out = tmp_path / "out"
+    (out / ".git").mkdir(parents=True)
+    (out / ".git" / "HEAD").write_text("ref")
+    (out / "secret.txt").write_text("keep")
+    forged = [".git/HEAD", "secret.txt", "../outside.txt", "/etc/hostname", "thumbs/0/../../x"]
+    (tmp_path / "outside.txt").write_text("keep")
+    (out / RECORD).write_text(json.dumps({"files": forged}))
+    export_site(site_data, SETTING, out, k=K, with_map=False, progress=False)
+    assert (out / ".git" / "HEAD").read_text() == "ref"
+    assert (out / "secret.txt").read_text() == "keep"
+    assert (tmp_path / "outside.txt").read_text() == "keep"
+    for bad in ([1, 2], "x" * 10, json.dumps({"files": "index.html"})):
+        (out / RECORD).write_text(bad if isinstance(bad, str) else json.dumps(bad))
+        with pytest.raises(ValueError, match="is not export-site's record"):
+            export_site(site_data, SETTING, out, with_map=False, progress=False)
+    (out / RECORD).unlink()
+    (out / RECORD).symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(ValueError, match="is not export-site's record"):
+        export_site(site_data, SETTING, out, with_map=False, progress=False)
+
+
+def test_a_symlinked_folder_in_out_is_never_written_through(site_data, tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "thumbs").symlink_to(elsewhere)
+    with pytest.raises(ValueError, match="thumbs is a symlink or a file"):
+        export_site(site_data, SETTING, out, with_map=False, progress=False)
+    assert not any(elsewhere.iterdir())
+
+
+_KILL = """
+import os, signal, sys
+from steam_dinov2.views import site
+calls = 0
+real = os.replace
+def replace(a, b):
+    global calls
+    calls += 1
+    if calls == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(a, b)
+site.os.replace = replace
+site.export_site(sys.argv[1], sys.argv[2], sys.argv[4], k=2, with_map=False, progress=False)
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 8])  # the record's write, then files moving in
+def test_a_killed_export_leaves_nothing_a_rerun_does_not_clean(site_data, tmp_path, kill_at):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "CNAME").write_text("games.example")
+    export_site(site_data, SETTING, out, k=K, with_map=False, progress=False)  # an earlier one
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    argv = [sys.executable, "-c", _KILL, str(site_data), SETTING, str(kill_at), str(out)]
+    assert subprocess.run(argv, env=env).returncode == -signal.SIGKILL
+    left = {r for r in _tree(out) if ".tmp" not in r.split("/")[0]}  # temporary: cleaned
+    assert left - {"CNAME", RECORD} <= _record(out)  # only recorded files
+    export_site(site_data, SETTING, out, k=2, with_map=False, progress=False)
+    tree = _tree(out)
+    assert set(tree) == _record(out) | {"CNAME", RECORD}
+    assert tree["CNAME"] == b"games.example"
+    assert json.loads(tree["data/games.json"])["k"] == 2
+    assert sorted(p.name for p in out.iterdir()) == [RECORD, "CNAME", "app.js", "data"] + [
+        "index.html",
+        "style.css",
+        "thumbs",
+    ]
+
+
+@pytest.fixture(scope="module")
+def odd_data(tmp_path_factory, vits14):
+    """Two games: a Steam app whose name is 400 letters without a space, and an own image."""
+    data = tmp_path_factory.mktemp("odd") / "data"
+    (data / "banners").mkdir(parents=True)
+    ids = {10: "W" * 400, OWN_ID_BASE + 7: "holiday"}
+    for n, app_id in enumerate(ids):
+        make_banner(n + 1).save(data / "banners" / f"{app_id}.jpg")
+    write_manifest(
+        data, pd.DataFrame({"app_id": list(ids), "name": list(ids.values()), "status": "ok"})
+    )
+    embed_folder(data / "banners", data, model=vits14, progress=False)
+    return data
+
+
+def test_one_game_exports(odd_data, tmp_path, vits14):
+    data = tmp_path / "one"
+    (data / "banners").mkdir(parents=True)
+    shutil.copy(odd_data / "banners" / "10.jpg", data / "banners")
+    embed_folder(data / "banners", data, model=vits14, progress=False)
+    report = export_site(data, SETTING, tmp_path / "out", k=K, progress=False)
+    assert (report.games, report.thumbnails) == (1, 1)
+    games = json.loads((tmp_path / "out" / "data" / "games.json").read_text())
+    assert games["x"] and games["clusters"][0]["size"] == 1
+    assert json.loads((tmp_path / "out" / "data" / "neighbors-0.json").read_text())["rows"] == [
+        [-1, -1, -1]
+    ]
+
+
+def test_own_images_are_not_steam_apps(odd_data, tmp_path):
+    export_site(odd_data, SETTING, tmp_path / "out", k=1, with_map=False, progress=False)
+    games = json.loads((tmp_path / "out" / "data" / "games.json").read_text())
+    steam = dict(zip(map(int, games["ids"]), games["steam"]))
+    assert steam == {10: 1, OWN_ID_BASE + 7: 0}
 
 
 def test_unreadable_banner_is_a_tile_without_picture(site_data, tmp_path):
@@ -286,3 +453,30 @@ def test_lookalikes_page_lists_filters_and_links_pairs_in_chromium(served, page,
     expect(page.locator("#query .tile .name")).to_have_text("Hollow Knight")
     assert page.evaluate("document.body.dataset.pwned") is None
     assert not page.errors and not page.dialogs and not page.blocked
+
+
+def test_long_name_wraps_and_own_image_has_no_store_link_in_chromium(odd_data, tmp_path):
+    from playwright.sync_api import expect
+
+    out = tmp_path / "out"
+    export_site(odd_data, SETTING, out, k=1, with_map=False, progress=False)
+    handler = functools.partial(_QuietHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with local_page(width=400) as page:
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/#10")
+            expect(page.locator("#query .tile .name")).to_have_text("W" * 400)
+            page.locator("#search").fill("w" * 50)
+            expect(page.locator("#results button")).to_have_count(1)
+            # The 400-letter name wraps inside its tile: the page is no wider than the window.
+            assert page.evaluate("document.documentElement.scrollWidth") <= 400
+            assert page.locator("#query a").get_attribute("href").endswith("/app/10")
+            page.locator("#grid .tile img").first.click()  # the own image, its only neighbour
+            expect(page.locator("#query .tile .name")).to_have_text("holiday")
+            assert page.locator("#query a").count() == 0
+            assert page.locator("#query .tile").inner_text().endswith(str(OWN_ID_BASE + 7))
+            assert not page.errors and not page.blocked
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -94,6 +94,7 @@ class Browser:
         self._emb, self._tables, self._index, self._models, self._vectors = {}, {}, {}, {}, {}
         self.images = {}  # images from outside the collection, by app id or file name
         self.history, self.position, self.shown = [], -1, []
+        self._listing = False  # True while the search lists its matches (not a pick)
         self._build_widgets(k)
         self._add_clusters_and_explain(bool(explain_with))
 
@@ -124,7 +125,7 @@ class Browser:
 
         guard = self._guard
         self.search.observe(guard(lambda _: self._on_search()), "value")
-        self.choices.observe(guard(lambda ch: ch["new"] and self.show(ch["new"])), "value")
+        self.choices.observe(guard(self._on_pick), "value")
         self.random.on_click(guard(lambda _: self.show(random.choice(self._emb_for().ids))))
         self.back.on_click(guard(lambda _: self._step(-1)))
         self.forward.on_click(guard(lambda _: self._step(+1)))
@@ -174,11 +175,23 @@ class Browser:
     def _on_search(self):
         text = self.search.value
         ids = search_games(self.names, text, ids=self._emb_for().ids)
-        self.choices.options = [(f"{self.names.get(i, '')} ({i})", i) for i in ids]
+        # Listing matches is not picking one: ipywidgets 7 (Colab's) selects the first option when
+        # the options change, which would navigate on every keystroke; 8 selects none. Both end
+        # with nothing selected, so a click on any match, the first too, is a change.
+        self._listing = True
+        try:
+            self.choices.options = [(f"{self.names.get(i, '')} ({i})", i) for i in ids]
+            self.choices.index = None
+        finally:
+            self._listing = False
         if text.strip() and not ids:
             self.status.value = f"no game matches <b>{html.escape(repr(text.strip()))}</b>"
         elif ids:
             self.status.value = f"{len(ids)} match{'es' if len(ids) > 1 else ''}: pick one"
+
+    def _on_pick(self, change):
+        if not self._listing and change["new"] is not None:
+            self.show(change["new"])
 
     def show(self, query, *, outside: bool = False):
         """Make ``query`` the current query: an id in the collection, or (with ``outside=True``) the
@@ -414,7 +427,7 @@ class Browser:
         # Keyed by content too: two uploads named image.png are two different queries.
         key = f"{name} [{hashlib.sha256(content).hexdigest()[:8]}]"
         try:  # resize_banner turns every decoder failure into a ValueError with the reason
-            self.images[key] = resize_banner(content)
+            self.images[key] = resize_banner(content, upright=True)  # a phone photo: EXIF-turned
         except ValueError as e:
             raise ValueError(f"could not read the upload {name}: {e}") from None
         self.show(key, outside=True)
@@ -434,7 +447,9 @@ class Browser:
         self.explained = w.Image(format="png", layout=w.Layout(display="none"))
         guard = self._guard
         self.clusters.on_click(guard(lambda _: self._load_clusters()))
-        self.cluster.observe(guard(lambda ch: self._show_cluster(ch["new"], 0)), "value")
+        self.cluster.observe(
+            guard(lambda ch: self._listing or self._show_cluster(ch["new"], 0)), "value"
+        )
         self.cluster_prev.on_click(guard(lambda _: self._show_cluster(self.cluster.value, -1)))
         self.cluster_next.on_click(guard(lambda _: self._show_cluster(self.cluster.value, +1)))
         row = w.HBox([self.clusters, self.cluster, self.cluster_prev, self.cluster_next])
@@ -447,10 +462,17 @@ class Browser:
             self.status.value = "laying out the catalogue (once per setting)..."
             self._maps[setting] = map_catalog(self.data, setting)
         summary = describe_clusters(self._maps[setting], self.names, top=3)
-        self.cluster.options = [
-            (f"{c} ({n} games): {', '.join(central)}", int(c))
-            for c, n, central in zip(summary["cluster"], summary["size"], summary["central_names"])
-        ]
+        self._listing = True  # listing the clusters is not picking one (see _on_search)
+        try:
+            self.cluster.options = [
+                (f"{c} ({n} games): {', '.join(central)}", int(c))
+                for c, n, central in zip(
+                    summary["cluster"], summary["size"], summary["central_names"]
+                )
+            ]
+            self.cluster.index = None
+        finally:
+            self._listing = False
 
     def _show_cluster(self, cluster, step: int):
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Shorter side 224 or 256 keeps DINOv2's "resize 256 (or 224), crop 224" from upscaling; a
 # 600x900 banner becomes exactly 224x336 or 256x384 (the original project's img2dataset sizes).
@@ -32,6 +32,28 @@ def check_pixels(img: Image.Image) -> None:
     w, h = img.size
     if w * h > MAX_PIXELS:
         raise ValueError(f"image too large ({w}x{h} pixels, limit {MAX_PIXELS:,})")
+
+
+def scaled_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """``(W, H)`` of a ``width`` x ``height`` image resized, aspect kept, so its shorter side is
+    ``shorter``; ValueError when that is above ``MAX_PIXELS``.
+
+    The input limit alone does not bound the output: a 1x20000 strip (20,000 pixels, a 70 KB PNG)
+    would become 256x5,120,000 (3.9 GB of RGB). Every resize that scales the shorter side asks
+    this first, so such an image is a reported skip.
+    """
+    scale = shorter / max(1, min(width, height))
+    out = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if out[0] * out[1] > MAX_PIXELS:
+        raise ValueError(
+            f"image too elongated ({width}x{height} pixels would become {out[0]}x{out[1]} "
+            f"when resized, limit {MAX_PIXELS:,})"
+        )
+    return out
+
+
+_ORIENTATION = 0x0112  # EXIF tag; values 5..8 turn the picture a quarter
+_QUARTER_TURNS = (5, 6, 7, 8)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -62,32 +84,40 @@ def parse_size(size: str) -> tuple[int, int] | None:
     return SIZES[size]
 
 
-def resize_banner(image: bytes | Image.Image, *, size: str = DEFAULT_SIZE) -> Image.Image:
+def resize_banner(
+    image: bytes | Image.Image, *, size: str = DEFAULT_SIZE, upright: bool = False
+) -> Image.Image:
     """Decode and resize a banner the same way for the collection and for live queries.
 
     Args:
         image: encoded bytes (JPEG, PNG, ... whatever the server sent) or a PIL image.
         size: one of ``SIZES``. The image is scaled, aspect kept, so its shorter side matches the
             size's shorter side (600x900 -> 224x336); ``"original"`` keeps the pixels.
+        upright: apply the EXIF orientation first (``ImageOps.exif_transpose``): a phone photo
+            is stored sideways with a tag saying how to turn it. For own images and uploads;
+            Steam's banners are left exactly as served.
 
     Returns:
         RGB PIL image (HWC uint8 in [0, 255] as an array).
 
     Raises:
-        ValueError: for an unknown size or bytes that are not a decodable image.
+        ValueError: for an unknown size, bytes that are not a decodable image, or an image whose
+            input or resized output is above ``MAX_PIXELS`` (``scaled_size``).
     """
     target = parse_size(size)
     try:
         img = Image.open(io.BytesIO(image)) if isinstance(image, bytes | bytearray) else image
         check_pixels(img)  # on the header: a decompression bomb is refused before decoding
-        if target is None:
-            return to_rgb(img)
         w, h = img.size
-        scale = min(target) / min(w, h)
-        out = (max(1, round(w * scale)), max(1, round(h * scale)))
-        if img.format == "JPEG" and scale < 1:
+        turned = upright and img.getexif().get(_ORIENTATION) in _QUARTER_TURNS
+        if target is None:
+            return to_rgb(ImageOps.exif_transpose(img) if upright else img)
+        out = scaled_size(*((h, w) if turned else (w, h)), min(target))
+        if img.format == "JPEG" and min(target) < min(w, h):
             # DCT-domain downscale by 1/2, 1/4 or 1/8 while decoding, never below `out`.
-            img.draft("RGB", out)
+            img.draft("RGB", out[::-1] if turned else out)
+        if upright:
+            img = ImageOps.exif_transpose(img)
         img = to_rgb(img)
         return img if img.size == out else img.resize(out, Image.Resampling.BICUBIC)
     except UnidentifiedImageError:

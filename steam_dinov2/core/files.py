@@ -140,9 +140,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     never a mix of the two. Folders get 0o777 minus the umask, like ``mkdir``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with temp_dir(path.parent, path.name) as tmp:
+        yield tmp / path.name
+        old = tmp / "old"
+        if path.exists():
+            path.rename(old)
+        (tmp / path.name).rename(path)
+
+
+@contextlib.contextmanager
+def temp_dir(parent: str | os.PathLike, name: str) -> Iterator[Path]:
+    """Yield a fresh empty folder ``parent/.{name}.{random}.tmp``, removed at the end whatever
+    happens. It is flock-ed while in use, so ``stale_temp_files`` of another process tells a
+    live one from a killed run's (which ``clean_stale_temp`` or its owner removes)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
     while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        tmp = parent / f".{name}.{secrets.token_hex(4)}.tmp"
         try:
             tmp.mkdir()
             break
@@ -151,11 +165,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     fd = os.open(tmp, os.O_RDONLY)
     try:
         _flock(fd)
-        yield tmp / path.name
-        old = tmp / "old"
-        if path.exists():
-            path.rename(old)
-        (tmp / path.name).rename(path)
+        yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         os.close(fd)

@@ -28,6 +28,11 @@ USER_AGENT = "steam-dinov2 (banner similarity research; polite concurrent downlo
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # A 600x900 banner is ~0.2 MB: 30 s in all is generous on any link that works at all.
 DEFAULT_DEADLINE = 30.0
+# Bodies are capped after decoding (a 1 MB gzip body can inflate to gigabytes). A banner is
+# ~0.2 MB and GetAppList's largest page (50,000 apps) ~4 MB; 64 MB leaves room for both.
+MAX_BODY = 64 << 20
+# One GetItems batch of 50 apps with basic info and 20 tags is ~40 KB; the tag list ~30 KB.
+MAX_JSON_BODY = 8 << 20
 
 
 class HttpError(RuntimeError):
@@ -78,6 +83,7 @@ class SteamHttp:
             server that trickles bytes cannot hold a download thread; see ``get``.
         backoff: first wait in seconds, doubled at each retry.
         max_retry_after: cap in seconds on a server's Retry-After.
+        max_body: bytes a response body may have once decoded (gzip); ``get`` can lower it.
         pool_size: connections kept per host (set it to the number of threads).
     """
 
@@ -89,6 +95,7 @@ class SteamHttp:
     retries: int = 3
     backoff: float = 1.0
     max_retry_after: float = 120.0
+    max_body: int = MAX_BODY
     pool_size: int = 32
     session: requests.Session | None = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -124,6 +131,7 @@ class SteamHttp:
         secret: str | None = None,
         deadline: float | None = None,
         stop: threading.Event | None = None,
+        max_bytes: int | None = None,
     ) -> requests.Response:
         """GET with retries; returns the last response (any status) with its body read.
 
@@ -137,6 +145,8 @@ class SteamHttp:
                 sends a byte every few seconds never trips ``timeout`` (the gap between bytes),
                 this stops it. None: no limit.
             stop: when set (Ctrl-C), the call gives up within a moment with ``HttpError``.
+            max_bytes: the decoded body's cap (default ``max_body``): a larger one is an
+                ``HttpError``, never retried, read no further.
         """
         if secret:
             install_log_filter()
@@ -149,7 +159,8 @@ class SteamHttp:
         # Retry's time.sleep cannot be (tests/test_hostile_io.py, test_ctrl_c_stops_download...).
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
-            r, failure = self._attempt(url, params, secret, end, stop, last)
+            cap = self.max_body if max_bytes is None else max_bytes
+            r, failure = self._attempt(url, params, secret, (end, stop, cap), last)
             if failure is None and (r.status_code not in _RETRY_STATUS or last):
                 return r
             wait = self._wait(None if failure else r, attempt)
@@ -162,12 +173,13 @@ class SteamHttp:
                 raise HttpError("cancelled")
         raise AssertionError("unreachable")
 
-    def _attempt(self, url, params, secret, end, stop, last: bool):
+    def _attempt(self, url, params, secret, limits, last: bool):
         """One attempt: ``(response, None)``, or ``(None, why)`` for a failure worth retrying.
+        ``limits`` is ``(end, stop, max_bytes)`` of ``_fetch``.
 
         Raises ``HttpError`` for one that is not (or on the ``last`` attempt)."""
         try:
-            r = self._fetch(url, params, end, stop)
+            r = self._fetch(url, params, *limits)
             _check_length(r)
             return r, None
         except _Stopped as e:
@@ -186,14 +198,15 @@ class SteamHttp:
             return min(after, self.max_retry_after)
         return self.backoff * 2**attempt
 
-    def _fetch(self, url, params, end, stop) -> requests.Response:
-        """One attempt: headers, then the body a piece at a time so ``end`` and ``stop`` are
-        checked whenever bytes arrive (``read1`` returns what came, never waits to fill)."""
+    def _fetch(self, url, params, end, stop, max_bytes: int) -> requests.Response:
+        """One attempt: headers, then the body a piece at a time so ``end``, ``stop`` and
+        ``max_bytes`` are checked whenever bytes arrive (``read1`` returns what came, never
+        waits to fill; urllib3 2 decodes at most ``amt`` bytes of gzip a call)."""
         timeout = self.timeout
         if end is not None:
             timeout = (self.timeout, max(0.05, min(self.timeout, end - time.monotonic())))
         r = self.session.get(url, params=params, timeout=timeout, stream=True)
-        chunks, ok = [], False
+        chunks, ok, size = [], False, 0
         try:
             while True:
                 if stop is not None and stop.is_set():
@@ -214,6 +227,11 @@ class SteamHttp:
                     raise requests.ConnectionError(e) from None
                 if not chunk:
                     break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _Stopped(
+                        f"body larger than {max_bytes:,} bytes once decoded ({url_path(url)})"
+                    )
                 chunks.append(chunk)
             ok = True
         finally:
@@ -230,6 +248,17 @@ class SteamHttp:
         """Raise ``HttpError`` (key redacted) unless ``r`` succeeded."""
         if r.status_code >= 400:
             raise HttpError(f"HTTP {r.status_code} from {redact(r.url, secret)}")
+
+
+def json_body(r: requests.Response, what: str):
+    """The JSON of a response, whatever the server sent: ValueError naming ``what`` for a body
+    that is not JSON, not UTF-8, or nested too deep for the parser (a RecursionError)."""
+    try:
+        return r.json()
+    except (ValueError, RecursionError, UnicodeDecodeError) as e:  # JSONDecodeError: ValueError
+        raise ValueError(
+            f"{what} answered something else than its JSON ({type(e).__name__})"
+        ) from None
 
 
 class _ShortBody(Exception):

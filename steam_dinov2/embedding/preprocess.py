@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
-from ..core.codec import to_rgb
+from ..core.codec import scaled_size, to_rgb
 
 # ImageNet statistics: DINO, DINOv2 and DINOv3 were all trained with them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,7 +49,21 @@ class Preset:
         geometry = [T.Resize(self.resize, interpolation=T.InterpolationMode.BICUBIC)]
         if self.crop:
             geometry.append(T.CenterCrop(self.crop))
-        return T.Compose([T.Lambda(to_rgb), *geometry, T.ToTensor(), T.Normalize(mean, std)])
+        # Resize scales the shorter side: a 1x20000 strip would become 256x5,120,000 pixels.
+        # The check comes first and raises ValueError, a skip for the loader (picklable for its
+        # worker processes, so a partial of a module function rather than a lambda).
+        bound = [T.Lambda(functools.partial(_bounded, shorter=self.resize))]
+        if not isinstance(self.resize, int):
+            bound = []  # an exact (H, W): the output is that size whatever the input
+        return T.Compose(
+            [*bound, T.Lambda(to_rgb), *geometry, T.ToTensor(), T.Normalize(mean, std)]
+        )
+
+
+def _bounded(img, shorter: int):
+    """``img`` unchanged, after ``scaled_size`` checked its resize stays within the limit."""
+    scaled_size(*img.size, shorter)
+    return img
 
 
 PRESETS = {

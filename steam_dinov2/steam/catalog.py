@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 
 import pandas as pd
@@ -22,7 +23,7 @@ import pandas as pd
 from ..core.api_key import get_api_key
 from ..core.app_file import read_app_file
 from ..core.files import parse_app_id
-from ..core.net import SteamHttp
+from ..core.net import MAX_JSON_BODY, SteamHttp, json_body
 from ..core.progress import tqdm
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ LABEL_COLUMNS = ("developers", "publishers", "franchises")  # of GetItems' basic
 # Bounds on what one app may bring (the response is untrusted): far above any real store entry.
 _MAX_LABELS = 32
 MAX_LABEL_CHARS = 200
+MAX_TAG_ID = 2**31 - 1  # tag ids are int32 in Steam's protobufs
+MAX_TAG_WEIGHT = 1e9  # a tag's weight counts votes: tens of thousands on the most tagged games
 
 
 def banner_url(app_id: int, *, http: SteamHttp | None = None) -> str:
@@ -200,11 +203,8 @@ def _get_items_batch(ids, language, country, http: SteamHttp) -> dict[int, dict]
         "context": {"language": language, "country_code": country, "steam_realm": 1},
         "data_request": {"include_assets": True},
     }
-    url = f"{http.api_base}/IStoreBrowseService/GetItems/v1/"
-    r = http.get(url, params={"input_json": json.dumps(query, separators=(",", ":"))})
-    http.raise_for_status(r)
     out = {}
-    for item in r.json().get("response", {}).get("store_items", []):
+    for item in _store_items(query, http):
         app_id = item.get("appid", item.get("id"))
         if app_id is None or item.get("success", 1) != 1:
             continue
@@ -213,18 +213,38 @@ def _get_items_batch(ids, language, country, http: SteamHttp) -> dict[int, dict]
         except ValueError:
             logger.warning("GetItems: skipped an item whose id is not an app id: %r", app_id)
             continue
+        name = item.get("name")
+        assets = item.get("assets")
         out[app_id] = {
-            "name": item.get("name") or "",
-            "banner_url": _capsule_url(item.get("assets") or {}, http),
+            "name": name[:MAX_LABEL_CHARS] if isinstance(name, str) else "",
+            "banner_url": _capsule_url(assets if isinstance(assets, dict) else {}, http),
         }
     return out
+
+
+def _store_items(query: dict, http: SteamHttp) -> list[dict]:
+    """The ``store_items`` of one GetItems call, each a dict (anything else dropped).
+
+    The answer is untrusted like a banner: the call has the banner's total deadline, the body a
+    cap once decoded (``MAX_JSON_BODY``); ``HttpError`` or ValueError when it fails or is not
+    GetItems' JSON (a body nested 200,000 deep included)."""
+    url = f"{http.api_base}/IStoreBrowseService/GetItems/v1/"
+    params = {"input_json": json.dumps(query, separators=(",", ":"))}
+    r = http.get(url, params=params, deadline=http.deadline, max_bytes=MAX_JSON_BODY)
+    http.raise_for_status(r)
+    body = json_body(r, "GetItems")
+    response = body.get("response") if isinstance(body, dict) else None
+    if not isinstance(response, dict):
+        raise ValueError("GetItems answered something else than its JSON (no response)")
+    items = response.get("store_items", [])
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
 
 
 def _capsule_url(assets: dict, http: SteamHttp) -> str | None:
     """``asset_url_format`` (``steam/apps/{id}/${FILENAME}?t=...``, relative to
     ``store_item_assets/``) with the library capsule's file name substituted, ``?t=`` kept."""
     fmt, name = assets.get("asset_url_format"), assets.get("library_capsule")
-    if not fmt or not name:
+    if not isinstance(fmt, str) or not isinstance(name, str) or not fmt or not name:
         return None
     return f"{http.assets_base}/{fmt.replace('${FILENAME}', name).lstrip('/')}"
 
@@ -238,17 +258,10 @@ def fetch_store_metadata(ids: list[int], http: SteamHttp) -> tuple[list[dict], l
         "context": {"language": "english", "country_code": "US", "steam_realm": 1},
         "data_request": {"include_basic_info": True, "include_tag_count": TAG_COUNT},
     }
-    url = f"{http.api_base}/IStoreBrowseService/GetItems/v1/"
-    r = http.get(url, params={"input_json": json.dumps(query, separators=(",", ":"))})
-    http.raise_for_status(r)
-    try:
-        items = r.json()["response"].get("store_items", [])
-    except (json.JSONDecodeError, KeyError, AttributeError):
-        raise ValueError("GetItems answered something else than its JSON") from None
     wanted, rows, unknown = set(ids), {}, set()
-    for item in items if isinstance(items, list) else []:
-        app_id = item.get("appid", item.get("id")) if isinstance(item, dict) else None
-        if not isinstance(app_id, int) or app_id not in wanted:
+    for item in _store_items(query, http):
+        app_id = item.get("appid", item.get("id"))
+        if not _is_int(app_id) or app_id not in wanted:  # True == 1: a bool is no app id
             continue
         if item.get("success", 1) == 1:
             rows[app_id] = store_metadata_row(app_id, item)
@@ -257,9 +270,25 @@ def fetch_store_metadata(ids: list[int], http: SteamHttp) -> tuple[list[dict], l
     return list(rows.values()), sorted(unknown - rows.keys())
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _tag_weight(value) -> float | None:
+    """A tag's weight as a float in 0..``MAX_TAG_WEIGHT``; None for anything else (a bool,
+    NaN, infinity, a negative number or ``10**400``, which no float holds)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and not 0 <= value <= MAX_TAG_WEIGHT:  # before float(): overflow
+        return None
+    weight = float(value)
+    return weight if math.isfinite(weight) and 0 <= weight <= MAX_TAG_WEIGHT else None
+
+
 def store_metadata_row(app_id: int, item: dict) -> dict:
     """``app_id``, ``LABEL_COLUMNS`` (lists of str) and ``tagids``/``tag_weights`` (heaviest
-    first) of one GetItems item; anything missing or malformed is left empty."""
+    first) of one GetItems item; anything missing or malformed is left empty, and a tag whose
+    id or weight is not one (``_tag_weight``) is left out."""
     info = item.get("basic_info")
     info = info if isinstance(info, dict) else {}
     row = {"app_id": int(app_id)}
@@ -267,10 +296,11 @@ def store_metadata_row(app_id: int, item: dict) -> dict:
         row[col] = _label_names(info.get(col))
     tags = item.get("tags")
     pairs = []
-    for t in tags if isinstance(tags, list) else []:
-        if isinstance(t, dict) and isinstance(t.get("tagid"), int) and 0 <= t["tagid"] < 2**31:
-            weight = t.get("weight", 0)
-            pairs.append((t["tagid"], float(weight) if isinstance(weight, int | float) else 0.0))
+    for t in tags[: TAG_COUNT * 4] if isinstance(tags, list) else []:
+        tagid = t.get("tagid") if isinstance(t, dict) else None
+        weight = _tag_weight(t.get("weight", 0)) if isinstance(t, dict) else None
+        if _is_int(tagid) and 0 <= tagid <= MAX_TAG_ID and weight is not None:
+            pairs.append((tagid, weight))
     pairs = sorted(dict(pairs).items(), key=lambda p: -p[1])[:TAG_COUNT]
     row["tagids"] = [t for t, _ in pairs]
     row["tag_weights"] = [w for _, w in pairs]

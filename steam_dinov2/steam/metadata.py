@@ -20,15 +20,16 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..core import files, layout
 from ..core.manifest import collection_images
-from ..core.net import HttpError, SteamHttp
+from ..core.net import MAX_JSON_BODY, HttpError, SteamHttp, json_body
+from ..core.progress import tqdm
 from .catalog import (
     GETITEMS_BATCH,
     LABEL_COLUMNS,
     MAX_LABEL_CHARS,
+    MAX_TAG_ID,
     fetch_store_metadata,
     store_metadata_row,
 )
@@ -168,7 +169,8 @@ def fetch_metadata(
 
     Args:
         data: the data folder.
-        app_ids: apps to describe; default the collection's Steam apps (``collection_images``).
+        app_ids: apps to describe; default the collection's Steam apps (``collection_images``),
+            ValueError when it has none.
         refresh: fetch every app again instead of reusing its row.
         http: HTTP settings and session.
         progress: show a tqdm bar.
@@ -176,9 +178,9 @@ def fetch_metadata(
     Returns:
         A ``MetadataReport`` (also logged). Failed batches are counted there, never raised.
     """
-    http = http or SteamHttp()
     if app_ids is None:
         app_ids = _collection_ids(data)
+    http = http or SteamHttp()
     ids = list(dict.fromkeys(int(a) for a in app_ids))
     errors: list[str] = []
     old = _previous(data, errors)
@@ -242,7 +244,9 @@ class _Batches:
         if done:
             new = pd.DataFrame(done, columns=list(COLUMNS))
             new = new.assign(updated_at=pd.Timestamp.now("UTC"))
-            write_metadata(self.data, pd.concat([self.old, new], ignore_index=True))
+            # An empty table left out: pandas 2.1+ warns about concatenating one (FutureWarning).
+            parts = [df for df in (self.old, new) if not df.empty]
+            write_metadata(self.data, pd.concat(parts, ignore_index=True))
         return done
 
 
@@ -274,7 +278,7 @@ def fetch_metadata_quietly(data: str | os.PathLike, http: SteamHttp, progress: b
     http = http.with_pool(_WORKERS)
     try:
         return str(fetch_metadata(data, http=http, progress=progress))
-    except (ValueError, OSError, HttpError) as e:
+    except Exception as e:  # whatever went wrong, the download it follows stands
         logger.warning("metadata: %s", e)
         return f"failed ({type(e).__name__}: {e}); run `python -m steam_dinov2 metadata` again"
     finally:
@@ -282,17 +286,26 @@ def fetch_metadata_quietly(data: str | os.PathLike, http: SteamHttp, progress: b
 
 
 def _collection_ids(data) -> list[int]:
-    """The collection's Steam app ids: own images (``import-folder``) have no store page."""
+    """The collection's Steam app ids: own images (``import-folder``) have no store page.
+    ValueError when there are none: nothing could be done, and saying so beats a summary of 0."""
 
-    return [a for a in collection_images(data) if files.is_steam_id(a)]
+    if not os.path.isdir(data):
+        raise ValueError(f"data folder {data} not found: run `download` into it first")
+    ids = [a for a in collection_images(data) if files.is_steam_id(a)]
+    if not ids:
+        raise ValueError(
+            f"no Steam apps in the collection of {data}: run `download` or `import-snapshot` "
+            "first (own images have no store page)"
+        )
+    return ids
 
 
 def _try_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]] | str:
     """``(rows, unknown ids)`` of one GetItems batch, or the reason it failed."""
     try:
         return fetch_store_metadata(ids, http)
-    except (HttpError, ValueError, TypeError, KeyError, AttributeError) as e:
-        return f"{type(e).__name__}: {str(e)[:160]}"
+    except (HttpError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        return f"{type(e).__name__}: {str(e)[:160]}"  # this batch only: the others carry on
 
 
 def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]) -> int:
@@ -302,18 +315,23 @@ def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]
         return len(names)
     url = f"{http.api_base}/IStoreService/GetTagList/v1/"
     query = json.dumps({"language": "english"}, separators=(",", ":"))
-    try:
-        r = http.get(url, params={"input_json": query})
+    try:  # untrusted like GetItems: the banner's deadline, a capped body, checked values
+        r = http.get(
+            url, params={"input_json": query}, deadline=http.deadline, max_bytes=MAX_JSON_BODY
+        )
         http.raise_for_status(r)
-        tags = r.json()["response"]["tags"]
+        tags = json_body(r, "GetTagList")["response"]["tags"]
         got = {
-            int(t["tagid"]): str(t["name"])[:MAX_LABEL_CHARS]
+            t["tagid"]: t["name"][:MAX_LABEL_CHARS]
             for t in tags
-            if isinstance(t, dict) and isinstance(t.get("tagid"), int) and "name" in t
+            if isinstance(t, dict)
+            and type(t.get("tagid")) is int  # a bool is no tag id
+            and 0 <= t["tagid"] <= MAX_TAG_ID
+            and isinstance(t.get("name"), str)
         }
     except (HttpError, ValueError, TypeError, KeyError, AttributeError) as e:
         errors.append(f"tag names: {type(e).__name__}: {str(e)[:160]} (tag ids kept)")
-        logger.warning("tag names: %s", errors[-1])
+        logger.warning("%s", errors[-1])
         return len(names)
     names |= got
     df = pd.DataFrame({"tagid": list(names), "name": list(names.values())})

@@ -181,8 +181,9 @@ def plot_games(
         found = [h for q in WELL_KNOWN for h in search_games(names, q, ids=emb.ids)[:1]]
         app_ids = list(dict.fromkeys(found + emb.ids))[:4]
     index = index_collection(emb, exclude)  # built once for every row
+    app_ids = [parse_image_id(a, "app_ids") for a in app_ids]
     known = (names, labels)
-    cells = [c for a in map(str, app_ids) for c in _neighbor_row(emb, a, k, index, known, 20)]
+    cells = [c for a in app_ids for c in _neighbor_row(emb, a, k, index, known, 20)]
     fig = plot_image_grid(
         [layout.banner_path(data, i) if i else blank_banner() for i, _ in cells],
         [t for _, t in cells],

@@ -265,7 +265,7 @@ def describe_clusters(
                 "cluster": int(c),
                 "size": len(ids),
                 "central_ids": ids[:top],
-                "central_names": [names.get(i, i) for i in ids[:top]],
+                "central_names": [names.get(i, str(i)) for i in ids[:top]],
             }
         )
     return pd.DataFrame(rows, columns=["cluster", "size", "central_ids", "central_names"])

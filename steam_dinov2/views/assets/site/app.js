@@ -43,7 +43,8 @@ function tile(row, score, isQuery) {
   box.dataset.row = row;
   if (score !== null) box.append(el("div", { className: "score", textContent: score.toFixed(3) }));
   const id = games.ids[row];
-  if (/^\d+$/.test(id)) {
+  // Only a Steam app has a store page; own images (import-folder) are named, never linked.
+  if (games.steam && games.steam[row] === 1) {
     box.append(el("a", { href: STORE + id, target: "_blank", rel: "noopener", textContent: id }));
   } else {
     box.append(el("div", { textContent: id }));
