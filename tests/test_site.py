@@ -260,6 +260,8 @@ def test_a_killed_export_leaves_nothing_a_rerun_does_not_clean(site_data, tmp_pa
     assert json.loads(tree["data/games.json"])["k"] == 2
     assert sorted(p.name for p in out.iterdir()) == [RECORD, "CNAME", "app.js", "data"] + [
         "index.html",
+        "lookalikes.html",
+        "lookalikes.js",
         "style.css",
         "thumbs",
     ]
