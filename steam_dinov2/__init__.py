@@ -6,6 +6,7 @@ only the ones below it; ``tests/test_house.py`` checks it):
     cli, colab      the command line; the notebooks' set-up
     browse/         the ipywidgets Browser
     views/          figures, comparison, explanation, catalogue map, static site
+    lookalikes      pairs of look-alike banners from different studios, new games first
     audit/          CleanVision + near duplicates -> exclusions
     evaluation/     scoring settings against catalogue truths and planted copies
     search          exact cosine k-NN, all-pairs matches, duplicate groups, match tables, names
@@ -53,6 +54,9 @@ _SOURCES = {
     "audit_banners": "audit.audit",
     "summarize_audit": "audit.audit",
     "load_exclusions": "audit.audit",
+    "find_lookalikes": "lookalikes",
+    "read_lookalikes": "lookalikes",
+    "plot_lookalikes": "views.pairs",
     "evaluate_settings": "evaluation.evaluate",
     "rank_settings": "evaluation.scoreboard",
     "describe_best": "evaluation.scoreboard",

@@ -15,23 +15,28 @@ from .audit.audit import (
     load_exclusions,
 )
 from .audit.cleanvision import ISSUE_TYPES
+from .browse.settings import is_trusted_model
 from .collection.folder import import_folder
 from .collection.snapshot import import_snapshot
 from .core import files, layout
 from .core.codec import DEFAULT_SIZE, SIZES
+from .core.manifest import now_utc
 from .core.net import DEFAULT_DEADLINE, SteamHttp
+from .embedding.cache import folder_ref, read_cache_meta
 from .embedding.embed import embed_folder, load_embeddings
 from .embedding.models import available_models
 from .embedding.pooling import POOLINGS
 from .embedding.precision import CHOICES as PRECISION_CHOICES
 from .embedding.preprocess import PRESETS
-from .embedding.setting import Setting
+from .embedding.setting import Setting, as_setting
 from .evaluation.evaluate import COPY_SAMPLE, TRUTHS, evaluate_settings
 from .evaluation.scoreboard import describe_best, rank_settings
+from .lookalikes import LOOKALIKE_K, find_lookalikes, new_games
 from .search import describe_exclusions, match_all
 from .steam.download import DEFAULT_WORKERS, download_banners
 from .steam.metadata import fetch_metadata
 from .views.compare import plot_games
+from .views.explain import plot_match_explained
 from .views.site import export_site
 
 INTERRUPTED = 130  # the shell's code for a process stopped by SIGINT
@@ -334,8 +339,72 @@ def _download(args):
 
 
 def cmd_download(args) -> int:
+    since = now_utc()
     _download(args)
+    if new := new_games(args.data, since):
+        for setting in _cached_collection_settings(args.data):
+            _embed_new(args.data, setting)
+            _print_new_lookalikes(args.data, setting, since, len(new))
     return 0
+
+
+def _cached_collection_settings(data) -> list[Setting]:
+    """The settings cached in ``data`` whose cache is of the collection (not of an ``--images``
+    folder) and whose model is in the registry (a cache's ``meta.json`` never chooses code to
+    run); the others are skipped with a note."""
+    found = []
+    for name in layout.list_settings(data):
+        try:
+            meta = read_cache_meta(layout.embeddings_dir(data, name))
+        except ValueError as e:
+            print(f"  {name}: not updated ({e})")
+            continue
+        if meta.get("images") != folder_ref(layout.banners_dir(data), data):
+            continue
+        if not is_trusted_model(meta["model"], None):  # the folder may come from anyone
+            print(f"{name}: new games not embedded (model {meta['model']!r} not in the registry)")
+            continue
+        found.append(Setting.from_meta(meta))
+    return found
+
+
+def _embed_new(data, setting: Setting) -> None:
+    """Embed what the collection has and ``setting``'s cache lacks (the new games); a setting
+    that cannot be loaded here (a local weights file, half precision off CUDA) is skipped."""
+    try:
+        emb = embed_folder(None, data, setting=setting, device="auto")
+    except ValueError as e:
+        print(f"{setting.name}: new games not embedded ({e})")
+        return
+    print(f"{setting.name}: {emb.embedded} embedded, {emb.reused} reused")
+
+
+def _print_new_lookalikes(data, setting: Setting, since, count: int, shown: int = 10) -> None:
+    """The end of a rerun's report: the new games' look-alikes from other studios."""
+    try:
+        table = find_lookalikes(data, setting, since=since, write=False)
+    except ValueError as e:
+        print(f"look-alikes of the new games: not computed ({e})")
+        return
+    print(
+        f"{count} new game{'s' * (count != 1)}: {len(table)} look-alike pair"
+        f"{'s' * (len(table) != 1)} from other studios ({setting.name})"
+    )
+    _print_pairs(table, shown)
+
+
+def _printable(text) -> str:
+    """A name from Steam for a terminal: control characters (escape sequences) dropped."""
+    return "".join(c for c in str(text) if c.isprintable())
+
+
+def _print_pairs(table, shown: int) -> None:
+    for r in table.head(shown).itertuples(index=False):
+        a = f"{_printable(r.name_a) or r.id_a} ({r.id_a}) [{_printable(r.studio_a)}]"
+        b = f"{_printable(r.name_b) or r.id_b} ({r.id_b}) [{_printable(r.studio_b)}]"
+        print(f"  {r.rank:>3}. {r.score:.3f}  {a}  ~  {b}")
+    if len(table) > shown:
+        print(f"  ... {len(table) - shown} more")
 
 
 def cmd_import_snapshot(args) -> int:
@@ -396,7 +465,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_run(args) -> int:
-
+    since = now_utc()
     if not args.skip_download:
         _download(args)
     if not args.skip_audit:
@@ -409,6 +478,51 @@ def cmd_run(args) -> int:
         fig = plot_games(args.data, emb, k=args.k, exclude=exclude, title=True)
         fig.savefig(tmp, format="png", dpi=80)
     print(f"done: {len(emb.ids)} banners, {len(table)} matches; preview of a few games -> {path}")
+    if not args.skip_download and (new := new_games(args.data, since)):
+        _print_new_lookalikes(args.data, as_setting(emb.setting), since, len(new))
+    return 0
+
+
+def _add_lookalikes_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--setting", help="a cached setting folder name (default: from --model etc.)")
+    p.add_argument(
+        "--k",
+        type=positive_int,
+        default=LOOKALIKE_K,
+        help=f"mutual top-k among other studios' banners (default {LOOKALIKE_K})",
+    )
+    p.add_argument(
+        "--games", nargs="+", type=int, metavar="ID", help="only pairs involving these app ids"
+    )
+    p.add_argument("--since", metavar="DATE", help="only pairs involving games first seen since")
+    p.add_argument(
+        "--include-excluded", action="store_true", help="ignore the audit's exclusion list"
+    )
+    p.add_argument(
+        "--explain", type=count, default=0, metavar="N", help="heatmaps of the first N pairs"
+    )
+    p.add_argument("--show", type=count, default=20, metavar="N", help="pairs printed")
+
+
+def cmd_lookalikes(args) -> int:
+    setting = as_setting(args.setting) if args.setting else _setting(args)
+    table = find_lookalikes(
+        args.data,
+        setting,
+        k=args.k,
+        games=args.games,
+        since=args.since,
+        include_excluded=args.include_excluded,
+    )
+    print(f"{len(table)} look-alike pairs from other studios ({setting.name})")
+    _print_pairs(table, args.show)
+    for r in table.head(args.explain).itertuples(index=False):
+        path = layout.lookalike_explained_path(args.data, setting.name, r.id_a, r.id_b)
+        fig = plot_match_explained(r.id_a, r.id_b, setting=setting, data=args.data)
+        with files.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
+        print(f"  heatmap -> {path}")
+    print(f"-> {layout.lookalikes_path(args.data, setting.name)}")
     return 0
 
 
@@ -502,6 +616,12 @@ _STAGES = [
         "developers, publishers, franchises, tags -> DATA/metadata.parquet",
         cmd_metadata,
         [_add_data, _add_metadata_options],
+    ),
+    (
+        "lookalikes",
+        "pairs of look-alike banners from different studios -> DATA/lookalikes/",
+        cmd_lookalikes,
+        [_add_data, _add_model_options, _add_lookalikes_options],
     ),
     (
         "evaluate",

@@ -56,6 +56,7 @@ class App:
     publishers: list[str] | None = None
     franchises: list[str] | None = None
     tags: list[tuple] | None = None
+    copy_of: int | None = None
 
     def metadata(self) -> dict:
         """``basic_info`` and ``tags`` as GetItems gives them."""
@@ -97,12 +98,21 @@ def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def encode_banner(app_id: int, fmt: str = "rgb", size=(600, 900)) -> bytes:
-    """``app_id``'s synthetic banner (600x900 by default) encoded as ``fmt`` (see ``FORMATS``)."""
+def encode_banner(
+    app_id: int, fmt: str = "rgb", size=(600, 900), *, copy_of: int | None = None
+) -> bytes:
+    """``app_id``'s synthetic banner (600x900 by default) encoded as ``fmt`` (see ``FORMATS``);
+    with ``copy_of``, a near-copy of that app's banner instead (``App.copy_of``)."""
     if fmt == "bomb":
         return bomb_png()
     if fmt == "strip":
         return bomb_png(1, 20_000)
+    if copy_of is not None:
+        img = make_banner(copy_of, size)
+        img.paste((255, 255, 255), (size[0] - 60, size[1] - 60, size[0] - 20, size[1] - 20))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=70)
+        return buf.getvalue()
     img = make_banner(app_id, size)
     buf = io.BytesIO()
     if fmt == "gray":
@@ -186,9 +196,9 @@ class FakeSteam:
 
     def banner_bytes(self, app: App) -> bytes:
         seed = app.app_id % self.banner_variants if self.banner_variants else app.app_id
-        k = (seed, app.banner)
+        k = (seed, app.banner, app.copy_of)
         if k not in self._banners:
-            self._banners[k] = encode_banner(seed, app.banner)
+            self._banners[k] = encode_banner(seed, app.banner, copy_of=app.copy_of)
         return self._banners[k]
 
     def reset_counts(self) -> None:

@@ -317,3 +317,53 @@ def test_an_uploaded_phone_photo_is_turned_upright(data):
     assert shown.size == (256, 384)
     top, bottom = shown.getpixel((128, 10)), shown.getpixel((128, 374))
     assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
+
+
+def _write_labels(data, makers: dict, tags: dict) -> None:
+    from steam_dinov2.steam.metadata import write_metadata
+
+    ids = list(makers)
+    write_metadata(
+        data,
+        pd.DataFrame(
+            {
+                "app_id": ids,
+                "developers": [[makers[i]] for i in ids],
+                "publishers": [["Self"] if i == 80 else [makers[i]] for i in ids],
+                "franchises": [[] for _ in ids],
+                "tagids": [tags[i] for i in ids],
+                "tag_weights": [[1.0] * len(tags[i]) for i in ids],
+                "updated_at": pd.Timestamp.now("UTC"),
+            }
+        ),
+    )
+
+
+def test_other_studios_only_and_a_tag_filter_the_grid_not_the_query(data):
+    # 90 copies 30 and has its developer; 60 is nobody's (no metadata row).
+    makers = {i: f"Studio {i}" for i in NAMES if i != 60} | {90: "studio 30 "}
+    tags = {i: [7] if i in (10, 20, 40) else [8] for i in NAMES}
+    _write_labels(data, makers, tags)
+    everyone, _ = _expected(data, 30, 8)
+    b = Browser(data, k=3)
+    b.choices.options = [("Pokémon: Red! (30)", 30)]  # Colab's ipywidgets 7 would select it
+    b.choices.value = 30
+    assert b.shown[0][0] == 90 and "Studio 30 · tag 8" in b.query_tile.children[1].value
+    history = list(b.history)
+
+    b.other_studios.value = True
+    others = [i for i in everyone if i not in (30, 90, 60)]
+    assert [i for i, _ in b.shown] == others[:3]
+    assert "only other studios" in b.status.value
+    b.tag.value = 7
+    assert [i for i, _ in b.shown] == [i for i in others if i in (10, 20, 40)][:3]
+    assert b.tag.options[0] == ("any tag", 0) and {v for _, v in b.tag.options} == {0, 7, 8}
+    assert b.history == history and b.query_tile.app_id == 30  # filters never navigate
+
+    b.tag.value = 0
+    with pytest.raises(ValueError, match="no known developer"):  # the app shows the message
+        b.show(60)
+    assert b.query_tile.app_id == 30 and b.history == history
+    b.other_studios.value = False
+    b.show(60)
+    assert b.query_tile.app_id == 60 and len(b.shown) == 3

@@ -183,6 +183,7 @@ def test_run_downloads_audits_embeds_matches_and_previews(tmp_path):
         # --k 3: the query and 3 neighbours per row, 1.6 inches each at 80 dpi.
         assert img.width == 4 * 128 and img.height > 200
     assert f"preview of a few games -> {data / 'matches' / setting / 'preview.png'}" in r.stdout
+    assert "8 new games: " in r.stdout  # the first run: every game is new
 
 
 @pytest.mark.parametrize(

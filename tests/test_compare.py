@@ -50,3 +50,41 @@ def test_one_setting_name_is_one_row_not_its_characters(tmp_path, banner_dir, vi
     emb = embed_folder(data / "banners", data, model=vits14, num_workers=0, progress=False)
     fig = plot_comparison(data, 30, emb.setting, k=2, progress=False)  # the cache is reused
     assert len(fig.axes) == 2 + 1
+
+
+def test_grid_titles_name_the_studio_publisher_where_it_differs_and_top_tags(
+    tmp_path, banner_dir, vits14
+):
+    import pandas as pd
+
+    from steam_dinov2 import plot_neighbors
+    from steam_dinov2.core.manifest import write_manifest
+    from steam_dinov2.steam.metadata import write_metadata
+
+    data = tmp_path / "data"
+    shutil.copytree(banner_dir, data / "banners")
+    ids = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    write_manifest(data, pd.DataFrame({"app_id": ids, "name": "Game", "status": "ok"}))
+    write_metadata(
+        data,
+        pd.DataFrame(
+            {
+                "app_id": [30, 90],
+                "developers": [["Maker $_$"], ["Copier"]],  # a "$" is drawn, not mathtext
+                "publishers": [["maker $_$"], ["Big Label"]],
+                "franchises": [[], []],
+                "tagids": [[1, 2, 3], [4]],
+                "tag_weights": [[3.0, 2.0, 1.0], [1.0]],
+                "updated_at": pd.Timestamp.now("UTC"),
+            }
+        ),
+    )
+    pd.DataFrame({"tagid": [1, 2, 3, 4], "name": ["Puzzle", "Retro", "Cute", "Action"]}).to_parquet(
+        data / "tag_names.parquet"
+    )
+    emb = embed_folder(data / "banners", data, model=vits14, num_workers=0, progress=False)
+    titles = [ax.get_title() for ax in plot_neighbors(data, emb, 30, k=2).axes]
+    assert titles[0].split("\n")[2] == r"Maker \$_\$ · Puzzle, Retro"  # same publisher: once
+    assert titles[1].split("\n")[1] == "Copier (Big Label) · Action"  # 90, the copy, first
+    row = [ax.get_title() for ax in plot_games(data, emb, [30], k=1).axes]
+    assert "Copier (Big Label)" in row[1] and "Game (30)" in row[0]  # cut to the cell

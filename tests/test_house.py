@@ -28,7 +28,17 @@ LOWER = {
     "search": {"core", "embedding"},
     "audit": {"core", "embedding", "search"},
     "evaluation": {"core", "steam", "embedding", "search"},
-    "views": {"core", "steam", "collection", "embedding", "search", "audit", "evaluation"},
+    "lookalikes": {"core", "steam", "embedding", "search", "audit"},
+    "views": {
+        "core",
+        "steam",
+        "collection",
+        "embedding",
+        "search",
+        "audit",
+        "evaluation",
+        "lookalikes",
+    },
 }
 LOWER["browse"] = LOWER["views"] | {"views"}
 LOWER["cli"] = LOWER["colab"] = LOWER["browse"] | {"browse"}

@@ -193,6 +193,9 @@ def test_match_notebook_wrote_matches_comparison_and_export(executed):
     )
     assert served["620"][0]["name"] == names[int(first.id.iloc[0])]
     assert (data / "embeddings" / "dinov2_vits14__full__gem__random" / "meta.json").is_file()
+    # Look-alikes: 6410 is a copy of 10, but both are "Studio 2"'s (the fake's default developer).
+    pairs = pd.read_parquet(data / "lookalikes" / f"{setting}.parquet")
+    assert len(pairs) and {10, 6410} not in [set(p) for p in zip(pairs.id_a, pairs.id_b)]
     out = nbformat.read(tmp / "match_steam_images.ipynb", as_version=4)
     images = sum(
         1 for c in out.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
@@ -317,7 +320,7 @@ def test_match_notebook_mapped_explained_and_exported_a_site(executed):
     # The map and the site hold every game with a banner (the excluded copy too, as a query).
     assert set(game_map.id) == {*NAMES, 4000, 6410}
     games = json.loads((tmp / "steam-site" / "data" / "games.json").read_text())
-    assert sorted(games["ids"]) == sorted(game_map.id) and games["k"] == 3
+    assert sorted(map(int, games["ids"])) == sorted(game_map.id) and games["k"] == 3
     out = nbformat.read(tmp / "match_steam_images.ipynb", as_version=4)
     why = next(c for c in out.cells if "plot_match_explained" in c.source)
     assert any("image/png" in o.get("data", {}) for o in why.outputs)  # the heatmap figure

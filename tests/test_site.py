@@ -56,6 +56,22 @@ def site_data(tmp_path_factory, vits14):
         data, pd.DataFrame({"app_id": list(NAMES), "name": list(NAMES.values()), "status": "ok"})
     )
     embed_folder(banners, data, model=vits14, progress=False)
+    # Each game its own studio (the hostile name's studio hostile too): 90 copies 30 across studios.
+    studio = {a: [EVIL if a == 50 else f"Studio {a}"] for a in NAMES}
+    write_metadata(
+        data,
+        pd.DataFrame(
+            {
+                "app_id": list(NAMES),
+                "developers": list(studio.values()),
+                "publishers": list(studio.values()),
+                "franchises": [[] for _ in NAMES],
+                "tagids": [[] for _ in NAMES],
+                "tag_weights": [[] for _ in NAMES],
+                "updated_at": pd.Timestamp.now("UTC"),
+            }
+        ),
+    )
     return data
 
 
@@ -73,6 +89,8 @@ def test_export_writes_games_neighbors_and_thumbnails(site, site_data):
         "index.html",
         "app.js",
         "style.css",
+        "lookalikes.html",
+        "lookalikes.js",
         "data",
         "thumbs",
     }
@@ -96,6 +114,13 @@ def test_export_writes_games_neighbors_and_thumbnails(site, site_data):
     assert report.bytes == sum(
         p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != RECORD
     )
+    pairs = json.loads((out / "data" / "lookalikes.json").read_text())["pairs"]
+    a, b, score, studio_a, studio_b = pairs[0]  # the planted copy, first
+    assert {games["ids"][a], games["ids"][b]} == {"30", "90"} and {studio_a, studio_b} == {
+        "Studio 30",
+        "Studio 90",
+    }
+    assert [p[2] for p in pairs] == sorted((p[2] for p in pairs), reverse=True)
 
 
 def test_thumbnails_are_whole_not_cropped(tmp_path):
@@ -167,9 +192,9 @@ def test_landing_page_best_known_or_a_sample_without_excluded(site_data, tmp_pat
 
 def test_names_are_never_written_as_markup(site):
     out, _ = site
-    for name in ("index.html", "app.js"):
+    for name in ("index.html", "app.js", "lookalikes.html", "lookalikes.js"):
         assert "Evil" not in (out / name).read_text()
-    assert "innerHTML" not in (out / "app.js").read_text()
+        assert "innerHTML" not in (out / name).read_text()
     # In the JSON the name is a plain string; the page puts it in with textContent.
     assert EVIL in json.loads((out / "data" / "games.json").read_text())["names"]
 
@@ -304,6 +329,8 @@ def test_a_killed_export_leaves_nothing_a_rerun_does_not_clean(site_data, tmp_pa
     assert json.loads(tree["data/games.json"])["k"] == 2
     assert sorted(p.name for p in out.iterdir()) == [RECORD, "CNAME", "app.js", "data"] + [
         "index.html",
+        "lookalikes.html",
+        "lookalikes.js",
         "style.css",
         "thumbs",
     ]
@@ -479,6 +506,26 @@ def test_search_click_through_and_map_in_chromium(served, page, site, site_data,
 
 
 @pytest.mark.skipif(bool(MISSING), reason=f"needs {', '.join(MISSING)}")
+def test_lookalikes_page_lists_filters_and_links_pairs_in_chromium(served, page, site):
+    from playwright.sync_api import expect
+
+    out, _ = site
+    pairs = json.loads((out / "data" / "lookalikes.json").read_text())["pairs"]
+    page.goto(served)
+    page.locator("#lookalikes").click()  # the link on the main page
+    expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=20_000)
+    expect(page.locator(".pair")).to_have_count(len(pairs))
+    expect(page.locator(".pair").first.locator(".name")).to_have_text(
+        ["Hollow Knight", "Hollow Knight Copy"]
+    )
+    page.locator("#filter").fill("studio 90")  # a studio watching its own
+    expect(page.locator(".pair")).to_have_count(sum("Studio 90" in p[3:] for p in pairs))
+    page.locator(".pair img").first.click()  # through to the game on the main page
+    expect(page.locator("#query .tile .name")).to_have_text("Hollow Knight")
+    assert page.evaluate("document.body.dataset.pwned") is None
+    assert not page.errors and not page.dialogs and not page.blocked
+
+
 def test_long_name_wraps_and_own_image_has_no_store_link_in_chromium(odd_data, tmp_path):
     from playwright.sync_api import expect
 

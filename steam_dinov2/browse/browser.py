@@ -30,6 +30,7 @@ from ..search import (
     search_games,
 )
 from ..steam.fetch import fetch_banner
+from ..steam.metadata import load_labels
 from ..views.explain import plot_match_explained
 from ..views.map import cluster_members, describe_clusters, map_catalog
 from .settings import is_trusted_model, offered_settings
@@ -42,7 +43,13 @@ class Browser:
     """The widget app; ``browser.widget`` is what a notebook displays (displaying the object works too).
 
     The state is plain Python so tests can drive it: ``search.value``, ``choices.value``,
-    ``tiles[i].button.click()``, ``back.click()``; ``shown`` is ``[(id, score), ...]`` on screen.
+    ``tiles[i].button.click()``, ``back.click()``, ``other_studios.value``, ``tag.value``;
+    ``shown`` is ``[(id, score), ...]`` on screen.
+
+    Each tile names the game's studio and top tags (``metadata.parquet``). *Other studios only*
+    keeps neighbours whose developers and publishers are all different from the query's (games
+    without a known developer or publisher are left out then); *Tag* keeps those with that store
+    tag. Both filter the k nearest that pass, not the k nearest: the grid stays k wide.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class Browser:
                 f"no cached embeddings in {data}: run the embed stage (or the match notebook) first"
             )
         self.names = load_names(data)
+        self.labels = load_labels(data)
         self.exclude = {} if include_excluded else load_exclusions(data)
         if self.exclude:
             logger.info("browser: audit exclusions applied: %s", describe_exclusions(self.exclude))
@@ -105,6 +113,12 @@ class Browser:
             placeholder="app id not in the collection", description="Fetch", continuous_update=False
         )
         self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload banner")
+        self.other_studios = w.Checkbox(value=False, description="Other studios only")
+        # Options are set here, once, before any observer: ipywidgets 7 (Colab) selects the first
+        # option and fires observers when options are assigned; a change only re-renders.
+        self.tag = w.Dropdown(
+            options=self._tag_options(), value=0, description="Tag", layout=w.Layout(width="300px")
+        )
         self.status = w.HTML()
         self.grid = w.GridBox(layout=w.Layout(grid_template_columns="repeat(6, 130px)"))
         self.tiles = []
@@ -117,6 +131,8 @@ class Browser:
         self.forward.on_click(guard(lambda _: self._step(+1)))
         self.k.observe(guard(lambda _: self._render()), "value")
         self.setting.observe(guard(lambda _: self._render()), "value")
+        self.other_studios.observe(guard(lambda _: self._render()), "value")
+        self.tag.observe(guard(lambda _: self._render()), "value")
         self.outside.observe(
             guard(lambda ch: ch["new"] and self._show_outside_id(ch["new"])), "value"
         )
@@ -126,6 +142,7 @@ class Browser:
                 w.HBox([self.search, self.random, self.back, self.forward]),
                 self.choices,
                 w.HBox([self.setting, self.k]),
+                w.HBox([self.other_studios, self.tag]),
                 w.HBox([self.outside, self.upload]),
                 self.status,
                 self.grid,
@@ -197,8 +214,52 @@ class Browser:
             self.position += delta
             self._render()
 
+    def _tag_options(self, most: int = 200) -> list[tuple[str, int]]:
+        """("any tag", 0), then the ``most`` commonest store tags of the collection's games."""
+        counts: dict[tuple[str, int], int] = {}
+        for label in self.labels.values():
+            for t, name in zip(label.tagids, label.tags):
+                counts[name, t] = counts.get((name, t), 0) + 1
+        common = sorted(counts, key=lambda nt: (-counts[nt], nt[0]))[:most]
+        return [("any tag", 0)] + [(f"{n} ({counts[n, t]})", t) for n, t in sorted(common)]
+
+    def _keeps(self, entry: dict):
+        """A predicate on neighbour ids for the filters on screen, or None when none is on."""
+        tag, makers = self.tag.value, None
+        if self.other_studios.value and "id" in entry:  # an upload has no studio to differ from
+            label = self.labels.get(entry["id"])
+            makers = label.makers if label and label.makers else None
+            if makers is None:
+                raise ValueError(
+                    f"{self.names.get(entry['id'], entry['id'])} has no known developer or "
+                    "publisher (run `metadata`): untick Other studios only"
+                )
+        if not tag and makers is None:
+            return None
+
+        def keeps(app_id) -> bool:
+            label = self.labels.get(int(app_id))
+            if label is None or (tag and tag not in label.tagids):
+                return False
+            return makers is None or bool(label.makers and not label.makers & makers)
+
+        return keeps
+
     def neighbors(self, entry: dict, k: int) -> pd.DataFrame:
-        """rank, id, score of an entry's k neighbours in the current setting."""
+        """rank, id, score of an entry's k neighbours in the current setting that pass the
+        filters (*Other studios only*, *Tag*); ``rank`` is the rank among all neighbours."""
+        keeps = self._keeps(entry)
+        if keeps is None:
+            return self._nearest(entry, k)
+        total, depth = len(self._emb_for().ids), k
+        while True:  # deeper until k pass or every game was looked at
+            depth = min(total, depth * 4 + 16)
+            table = self._nearest(entry, depth)
+            kept = table[[keeps(i) for i in table["id"]]]
+            if len(kept) >= k or depth >= total:
+                return kept.head(k)
+
+    def _nearest(self, entry: dict, k: int) -> pd.DataFrame:
         setting = self.setting.value
         if "id" in entry:
             table, spans = self._precomputed(setting)
@@ -248,20 +309,34 @@ class Browser:
             else f"outside the collection: {entry['image']}"
         )
         esc = html.escape
-        caption = f"<b>QUERY</b><br>{esc(title)}"
+        caption = f"<b>QUERY</b><br>{esc(title)}{self._caption(qid)}"
         key = qid if qid is not None else entry["image"]
         self.query_tile = self._tile(key, caption, qid, similar=False)
         self.tiles = [
-            self._tile(i, f"{esc(self.names.get(i, str(i)))}<br>{s:.3f}", i) for i, s in self.shown
+            self._tile(i, f"{esc(self.names.get(i, str(i)))}{self._caption(i)}<br>{s:.3f}", i)
+            for i, s in self.shown
         ]
         self._add_why_buttons()
         self.grid.children = [self.query_tile] + self.tiles
         self.back.disabled = self.position == 0
         self.forward.disabled = self.position == len(self.history) - 1
         excluded = f"; audit: {describe_exclusions(self.exclude)}" if self.exclude else ""
+        only = [
+            *(["other studios"] if self.other_studios.value and qid is not None else []),
+            *([f"tag {self.tag.label.rsplit(' (', 1)[0]}"] if self.tag.value else []),
+        ]
+        excluded += f"; only {' and '.join(only)}" if only else ""
         self.status.value = (
             f"{len(self.shown)} neighbours in <code>{esc(self.setting.value)}</code>{esc(excluded)}"
         )
+
+    def _caption(self, app_id) -> str:
+        """The studio and top tags under a tile's name, escaped; "" when unknown."""
+        label = self.labels.get(app_id) if app_id is not None else None
+        if label is None or not label.caption():
+            return ""
+        style = "color:#666;font-size:10px"
+        return f"<br><span style='{style}'>{html.escape(label.caption())}</span>"
 
     def _tile(self, key, caption, app_id, *, similar: bool = True):
         import ipywidgets as w

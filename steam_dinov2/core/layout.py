@@ -13,6 +13,8 @@ Every stage reads and writes inside one data folder; only this module spells out
       metadata.parquet, tag_names.parquet  developers, publishers, franchises, tags per app
       evaluation/                          evaluate stage: summary, agreement, per_query, cache/
       maps/{setting}/layout.parquet        catalogue map: id, x, y, cluster, centrality
+      lookalikes/{setting}.parquet         look-alike pairs from other studios (``lookalikes``)
+      lookalikes/{setting}/explain-*.png   their heatmaps, when asked (``lookalikes --explain``)
 
 A *setting* names one way of embedding: ``{model}__{preset}__{pooling}``, plus ``__random`` for
 random weights or ``__w-{hash}`` for weights from a local file, plus ``__bf16`` or ``__fp16``
@@ -210,6 +212,16 @@ def preview_path(data: str | os.PathLike, setting: str) -> Path:
 def map_path(data: str | os.PathLike, setting: str) -> Path:
     """The catalogue map of a setting (``catalog_map.map_catalog``)."""
     return Path(data) / "maps" / setting / "layout.parquet"
+
+
+def lookalikes_path(data: str | os.PathLike, setting: str) -> Path:
+    """The look-alike pairs of a setting (``lookalikes.find_lookalikes``)."""
+    return Path(data) / "lookalikes" / f"{setting}.parquet"
+
+
+def lookalike_explained_path(data: str | os.PathLike, setting: str, a: int, b: int) -> Path:
+    """The heatmap of one look-alike pair (``lookalikes --explain``)."""
+    return Path(data) / "lookalikes" / setting / f"explain-{int(a)}-{int(b)}.png"
 
 
 def downloads_dir(data: str | os.PathLike) -> Path:

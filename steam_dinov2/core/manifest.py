@@ -3,7 +3,11 @@
 Columns (``MANIFEST_DTYPES``): ``app_id``; ``name`` for display; ``url`` the banner came from;
 ``status`` ok | no_banner | error; ``error`` message ("" unless error); ``width``, ``height`` and
 ``bytes`` of the saved file (0 without one); ``updated_at`` (UTC); ``orig_width``, ``orig_height``,
-``orig_mode`` of the image as served (0 and "" when unknown, e.g. in manifests made before them).
+``orig_mode`` of the image as served (0 and "" when unknown, e.g. in manifests made before them);
+``first_seen`` (UTC) when the app's row was first written, kept by every later update: what
+``lookalikes --since`` and a rerun's "new games" read. A manifest made before that column gets
+each row's ``updated_at`` instead, the latest moment the app is known to have been in the folder
+(so an old game can look newer than it is, never older).
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ MANIFEST_DTYPES = {
     "orig_width": "int32",
     "orig_height": "int32",
     "orig_mode": "str",
+    "first_seen": "datetime64[ns, UTC]",
 }
 # Added after the first snapshots were packed: a manifest or snapshot without them is still whole.
-LATER_COLUMNS = ("orig_width", "orig_height", "orig_mode")
+LATER_COLUMNS = ("orig_width", "orig_height", "orig_mode", "first_seen")
 _CHECKPOINT_SECONDS = 2.0  # a killed run loses at most this much bookkeeping, never files
 # Bounds on a manifest read from a data folder or a snapshot, checked on the parquet footer
 # before any column is decoded: Steam lists ~250,000 apps; a row takes ~200 bytes.
@@ -141,6 +146,8 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
             df[col] = pd.to_datetime(df[col], utc=True).astype(dtype)
         else:
             df[col] = df[col].fillna(0).astype(dtype)
+    # Rows written before ``first_seen`` existed: ``updated_at`` bounds it from above.
+    df["first_seen"] = df["first_seen"].fillna(df["updated_at"])
     return df
 
 
@@ -218,6 +225,8 @@ class ManifestBook:
         new = {"width": 0, "height": 0, "bytes": 0, "url": "", "error": ""}
         new |= {k: v for k, v in row.items() if k in MANIFEST_DTYPES}
         new |= {"app_id": app_id, "updated_at": now_utc()}
+        seen = old.get("first_seen")
+        new["first_seen"] = new["updated_at"] if seen is None or pd.isna(seen) else seen
         new["name"] = row.get("name") or self.names.get(app_id) or old.get("name") or ""
         self.rows[app_id] = new
         self.dirty = True

@@ -99,6 +99,64 @@ def read_tag_names(data: str | os.PathLike) -> dict[int, str]:
         return {}
 
 
+@dataclasses.dataclass(frozen=True)
+class GameLabel:
+    """Who made one game and what it is about, for captions and filters (``labels_of``).
+
+    Attributes:
+        studio: "Dev A, Dev B (Pub)" for display: the publishers only where they differ from the
+            developers ("" when neither is known).
+        makers: developers and publishers, compared case- and space-blind (``same_name``).
+        franchises: franchises, the same way.
+        tagids: store tags, heaviest first.
+        tags: their names (``"tag N"`` where ``tag_names.parquet`` has none).
+    """
+
+    studio: str
+    makers: frozenset[str]
+    franchises: frozenset[str]
+    tagids: tuple[int, ...]
+    tags: tuple[str, ...]
+
+    def caption(self, tags: int = 2) -> str:
+        """One line: the studio and the ``tags`` heaviest tags, e.g. "Valve · FPS, Sci-fi"."""
+        return " · ".join(p for p in (self.studio, ", ".join(self.tags[:tags])) if p)
+
+
+def same_name(text) -> str:
+    """A developer, publisher or franchise name as compared: case and runs of spaces ignored."""
+    return " ".join(str(text).split()).casefold()
+
+
+def labels_of(meta: pd.DataFrame, tag_names: dict[int, str]) -> dict[int, GameLabel]:
+    """``{app_id: GameLabel}`` of every row of a metadata table (``read_metadata``)."""
+    labels = {}
+    for row in meta.itertuples(index=False):
+        devs, pubs = [str(d) for d in row.developers], [str(p) for p in row.publishers]
+        studio = ", ".join(devs)
+        if {same_name(p) for p in pubs} - {same_name(d) for d in devs}:
+            studio = f"{studio} ({', '.join(pubs)})" if devs else ", ".join(pubs)
+        tagids = tuple(int(t) for t in row.tagids)
+        labels[int(row.app_id)] = GameLabel(
+            studio=studio,
+            makers=frozenset(same_name(x) for x in (*devs, *pubs) if same_name(x)),
+            franchises=frozenset(same_name(x) for x in row.franchises if same_name(x)),
+            tagids=tagids,
+            tags=tuple(tag_names.get(t, f"tag {t}") for t in tagids),
+        )
+    return labels
+
+
+def load_labels(data: str | os.PathLike) -> dict[int, GameLabel]:
+    """``labels_of`` the data folder's metadata; {} without one, or with a damaged one (labels
+    only decorate: a warning, and games are shown without them)."""
+    try:
+        return labels_of(read_metadata(data), read_tag_names(data))
+    except ValueError as e:
+        logger.warning("%s; showing games without developers and tags", e)
+        return {}
+
+
 def fetch_metadata(
     data: str | os.PathLike,
     app_ids=None,

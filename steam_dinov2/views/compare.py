@@ -11,9 +11,11 @@ from ..core.manifest import load_names
 from ..embedding.embed import embed_folder, images_of
 from ..embedding.setting import Setting, as_setting
 from ..search import describe_exclusions, find_neighbors, index_collection, search_games
+from ..steam.metadata import load_labels
 from .explain import overlay_matches
 from .grids import (
     blank_banner,
+    caption_line,
     escape_mathtext,
     frame_query,
     name_with_id,
@@ -91,19 +93,31 @@ def _comparison_cells(data, images, settings, app_id: int, k: int, exclude, prog
     """Every row's ``k + 1`` cells ``(id or None, title)``, embedding what is missing."""
     if exclude:
         logger.info("comparison: %s never neighbours", describe_exclusions(exclude))
-    names, cells = load_names(data), []
+    names, labels, cells = load_names(data), load_labels(data), []
     for setting in settings:
         emb = embed_folder(images, data, setting=setting, progress=progress)
-        cells += _neighbor_row(emb, app_id, k, index_collection(emb, exclude), names, 18)
+        index = index_collection(emb, exclude)
+        cells += _neighbor_row(emb, app_id, k, index, (names, labels), 18)
     return cells
 
 
-def _neighbor_row(emb, app_id: int, k: int, index, names, width: int) -> list:
-    """``k + 1`` cells ``(id or None, title)``: the query, its neighbours, blanks if short."""
+def _neighbor_row(emb, app_id: int, k: int, index, known, width: int) -> list:
+    """``k + 1`` cells ``(id or None, title)``: the query, its neighbours, blanks if short; each
+    titled with name, id, studio and tags (``known``: ``(names, labels)``) and cosine."""
+    names, labels = known
+    app_id = parse_image_id(app_id, "app_id")  # plot_games passes str: names are keyed by int
     table = find_neighbors(emb, app_id, k=k, index=index)
     row = [(app_id, "QUERY")] + [(i, f"{s:.3f}") for i, s in zip(table["id"], table["score"])]
-    row = [(i, f"{name_with_id(names.get(i), i, width)}\n{t}") for i, t in row]
+    row = [
+        (i, f"{name_with_id(names.get(i), i, width)}{_caption(labels, i, width)}\n{t}")
+        for i, t in row
+    ]
     return row + [(None, "")] * (k + 1 - len(row))
+
+
+def _caption(labels: dict, app_id: int, width: int = 28) -> str:
+    label = labels.get(app_id)
+    return caption_line(label.caption(), width) if label else ""
 
 
 def plot_neighbors(
@@ -122,7 +136,7 @@ def plot_neighbors(
     """
 
     app_id = parse_image_id(app_id, "app_id")
-    names = load_names(data)
+    names, labels = load_names(data), load_labels(data)
     if exclude:
         logger.info("neighbours: %s never neighbours", describe_exclusions(exclude))
     table = find_neighbors(emb, app_id, k=k, exclude=exclude)
@@ -133,6 +147,8 @@ def plot_neighbors(
         [f"{names.get(i, i)} ({i})" for i in table["id"]],
         query_name=f"{names.get(app_id, app_id)} ({app_id})",
         ncols=ncols,
+        captions=[labels[i].caption() if i in labels else "" for i in table["id"]],
+        query_caption=labels[app_id].caption() if app_id in labels else "",
     )
 
 
@@ -158,7 +174,7 @@ def plot_games(
         matplotlib Figure.
     """
 
-    names = load_names(data)
+    names, labels = load_names(data), load_labels(data)
     if exclude:
         logger.info("preview: %s never neighbours", describe_exclusions(exclude))
     if app_ids is None:
@@ -166,7 +182,8 @@ def plot_games(
         app_ids = list(dict.fromkeys(found + emb.ids))[:4]
     index = index_collection(emb, exclude)  # built once for every row
     app_ids = [parse_image_id(a, "app_ids") for a in app_ids]
-    cells = [c for a in app_ids for c in _neighbor_row(emb, a, k, index, names, 20)]
+    known = (names, labels)
+    cells = [c for a in app_ids for c in _neighbor_row(emb, a, k, index, known, 20)]
     fig = plot_image_grid(
         [layout.banner_path(data, i) if i else blank_banner() for i, _ in cells],
         [t for _, t in cells],

@@ -70,7 +70,17 @@ def grid_shape(n: int, ncols: int) -> tuple[int, int]:
     return min(fits)
 
 
-def plot_matches(query, neighbors, scores, names=None, *, query_name: str = "", ncols: int = 6):
+def plot_matches(
+    query,
+    neighbors,
+    scores,
+    names=None,
+    *,
+    query_name: str = "",
+    ncols: int = 6,
+    captions=None,
+    query_caption: str = "",
+):
     """The query image first (framed in red) and its neighbours, each titled with name and cosine.
 
     Args:
@@ -79,6 +89,8 @@ def plot_matches(query, neighbors, scores, names=None, *, query_name: str = "", 
         scores: cosine score of each neighbour.
         names: display name of each neighbour (e.g. the game's name), or None.
         query_name: display name of the query.
+        captions: a line under each neighbour's name (``GameLabel.caption``: studio and tags),
+            or None; ``query_caption`` the query's.
 
     Returns:
         matplotlib Figure.
@@ -87,8 +99,11 @@ def plot_matches(query, neighbors, scores, names=None, *, query_name: str = "", 
     if len(scores) != len(neighbors):
         raise ValueError(f"{len(scores)} scores for {len(neighbors)} neighbours")
     names = list(names) if names is not None else [""] * len(neighbors)
-    titles = [f"QUERY\n{shorten(query_name)}"]
-    titles += [f"{shorten(n)}\n{s:.3f}" for n, s in zip(names, scores)]
+    captions = list(captions) if captions is not None else [""] * len(neighbors)
+    titles = [f"QUERY\n{shorten(query_name)}" + caption_line(query_caption)]
+    titles += [
+        f"{shorten(n)}{caption_line(c)}\n{s:.3f}" for n, c, s in zip(names, captions, scores)
+    ]
     fig = plot_image_grid([query, *neighbors], titles, ncols=ncols)
     frame_query(fig.axes[0])
     return fig
@@ -144,6 +159,11 @@ def shorten(text, limit: int = 28) -> str:
         keep = limit - len(suffix) - 2  # the ellipsis and the space
         return f"{name[:keep].rstrip()}… {suffix}"
     return text[: limit - 1] + "…"
+
+
+def caption_line(caption, limit: int = 28) -> str:
+    """``caption`` (studio and tags) as a title's next line, cut to ``limit``; "" when empty."""
+    return f"\n{shorten(caption, limit)}" if caption else ""
 
 
 def name_with_id(name, app_id, limit: int = 28) -> str:

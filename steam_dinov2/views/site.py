@@ -6,6 +6,8 @@
     OUT/data/games.json                   ids, names, map positions and clusters, one array each
     OUT/data/neighbors-{shard}.json       k neighbours (rows into games.json) and cosines, by shard
     OUT/data/thumbs.json                  the content hash of each thumbnail's banner
+    OUT/lookalikes.html  lookalikes.js    look-alikes from other studios (``pairs``), linked from
+    OUT/data/lookalikes.json              index.html: pairs as rows into games.json, cosine, studios
     OUT/thumbs/{row // 1000}/{row}.webp   thumbnails (whole, at most 150x225 px), loaded lazily
 
 A re-export into the same folder encodes only the thumbnails whose banner changed: a thumbnail of
@@ -51,6 +53,7 @@ from ..embedding.setting import Setting, checked_name
 from ..search import check_k, match_all
 from ..steam.metadata import read_metadata
 from .map import cluster_colours, describe_clusters, map_catalog
+from .pairs import lookalikes_for_site
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ RECORD = ".export-site.json"  # in OUT: the files export-site wrote there, the o
 _STAGING = "export-site"  # OUT/.export-site.{random}.tmp while an export is written
 _OWN_FILE = re.compile(
     r"index\.html|app\.js|style\.css|data/games\.json|data/neighbors-[0-9]+\.json"
+    r"|lookalikes\.html|lookalikes\.js|data/lookalikes\.json"
     r"|data/thumbs\.json|thumbs/[0-9]+/[0-9]+\.webp"
 )
 _MAX_RECORD_BYTES = 64 << 20  # ~40 bytes a file: far above a site of a million games
@@ -161,7 +165,7 @@ def export_site(
     previous = _previous_thumbnails(out)
     with files.temp_dir(out, _STAGING) as tmp:
         (tmp / "data").mkdir(parents=True)
-        for name in ("index.html", "app.js", "style.css"):
+        for name in ("index.html", "app.js", "style.css", "lookalikes.html", "lookalikes.js"):
             shutil.copyfile(ASSETS / name, tmp / name)
         _write_shards(tmp, nb_rows, nb_scores)
         has_thumb, skipped, hashes, reused = _write_thumbnails(
@@ -171,6 +175,10 @@ def export_site(
         games |= _featured(data, emb.ids, has_thumb, exclude)
         _write_json(tmp / "data" / "games.json", games)
         _write_json(tmp / "data" / "thumbs.json", {"key": THUMB_KEY, "hashes": hashes})
+        _write_json(
+            tmp / "data" / "lookalikes.json",
+            lookalikes_for_site(data, emb, include_excluded=include_excluded),
+        )
         written = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in _files_under(tmp)}
         _install(out, tmp, set(written), owned)
     return SiteReport(
@@ -185,6 +193,7 @@ def _files_under(folder: Path) -> list[Path]:
 def _planned(n: int) -> set[str]:
     """Every file an export of ``n`` games may write (each game with a thumbnail)."""
     out = {"index.html", "app.js", "style.css", "data/games.json", "data/thumbs.json"}
+    out |= {"lookalikes.html", "lookalikes.js", "data/lookalikes.json"}
     out |= {f"data/neighbors-{s}.json" for s in range((n + SHARD - 1) // SHARD)}
     return out | {f"thumbs/{r // SHARD}/{r}.webp" for r in range(n)}
 
