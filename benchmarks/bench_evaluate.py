@@ -35,7 +35,7 @@ import pandas as pd  # noqa: E402
 
 from steam_dinov2.core import layout  # noqa: E402
 from steam_dinov2.embedding.cache import write_cache as _write_cache  # noqa: E402
-from steam_dinov2.evaluation.evaluate import evaluate_settings  # noqa: E402
+from steam_dinov2.evaluation.evaluate import evaluate_settings, summarize  # noqa: E402
 from steam_dinov2.evaluation.scoreboard import describe_best, rank_settings  # noqa: E402
 from steam_dinov2.steam.metadata import write_metadata  # noqa: E402
 
@@ -100,6 +100,12 @@ def main() -> None:
         result = evaluate_settings(tmp, truths=truths, k=10, progress=False)
         second = time.perf_counter() - t0
         t0 = time.perf_counter()
+        summarize(result.per_query)
+        with_intervals = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result.per_query.groupby(["setting", "truth", "metric"])[["value", "baseline"]].mean()
+        means_only = time.perf_counter() - t0
+        t0 = time.perf_counter()
         ranked = rank_settings(result)
         ranking = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -113,6 +119,10 @@ def main() -> None:
     print(
         f"first setting cold {one:.1f} s; second setting cold + agreement (first reused) "
         f"{second:.1f} s; both again, nothing changed {warm:.1f} s; paired ranking of the two {ranking:.1f} s"
+    )
+    print(
+        f"summary of both settings: with 95% intervals {with_intervals:.2f} s, means only "
+        f"{means_only:.2f} s (the same per-query table, side by side)"
     )
     print(
         f"TARGET evaluation at N={n}, one setting, 4 truths, intervals on, cold: {one:.1f} s "

@@ -265,9 +265,9 @@ def test_summary_matches_brute_force_and_reruns_reuse(catalogue):
     write_metadata(catalogue, _metadata())
 
 
-def _made_up(values: dict, n: int, seed: int = 0) -> Evaluation:
+def _made_up(values: dict, n: int, seed: int = 0, baseline: float = 0.1) -> Evaluation:
     """An evaluation of ``n`` developer queries whose per-query ndcg@10 is ``values[setting]``
-    (an array, or a number plus noise), baseline 0.1."""
+    (an array, or a number) plus noise, with ``baseline``."""
     rng = np.random.default_rng(seed)
     parts = []
     for setting, v in values.items():
@@ -277,7 +277,7 @@ def _made_up(values: dict, n: int, seed: int = 0) -> Evaluation:
                 {
                     **{"setting": setting, "truth": "developer", "query_id": np.arange(n)},
                     **{"n_relevant": 3, "first_rank": 1, "metric": "ndcg@10"},
-                    **{"value": v, "baseline": 0.1},
+                    **{"value": v, "baseline": baseline},
                 }
             )
         )
@@ -297,6 +297,8 @@ def test_a_best_setting_is_named_only_when_the_paired_interval_says_so():
     close = rank_settings(_made_up({"b": base, "c": base + 0.002}, 300))
     assert close.loc[close.index[1], "tied"] and close.loc[close.index[1], "diff_low"] < 0
     assert describe_best(close).startswith("No single best setting: c, b are tied")
+    flat = describe_best(rank_settings(_made_up({"a": 0.5, "b": 0.5}, 300, baseline=0.5)))
+    assert "a random ranking" in flat  # lifts around 0: said so, whichever leads
     few = rank_settings(_made_up({"a": base[:8] + 0.3, "b": base[:8]}, 8))
     assert few.attrs["too_few"] == {"developer": 8} and few["lift"].drop(RANDOM).isna().all()
     assert describe_best(few) == (

@@ -139,6 +139,8 @@ def describe_best(ranked: pd.DataFrame) -> str:
         )
     if ranked.loc[best, "lift_high"] <= 0:
         text += " No setting beats a random ranking here."
+    elif ranked.loc[best, "lift_low"] <= 0:
+        text += f" Even {best} is not told apart from a random ranking (its interval holds 0)."
     return text + note
 
 
