@@ -62,6 +62,7 @@ _SOURCES = {
     "describe_best": "evaluation.scoreboard",
     "plot_evaluation": "evaluation.scoreboard",
     "plot_agreement": "evaluation.scoreboard",
+    "tabulate_evaluation": "evaluation.scoreboard",
     "plot_image_grid": "views.grids",
     "plot_banners": "views.grids",
     "plot_matches": "views.grids",

@@ -30,7 +30,7 @@ from .embedding.precision import CHOICES as PRECISION_CHOICES
 from .embedding.preprocess import PRESETS
 from .embedding.setting import Setting, as_setting
 from .evaluation.evaluate import COPY_SAMPLE, TRUTHS, evaluate_settings
-from .evaluation.scoreboard import describe_best, rank_settings
+from .evaluation.scoreboard import describe_best, rank_settings, tabulate_evaluation
 from .lookalikes import LOOKALIKE_K, find_lookalikes, new_games
 from .search import describe_exclusions, match_all
 from .steam.download import DEFAULT_WORKERS, download_banners
@@ -202,6 +202,11 @@ def _add_evaluate_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", help="local weights file of a setting made with one (copy)")
     p.add_argument("--device", default="auto", help="where copies are embedded")
+    p.add_argument(
+        "--include-excluded",
+        action="store_true",
+        help="score every banner (default: leave out the audit's exclusions, as match does)",
+    )
 
 
 def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
@@ -545,10 +550,23 @@ def cmd_evaluate(args) -> int:
         copies=args.copies,
         weights=args.weights,
         device=args.device,
+        include_excluded=args.include_excluded,
     )
-    ranked = rank_settings(result.summary)
-    with pd.option_context("display.width", 200, "display.max_columns", None):
-        print(ranked.round(3).to_string() if not ranked.empty else "(nothing scored)")
+    if args.include_excluded:
+        print("audit exclusions ignored: every banner scored")
+    else:
+        print(f"audit exclusions applied: {describe_exclusions(result.exclusions)}; not scored")
+    ranked = rank_settings(result)
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        if ranked.empty:
+            print("(nothing scored)")
+        else:
+            print("each figure: mean over queries [95% bootstrap interval]")
+            print(tabulate_evaluation(result.summary, order=ranked.index).to_string())
+            shown = ranked.drop(columns=["diff_low", "diff_high"]).round(3)
+            print(
+                f"\nsettings ranked by mean lift over random [95% interval]:\n{shown.to_string()}"
+            )
     for label, reason in result.skipped.items():
         print(f"skipped {label}: {reason}")
     print(f"{describe_best(ranked)}\n-> {layout.evaluation_summary_path(args.data)}")

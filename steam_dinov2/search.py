@@ -328,7 +328,9 @@ def read_matches(path, ids=None) -> pd.DataFrame:
         table = table.astype({"query_id": np.int64, "rank": np.int64, "id": np.int64})
         score = table["score"].to_numpy(np.float64)
     except (OSError, ValueError, TypeError, KeyError, OverflowError) as e:
-        why = (str(e).splitlines() or [type(e).__name__])[0][:200]  # one line, whatever pyarrow says
+        why = (str(e).splitlines() or [type(e).__name__])[0][
+            :200
+        ]  # one line, whatever pyarrow says
         raise ValueError(f"match table {path} is unreadable ({why}): rerun `match`") from None
     why = ""
     if len(table) and (table["rank"].min() < 1 or not np.isfinite(score).all()):

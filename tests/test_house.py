@@ -27,7 +27,7 @@ LOWER = {
     "embedding": {"core"},
     "search": {"core", "embedding"},
     "audit": {"core", "embedding", "search"},
-    "evaluation": {"core", "steam", "embedding", "search"},
+    "evaluation": {"core", "steam", "embedding", "search", "audit"},  # scores what users see
     "lookalikes": {"core", "steam", "embedding", "search", "audit"},
     "views": {
         "core",

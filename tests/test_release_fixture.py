@@ -51,15 +51,21 @@ def test_the_old_folder_is_read_without_recomputing_anything(old):
 
     # The copy piece's old key was the banners' mtimes, which no clone keeps: copies=0 here; the
     # test below shows the new key (content) surviving a copy of the folder.
-    evaluation = sd.evaluate_settings(old, k=10, copies=0)
+    evaluation = sd.evaluate_settings(old, k=10, copies=0, progress=False)
     assert set(evaluation.summary["setting"]) == {SETTING}
-    # Reading is not recomputing: the map and the evaluation pieces are untouched. The embedding
-    # cache records new file stamps (a clone has new mtimes) under the same generation, with the
-    # same vectors, so every table keyed by it stays valid.
+    # Reading is not recomputing: the map is untouched. The embedding cache records new file
+    # stamps (a clone has new mtimes) under the same generation, with the same vectors, so every
+    # table keyed by it stays valid. The evaluation pieces were scored with the definitions
+    # before ranx's (and without the audit's exclusions): computed once more, then kept.
     after = _stamps(old)
-    derived = ("maps/", "banners/", "evaluation/cache/", "matches/", "audit/")
+    derived = ("maps/", "banners/", "matches/", "audit/")
     rewritten = [n for n, t in before.items() if n.startswith(derived) and after.get(n) != t]
     assert not rewritten, rewritten
+    assert (evaluation.summary["n_excluded"] == len(exclusions)).all()
+    sd.evaluate_settings(old, k=10, copies=0, progress=False)
+    again = _stamps(old)
+    pieces = [n for n in after if n.startswith("evaluation/cache/")]
+    assert pieces and all(again[n] == after[n] for n in pieces)
     cache = old / "embeddings" / SETTING
     assert sorted(p.name for p in cache.iterdir()) == sorted(
         p.name for p in (FIXTURE / "embeddings" / SETTING).iterdir()

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from ..core.codec import check_pixels, to_rgb
+from ..core.progress import tqdm
 from ..embedding.embed import CPU_FORWARD_BATCH
 from ..embedding.models import model_info
 from ..embedding.pooling import pool_tokens
@@ -79,6 +80,8 @@ def embed_variants(
     variants=tuple(VARIANTS),
     batch_size: int = 32,
     device="auto",
+    progress: bool = False,
+    desc: str = "copies",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Embed every variant of every image as ``setting`` embeds the collection.
 
@@ -90,6 +93,9 @@ def embed_variants(
         variants: among ``VARIANTS``.
         batch_size: images per batch (a forward pass on the CPU takes ``embed.CPU_FORWARD_BATCH``).
         device: where the model is loaded when ``model`` is None.
+        progress: a bar over the V = len(paths) x len(variants) images to embed; it shows the
+            count before the first batch and the time left once that batch is done.
+        desc: the bar's label.
 
     Returns:
         ``(vectors, sources, kinds)``: (V, D') float32 L2-normalised, one row per variant made;
@@ -101,17 +107,21 @@ def embed_variants(
     model = setting.load_model(device=device) if model is None else model
     info = model_info(model)
     transform = make_transform(setting.preset, mean=info.mean, std=info.std)
-    batches = _Embedder(model, setting.pooling, batch_size)
-    sources, kinds = [], []
-    for i, path in enumerate(paths):
-        image = _open_rgb(path)
-        if image is None:
-            continue
-        for v in variants:
-            batches.add(transform(make_variant(image, v)))
-            sources.append(i)
-            kinds.append(v)
-    return batches.finish(), np.asarray(sources, np.int64), kinds
+    total = len(paths) * len(variants)
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
+        batches = _Embedder(model, setting.pooling, batch_size, bar.update)
+        sources, kinds = [], []
+        for i, path in enumerate(paths):
+            image = _open_rgb(path)
+            if image is None:
+                bar.update(len(variants))
+                continue
+            for v in variants:
+                batches.add(transform(make_variant(image, v)))
+                sources.append(i)
+                kinds.append(v)
+        vectors = batches.finish()
+    return vectors, np.asarray(sources, np.int64), kinds
 
 
 def _open_rgb(path) -> Image.Image | None:
@@ -129,9 +139,10 @@ def _open_rgb(path) -> Image.Image | None:
 class _Embedder:
     """Transformed images in, pooled rows out, ``batch_size`` images a forward pass."""
 
-    def __init__(self, model, pooling: str, batch_size: int) -> None:
+    def __init__(self, model, pooling: str, batch_size: int, done=lambda n: None) -> None:
 
         self.model, self.pooling, self.batch_size = model, pooling, batch_size
+        self.done = done  # called with the number of images each forward pass embedded
         self.device = next(model.parameters()).device
         self.step = CPU_FORWARD_BATCH if self.device.type == "cpu" else batch_size
         self.pending, self.chunks = [], []
@@ -148,6 +159,7 @@ class _Embedder:
         with torch.inference_mode():
             parts = [pool_tokens(self.model, part, self.pooling) for part in x.split(self.step)]
         self.chunks.append(torch.cat(parts).float().cpu().numpy())
+        self.done(len(self.pending))
         self.pending.clear()
 
     def finish(self) -> np.ndarray:

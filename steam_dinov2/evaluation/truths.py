@@ -1,5 +1,5 @@
-"""Per-query scores of one setting against one truth: shared labels (recall, mAP), tag cosines
-(nDCG) and planted copies; ``evaluate`` caches and sums them up (its docstring defines each)."""
+"""Per-query scores of one setting against one truth: shared labels (hit rate, recall, mAP,
+nDCG), tag cosines (nDCG) and planted copies (hit rate); ``evaluate`` caches and sums them up (its docstring defines each)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from ..steam.catalog import LABEL_COLUMNS
 from .copies import embed_variants
 from .metrics import (
     average_precision_at_k,
+    binary_ideal,
     dcg_at_k,
+    hit_rate_at_k,
     ndcg_at_k,
     random_average_precision_at_k,
+    random_hit_rate_at_k,
     random_ndcg_at_k,
     random_recall_at_k,
     recall_at_k,
@@ -90,7 +93,8 @@ def label_sets(emb: Embeddings, metadata: pd.DataFrame, column: str) -> list[fro
 
 
 def score_labels(emb: Embeddings, labels: list[frozenset], neighbors: np.ndarray, k: int, truth):
-    """Per-query recall@1, recall@k, mAP@k of one label truth (see the module docstring)."""
+    """Per-query hit_rate@1, hit_rate@k, recall@k, map@k, ndcg@k of one label truth (the metrics
+    as ``metrics`` defines them, relevant = shares a label)."""
     n = len(emb.ids)
     members: dict[str, set[int]] = {}
     for row, ls in enumerate(labels):
@@ -107,14 +111,14 @@ def score_labels(emb: Embeddings, labels: list[frozenset], neighbors: np.ndarray
     for j, row in enumerate(q):
         mine = labels[row]
         rel[j] = [not mine.isdisjoint(labels[r]) for r in neighbors[row]]
-    m = n - 1
+    m, r = n - 1, n_rel[q]
+    ideal = binary_ideal(r, k)
     metrics = {
-        "recall@1": (recall_at_k(rel, 1), random_recall_at_k(n_rel[q], m, 1)),
-        f"recall@{k}": (recall_at_k(rel, k), random_recall_at_k(n_rel[q], m, k)),
-        f"map@{k}": (
-            average_precision_at_k(rel, n_rel[q], k),
-            random_average_precision_at_k(n_rel[q], m, k),
-        ),
+        "hit_rate@1": (hit_rate_at_k(rel, 1), random_hit_rate_at_k(r, m, 1)),
+        f"hit_rate@{k}": (hit_rate_at_k(rel, k), random_hit_rate_at_k(r, m, k)),
+        f"recall@{k}": (recall_at_k(rel, r, k), random_recall_at_k(r, m, k)),
+        f"map@{k}": (average_precision_at_k(rel, r, k), random_average_precision_at_k(r, m, k)),
+        f"ndcg@{k}": (ndcg_at_k(rel, ideal, k), random_ndcg_at_k(r / max(m, 1), ideal, m, k)),
     }
     ids = [emb.ids[r] for r in q]
     return frame(emb.setting, truth, ids, n_rel[q], first_rank(rel), metrics)
@@ -187,8 +191,10 @@ def copy_model(meta: dict, *, weights=None, device="auto"):
         return None, f"could not load {name}: {type(e).__name__}: {str(e)[:160]}"
 
 
-def score_copies(emb, model, paths: dict[str, str], k: int, *, sample, seed, variants):
-    """Per-query recall@1 of planted copies (``copy:<variant>`` rows; see the module docstring)."""
+def score_copies(
+    emb, model, paths: dict[str, str], k: int, *, sample, seed, variants, progress=False
+):
+    """Per-query hit_rate@1 of planted copies (``copy:<variant>`` rows; see the module docstring)."""
 
     ids = sorted(i for i in emb.ids if i in paths)
     rng = np.random.default_rng(seed)
@@ -199,7 +205,12 @@ def score_copies(emb, model, paths: dict[str, str], k: int, *, sample, seed, var
     meta = emb.meta
     setting = Setting.from_meta(meta)
     vectors, sources, kinds = embed_variants(
-        [paths[i] for i in chosen], setting, model=model, variants=variants
+        [paths[i] for i in chosen],
+        setting,
+        model=model,
+        variants=variants,
+        progress=progress,
+        desc=f"copies {emb.setting} ({len(chosen)} banners x {len(variants)} variants)",
     )
     row_of = {i: r for r, i in enumerate(emb.ids)}
     source_rows = np.array([row_of[chosen[s]] for s in sources], np.int64)
@@ -211,6 +222,6 @@ def score_copies(emb, model, paths: dict[str, str], k: int, *, sample, seed, var
     for v in variants:
         sel = kinds == v
         ids_v = [chosen[s] for s in sources[sel]]
-        metrics = {"recall@1": (recall_at_k(rel[sel], 1), base[sel])}
+        metrics = {"hit_rate@1": (hit_rate_at_k(rel[sel], 1), base[sel])}
         parts.append(frame(emb.setting, f"copy:{v}", ids_v, 1, first[sel], metrics))
     return pd.concat(parts, ignore_index=True)
