@@ -58,3 +58,20 @@ def local_page(*, width: int, height: int = 1000, allow: tuple[str, ...] = ()):
         finally:
             context.close()
             browser.close()
+
+
+def wait_listening(proc, port: int, log, what: str, seconds: float = 60) -> None:
+    """Wait until the server ``proc`` started accepts connections on 127.0.0.1:``port``; fail
+    with its log (``log``, a path) when it exits first or never listens."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, f"{what} exited:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"{what} never listened:\n{log.read_text()}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)

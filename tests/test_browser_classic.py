@@ -22,11 +22,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from chromium import local_page, missing
+from chromium import local_page, missing, wait_listening
 from test_browser_e2e import ALL_DRAWN, NAMES, SETTING, K, _check, _tiles, download_data
 
 from steam_dinov2 import embed_folder, map_catalog
@@ -117,15 +116,7 @@ def server(tmp_path_factory):
             start_new_session=True,  # its own process group: the kernels go down with it
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"notebook exited:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"notebook never listened:\n{log.read_text()}"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_listening(proc, port, log, "notebook")
         yield f"http://127.0.0.1:{port}", token, notebooks
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

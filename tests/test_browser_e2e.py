@@ -12,13 +12,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
-from chromium import local_page, missing
+from chromium import local_page, missing, wait_listening
 from steam_server import App, FakeSteam
 
 from steam_dinov2 import find_neighbors, load_embeddings
@@ -85,6 +84,8 @@ def notebook(tmp_path):
         "K": K,
         "QUERIES": ["Portal 2"],
         "COMPARE_SETTINGS": [["dinov2_vits14", "crop256", "cls"]],
+        "PRECISION": "fp32",  # the kernel sees this CPU's real flags: bf16 on AMX otherwise
+        "COPIES": 2,
     }
     papermill.execute_notebook(
         ROOT / "match_steam_images.ipynb",
@@ -131,15 +132,7 @@ def voila(notebook, tmp_path):
             start_new_session=True,  # its own process group: the kernel goes down with it
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"voila exited:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"voila never listened:\n{log.read_text()}"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_listening(proc, port, log, "voila")
         yield f"http://127.0.0.1:{port}/"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
