@@ -47,6 +47,7 @@ def embed_images(
     num_workers: int | None = None,
     progress: bool = True,
     on_batch=None,
+    desc: str = "embed",
 ) -> tuple[np.ndarray, list[int], dict[str, str]]:
     """Embed image files with a model from ``load_model``.
 
@@ -59,6 +60,7 @@ def embed_images(
         num_workers: DataLoader decoding processes; None picks for the device.
         on_batch: called after every batch with ``(vectors, kept, errors)`` of that batch alone
             (same meaning as the return values), e.g. to checkpoint a long run.
+        desc: the progress bar's label (``embed_folder`` names the setting).
 
     Returns:
         ``(vectors, kept, errors)``: vectors (M, D') float32 L2-normalised, one row per readable
@@ -69,7 +71,7 @@ def embed_images(
     paths = [str(p) for p in paths]
     loader = image_loader(paths, model, preset, batch_size, num_workers)
     chunks, kept, errors = [], [], {}
-    bar = tqdm(total=len(paths), unit="img", disable=not progress)
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
     with torch.inference_mode(), bar:
         for x, idx, err in loader:
             good = torch.tensor([not e for e in err], dtype=torch.bool)
@@ -228,6 +230,7 @@ def embed_folder(
             num_workers=num_workers,
             progress=progress,
             on_batch=saver.add,
+            desc=f"embed {target.setting}",  # which setting, when a cell embeds several
         )
         _add_new(cached, saver, new, kept, errs)
     return _saved(cached, target, model, reused, by_content)
