@@ -266,7 +266,7 @@ def test_summary_and_example_grids(audited):
     assert summary.loc["odd_size"].tolist() == [2, 2]
     assert summary.loc["embedding_duplicates"].tolist() == [6, 2]  # 50, 60: stronger reasons
     assert summary.loc["near_duplicates"].tolist() == [3, 1]
-    assert summary.loc["any"].tolist() == [46, len(EXPECTED)]
+    assert summary.loc["all audited"].tolist() == [46, len(EXPECTED)]
     fig = plot_audit_examples(data, "embedding_duplicates")
     titles = [ax.get_title() for ax in fig.axes if ax.images]
     assert titles == ["10\nkept", "50\n= 10", "60\n= 10", "70\n= 10", "30\nkept", "140\n= 30"]

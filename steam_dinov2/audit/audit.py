@@ -272,10 +272,14 @@ def load_exclusions(data: str | os.PathLike) -> dict[int, list[str]]:
     return {int(i): r for i, r in found.items()}  # JSON's keys are strings; ids are ints
 
 
+ALL_AUDITED = "all audited"  # summarize_audit's last row
+
+
 def summarize_audit(data: str | os.PathLike) -> pd.DataFrame:
     """Counts per issue type: ``issue_type``, ``images`` (flagged), ``excluded`` (for that reason).
 
-    The last row, ``any``, counts the apps excluded for any reason.
+    The last row, ``all audited``, counts every banner audited and those excluded for any
+    reason (its ``images`` is not a count of flagged banners: one with no issue counts too).
     """
     issues = read_issues(data)
     reasons = [r.split(":")[0] for rs in load_exclusions(data).values() for r in rs]
@@ -286,7 +290,7 @@ def summarize_audit(data: str | os.PathLike) -> pd.DataFrame:
         (t, int(issues[f"is_{t}_issue"].sum()), int(counted.get(t, 0)))
         for t in audited_types(issues)
     ]
-    rows.append(("any", len(issues), int(issues["excluded"].sum())))
+    rows.append((ALL_AUDITED, len(issues), int(issues["excluded"].sum())))
     return pd.DataFrame(rows, columns=["issue_type", "images", "excluded"])
 
 
