@@ -95,3 +95,13 @@ def test_what_urllib3_does_cover_we_cover_too(fault):
             assert http.get(_url(server, 2)).content == server.banner_bytes(server.apps[2])
         finally:
             http.close()
+
+
+def test_an_error_message_is_cut_at_a_word_not_mid_word():
+    from steam_dinov2.core.files import clip_text
+
+    message = "HTTPSConnectionPool(host='cdn.example') read timed out after thirty seconds"
+    clipped = clip_text(message + "\n" + message, 60)
+    assert len(clipped) <= 60 and clipped.endswith("…") and "\n" not in clipped
+    assert message.startswith(clipped[:-1]) and message[len(clipped) - 1] == " "
+    assert clip_text("short", 60) == "short"

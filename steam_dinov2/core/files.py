@@ -330,3 +330,13 @@ def read_keyed_parquet(path: str | os.PathLike, key: dict, *, name: bytes = MADE
     except (OSError, ValueError, TypeError) as e:
         logger.warning("ignoring unreadable %s (%s); computing it again", path, e)
         return None
+
+
+def clip_text(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters, cut at a word boundary with "…" (an
+    error message from anywhere, shown in a report or a table cell)."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2 :] else cut) + "…"

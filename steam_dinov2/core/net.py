@@ -17,6 +17,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from . import files
 from .api_key import install_log_filter, redact
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class SteamHttp:
         except _Stopped as e:
             failure, final = str(e), True
         except (*_TRANSIENT, requests.RequestException) as e:
-            failure = f"{_describe(e)}: {redact(str(e), secret)[:160]}"
+            failure = f"{_describe(e)}: {files.clip_text(redact(str(e), secret), 160)}"
             final = last or not isinstance(e, _TRANSIENT)
         if final:  # raised outside the except block, so no exception holding the URL is chained
             raise HttpError(failure)

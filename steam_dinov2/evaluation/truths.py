@@ -188,7 +188,7 @@ def copy_model(meta: dict, *, weights=None, device="auto"):
             )
         return None, f"could not load {name}: {e}"
     except Exception as e:  # no internet, no weights, out of memory: a skip to report
-        return None, f"could not load {name}: {type(e).__name__}: {str(e)[:160]}"
+        return None, f"could not load {name}: {type(e).__name__}: {files.clip_text(e, 160)}"
 
 
 def score_copies(

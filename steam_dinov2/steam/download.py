@@ -130,7 +130,7 @@ class _Tally:
         self.book.update(row)
         self.counts[row["status"]] += 1
         if row["status"] == "error":
-            self.counts["error:" + row["error"][:80]] += 1
+            self.counts["error:" + files.clip_text(row["error"], 80)] += 1
         self.bar.update(1)
         c = self.counts
         self.bar.set_postfix(ok=c["ok"], no_banner=c["no_banner"], error=c["error"])

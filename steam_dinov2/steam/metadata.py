@@ -305,7 +305,9 @@ def _try_batch(ids: list[int], http: SteamHttp) -> tuple[list[dict], list[int]] 
     try:
         return fetch_store_metadata(ids, http)
     except (HttpError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
-        return f"{type(e).__name__}: {str(e)[:160]}"  # this batch only: the others carry on
+        return (
+            f"{type(e).__name__}: {files.clip_text(e, 160)}"  # this batch only: the others carry on
+        )
 
 
 def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]) -> int:
@@ -330,7 +332,7 @@ def _update_tag_names(data, rows: list[dict], http: SteamHttp, errors: list[str]
             and isinstance(t.get("name"), str)
         }
     except (HttpError, ValueError, TypeError, KeyError, AttributeError) as e:
-        errors.append(f"tag names: {type(e).__name__}: {str(e)[:160]} (tag ids kept)")
+        errors.append(f"tag names: {type(e).__name__}: {files.clip_text(e, 160)} (tag ids kept)")
         logger.warning("%s", errors[-1])
         return len(names)
     names |= got
