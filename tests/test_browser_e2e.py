@@ -22,6 +22,7 @@ from steam_server import App, FakeSteam
 
 from steam_dinov2 import find_neighbors, load_embeddings
 from steam_dinov2.steam.download import download_banners
+from steam_dinov2.steam.metadata import load_labels
 
 ROOT = Path(__file__).parent.parent
 MISSING = missing("voila", "papermill")
@@ -163,10 +164,13 @@ def _expected(data, app_id) -> list[dict]:
     No audit ran, so nothing is excluded; the scores are shown to 3 decimals.
     """
     names = {str(a): n for a, n in NAMES.items()}  # the page shows ids as text
+    # Under each name, the studio and top tags the store metadata gives (issue 22's caption).
+    labels = {str(a): [g.caption()] if g.caption() else [] for a, g in load_labels(data).items()}
     table = find_neighbors(load_embeddings(data, SETTING), app_id, k=K)
-    rows = [(str(app_id), ["QUERY", names[str(app_id)], str(app_id)])]
+    rows = [(str(app_id), ["QUERY", names[str(app_id)], *labels.get(str(app_id), []), str(app_id)])]
     rows += [
-        (str(i), [names[str(i)], f"{s:.3f}", str(i)]) for i, s in zip(table["id"], table["score"])
+        (str(i), [names[str(i)], *labels.get(str(i), []), f"{s:.3f}", str(i)])
+        for i, s in zip(table["id"], table["score"])
     ]
     return [
         {
