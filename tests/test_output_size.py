@@ -23,6 +23,16 @@ sys.path.insert(0, sys.argv[2])
 from conftest import upload_to_browser
 from steam_dinov2 import Browser, embed_folder, import_folder, load_model
 
+def peak_mb():
+    # This process's own peak (VmHWM): ru_maxrss keeps the peak of the process it was forked from
+    # across exec (Linux), so under a large pytest it measured pytest, not this script.
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) / 1024 for l in f if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 src = Path(sys.argv[1])
 model = load_model("dinov2_vits14", pretrained=False, device="cpu")
 folder = import_folder(src, src.parent / "data", progress=False)
@@ -35,7 +45,7 @@ print(json.dumps({
     "embed": {str(k): v for k, v in emb.errors.items()},
     "embedded": [str(i) for i in emb.ids],
     "upload": browser.status.value,
-    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "rss_mb": peak_mb(),
 }))
 """
 

@@ -246,7 +246,8 @@ def _read_cached(path, made_from: dict, ids) -> pd.DataFrame | None:
     if table is None:
         return None
     try:  # maps before 0.2 stored ids as strings
-        table = table.astype({"id": np.int64, "cluster": np.int64})
+        table = table.astype({"id": np.int64})
+        clusters = table["cluster"].to_numpy(np.int64)
         xy = table[["x", "y", "centrality"]].to_numpy(np.float64)
         why = ""
         if list(table.columns) != ["id", "x", "y", "cluster", "centrality"]:
@@ -255,7 +256,7 @@ def _read_cached(path, made_from: dict, ids) -> pd.DataFrame | None:
             why = "rows that are not the embeddings' ids"
         elif not np.isfinite(xy).all() or xy[:, :2].min() < 0 or xy[:, :2].max() > 1:
             why = "coordinates outside [0, 1]"
-        elif table["cluster"].min() < 0 or table["cluster"].max() >= made_from["n_clusters"]:
+        elif clusters.min() < 0 or clusters.max() >= made_from["n_clusters"]:
             why = "clusters out of range"
     except (ValueError, TypeError, KeyError, OverflowError) as e:
         why = f"{type(e).__name__}: {e}"
