@@ -477,3 +477,31 @@ def test_a_swap_in_the_collection_is_scored_again(catalogue, tmp_path):
     assert 201 not in queries_with(201)
     second = queries_with(202)
     assert 201 in second and 202 not in second
+
+
+def test_a_forged_piece_under_the_right_key_is_scored_again(catalogue, tmp_path, caplog):
+    """A cached piece is reused only when its rows hold up, whatever key it carries."""
+    import logging
+
+    from steam_dinov2.core import files
+
+    data = tmp_path / "data"
+    shutil.copytree(catalogue, data)
+    honest = evaluate_settings(data, SETTINGS[:1], truths=["developer"], copies=0).per_query
+    path = layout.evaluation_cache_path(data, SETTINGS[0], "developer")
+    piece = pd.read_parquet(path)
+    for forged in (
+        piece.assign(value=piece["value"] * 5),
+        piece.assign(query_id=piece.query_id + 1),
+    ):
+        files.write_keyed_parquet(
+            path,
+            forged,
+            files.read_parquet_key(path, name=b"steam_dinov2.evaluation_key"),
+            name=b"steam_dinov2.evaluation_key",
+        )
+        with caplog.at_level(logging.WARNING):
+            again = evaluate_settings(data, SETTINGS[:1], truths=["developer"], copies=0)
+        assert "is damaged" in caplog.text
+        pd.testing.assert_frame_equal(again.per_query, honest)
+        caplog.clear()

@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 _KEY = b"steam_dinov2.evaluation_key"
 
 
-def cached_table(data, setting: str, part: str, key: dict, compute) -> pd.DataFrame:
-    """The cached piece when its key matches, else ``compute()`` stored under ``key``."""
+def cached_table(data, setting: str, part: str, key: dict, compute, check=None) -> pd.DataFrame:
+    """The cached piece when its key matches and ``check(piece)`` finds nothing wrong (it returns
+    "" or what is wrong), else ``compute()`` stored under ``key``. A piece whose key matches but
+    whose rows do not hold up (damaged, forged) is computed again with a warning."""
     path = layout.evaluation_cache_path(data, setting, part)
     cached = files.read_keyed_parquet(path, key, name=_KEY)
     if cached is not None and "query_id" in cached and cached["query_id"].dtype != "int64":
@@ -32,6 +34,9 @@ def cached_table(data, setting: str, part: str, key: dict, compute) -> pd.DataFr
             cached = cached.astype({"query_id": "int64"})
         except (ValueError, TypeError, OverflowError):
             cached = None
+    if cached is not None and check is not None and (why := check(cached)):
+        logger.warning("evaluation piece %s is damaged (%s); computing it again", path, why)
+        cached = None
     if cached is not None:
         return cached
     df = compute()
@@ -67,3 +72,23 @@ def cached_neighbors(data, emb, k: int, key: dict) -> np.ndarray:
     logger.warning("damaged evaluation cache of %s: ranking again", emb.setting)
     layout.evaluation_cache_path(data, emb.setting, "neighbors").unlink(missing_ok=True)
     return np.stack(cached_table(data, emb.setting, "neighbors", key, compute)["neighbors"])
+
+
+def piece_problem(piece: pd.DataFrame, setting: str, ids, columns) -> str:
+    """What is wrong with a cached per-query piece of ``setting`` over the embeddings ``ids``:
+    its columns, a query outside them, another setting's rows, values or baselines that are not
+    numbers in [0, 1]; "" when nothing is."""
+    if list(piece.columns) != list(columns):
+        return f"columns {list(piece.columns)[:8]}"
+    try:
+        values = piece[["value", "baseline"]].to_numpy(np.float64)
+        if not set(piece["query_id"].astype(np.int64)) <= set(ids):
+            return "queries that are not the embeddings' ids"
+    except (ValueError, TypeError, OverflowError) as e:
+        return f"{type(e).__name__}: {e}"
+    if len(piece) and set(piece["setting"]) != {setting}:
+        return "rows of another setting"
+    finite = values[~np.isnan(values)]  # a baseline may be NaN where a query has nothing to find
+    if finite.size and (not np.isfinite(finite).all() or finite.min() < 0 or finite.max() > 1):
+        return "values outside [0, 1]"
+    return ""

@@ -47,7 +47,7 @@ from ..embedding.preprocess import PRESETS
 from ..embedding.setting import setting_of
 from ..search import check_k
 from ..steam.metadata import empty_metadata, read_metadata
-from .cache import cached_neighbors, cached_table, digest
+from .cache import cached_neighbors, cached_table, digest, piece_problem
 from .copies import VARIANTS
 from .intervals import SEED as BOOTSTRAP_SEED
 from .intervals import bootstrap_means, percentile_interval
@@ -286,13 +286,17 @@ class _Skip(Exception):
 def _score_truth(run: _Run, emb, truth: str, neighbors, base: dict) -> pd.DataFrame:
     """One truth's per-query rows for one setting, from the cache when its key still matches."""
     k, setting, data = run.k, emb.setting, run.data
+
+    def check(piece):
+        return piece_problem(piece, setting, emb.ids, COLUMNS)
+
     if truth != "copy" and (why := label_gap(emb.ids, run.metadata, run.no_metadata)):
         raise _Skip(why)
     if truth in LABELS:
         sets = label_sets(emb, run.metadata, LABELS[truth])
         key = {**base, "labels": digest([sorted(s) for s in sets])}
         return cached_table(
-            data, setting, truth, key, lambda: score_labels(emb, sets, neighbors, k, truth)
+            data, setting, truth, key, lambda: score_labels(emb, sets, neighbors, k, truth), check
         )
     if truth == "tags":
         tags = tag_vectors(emb, run.metadata)
@@ -303,12 +307,12 @@ def _score_truth(run: _Run, emb, truth: str, neighbors, base: dict) -> pd.DataFr
                 run.ideal = {key["labels"]: ideal_gains(tags, k)}
             return score_tags(emb, tags, neighbors, k, ideal=run.ideal[key["labels"]])
 
-        return cached_table(data, setting, truth, key, compute)
+        return cached_table(data, setting, truth, key, compute, check)
     if not run.copies:
         raise _Skip("copies=0")
     sample = {"copies": run.copies, "seed": run.seed, "variants": run.variants}
     key = {**base, **sample, "images": digest(_content_of(run, emb.ids))}
-    return cached_table(data, setting, "copy", key, lambda: _copies(run, emb))
+    return cached_table(data, setting, "copy", key, lambda: _copies(run, emb), check)
 
 
 def _copies(run: _Run, emb) -> pd.DataFrame:
