@@ -92,80 +92,6 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_embed_options(p: argparse.ArgumentParser) -> None:
-    _add_model_options(p)
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
-    p.add_argument(
-        "--workers", type=count, default=None, help="decoding processes (default: by device)"
-    )
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
-
-
-def _add_match_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--k", type=int, default=10, help="neighbours per image (at least 1)")
-    p.add_argument(
-        "--include-excluded", action="store_true", help="ignore the audit's exclusion list"
-    )
-
-
-def _add_download_options(p: argparse.ArgumentParser) -> None:
-
-    p.add_argument(
-        "--source",
-        default="steamspy",  # as in the notebooks: no key needed
-        help="steamspy (default), store (needs STEAM_API_KEY) or file:PATH",
-    )
-    p.add_argument("--limit", type=positive_int, help="at most N apps from the source")
-    p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved banner size")
-    # One meaning per flag: --workers is decoding processes (embed, audit, run) everywhere.
-    p.add_argument(
-        "--download-workers", type=positive_int, default=DEFAULT_WORKERS, help="download threads"
-    )
-    p.add_argument(
-        "--deadline",
-        type=float,
-        default=DEFAULT_DEADLINE,
-        help="seconds a banner may take in all, retries included (a stalled CDN connection)",
-    )
-
-
-def _add_audit_options(p: argparse.ArgumentParser) -> None:
-
-    p.add_argument(
-        "--issue-types",
-        nargs="+",
-        choices=list(ISSUE_TYPES),
-        metavar="TYPE",
-        help=f"CleanVision issue types to exclude (default: all of {', '.join(ISSUE_TYPES)}; "
-        f"for own images from import-folder all but {', '.join(STEAM_ONLY_TYPES)})",
-    )
-    p.add_argument(
-        "--rule",
-        action="append",
-        default=[],
-        metavar="TYPE=on|off",
-        help="switch one check on or off over the defaults, e.g. grayscale=on (repeatable)",
-    )
-    p.add_argument(
-        "--threshold",
-        action="append",
-        default=[],
-        metavar="TYPE=X",
-        help="score threshold of an image-quality type, e.g. dark=0.2 (repeatable)",
-    )
-    p.add_argument(
-        "--near-dup-threshold",
-        type=float,
-        default=NEAR_DUP_THRESHOLD,
-        help=f"cosine for embedding near duplicates (default {NEAR_DUP_THRESHOLD}); 0 to skip",
-    )
-    p.add_argument(
-        "--random-weights-duplicates",
-        action="store_true",
-        help="find embedding near duplicates even with --no-pretrained (skipped otherwise)",
-    )
-
-
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="data folder")
 
@@ -174,71 +100,13 @@ def _add_images(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", help="image folder, top level only (default: DATA/banners)")
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--skip-download", action="store_true", help="use the banners already in DATA")
-    p.add_argument(
-        "--skip-audit", action="store_true", help="no audit (exclusions on disk still apply)"
-    )
-
-
-def _add_metadata_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--refresh", action="store_true", help="fetch every app again")
-
-
-def _add_evaluate_options(p: argparse.ArgumentParser) -> None:
-
-    p.add_argument("--settings", nargs="+", metavar="NAME", help="cached settings (default: all)")
-    p.add_argument(
-        "--truth",
-        nargs="+",
-        default=list(TRUTHS),
-        choices=TRUTHS,
-        metavar="TRUTH",
-        help=f"among {', '.join(TRUTHS)} (default: all)",
-    )
-    p.add_argument("--k", type=int, default=10, help="ranks looked at (recall@k, map@k, ndcg@k)")
-    p.add_argument(
-        "--copies", type=count, default=COPY_SAMPLE, help="banners sampled for copy (0: none)"
-    )
-    p.add_argument("--weights", help="local weights file of a setting made with one (copy)")
-    p.add_argument("--device", default="auto", help="where copies are embedded")
-    p.add_argument(
-        "--include-excluded",
-        action="store_true",
-        help="score every banner (default: leave out the audit's exclusions, as match does)",
-    )
-
-
-def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="snapshot .tar.gz, folder, URL, or july-2023")
-    _add_data(p)
-    p.add_argument("--apps", help="apps.json of an img2dataset snapshot, if not beside SRC")
-
-
-def _add_folder_options(p: argparse.ArgumentParser) -> None:
-
-    p.add_argument("src", help="folder of images (subfolders included)")
-    _add_data(p)
-    p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved image size")
-
-
-def _add_site_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--setting", help="a cached setting folder name (default: from --model etc.)")
-    p.add_argument(
-        "--out",
-        required=True,
-        help="site folder outside DATA; its other files are kept, an earlier export replaced",
-    )
-    p.add_argument("--no-map", action="store_true", help="leave the catalogue map out")
-    p.add_argument("--clusters", type=positive_int, help="map clusters (default: about sqrt(N)/4)")
-
-
 def _hidden_images(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", help=argparse.SUPPRESS)
 
 
-# Each stage: name, help, command, and its option groups in the order --help lists them.
-# --- The stages behind ``python -m steam_dinov2 STAGE``: each ``cmd_*`` takes the parsed options,
+# --- The stages behind ``python -m steam_dinov2 STAGE``: each stage's options (``_add_*_options``)
+# sit just above the ``cmd_*`` that reads them; a ``cmd_*`` takes the parsed options and returns the
+# exit code. The options above this line are shared by several stages.
 
 
 def _setting(args):
@@ -278,6 +146,15 @@ def _collection(args):
     return folder
 
 
+def _add_embed_options(p: argparse.ArgumentParser) -> None:
+    _add_model_options(p)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    p.add_argument(
+        "--workers", type=count, default=None, help="decoding processes (default: by device)"
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
+
+
 def _embed(args):
 
     emb = embed_folder(
@@ -309,6 +186,13 @@ def _exclusions(args) -> dict:
     return {} if args.include_excluded else load_exclusions(args.data)
 
 
+def _add_match_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k", type=int, default=10, help="neighbours per image (at least 1)")
+    p.add_argument(
+        "--include-excluded", action="store_true", help="ignore the audit's exclusion list"
+    )
+
+
 def _match(args, emb=None, exclude=None):
 
     exclude = _exclusions(args) if exclude is None else exclude
@@ -325,6 +209,27 @@ def _match(args, emb=None, exclude=None):
 def cmd_match(args) -> int:
     _match(args)
     return 0
+
+
+def _add_download_options(p: argparse.ArgumentParser) -> None:
+
+    p.add_argument(
+        "--source",
+        default="steamspy",  # as in the notebooks: no key needed
+        help="steamspy (default), store (needs STEAM_API_KEY) or file:PATH",
+    )
+    p.add_argument("--limit", type=positive_int, help="at most N apps from the source")
+    p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved banner size")
+    # One meaning per flag: --workers is decoding processes (embed, audit, run) everywhere.
+    p.add_argument(
+        "--download-workers", type=positive_int, default=DEFAULT_WORKERS, help="download threads"
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help="seconds a banner may take in all, retries included (a stalled CDN connection)",
+    )
 
 
 def _download(args):
@@ -412,11 +317,24 @@ def _print_pairs(table, shown: int) -> None:
         print(f"  ... {len(table) - shown} more")
 
 
+def _add_snapshot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="snapshot .tar.gz, folder, URL, or july-2023")
+    _add_data(p)
+    p.add_argument("--apps", help="apps.json of an img2dataset snapshot, if not beside SRC")
+
+
 def cmd_import_snapshot(args) -> int:
 
     n = import_snapshot(args.src, args.data, apps=args.apps)
     print(f"{n} banners imported -> {layout.banners_dir(args.data)}")
     return 0
+
+
+def _add_folder_options(p: argparse.ArgumentParser) -> None:
+
+    p.add_argument("src", help="folder of images (subfolders included)")
+    _add_data(p)
+    p.add_argument("--size", default=DEFAULT_SIZE, choices=list(SIZES), help="saved image size")
 
 
 def cmd_import_folder(args) -> int:
@@ -426,6 +344,43 @@ def cmd_import_folder(args) -> int:
     for rel, reason in list(report.skipped.items())[:10]:
         print(f"  skipped {rel}: {reason}")
     return 0
+
+
+def _add_audit_options(p: argparse.ArgumentParser) -> None:
+
+    p.add_argument(
+        "--issue-types",
+        nargs="+",
+        choices=list(ISSUE_TYPES),
+        metavar="TYPE",
+        help=f"CleanVision issue types to exclude (default: all of {', '.join(ISSUE_TYPES)}; "
+        f"for own images from import-folder all but {', '.join(STEAM_ONLY_TYPES)})",
+    )
+    p.add_argument(
+        "--rule",
+        action="append",
+        default=[],
+        metavar="TYPE=on|off",
+        help="switch one check on or off over the defaults, e.g. grayscale=on (repeatable)",
+    )
+    p.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="TYPE=X",
+        help="score threshold of an image-quality type, e.g. dark=0.2 (repeatable)",
+    )
+    p.add_argument(
+        "--near-dup-threshold",
+        type=float,
+        default=NEAR_DUP_THRESHOLD,
+        help=f"cosine for embedding near duplicates (default {NEAR_DUP_THRESHOLD}); 0 to skip",
+    )
+    p.add_argument(
+        "--random-weights-duplicates",
+        action="store_true",
+        help="find embedding near duplicates even with --no-pretrained (skipped otherwise)",
+    )
 
 
 def _audit(args):
@@ -467,6 +422,13 @@ def _audit(args):
 def cmd_audit(args) -> int:
     _audit(args)
     return 0
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-download", action="store_true", help="use the banners already in DATA")
+    p.add_argument(
+        "--skip-audit", action="store_true", help="no audit (exclusions on disk still apply)"
+    )
 
 
 def cmd_run(args) -> int:
@@ -531,12 +493,40 @@ def cmd_lookalikes(args) -> int:
     return 0
 
 
+def _add_metadata_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--refresh", action="store_true", help="fetch every app again")
+
+
 def cmd_metadata(args) -> int:
 
     print(
         f"{fetch_metadata(args.data, refresh=args.refresh)}\n-> {layout.metadata_path(args.data)}"
     )
     return 0
+
+
+def _add_evaluate_options(p: argparse.ArgumentParser) -> None:
+
+    p.add_argument("--settings", nargs="+", metavar="NAME", help="cached settings (default: all)")
+    p.add_argument(
+        "--truth",
+        nargs="+",
+        default=list(TRUTHS),
+        choices=TRUTHS,
+        metavar="TRUTH",
+        help=f"among {', '.join(TRUTHS)} (default: all)",
+    )
+    p.add_argument("--k", type=int, default=10, help="ranks looked at (recall@k, map@k, ndcg@k)")
+    p.add_argument(
+        "--copies", type=count, default=COPY_SAMPLE, help="banners sampled for copy (0: none)"
+    )
+    p.add_argument("--weights", help="local weights file of a setting made with one (copy)")
+    p.add_argument("--device", default="auto", help="where copies are embedded")
+    p.add_argument(
+        "--include-excluded",
+        action="store_true",
+        help="score every banner (default: leave out the audit's exclusions, as match does)",
+    )
 
 
 def cmd_evaluate(args) -> int:
@@ -573,6 +563,17 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _add_site_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--setting", help="a cached setting folder name (default: from --model etc.)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="site folder outside DATA; its other files are kept, an earlier export replaced",
+    )
+    p.add_argument("--no-map", action="store_true", help="leave the catalogue map out")
+    p.add_argument("--clusters", type=positive_int, help="map clusters (default: about sqrt(N)/4)")
+
+
 def cmd_export_site(args) -> int:
 
     setting = args.setting or _setting(args).name
@@ -589,6 +590,7 @@ def cmd_export_site(args) -> int:
     return 0
 
 
+# Each stage: name, help, command, and its option groups in the order --help lists them.
 _STAGES = [
     ("models", "list the model registry", cmd_models, []),
     (
