@@ -89,6 +89,9 @@ def piece_problem(piece: pd.DataFrame, setting: str, ids, columns) -> str:
     if len(piece) and set(piece["setting"]) != {setting}:
         return "rows of another setting"
     finite = values[~np.isnan(values)]  # a baseline may be NaN where a query has nothing to find
-    if finite.size and (not np.isfinite(finite).all() or finite.min() < 0 or finite.max() > 1):
+    # 1e-6: a perfect ranking's nDCG or AP sums to 1 within float error (1.0000000000000002)
+    if finite.size and (
+        not np.isfinite(finite).all() or finite.min() < -1e-6 or finite.max() > 1 + 1e-6
+    ):
         return "values outside [0, 1]"
     return ""
