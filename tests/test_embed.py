@@ -242,7 +242,7 @@ def test_checkpoints_every_n_images_or_seconds(vits14, banner_dir, tmp_path, mon
     writes = []
     real = cache.write_checkpoint
     monkeypatch.setattr(
-        cache, "write_checkpoint", lambda *a: writes.append(len(a[1]["ids"])) or real(*a)
+        cache, "write_checkpoint", lambda *a: writes.append(len(a[1].ids)) or real(*a)
     )
     emb = embed_folder(
         banner_dir, tmp_path / "a", model=vits14, batch_size=2, num_workers=0, checkpoint_every=4

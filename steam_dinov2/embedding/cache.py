@@ -39,10 +39,9 @@ class CacheTarget:
     source: str
 
 
-def read_checkpoints(target: CacheTarget) -> list[dict]:
-    """The checkpoints an interrupted run for ``target`` left, oldest first, as rows (ids,
-    stamps, failed, hashes, vectors); a damaged or foreign one is skipped with a warning (its
-    images are embedded again)."""
+def read_checkpoints(target: CacheTarget) -> list[CachedRows]:
+    """The checkpoints an interrupted run for ``target`` left, oldest first, as ``CachedRows``;
+    a damaged or foreign one is skipped with a warning (its images are embedded again)."""
     found = []
     for ids_path in layout.embedding_checkpoints(target.data, target.setting):
         try:
@@ -51,7 +50,7 @@ def read_checkpoints(target: CacheTarget) -> list[dict]:
             if made.get("key") != target.key or made.get("images") != target.source:
                 raise ValueError(f"{ids_path} was made with other options")
             vectors_path = layout.checkpoint_vectors_path(ids_path)
-            rows["vectors"] = load_vectors(vectors_path, len(rows["ids"]), None)
+            rows.vectors = load_vectors(vectors_path, len(rows.ids), None)
         except ValueError as e:
             logger.warning("ignoring checkpoint: %s", getattr(e, "what", e))
             continue
@@ -89,20 +88,16 @@ def content_hash(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def write_checkpoint(target: CacheTarget, rows: dict) -> None:
-    """Save ``rows`` (ids, stamps, failed, hashes and their vectors, as ``read_checkpoints``
-    returns them) as one checkpoint of ``target``."""
+def write_checkpoint(target: CacheTarget, rows: CachedRows) -> None:
+    """Save ``rows`` (as ``read_checkpoints`` returns them) as one checkpoint of ``target``."""
     # The vectors first, then the ids file that names them (the commit point), each atomic: a
     # kill at any moment leaves whole checkpoints and at most a stray .npy, never half of one.
     ids_path = layout.embedding_checkpoint_path(
         target.data, target.setting, f"{time.time_ns():020d}"
     )
     with files.atomic_path(layout.checkpoint_vectors_path(ids_path)) as tmp:
-        np.save(tmp, np.ascontiguousarray(rows["vectors"], dtype=np.float32))
-    made = {"key": target.key, "images": target.source}
-    made |= {k: rows[k] for k in ("stamps", "hashes")}
-    made |= {"ids": [str(i) for i in rows["ids"]]}
-    made |= {"failed": {str(i): f for i, f in rows["failed"].items()}}
+        np.save(tmp, np.ascontiguousarray(rows.vectors, dtype=np.float32))
+    made = {"key": target.key, "images": target.source, **_row_record(rows)}
     files.write_text_atomic(ids_path, json.dumps(made))
 
 
@@ -117,9 +112,8 @@ def write_cache(folder: Path, meta: dict, ids, stamps, vectors, failed, hashes=N
     )
     with files.atomic_path(folder / meta["vectors_file"]) as tmp:
         np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32))
-    rows = {"ids": [str(i) for i in ids], "stamps": stamps}
-    rows["failed"] = {str(i): f for i, f in failed.items()}
-    rows["hashes"] = [None] * len(ids) if hashes is None else hashes
+    hashes = [None] * len(ids) if hashes is None else hashes
+    rows = _row_record(CachedRows(ids=ids, stamps=stamps, hashes=hashes, failed=failed))
     files.write_text_atomic(folder / meta["ids_file"], json.dumps(rows))
     files.write_text_atomic(layout.cache_meta_path(folder), json.dumps(meta, indent=1))
     for old in layout.cache_generation_files(folder):
@@ -169,16 +163,17 @@ class Checkpointer:
 
     def write(self):
         vectors = np.concatenate(self.parts) if self.parts else np.zeros((0, 0), np.float32)
-        rows = {"vectors": vectors, "ids": self.ids, "failed": self.failed}
-        rows["stamps"] = [self.stamps[i] for i in self.ids]
-        rows["hashes"] = [self.hashes.get(i) for i in self.ids]
+        stamps = [self.stamps[i] for i in self.ids]
+        hashes = [self.hashes.get(i) for i in self.ids]
+        rows = CachedRows(self.ids, stamps, hashes, vectors, self.failed)
         write_checkpoint(self.target, rows)
         self.parts, self.ids, self.failed, self.since = [], [], {}, time.monotonic()
 
 
 @dataclass
 class CachedRows:
-    """What a setting's cache and an interrupted run's checkpoints already hold, row by row:
+    """The one row type of an embedding cache: what a cache generation, a checkpoint, or a run
+    (the cache plus an interrupted run's checkpoints) holds, row by row:
     ``vectors[r]`` belongs to ``ids[r]``, embedded from a file with ``stamps[r]`` (size, mtime);
     ``hashes[r]`` is the file's ``content_hash`` (None in caches made before hashes);
     ``failed`` is ``{id: [reason, size, mtime]}``. ``changed`` says it must be written again;
@@ -188,7 +183,7 @@ class CachedRows:
     stamps: list[list[int]] = field(default_factory=list)
     hashes: list[str | None] = field(default_factory=list)
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    failed: dict[str, list] = field(default_factory=dict)
+    failed: dict[int, list] = field(default_factory=dict)
     meta: dict | None = None
     resumed: int = 0
     changed: bool = False
@@ -224,20 +219,19 @@ class CachedRows:
             logger.warning("cache %s was made with other options; recomputing", folder)
             return
         self.meta = meta
-        self.ids, self.stamps, self.vectors = rows["ids"], rows["stamps"], rows["vectors"]
-        self.hashes = rows["hashes"]
-        self.failed = rows["failed"]
+        self.ids, self.stamps, self.vectors = rows.ids, rows.stamps, rows.vectors
+        self.hashes, self.failed = rows.hashes, rows.failed
 
-    def _add_checkpoints(self, checkpoints: list[dict]) -> None:
+    def _add_checkpoints(self, checkpoints: list[CachedRows]) -> None:
         for rows in checkpoints:
             have = set(self.ids)
-            new = [r for r, i in enumerate(rows["ids"]) if i not in have]
-            if new and (not self.ids or rows["vectors"].shape[1] == self.vectors.shape[1]):
-                ids = [rows["ids"][r] for r in new]
-                stamps, hashes = ([rows[x][r] for r in new] for x in ("stamps", "hashes"))
-                self.append(rows["vectors"][new], ids, stamps, hashes)
+            new = [r for r, i in enumerate(rows.ids) if i not in have]
+            if new and (not self.ids or rows.vectors.shape[1] == self.vectors.shape[1]):
+                ids = [rows.ids[r] for r in new]
+                stamps, hashes = [rows.stamps[r] for r in new], [rows.hashes[r] for r in new]
+                self.append(rows.vectors[new], ids, stamps, hashes)
                 self.resumed += len(new)
-            self.failed = {**rows["failed"], **self.failed}
+            self.failed = {**rows.failed, **self.failed}
 
     def refresh(self, now: dict[str, list[int]], paths: dict[str, Path]) -> int:
         """Keep the rows (and failures) of files that are unchanged; drop the rest (changed or
@@ -325,8 +319,9 @@ def load_json(path: Path):
         raise DamagedCache(path, f"not JSON: {type(e).__name__}") from None
 
 
-def check_rows(rows, ids_path: Path, count: int | None) -> dict:
-    """Ids, stamps and failures of one cache generation or checkpoint, checked."""
+def check_rows(rows, ids_path: Path, count: int | None) -> CachedRows:
+    """Ids, stamps, hashes and failures of one cache generation or checkpoint (its ids file),
+    checked; the vectors are read apart (``load_vectors``)."""
     if not isinstance(rows, dict):
         raise DamagedCache(ids_path, "not an object")
     ids, stamps, failed = rows.get("ids"), rows.get("stamps"), rows.get("failed")
@@ -352,7 +347,18 @@ def check_rows(rows, ids_path: Path, count: int | None) -> dict:
     ok = isinstance(hashes, list) and len(hashes) == len(ids)
     if not ok or not all(h is None or (isinstance(h, str) and _HASH.fullmatch(h)) for h in hashes):
         raise DamagedCache(ids_path, "'hashes' not one content hash (hex) or null per id")
-    return {"ids": ids, "stamps": stamps, "failed": failed, "hashes": hashes}
+    return CachedRows(ids=ids, stamps=stamps, hashes=hashes, failed=failed)
+
+
+def _row_record(rows: CachedRows) -> dict:
+    """The ids file's JSON of ``rows`` (what ``check_rows`` reads back): ids as strings, JSON's
+    keys being strings anyway."""
+    return {
+        "ids": [str(i) for i in rows.ids],
+        "stamps": rows.stamps,
+        "hashes": rows.hashes,
+        "failed": {str(i): f for i, f in rows.failed.items()},
+    }
 
 
 def load_vectors(path: Path, count: int, dim: int | None) -> np.ndarray:
@@ -382,11 +388,11 @@ def _is_stamp(st) -> bool:
     )
 
 
-def read_cache(folder: Path) -> tuple[dict, dict]:
-    """``(meta, rows)`` of a cache folder: rows holds ids, stamps, failed, hashes and vectors,
-    all checked; ValueError naming the damaged file and the fix."""
+def read_cache(folder: Path) -> tuple[dict, CachedRows]:
+    """``(meta, rows)`` of a cache folder, all checked; ValueError naming the damaged file and
+    the fix."""
     meta = read_cache_meta(folder)
     ids_path = folder / meta["ids_file"]
     rows = check_rows(load_json(ids_path), ids_path, meta["count"])
-    rows["vectors"] = load_vectors(folder / meta["vectors_file"], meta["count"], meta["dim"])
+    rows.vectors = load_vectors(folder / meta["vectors_file"], meta["count"], meta["dim"])
     return meta, rows

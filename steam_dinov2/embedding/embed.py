@@ -152,7 +152,7 @@ def load_embeddings(data: str | os.PathLike, setting: str | Setting) -> Embeddin
             + (f" (cached: {', '.join(cached)})" if cached else "")
         )
     meta, rows = read_cache(folder)
-    ids, vectors = rows["ids"], rows["vectors"]
+    ids, vectors = rows.ids, rows.vectors
     if meta.get("images") == folder_ref(layout.banners_dir(data), data):
         ids, vectors, meta = in_collection(data, setting, ids, vectors, meta)
     return Embeddings(setting, ids, vectors, meta)
