@@ -60,18 +60,44 @@ def local_page(*, width: int, height: int = 1000, allow: tuple[str, ...] = ()):
             browser.close()
 
 
-def wait_listening(proc, port: int, log, what: str, seconds: float = 60) -> None:
-    """Wait until the server ``proc`` started accepts connections on 127.0.0.1:``port``; fail
-    with its log (``log``, a path) when it exits first or never listens."""
+@contextlib.contextmanager
+def server_process(argv_for, *, cwd, env: dict, log, what: str, seconds: float = 60):
+    """Run the server ``argv_for(port)`` starts (a free port on 127.0.0.1, its output in ``log``)
+    until it listens; yield the port; then stop its whole process group (its kernels too)."""
+    import os
+    import signal
     import socket
+    import subprocess
     import time
 
-    deadline = time.monotonic() + seconds
-    while True:
-        assert proc.poll() is None, f"{what} exited:\n{log.read_text()}"
-        assert time.monotonic() < deadline, f"{what} never listened:\n{log.read_text()}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv_for(port),
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: its kernels go down with it
+        )
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            assert proc.poll() is None, f"{what} exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{what} never listened:\n{log.read_text()}"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        print(f"{what} log:", log)

@@ -18,14 +18,11 @@ import importlib.metadata
 import os
 import re
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from chromium import local_page, missing, wait_listening
+from chromium import local_page, missing, server_process
 from test_browser_e2e import ALL_DRAWN, NAMES, SETTING, K, _check, _tiles, download_data
 
 from steam_dinov2 import embed_folder, map_catalog
@@ -79,9 +76,6 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("notebook")
     notebooks = home / "notebooks"
     notebooks.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     token = secrets.token_hex(16)
     env = {
         **os.environ,
@@ -94,38 +88,14 @@ def server(tmp_path_factory):
         "IPYTHONDIR": str(home / "ipython"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+    argv = [sys.executable, "-m", "notebook", "--no-browser", "--allow-root"]  # CI runs as root
+    argv += ["--ip=127.0.0.1", "--port-retries=0", f"--NotebookApp.token={token}"]
+    argv += [f"--notebook-dir={notebooks}"]
     log = home / "notebook.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "notebook",
-                "--no-browser",
-                "--allow-root",  # CI runs as root
-                "--ip=127.0.0.1",
-                f"--port={port}",
-                "--port-retries=0",
-                f"--NotebookApp.token={token}",
-                f"--notebook-dir={notebooks}",
-            ],
-            cwd=home,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the kernels go down with it
-        )
-    try:
-        wait_listening(proc, port, log, "notebook")
+    with server_process(
+        lambda port: [*argv, f"--port={port}"], cwd=home, env=env, log=log, what="notebook"
+    ) as port:
         yield f"http://127.0.0.1:{port}", token, notebooks
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        print("notebook log:", log)
 
 
 @pytest.fixture

@@ -8,16 +8,13 @@ the screenshots land in pytest's temporary folder (the path is printed, see it w
 
 import hashlib
 import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
-from chromium import local_page, missing, wait_listening
+from chromium import local_page, missing, server_process
 from steam_server import App, FakeSteam
 
 from steam_dinov2 import find_neighbors, load_embeddings
@@ -103,46 +100,19 @@ def notebook(tmp_path):
 def voila(notebook, tmp_path):
     """Voila serving the notebook on 127.0.0.1; yields its URL. Voila runs the cells on page load."""
     path, _ = notebook
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",  # random weights: nothing to fetch, and a hub call must fail at once
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+    argv = [sys.executable, "-m", "voila", str(path), "--no-browser", "--Voila.ip=127.0.0.1"]
+    argv += ["--Voila.port_retries=0", "--show_tracebacks=True"]
     log = tmp_path / "voila.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "voila",
-                str(path),
-                "--no-browser",
-                "--Voila.ip=127.0.0.1",
-                f"--port={port}",
-                "--Voila.port_retries=0",
-                "--show_tracebacks=True",
-            ],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the kernel goes down with it
-        )
-    try:
-        wait_listening(proc, port, log, "voila")
+    with server_process(
+        lambda port: [*argv, f"--port={port}"], cwd=tmp_path, env=env, log=log, what="voila"
+    ) as port:
         yield f"http://127.0.0.1:{port}/"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        print("voila log:", log)
 
 
 @pytest.fixture
