@@ -331,16 +331,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, body, "application/json", {"Content-Encoding": "gzip"})
         elif fault == "trickle":
             body = json.dumps({"response": {"store_items": [], "tags": []}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.flush()
-            for i in range(len(body)):
-                self.wfile.write(body[i : i + 1])
-                self.wfile.flush()
-                time.sleep(self.steam.trickle_seconds)
+            self._trickle(body, "application/json")
         return fault is not None
+
+    def _trickle(self, body: bytes, content_type: str) -> None:
+        """Headers at once, then one byte of the body every ``trickle_seconds``."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.flush()
+        for i in range(len(body)):
+            self.wfile.write(body[i : i + 1])
+            self.wfile.flush()
+            time.sleep(self.steam.trickle_seconds)
 
     def _tag_list(self) -> None:
         if self._metadata_fault():
@@ -377,16 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, b"<!doctype html><html>Sorry</html>", "text/html")
         body = self.steam.banner_bytes(app)
         if fault == "trickle":
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.flush()
-            for i in range(len(body)):
-                self.wfile.write(body[i : i + 1])
-                self.wfile.flush()
-                time.sleep(self.steam.trickle_seconds)
-            return None
+            return self._trickle(body, "image/jpeg")
         if fault == "truncated":
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg")
