@@ -258,7 +258,7 @@ def match_all(
         }
     )
     if data is not None:
-        write_matches(data, emb, table, exclude)
+        write_matches(data, emb, table, exclude, k=k)
     return table
 
 
@@ -300,11 +300,48 @@ def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[in
 # --- Match tables on disk: ``neighbors.parquet`` stamped with what it was made from, and
 
 
-def write_matches(data: str | os.PathLike, emb, table: pd.DataFrame, exclude=()) -> None:
+def write_matches(data: str | os.PathLike, emb, table: pd.DataFrame, exclude=(), *, k: int):
     """Write ``match_all``'s table to ``matches/<setting>/neighbors.parquet`` (atomically), with
-    ``matches_made_from`` in its schema metadata so a reader can tell when it has gone stale."""
+    ``matches_made_from`` and ``k`` in its schema metadata so a reader can tell when it has gone
+    stale and how many neighbours per query it holds."""
     path = layout.neighbors_path(data, emb.setting)
-    files.write_keyed_parquet(path, table, matches_made_from(emb, exclude))
+    files.write_keyed_parquet(path, table, {**matches_made_from(emb, exclude), "k": k})
+
+
+def stored_matches(
+    data: str | os.PathLike, emb, exclude=(), *, k: int | None = None
+) -> pd.DataFrame | None:
+    """The match stage's table for ``emb`` (cut to ranks <= ``k`` when given), when it was made
+    from this cache generation with these exclusions (and at least ``k`` neighbours per query,
+    when given); None when it
+    is absent or stale (then search: ``match_all``). A damaged or forged table (``read_matches``
+    refuses it, or it lists an excluded game) is a warning and None, never trusted.
+
+    Returns:
+        DataFrame ``query_id, rank, id, score`` as ``match_all`` returns it, or None.
+    """
+    path = layout.neighbors_path(data, emb.setting)
+    key = read_matches_made_from(path) if path.is_file() else None
+    if key is None:
+        return None
+    made_with = key.pop("k", None)
+    if key != matches_made_from(emb, exclude):
+        return None
+    try:
+        table = read_matches(path, ids=emb.ids)
+    except ValueError as e:
+        logger.warning("%s; not used: searching again", e)
+        return None
+    if set(table["id"].tolist()) & _excluded(exclude):
+        logger.warning("match table %s lists excluded games; not used: searching again", path)
+        return None
+    # Files before 0.2 carry no k: their longest list is a lower bound of it.
+    made_with = made_with if isinstance(made_with, int) else int(table["rank"].max(initial=0))
+    if k is None:
+        return table
+    if made_with < k:
+        return None
+    return table[table["rank"] <= k].reset_index(drop=True)
 
 
 def matches_made_from(emb, exclude=()) -> dict:

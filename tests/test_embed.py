@@ -20,7 +20,7 @@ from steam_dinov2.embedding.embed import images_of
 from steam_dinov2.embedding.models import forward_tokens
 from steam_dinov2.embedding.pooling import pool_tokens
 from steam_dinov2.embedding.setting import Setting
-from steam_dinov2.search import export_matches, matches_made_from, read_matches_made_from
+from steam_dinov2.search import export_matches, stored_matches
 from steam_dinov2.views.site import export_site
 
 RANDOM = Setting(weights="random")  # dinov2_vits14__crop256__cls__random, as `vits14` makes
@@ -351,7 +351,7 @@ def test_a_cache_of_another_setting_serves_only_the_collection(
     before = embed_folder(None, data, setting=GEM, model=vits14, num_workers=0)
     assert main(["match", "--data", str(data), "--no-pretrained", "--pooling", "gem"]) == 0
     stale = layout.neighbors_path(data, GEM.name)
-    assert read_matches_made_from(stale) == matches_made_from(load_embeddings(data, GEM))
+    assert stored_matches(data, load_embeddings(data, GEM)) is not None
     # 20's row turns error and 40's file is deleted; only the cls setting is embedded again.
     _manifest(data, {a: "error" if a == 20 else "ok" for a in range(10, 100, 10)})
     (banner_dir / "40.jpg").unlink()
@@ -378,7 +378,7 @@ def test_a_cache_of_another_setting_serves_only_the_collection(
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == written  # readers never write
     # The match table made before is stale now (the Browser and export-site then search live),
     # and `match` makes a new one without them, as query or as neighbour.
-    assert read_matches_made_from(stale) != matches_made_from(emb)
+    assert stored_matches(data, emb) is None
     assert main(["match", "--data", str(data), "--no-pretrained", "--pooling", "gem"]) == 0
     table = pd.read_parquet(stale)
     assert {20, 40}.isdisjoint({*table["query_id"], *table["id"]})

@@ -20,7 +20,7 @@ from PIL import Image
 
 from steam_dinov2 import embed_folder, find_neighbors, load_embeddings
 from steam_dinov2.core import layout
-from steam_dinov2.core.files import OWN_ID_BASE
+from steam_dinov2.core.files import OWN_ID_BASE, read_parquet_key, write_keyed_parquet
 from steam_dinov2.core.manifest import write_manifest
 from steam_dinov2.embedding.setting import Setting
 from steam_dinov2.search import search_games
@@ -154,6 +154,46 @@ def test_reexport_reuses_thumbnails_whose_banner_is_unchanged(site_data, tmp_pat
     # A damaged thumbs.json only costs the reuse.
     (out / "data" / "thumbs.json").write_text("{not json")
     assert export_site(data, SETTING, out, k=K, with_map=False, progress=False).reused == 0
+
+
+def _listed(out, app_id) -> list[int]:
+    """The neighbours the exported site lists for ``app_id``, best first."""
+    ids = json.loads((out / "data" / "games.json").read_text())["ids"]
+    rows = json.loads((out / "data" / "neighbors-0.json").read_text())["rows"]
+    return [int(ids[r]) for r in rows[ids.index(str(app_id))] if r >= 0]
+
+
+def test_reexport_reads_the_match_table_while_it_is_fresh(site_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(site_data, data)
+    shutil.rmtree(data / "matches", ignore_errors=True)
+    out = tmp_path / "out"
+    export_site(data, SETTING, out, k=K, with_map=False, progress=False)
+    emb = load_embeddings(data, SETTING)
+    searched = list(find_neighbors(emb, 30, k=K)["id"])
+    assert _listed(out, 30) == searched
+    # The first export kept its table; lists no search would give (each one reversed), planted
+    # under the same key, are what the next export shows: it searched nothing.
+    path = layout.neighbors_path(data, SETTING)
+    key, table = read_parquet_key(path), pd.read_parquet(path)
+    assert key["k"] == K
+    table["rank"] = (K + 1 - table["rank"]).astype(table["rank"].dtype)
+    write_keyed_parquet(path, table, key)
+    export_site(data, SETTING, out, k=K, with_map=False, progress=False)
+    assert _listed(out, 30) == searched[::-1]
+    export_site(data, SETTING, out, k=K - 1, with_map=False, progress=False)  # fewer: read too
+    assert _listed(out, 30) == searched[::-1][: K - 1]
+    # More neighbours than the table holds, or an exclusion since: searched again, and kept.
+    export_site(data, SETTING, out, k=K + 1, with_map=False, progress=False)
+    assert _listed(out, 30) == list(find_neighbors(emb, 30, k=K + 1)["id"])
+    assert read_parquet_key(path)["k"] == K + 1
+    write_keyed_parquet(path, table, {**key, "k": K + 1})
+    (data / "audit").mkdir(exist_ok=True)
+    (data / "audit" / "exclusions.json").write_text(json.dumps({str(searched[0]): ["planted"]}))
+    export_site(data, SETTING, out, k=K, with_map=False, progress=False)
+    assert _listed(out, 30) == list(
+        find_neighbors(emb, 30, k=K, exclude={searched[0]: ["planted"]})["id"]
+    )
 
 
 def test_landing_page_best_known_or_a_sample_without_excluded(site_data, tmp_path):

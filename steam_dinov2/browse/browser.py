@@ -24,10 +24,8 @@ from ..search import (
     describe_exclusions,
     find_neighbors,
     index_collection,
-    matches_made_from,
-    read_matches,
-    read_matches_made_from,
     search_games,
+    stored_matches,
 )
 from ..steam.fetch import fetch_banner
 from ..steam.metadata import load_labels
@@ -275,19 +273,9 @@ class Browser:
         # The match stage's table, when it was made from the current cache with the same exclusions:
         # a lookup, no search per click. Otherwise every query is a live search.
         if setting not in self._tables:
-            path = layout.neighbors_path(self.data, setting)
-            fresh = path.is_file() and read_matches_made_from(path) == matches_made_from(
-                self._emb_for(setting), self.exclude
-            )
             columns = ["query_id", "rank", "id", "score"]
-            table = pd.DataFrame(columns=columns)
-            if fresh:
-                try:
-                    table = read_matches(path, ids=self._emb_for(setting).ids)
-                    if set(table["id"]) & set(self.exclude):
-                        raise ValueError(f"match table {path} shows excluded games")
-                except ValueError as e:  # a damaged or forged table: search live instead
-                    logger.warning("%s; searching live", e)
+            table = stored_matches(self.data, self._emb_for(setting), self.exclude)
+            table = pd.DataFrame(columns=columns) if table is None else table
             table = table.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
             queries, starts = np.unique(table["query_id"].to_numpy(np.int64), return_index=True)
             stops = np.append(starts[1:], len(table))

@@ -50,7 +50,7 @@ from ..core.manifest import load_names
 from ..core.progress import tqdm
 from ..embedding.embed import images_of, load_embeddings
 from ..embedding.setting import Setting, checked_name
-from ..search import check_k, match_all
+from ..search import check_k, match_all, stored_matches, write_matches
 from ..steam.metadata import read_metadata
 from .map import cluster_colours, describe_clusters, map_catalog
 from .pairs import lookalikes_for_site
@@ -160,7 +160,7 @@ def export_site(
     _check_conflicts(out, _planned(len(emb.ids)), owned)
     exclude = {} if include_excluded else load_exclusions(data)
     files_of = images_of(data, images)
-    nb_rows, nb_scores = _neighbor_rows(emb, k, exclude, progress)
+    nb_rows, nb_scores = _neighbor_rows(data, emb, k, exclude, progress)
     games = _games(data, emb, k, with_map, n_clusters)
     previous = _previous_thumbnails(out)
     with files.temp_dir(out, _STAGING) as tmp:
@@ -296,11 +296,18 @@ def _check_out(data, out: Path) -> None:
         raise ValueError(f"--out {out} exists and is not a folder: choose a folder")
 
 
-def _neighbor_rows(emb, k: int, exclude, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def _neighbor_rows(data, emb, k: int, exclude, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """(N, k) int64 rows into ``emb.ids`` of each game's neighbours (-1 where fewer) and (N, k)
-    float32 cosines, best first."""
+    float32 cosines, best first. The match stage's table when it is fresh (a re-export searches
+    nothing), else ``match_all``, whose table is kept in the data folder for the next export."""
 
-    table = match_all(emb, k=k, exclude=exclude, progress=progress)
+    table = stored_matches(data, emb, exclude, k=k)
+    if table is None:
+        table = match_all(emb, k=k, exclude=exclude, progress=progress)
+        try:
+            write_matches(data, emb, table, exclude, k=k)
+        except OSError as e:  # a read-only data folder: the next export searches again
+            logger.warning("could not keep the match table in %s (%s)", data, e)
     row_of = {i: r for r, i in enumerate(emb.ids)}
     n = len(emb.ids)
     nb_rows = np.full((n, k), -1, np.int64)
