@@ -15,6 +15,7 @@ art. The report says where to look; ``plot_match_explained`` shows which parts m
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import os
 
@@ -82,6 +83,23 @@ def find_lookalikes(
     labels = labels_of(read_metadata(data), read_tag_names(data))
     studios = {a: g.makers | g.franchises for a, g in labels.items() if g.makers}
     exclude = {} if include_excluded else _quality_exclusions(data)
+    key = {
+        **emb.made_from(),
+        "k": int(k),
+        "games": sorted(wanted) if games is not None else None,
+        "since": None if cutoff is None else cutoff.isoformat(),
+        "excluded": sorted(exclude),
+        "inputs_sha256": _inputs_digest(data),
+    }
+    path = layout.lookalikes_path(data, emb.setting)
+    if (stored := files.read_keyed_parquet(path, key)) is not None:
+        try:
+            stored = _checked(path, stored)
+            if not {*stored["id_a"].tolist(), *stored["id_b"].tolist()} <= set(emb.ids):
+                raise ValueError(f"{path} lists games that are not in the embeddings")
+            return stored  # made from these very inputs: nothing to search
+        except ValueError as e:
+            logger.warning("%s; searching again", e)
     rows = [r for r, i in enumerate(emb.ids) if i in studios and i not in exclude]
     if unknown := sum(i not in studios for i in emb.ids):
         logger.info("lookalikes: %d games without a known developer or publisher left out", unknown)
@@ -93,14 +111,23 @@ def find_lookalikes(
     table["studio_b"] = [labels[i].studio for i in table["id_b"]]
     table = table[list(COLUMNS)]
     if write:
-        key = {
-            **emb.made_from(),
-            "k": int(k),
-            "games": sorted(wanted) if games is not None else None,
-            "since": None if cutoff is None else cutoff.isoformat(),
-        }
-        files.write_keyed_parquet(layout.lookalikes_path(data, emb.setting), table, key)
+        files.write_keyed_parquet(path, table, key)
     return table
+
+
+def _inputs_digest(data) -> str:
+    """SHA-256 over the manifest, metadata and tag names files: the names, studios and first-seen
+    dates a look-alike table was made from (a few MB at catalogue scale)."""
+    digest = hashlib.sha256()
+    for path in (
+        layout.manifest_path(data),
+        layout.metadata_path(data),
+        layout.tag_names_path(data),
+    ):
+        digest.update(path.name.encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def read_lookalikes(data: str | os.PathLike, setting: Setting | str | None = None):
@@ -114,6 +141,17 @@ def read_lookalikes(data: str | os.PathLike, setting: Setting | str | None = Non
         return None
     try:
         table = pd.read_parquet(path)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(
+            f"{path} is not a look-alike table ({str(e)[:160]}); run `lookalikes` again"
+        ) from None
+    return _checked(path, table)
+
+
+def _checked(path, table: pd.DataFrame) -> pd.DataFrame:
+    """A look-alike table read from ``path``, checked: ``COLUMNS``, int64 ids that are ids,
+    strings for text; ValueError naming the file and the fix otherwise."""
+    try:
         if missing := set(COLUMNS) - set(table.columns):
             raise ValueError(f"columns {sorted(missing)} missing")
         table = table[list(COLUMNS)].astype({"id_a": "int64", "id_b": "int64", "score": "float32"})

@@ -86,6 +86,37 @@ def test_lookalikes_reports_other_studios_copies_only(catalogue, capsys):
     assert only[["id_a", "id_b"]].values.tolist() == [[200, 110]]
 
 
+def test_a_table_made_from_the_same_inputs_is_read_not_searched_again(catalogue, caplog):
+    from steam_dinov2.core.files import read_parquet_key, write_keyed_parquet
+
+    data, _ = catalogue
+    first = sd.find_lookalikes(data, SETTING, k=1)
+    path = layout.lookalikes_path(data, SETTING)
+    key = read_parquet_key(path)
+    # A score no search gives, under the same key: the next call returns it, so it read the file.
+    planted = first.assign(score=np.float32(0.123))
+    write_keyed_parquet(path, planted, key)
+    pd.testing.assert_frame_equal(sd.find_lookalikes(data, SETTING, k=1), planted)
+    # Another k, a watched game, or new metadata: searched again.
+    assert (
+        sd.find_lookalikes(data, SETTING, k=1, games=[200], write=False)["score"] != 0.123
+    ).all()
+    assert (sd.find_lookalikes(data, SETTING, k=2, write=False)["score"] != 0.123).all()
+    meta = pd.read_parquet(layout.metadata_path(data))
+    meta.loc[meta["app_id"] == 200, "developers"] = pd.Series(
+        [["Dev 110"]], index=meta.index[meta["app_id"] == 200]
+    )
+    meta.to_parquet(layout.metadata_path(data))
+    again = sd.find_lookalikes(data, SETTING, k=1, write=False)
+    assert frozenset((110, 200)) not in _pairs(again) and (again["score"] != 0.123).all()
+    # A stored table that names games outside the embeddings is never served.
+    fresh = sd.find_lookalikes(data, SETTING, k=1)  # written under today's inputs
+    write_keyed_parquet(path, fresh.assign(id_b=np.int64(999_999)), read_parquet_key(path))
+    with caplog.at_level("WARNING"):
+        sd.find_lookalikes(data, SETTING, k=1, write=False)
+    assert "not in the embeddings" in caplog.text
+
+
 def test_rerun_fetches_and_embeds_only_new_games_and_reports_their_lookalikes(catalogue, capsys):
     data, server = catalogue
     before = sd.read_manifest(data).set_index("app_id")["first_seen"]
