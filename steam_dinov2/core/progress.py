@@ -58,12 +58,9 @@ if _notebook is not None and issubclass(_auto, _notebook.tqdm):
             """The widget's display data: its text (the bar as text) and, while it is open, the
             widget view. A closed widget (``leave=False``) leaves its final line as text."""
             data = {"text/plain": repr(self.container)}
-            if self.container.comm is not None:
-                view = {"version_major": 2, "version_minor": 0}
-                data["application/vnd.jupyter.widget-view+json"] = {
-                    **view,
-                    "model_id": self.container.model_id,
-                }
+            if self.container.comm is not None:  # open: the view (schema 2.0, as ipywidgets sends)
+                view = {"version_major": 2, "version_minor": 0, "model_id": self.container.model_id}
+                data["application/vnd.jupyter.widget-view+json"] = view
             return data
 
 else:
