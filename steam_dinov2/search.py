@@ -240,13 +240,16 @@ def match_all(
     self_rows = np.full(len(emb.ids), -1, np.int64)
     self_rows[cand] = np.arange(len(cand))
     parts = []
-    for start in tqdm(range(0, len(emb.ids), BLOCK), unit="block", disable=not progress):
-        stop = min(start + BLOCK, len(emb.ids))
-        scores, rows = search_index(
-            index, emb.vectors[start:stop], k=k, self_rows=self_rows[start:stop]
-        )
-        q, r = np.nonzero(rows >= 0)
-        parts.append((q + start, r + 1, cand[rows[q, r]], scores[q, r]))
+    desc = f"neighbours {emb.setting}"
+    with tqdm(total=len(emb.ids), desc=desc, unit="query", disable=not progress) as bar:
+        for start in range(0, len(emb.ids), BLOCK):
+            stop = min(start + BLOCK, len(emb.ids))
+            scores, rows = search_index(
+                index, emb.vectors[start:stop], k=k, self_rows=self_rows[start:stop]
+            )
+            q, r = np.nonzero(rows >= 0)
+            parts.append((q + start, r + 1, cand[rows[q, r]], scores[q, r]))
+            bar.update(stop - start)
     ids = np.asarray(emb.ids, dtype=np.int64)
     q, r, n, s = (np.concatenate(x) for x in zip(*parts)) if parts else ([],) * 4
     table = pd.DataFrame(

@@ -143,7 +143,7 @@ def audit_banners(
     for rule, why in zip(table["rule"][~table["applied"]], table["why"][~table["applied"]]):
         logger.info("audit rule %s off: %s", rule, why)
     emb = None if threshold is None else _embed_banners(data, setting, run)
-    issues, groups, bad, reused = _find_issues(data, images, emb, params, run.n_jobs)
+    issues, groups, bad, reused = _find_issues(data, images, emb, params, run)
     if emb is not None:
         groups[EMBEDDING_DUPLICATES] = _embedding_groups(issues, emb, params, bad, threshold)
     exclusions = exclusion_reasons(issues, params, groups, bad)
@@ -206,13 +206,15 @@ def _embedding_groups(issues: pd.DataFrame, emb, params: dict, bad: list[int], t
     return embedding_duplicates(issues, emb, clean, threshold)
 
 
-def _find_issues(data, images: dict[int, Path], emb, params: dict, n_jobs):
+def _find_issues(data, images: dict[int, Path], emb, params: dict, run: AuditRun):
     """``(issues, groups, bad ids, reused)``: CleanVision over the readable banners."""
     bad = [i for i, p in images.items() if (emb is not None and i in emb.errors) or not readable(p)]
     if len(bad) == len(images):
         raise ValueError(f"none of the {len(images)} banners in {data} can be read")
     good = {i: p for i, p in images.items() if i not in set(bad)}
-    found, sets, reused, broken = run_cleanvision(data, good, params, n_jobs)
+    found, sets, reused, broken = run_cleanvision(
+        data, good, params, run.n_jobs, progress=run.progress
+    )
     issues, groups = issues_table(list(images), found, sets, params)
     return issues, groups, bad + broken, reused
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..core import files, layout
 from ..core.codec import GRAY_SPREAD, is_grayscale
+from ..core.progress import bars_in
 
 logger = logging.getLogger(__name__)
 
@@ -61,24 +62,24 @@ def issue_params(issue_types, thresholds) -> dict[str, dict]:
     return params
 
 
-def run_cleanvision(data, images: dict[int, Path], params: dict, n_jobs):
+def run_cleanvision(data, images: dict[int, Path], params: dict, n_jobs, *, progress: bool = True):
     """CleanVision over ``images``; its results are saved under ``DATA/audit/cleanvision/`` as
     plain data and read back while their key (files with size and mtime, issue types, versions)
     is unchanged. Nothing there is ever unpickled: the folder may come from someone else.
 
     Returns ``(issues, sets, reused, broken)``: issues, CleanVision's table indexed by app id;
     sets, ``{duplicate type: [[app_id, ...], ...]}``; broken, the ids it could not decode (ids
-    int; the saved files name them as CleanVision does, by file stem).
+    int; the saved files name them as CleanVision does, by file stem). ``progress``: its bars.
     """
     issues, sets, reused, broken = _run_cleanvision(
-        data, {str(i): p for i, p in images.items()}, params, n_jobs
+        data, {str(i): p for i, p in images.items()}, params, n_jobs, progress
     )
     issues.index = issues.index.astype("int64")
     sets = {t: [[int(i) for i in g] for g in groups] for t, groups in sets.items()}
     return issues, sets, reused, [int(b) for b in broken]
 
 
-def _run_cleanvision(data, images: dict[str, Path], params: dict, n_jobs):
+def _run_cleanvision(data, images: dict[str, Path], params: dict, n_jobs, progress: bool):
     import cleanvision
 
     stamps = {i: [p.stat().st_size, p.stat().st_mtime_ns] for i, p in images.items()}
@@ -90,7 +91,7 @@ def _run_cleanvision(data, images: dict[str, Path], params: dict, n_jobs):
         loaded = _read_saved_cleanvision(data, images, params, saved["broken"])
         if loaded is not None:
             return (*loaded, True, saved["broken"])
-    issues, sets, broken = _find_issues(images, params, n_jobs)
+    issues, sets, broken = _find_issues(images, params, n_jobs, progress)
     folder = layout.cleanvision_dir(data)
     with files.atomic_dir(folder) as tmp:
         tmp.mkdir()
@@ -150,12 +151,16 @@ def _read_saved_cleanvision(data, images, params, broken):
     return issues, sets
 
 
-def _find_issues(images: dict[str, Path], params: dict, n_jobs):
+def _find_issues(images: dict[str, Path], params: dict, n_jobs, progress: bool):
     from cleanvision import Imagelab
 
     def run(paths):
         lab = Imagelab(filepaths=[str(p) for p in paths], verbose=False)
-        lab.find_issues(params, n_jobs=n_jobs, verbose=False)
+        # CleanVision's bars are tqdm.auto's: ours instead, so a saved notebook shows them done
+        # (its verbose=False, which keeps its prints out, would also hide them when done).
+        bars = {"unit": "banner", "leave": True, "disable": not progress}
+        with bars_in("cleanvision", desc_prefix="CleanVision: ", **bars):
+            lab.find_issues(params, n_jobs=n_jobs, verbose=False)
         issues = lab.issues.rename(index=lambda p: Path(p).stem)
         sets = {
             t: [[Path(p).stem for p in s] for s in lab.info[t]["sets"]]

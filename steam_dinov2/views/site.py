@@ -440,7 +440,7 @@ def _write_thumbnails(
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(one, jobs)
         for row, digest, err, linked in tqdm(
-            results, total=len(jobs), unit="thumb", disable=not progress
+            results, total=len(jobs), desc="site thumbnails", unit="thumb", disable=not progress
         ):
             if err:
                 skipped[ids[row]] = err
