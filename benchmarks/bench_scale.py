@@ -240,8 +240,11 @@ def timed_emit(name: str, seconds: float, limit: float | None, goal: str | None 
 
 
 def child_match(args) -> None:
-    import faiss
     import torch
+
+    from steam_dinov2.core.blas import import_faiss
+
+    faiss = import_faiss()  # before bench_search's own import: as the package loads it
 
     bs = _bench_module("bench_search")
     from steam_dinov2.embedding.embed import Embeddings
