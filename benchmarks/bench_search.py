@@ -43,7 +43,9 @@ ARGS = parse_args()
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 
-import faiss  # noqa: E402
+from steam_dinov2.core.blas import import_faiss  # noqa: E402
+
+faiss = import_faiss()  # its bundled OpenBLAS on this CPU's kernels, as the package loads it
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .core import files, layout
+from .core.blas import import_faiss
 from .core.progress import tqdm
 from .embedding.embed import Embeddings, load_embeddings
 from .embedding.setting import Setting, setting_of
@@ -28,7 +29,7 @@ BLOCK = 4096  # queries per faiss call: bounds the result buffers whatever N is
 
 def build_index(vectors: np.ndarray):
     """An exact inner-product faiss index over (N, D) L2-normalised rows: scores are cosines."""
-    import faiss
+    faiss = import_faiss()
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -153,47 +155,166 @@ def _read_saved_cleanvision(data, images, params, broken):
 
 def _find_issues(images: dict[str, Path], params: dict, n_jobs, progress: bool):
     from cleanvision import Imagelab
+    from cleanvision.utils.utils import get_max_n_jobs
+
+    # CleanVision would run a torchvision-style dataset in one process; keep its default for paths.
+    n_jobs = n_jobs or get_max_n_jobs()
+    dups = [t for t in params if t in DUPLICATE_TYPES]
+    props = {t: p for t, p in params.items() if t in PROPERTY_TYPES}
 
     def run(paths):
-        lab = Imagelab(filepaths=[str(p) for p in paths], verbose=False)
-        # CleanVision's bars are tqdm.auto's: ours instead, so a saved notebook shows them done
-        # (its verbose=False, which keeps its prints out, would also hide them when done).
-        bars = {"unit": "banner", "leave": True, "disable": not progress}
-        with bars_in("cleanvision", desc_prefix="CleanVision: ", **bars):
-            lab.find_issues(params, n_jobs=n_jobs, verbose=False)
-        issues = lab.issues.rename(index=lambda p: Path(p).stem)
-        sets = {
-            t: [[Path(p).stem for p in s] for s in lab.info[t]["sets"]]
-            for t in params
-            if t in DUPLICATE_TYPES
-        }
-        return issues, sets
+        paths = list(paths)
+        with tempfile.TemporaryDirectory(prefix="cleanvision-") as tmp:
+            # With property types, the property pass decodes each file once and the duplicate
+            # hashes and the grey check come from that same image (CleanVision's own hash pass
+            # would decode every file again); with duplicate types alone, its hash pass decodes.
+            extras = _Extras.make(Path(tmp), len(paths), params) if props else None
+            banners = _Banners(paths, extras)
+            lab = Imagelab(torchvision_dataset=banners, verbose=False)
+            # CleanVision's bars are tqdm.auto's: ours instead, so a saved notebook shows them done
+            # (its verbose=False, which keeps its prints out, would also hide them when done).
+            bars = {"unit": "banner", "leave": True, "disable": not progress}
+            with bars_in("cleanvision", desc_prefix="CleanVision: ", **bars):
+                lab.find_issues(props or params, n_jobs=n_jobs, verbose=False)
+            stems = [Path(p).stem for p in paths]
+            issues = lab.issues.rename(index=lambda i: stems[i])
+            if extras is None:
+                sets = {t: [[stems[i] for i in s] for s in lab.info[t]["sets"]] for t in dups}
+                return issues, sets, set()
+            done = extras.read()
+            sets = _duplicate_sets(done, dups)
+            issues = issues.join(_duplicate_columns(sets, len(paths), dups).set_axis(stems))
+            grey = {stems[i] for i in np.flatnonzero(done["grey"] == 1)}
+            sets = {t: [[stems[i] for i in s] for s in groups] for t, groups in sets.items()}
+            return issues, sets, grey
 
     broken = []
     try:
-        issues, sets = run(images.values())
+        issues, sets, grey = run(images.values())
     except Exception:  # CleanVision stops at the first file it cannot decode: find them, go on
         broken = [i for i, p in images.items() if not readable(p, decode=True)]
         if not broken or len(broken) == len(images):
             raise
         logger.warning("%d banners cannot be decoded: %s", len(broken), ", ".join(broken[:10]))
-        issues, sets = run(p for i, p in images.items() if i not in set(broken))
+        issues, sets, grey = run(p for i, p in images.items() if i not in set(broken))
     if "grayscale" in params:
-        _grayscale_from_pixels(issues, {i: p for i, p in images.items() if i not in broken})
+        _mark_grayscale(issues, sorted(grey))
     return issues, sets, broken
 
 
-def _grayscale_from_pixels(issues: pd.DataFrame, images: dict[str, Path]) -> None:
+class _Banners:
+    """The banners as a torchvision-style dataset for CleanVision: item i is ``(image,)``, file
+    i decoded once, as CleanVision's own file reader does (``Image.open(f).copy()``).
+
+    With ``extras``, reading item i also stores what else the audit needs from those pixels
+    (duplicate hashes, the grey check) in a file shared with CleanVision's worker processes.
+    """
+
+    def __init__(self, paths: list, extras: _Extras | None):
+        self._paths = [str(p) for p in paths]
+        self._extras = extras
+        self._last = None  # (i, image): CleanVision reads item 0 once to find the image in it
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, i: int):
+        if self._last is not None and self._last[0] == i:
+            return (self._last[1],)
+        with Image.open(self._paths[i]) as f:
+            image = f.copy()
+        if self._extras is not None:
+            self._extras.store(i, image)
+        self._last = (i, image)
+        return (image,)
+
+    # CleanVision's worker processes get the dataset with every chunk of items: one string
+    # pickles far faster than a list of 150,000, and the last image stays behind.
+    def __getstate__(self):
+        return {"paths": "\0".join(self._paths), "extras": self._extras}
+
+    def __setstate__(self, state):
+        self._paths = state["paths"].split("\0")
+        self._extras, self._last = state["extras"], None
+
+
+class _Extras:
+    """Per-image results computed from the image CleanVision decoded, in a memory-mapped file
+    (one fixed-size record an image) that its worker processes write and the caller reads."""
+
+    def __init__(self, path: Path, n: int, hashes: dict[str, dict], grey: bool):
+        self.path, self.n, self.hashes, self.grey = path, n, hashes, grey
+        self._records = None
+
+    @classmethod
+    def make(cls, folder: Path, n: int, params: dict) -> _Extras:
+        from cleanvision.issue_managers.duplicate_issue_manager import DuplicateIssueManager
+
+        manager = DuplicateIssueManager()  # its default hash per type, as its own pass uses
+        manager.update_params(params)
+        # exact duplicates are always hashed: near-duplicate sets that are exact ones are dropped
+        types = [t for t in DUPLICATE_TYPES if t in params or t == "exact_duplicates"]
+        hashes = {t: manager.params[t] for t in types} if set(params) & set(DUPLICATE_TYPES) else {}
+        extras = cls(folder / "extras.bin", n, hashes, "grayscale" in params)
+        np.memmap(extras.path, dtype=extras._dtype(), mode="w+", shape=(max(n, 1),)).flush()
+        return extras
+
+    def _dtype(self):
+        return np.dtype([("done", "u1"), ("grey", "u1")] + [(t, "S64") for t in self.hashes])
+
+    def store(self, i: int, image: Image.Image) -> None:
+        from cleanvision.issue_managers.duplicate_issue_manager import get_hash
+
+        if self._records is None:  # opened in each process that reads images
+            self._records = np.memmap(self.path, dtype=self._dtype(), mode="r+")
+        rec = self._records[i]
+        for t, params in self.hashes.items():
+            rec[t] = get_hash(image, params).encode()
+        rec["grey"] = self.grey and is_grayscale(image)
+        rec["done"] = 1
+
+    def read(self) -> np.ndarray:
+        records = np.array(np.memmap(self.path, dtype=self._dtype(), mode="r")[: self.n])
+        assert records["done"].all(), "CleanVision skipped images"
+        return records
+
+    def __getstate__(self):
+        return {**self.__dict__, "_records": None}
+
+
+def _duplicate_sets(records: np.ndarray, types: list[str]) -> dict[str, list[list[int]]]:
+    """CleanVision's duplicate sets from the stored hashes: the rows sharing a hash, in row
+    order, sets in order of first row; near-duplicate sets equal to an exact set are dropped."""
+    found = {}
+    for t in [t for t in records.dtype.names if t in DUPLICATE_TYPES]:
+        rows: dict[bytes, list[int]] = {}
+        for i, h in enumerate(records[t]):
+            rows.setdefault(bytes(h), []).append(i)
+        found[t] = [s for s in rows.values() if len(s) > 1]
+    if "near_duplicates" in found:
+        found["near_duplicates"] = [
+            s for s in found["near_duplicates"] if s not in found["exact_duplicates"]
+        ]
+    return {t: found[t] for t in types}
+
+
+def _duplicate_columns(sets: dict, n: int, types: list[str]) -> pd.DataFrame:
+    """CleanVision's columns for duplicate types: score 1 / set size (1 outside a set)."""
+    columns = {}
+    for t in types:
+        score = np.ones(n)
+        for s in sets[t]:
+            score[s] = 1.0 / len(s)
+        columns[f"{t}_score"] = score
+        columns[f"is_{t}_issue"] = score != 1
+    return pd.DataFrame(columns)
+
+
+def _mark_grayscale(issues: pd.DataFrame, grey: list[str]) -> None:
     """Flag grey banners whatever their mode (``codec.is_grayscale``) in CleanVision's columns.
 
     CleanVision's grayscale check reads the file's mode, so a grey banner saved as RGB (R = G =
     B, as every downloaded banner is stored) is never flagged; here its score becomes 0.
     """
-    grey = []
-    for i, path in images.items():
-        with Image.open(path) as img:
-            img.draft("RGB", (128, 128))  # JPEG: decode at 1/2..1/8 scale, enough for a spread
-            if is_grayscale(img):
-                grey.append(i)
     issues.loc[grey, "is_grayscale_issue"] = True
     issues.loc[grey, "grayscale_score"] = 0.0

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..audit.audit import load_exclusions
 from ..core import files, layout
+from ..core.blas import import_faiss
 from ..core.codec import check_pixels, to_rgb
 from ..core.manifest import load_names
 from ..embedding.embed import load_embeddings
@@ -54,7 +55,7 @@ def default_clusters(n: int) -> int:
 
 def reduce_dims(vectors: np.ndarray, dims: int = PCA_DIMS) -> np.ndarray:
     """(N, D) -> (N, min(dims, D)) float32: faiss PCA (deterministic), no-op when D <= dims."""
-    import faiss
+    faiss = import_faiss()
 
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if x.shape[1] <= dims or len(x) <= dims:
@@ -141,7 +142,7 @@ def cluster_vectors(vectors: np.ndarray, n_clusters: int, *, seed: int = 0):
         ``(labels, centrality)``: (N,) int32 cluster of each row, numbered by size (0 is the
         largest), and (N,) float32 cosine of each row to its cluster's centroid.
     """
-    import faiss
+    faiss = import_faiss()
 
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     k = max(1, min(int(n_clusters), len(x)))
