@@ -377,9 +377,11 @@ def default_workers(device: torch.device) -> int:
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
-# Images per batch on a GPU: a ViT-B/14 at 224 in half precision holds ~2 MB of activations per
-# image in inference, so 256 fits a 16 GB T4 many times over while keeping the GPU busy between
-# hand-overs; a GPU under 8 GB takes half.
+# Images per batch on a GPU (an estimate, not measured here: no GPU): in inference a ViT-B/14 at
+# 224 in half precision holds a few MB of activations per image at once (257 tokens x 768 wide,
+# 4x that in its MLP, 12 heads of 257x257 attention), so 256 images take ~1-2 GB beside the
+# weights and fit a 16 GB T4 with room, while each hand-over feeds the GPU a large batch; a GPU
+# under 8 GB takes half.
 CUDA_BATCH = 256
 CUDA_SMALL_MEMORY = 8 << 30
 # On a CPU a batch is cut into forwards of CPU_FORWARD_BATCH anyway; 32 is what it has measured.
