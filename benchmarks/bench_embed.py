@@ -37,7 +37,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,7 +46,6 @@ from PIL import Image  # noqa: E402
 from synthetic import make_banner  # noqa: E402
 
 import steam_dinov2  # noqa: E402
-import steam_dinov2.embedding.embed as embed_mod  # noqa: E402
 from steam_dinov2.embedding.embed import CPU_FORWARD_BATCH  # noqa: E402
 from steam_dinov2.embedding.models import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from steam_dinov2.embedding.pooling import pool_tokens  # noqa: E402
@@ -131,16 +129,6 @@ def time_end_to_end(
         )
     assert len(kept) == len(paths)
     return time.perf_counter() - t0
-
-
-def no_decoding_thread():
-    """``embed_images`` decoding each batch only when the model asks for it (as before the
-    decoding thread), to see what the thread gains."""
-
-    def in_turn(batches, depth=1):
-        yield from batches
-
-    return mock.patch.object(embed_mod, "decoded_ahead", in_turn)
 
 
 def time_per_image(model, paths, pooling) -> float:
@@ -285,9 +273,6 @@ def run(args, workdir: Path) -> None:
         "bf16 model-only": lambda: time_model_only(bf16, batches, "cls"),
         "bf16 end-to-end": lambda: time_end_to_end(bf16, paths, "cls", bs),
         "bf16 end-to-end, 1 worker": lambda: time_end_to_end(bf16, paths, "cls", bs, workers=1),
-        "bf16 end-to-end, no thread": lambda: time_end_to_end(
-            bf16, paths, "cls", bs, no_decoding_thread
-        ),
         "per-image loop": lambda: time_per_image(model, paths, "cls"),
     }
     if not args.skip_hf:
@@ -334,8 +319,6 @@ def run(args, workdir: Path) -> None:
     print(f"TARGET fp32 end-to-end vs fp32 model-only: {e2e:.3f} x (target >= 0.95 x)")
     e2e = ratio("bf16 end-to-end", "bf16 model-only")
     print(f"TARGET bf16 end-to-end vs bf16 model-only: {e2e:.3f} x (target >= 0.95 x)")
-    thread = ratio("bf16 end-to-end, no thread", "bf16 model-only")
-    print(f"(bf16 end-to-end without the decoding thread vs bf16 model-only: {thread:.3f} x)")
     gain = ratio("bf16 end-to-end", "end-to-end")
     print(f"TARGET bf16 end-to-end vs fp32 end-to-end: {gain:.2f} x (target >= 2.5 x with AMX)")
     if not args.skip_hf:

@@ -2,7 +2,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 import types
 
 import numpy as np
@@ -411,36 +410,6 @@ def test_a_setting_that_is_not_a_setting_is_refused_in_one_line(banner_dir, tmp_
         embed_folder(banner_dir, tmp_path, setting=bad)
     with pytest.raises(ValueError, match=message):
         export_matches(tmp_path, setting=bad)
-
-
-def test_decoding_ahead_yields_every_batch_in_order_and_raises_the_threads_error():
-    assert list(embed_mod.decoded_ahead(iter(range(50)))) == list(range(50))
-    assert list(embed_mod.decoded_ahead(range(5), depth=0)) == list(range(5))
-
-    def failing():
-        yield 1
-        raise OSError("disk gone")
-
-    got = []
-    with pytest.raises(OSError, match="disk gone"):
-        for x in embed_mod.decoded_ahead(failing()):
-            got.append(x)
-    assert got == [1]
-
-
-def test_leaving_early_stops_the_decoding_thread():
-    produced = []
-
-    def endless():
-        while True:
-            produced.append(len(produced))
-            yield produced[-1]
-
-    batches = embed_mod.decoded_ahead(endless(), depth=2)
-    assert [next(batches) for _ in range(3)] == [0, 1, 2]
-    batches.close()  # what `break` or an error in the caller's loop does
-    assert not any(t.name == "decode-ahead" for t in threading.enumerate())
-    assert len(produced) <= 3 + 2 + 1  # what was taken, the queue, the one in hand
 
 
 @pytest.fixture

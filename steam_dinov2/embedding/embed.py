@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import queue
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,8 +59,7 @@ def embed_images(
         batch_size: images per batch; None picks for the device (``default_batch_size``);
             results do not depend on it (within 1e-5).
         num_workers: DataLoader decoding processes; None picks for the device
-            (``default_workers``). With none, a thread of this process decodes the next batch
-            while the model computes this one.
+            (``default_workers``).
         on_batch: called after every batch with ``(vectors, kept, errors)`` of that batch alone
             (same meaning as the return values), e.g. to checkpoint a long run.
         desc: the progress bar's label (``embed_folder`` names the setting).
@@ -80,10 +76,8 @@ def embed_images(
     info = model_info(model)
     chunks, kept, errors = [], [], {}
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
-    # Worker processes decode ahead by themselves; without them a thread does.
-    batches = decoded_ahead(loader, depth=0 if loader.num_workers else 1)
-    with torch.inference_mode(), bar, contextlib.closing(batches):
-        for x, idx, err in batches:
+    with torch.inference_mode(), bar:
+        for x, idx, err in loader:
             good = torch.tensor([not e for e in err], dtype=torch.bool)
             batch_errors = {paths[i]: e for i, e in zip(idx.tolist(), err) if e}
             errors.update(batch_errors)
@@ -373,7 +367,8 @@ def default_workers(device: torch.device) -> int:
     """DataLoader decoding processes for the device."""
     # A GPU waits for decoding: workers hide it. On a CPU the model already uses every core, so a
     # worker process only competes with it and adds a hand-over (one worker: 0.81x of decoding in
-    # process at the bf16 rate on 2 cores; benchmarks/README.md): a thread decodes ahead instead.
+    # process at the bf16 rate on 2 cores), and so did a thread decoding ahead (0.876x vs 0.893x
+    # model-only, 12 rounds; benchmarks/README.md).
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
@@ -425,54 +420,3 @@ def image_loader(
 
 
 PREFETCH_BATCHES = 4
-_DONE = object()
-
-
-def decoded_ahead(batches, depth: int = 1):
-    """Yield ``batches`` (any iterable) while a thread produces the next ``depth`` of them
-    (``depth`` 0: no thread, as they come).
-
-    PIL decodes and resizes without the GIL, so on a CPU this decodes while the model computes,
-    with no process to start and nothing to pickle. An exception in the thread is raised here;
-    closing the generator (``break``, an error in the caller) stops the thread after at most the
-    batch it is on.
-    """
-    if depth < 1:
-        yield from batches
-        return
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce():
-        try:
-            for batch in batches:
-                if not _put(ready, (batch, None), stop):
-                    return
-            _put(ready, (_DONE, None), stop)
-        except BaseException as e:  # handed to the consumer, raised there
-            _put(ready, (_DONE, e), stop)
-
-    thread = threading.Thread(target=produce, name="decode-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            batch, error = ready.get()
-            if batch is _DONE:
-                if error is not None:
-                    raise error
-                return
-            yield batch
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _put(ready: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put ``item`` when there is room; False when ``stop`` was set before that."""
-    while not stop.is_set():
-        try:
-            ready.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
