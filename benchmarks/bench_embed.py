@@ -55,13 +55,14 @@ from steam_dinov2.embedding.preprocess import make_transform  # noqa: E402
 MIB = 1 << 20
 
 
-def make_images(folder: Path, n: int) -> list[Path]:
-    """``n`` distinct JPEGs named 0.jpg ... (n-1).jpg; files already there are reused."""
+def make_images(folder: Path, n: int, size: tuple[int, int] = (224, 336)) -> list[Path]:
+    """``n`` distinct JPEGs of ``size`` (W, H) named 0.jpg ... (n-1).jpg; files already there
+    are reused."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i}.jpg" for i in range(n)]
     for i, p in enumerate(paths):
         if not p.exists():
-            make_banner(i).save(p, quality=90)  # 224x336: a Steam library banner is 2:3
+            make_banner(i, size=size).save(p, quality=90)  # a Steam library banner is 2:3
     return paths
 
 
@@ -215,6 +216,11 @@ def main() -> None:
     ap.add_argument("--skip-hf", action="store_true", help="without transformers")
     ap.add_argument("--skip-rss", action="store_true")
     ap.add_argument("--workdir", type=Path, help="keep the generated images here (default: temp)")
+    ap.add_argument(
+        "--size",
+        default="224x336",
+        help="WxH of the generated JPEGs (default 224x336; the collection stores 256x384)",
+    )
     ap.add_argument("--rss-child", nargs=3, metavar=("N", "DIR", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -240,8 +246,9 @@ def run(args, workdir: Path) -> None:
     )
     t0 = time.perf_counter()
     need = max([args.n, *([] if args.skip_rss else args.rss_sizes)])
-    paths = make_images(workdir / "images", need)
-    print(f"generated {need} JPEGs 224x336 in {time.perf_counter() - t0:.1f} s")
+    size = tuple(int(v) for v in args.size.split("x"))
+    paths = make_images(workdir / f"images{args.size}", need, size)
+    print(f"generated {need} JPEGs {args.size} in {time.perf_counter() - t0:.1f} s")
     paths = paths[: args.n]
 
     flags = cpu_flags()
@@ -305,7 +312,7 @@ def run(args, workdir: Path) -> None:
         rate = args.n / statistics.median(seconds[m])
         print(f"  {m:<26} {rate:6.2f} img/s  ({ratio(m, 'model-only'):.3f} x fp32 model-only)")
 
-    rss = [] if args.skip_rss else run_rss(args, workdir / "images")
+    rss = [] if args.skip_rss else run_rss(args, workdir / f"images{args.size}")
 
     print(f"\nloadavg at the end: {os.getloadavg()[0]:.2f} (other processes skew every figure)")
     e2e = ratio("end-to-end", "model-only")

@@ -148,7 +148,12 @@ def _collection(args):
 
 def _add_embed_options(p: argparse.ArgumentParser) -> None:
     _add_model_options(p)
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="images per batch (default: by device, 32 on a CPU, 128-256 on a GPU)",
+    )
     p.add_argument(
         "--workers", type=count, default=None, help="decoding processes (default: by device)"
     )

@@ -2,6 +2,7 @@ import json
 import logging
 import os
 import shutil
+import types
 
 import numpy as np
 import pandas as pd
@@ -409,3 +410,40 @@ def test_a_setting_that_is_not_a_setting_is_refused_in_one_line(banner_dir, tmp_
         embed_folder(banner_dir, tmp_path, setting=bad)
     with pytest.raises(ValueError, match=message):
         export_matches(tmp_path, setting=bad)
+
+
+@pytest.fixture
+def a_cuda_gpu(monkeypatch):
+    """A CUDA device of the given memory, as torch reports it (this machine has none)."""
+
+    def gpu(gib: float):
+        props = types.SimpleNamespace(total_memory=int(gib * (1 << 30)), name="a GPU")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+        return torch.device("cuda")
+
+    return gpu
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 8 worker")  # 2 cores here
+@pytest.mark.parametrize(("gib", "batch"), [(15.0, 256), (40.0, 256), (4.0, 128)])
+def test_a_gpu_gets_large_batches_pinned_memory_and_decoding_workers(
+    a_cuda_gpu, banner_dir, monkeypatch, gib, batch
+):
+    monkeypatch.setattr(os, "cpu_count", lambda: 12)
+    paths = [str(p) for p in banner_dir.iterdir()]
+    loader = embed_mod.image_loader(paths, "crop256", a_cuda_gpu(gib))
+    assert loader.batch_size == batch and loader.pin_memory
+    assert loader.num_workers == 8 and loader.prefetch_factor == embed_mod.PREFETCH_BATCHES
+    # What the user asks for wins over the device's defaults.
+    asked = embed_mod.image_loader(paths, "crop256", "cuda", batch_size=16, num_workers=0)
+    assert (asked.batch_size, asked.num_workers, asked.prefetch_factor) == (16, 0, None)
+
+
+def test_a_cpu_decodes_in_process_in_batches_of_32(banner_dir):
+    paths = [str(p) for p in banner_dir.iterdir()]
+    loader = embed_mod.image_loader(paths, "crop256", torch.device("cpu"))
+    assert (loader.batch_size, loader.num_workers, loader.pin_memory) == (32, 0, False)
+    pixels, idx, err = next(iter(loader))
+    assert pixels.dtype == torch.uint8 and pixels.shape == (len(paths), 3, 224, 224)
+    assert idx.tolist() == list(range(len(paths))) and not any(err)

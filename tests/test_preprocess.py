@@ -7,9 +7,13 @@ from torchvision import transforms as T
 
 from steam_dinov2 import make_transform
 from steam_dinov2.core.codec import to_rgb
+from steam_dinov2.embedding.preprocess import get_preset, normalize
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BICUBIC = T.InterpolationMode.BICUBIC
+# Stored banners (224x336, 256x384), Steam's 600x900, a 1/8 scale, a square, a landscape header
+# (460x215) and sizes whose scale to the preset is no dyadic fraction (crops computed otherwise).
+SIZES = [(224, 336), (600, 900), (256, 384), (1200, 1800), (1000, 1000), (460, 215), (333, 517)]
 
 
 @pytest.mark.parametrize(
@@ -20,13 +24,22 @@ BICUBIC = T.InterpolationMode.BICUBIC
         ("full", [T.Resize((336, 224), interpolation=BICUBIC)], (3, 336, 224)),
     ],
 )
-@pytest.mark.parametrize("size", [(224, 336), (600, 900)])
+@pytest.mark.parametrize("size", SIZES)
 def test_preset_equals_its_torchvision_pipeline(preset, geometry, shape, size):
     img = make_banner(7, size=size)
     reference = T.Compose([*geometry, T.ToTensor(), T.Normalize(MEAN, STD)])(img)
     out = make_transform(preset)(img)
     assert out.shape == shape and out.dtype == torch.float32
     assert torch.equal(out, reference)
+    # The loader's way: uint8 pixels, a batch of them normalised at once, gives the same bits.
+    pixels = get_preset(preset).pixels(img)
+    assert pixels.dtype == torch.uint8
+    torch.testing.assert_close(
+        normalize(torch.stack([pixels, pixels])),
+        torch.stack([reference, reference]),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_unknown_preset_names_the_choices():

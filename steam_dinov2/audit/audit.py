@@ -84,7 +84,7 @@ class AuditRun:
         progress: show progress bars (tqdm).
     """
 
-    batch_size: int = 32
+    batch_size: int | None = None
     device: str = "auto"
     n_jobs: int | None = None
     progress: bool = True

@@ -29,7 +29,7 @@ from .cache import (
 from .models import model_info, resolve_arch, select_device
 from .pooling import POOLINGS, pool_tokens
 from .precision import resolve_precision
-from .preprocess import get_preset, make_transform
+from .preprocess import get_preset, make_transform, normalize
 from .setting import PRETRAINED, Setting, as_setting, how_to_use, other_precisions, setting_of
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def embed_images(
     *,
     preset: str = "crop256",
     pooling: str = "cls",
-    batch_size: int = 32,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     progress: bool = True,
     on_batch=None,
@@ -56,8 +56,10 @@ def embed_images(
         model: from ``load_model``.
         preset: preprocessing preset (see ``preprocess.PRESETS``).
         pooling: one of ``POOLINGS``.
-        batch_size: images per forward pass; results do not depend on it (within 1e-5).
-        num_workers: DataLoader decoding processes; None picks for the device.
+        batch_size: images per batch; None picks for the device (``default_batch_size``);
+            results do not depend on it (within 1e-5).
+        num_workers: DataLoader decoding processes; None picks for the device
+            (``default_workers``).
         on_batch: called after every batch with ``(vectors, kept, errors)`` of that batch alone
             (same meaning as the return values), e.g. to checkpoint a long run.
         desc: the progress bar's label (``embed_folder`` names the setting).
@@ -69,7 +71,9 @@ def embed_images(
     """
 
     paths = [str(p) for p in paths]
-    loader = image_loader(paths, model, preset, batch_size, num_workers)
+    device = next(model.parameters()).device
+    loader = image_loader(paths, preset, device, batch_size=batch_size, num_workers=num_workers)
+    info = model_info(model)
     chunks, kept, errors = [], [], {}
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
     with torch.inference_mode(), bar:
@@ -77,7 +81,8 @@ def embed_images(
             good = torch.tensor([not e for e in err], dtype=torch.bool)
             batch_errors = {paths[i]: e for i, e in zip(idx.tolist(), err) if e}
             errors.update(batch_errors)
-            out = _forward(model, x if good.all() else x[good], pooling)
+            pixels = x if good.all() else x[good]
+            out = _forward(model, pixels, pooling, info.mean, info.std)
             chunks += [out] if len(out) else []
             kept.extend(batch_kept := idx[good].tolist())
             if on_batch is not None:
@@ -90,13 +95,14 @@ def embed_images(
     return vectors.astype(np.float32, copy=False), kept, errors
 
 
-def _forward(model, x: torch.Tensor, pooling: str) -> np.ndarray:
-    """(n, D') float32 vectors of a batch of n decoded images, computed in the model's precision;
-    an empty (0, 0) array for none."""
+def _forward(model, x: torch.Tensor, pooling: str, mean, std) -> np.ndarray:
+    """(n, D') float32 vectors of a batch of n decoded images ((n, 3, H, W) uint8 pixels),
+    computed in the model's precision; an empty (0, 0) array for none."""
     if not len(x):
         return np.zeros((0, 0), np.float32)
     device = next(model.parameters()).device
-    x = x.to(device, non_blocking=True)
+    # uint8 crosses to a GPU (a quarter of float32's bytes) and is normalised there, per batch.
+    x = normalize(x.to(device, non_blocking=True), mean=mean, std=std)
     # On a CPU a ViT runs fastest in small batches (2 cores: 13.2 img/s at 8, 11.7 at 32;
     # benchmarks/README.md); a GPU wants the whole batch.
     step = CPU_FORWARD_BATCH if device.type == "cpu" else len(x)
@@ -180,7 +186,7 @@ def embed_folder(
     *,
     setting: Setting | str | None = None,
     model: torch.nn.Module | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     device: str = "auto",
     checkpoint_every: int = CHECKPOINT_EVERY,
@@ -202,7 +208,8 @@ def embed_folder(
             that model's own (its name and weights, default preset and pooling).
         model: the model of ``setting`` already loaded (``setting.load_model()``), so it is not
             loaded twice; ValueError when it is another model or has other weights.
-        batch_size, num_workers, device: run options (how fast, not which vectors).
+        batch_size, num_workers, device: run options (how fast, not which vectors); None picks
+            the batch size and decoding workers for the device (``embed_images``).
         checkpoint_every: images per checkpoint (at least 1).
 
     Returns:
@@ -337,10 +344,11 @@ def _images_to_embed(images, data, checkpoint_every: int) -> tuple[dict[str, Pat
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Decodes in DataLoader workers; a bad file yields a zero image and the reason, never raises."""
+    """Decodes in DataLoader workers: ``(pixels, index, error)`` per file, pixels (3, H, W) uint8
+    from ``pixels`` (a preset's); a bad file yields zeros and the reason, never raises."""
 
-    def __init__(self, paths, transform, shape):
-        self.paths, self.transform, self.shape = list(paths), transform, shape
+    def __init__(self, paths, pixels, shape):
+        self.paths, self.pixels, self.shape = list(paths), pixels, shape
 
     def __len__(self):
         return len(self.paths)
@@ -350,29 +358,65 @@ class ImageFiles(torch.utils.data.Dataset):
             with Image.open(self.paths[i]) as img:
                 check_pixels(img)
                 img.load()
-                return self.transform(img), i, ""
+                return self.pixels(img), i, ""
         except Exception as e:  # any decoder failure is a skip to report, not a crash
-            return torch.zeros(self.shape), i, f"{type(e).__name__}: {e}"
+            return torch.zeros(self.shape, dtype=torch.uint8), i, f"{type(e).__name__}: {e}"
 
 
 def default_workers(device: torch.device) -> int:
     """DataLoader decoding processes for the device."""
     # A GPU waits for decoding: workers hide it. On a CPU the model already uses every core, so a
-    # worker process only competes with it and adds a hand-over: decoding in this process measured
-    # 1.01x model-only vs 0.985x with one worker (2 cores, 256 images; benchmarks/README.md).
+    # worker process only competes with it and adds a hand-over (one worker: 0.81x of decoding in
+    # process at the bf16 rate on 2 cores), and so did a thread decoding ahead (0.876x vs 0.893x
+    # model-only, 12 rounds; benchmarks/README.md).
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
-def image_loader(paths: list[str], model, preset: str, batch_size: int, num_workers: int | None):
-    """A DataLoader of ``(images, indices, errors)`` batches, decoding with the model's
-    normalisation; pinned memory and worker processes where the device wants them."""
-    info, p = model_info(model), get_preset(preset)
-    transform = p.transform(mean=info.mean, std=info.std)
-    shape = (3, *p.size)
-    device = next(model.parameters()).device
+# Images per batch on a GPU (an estimate, not measured here: no GPU): in inference a ViT-B/14 at
+# 224 in half precision holds a few MB of activations per image at once (257 tokens x 768 wide,
+# 4x that in its MLP, 12 heads of 257x257 attention), so 256 images take ~1-2 GB beside the
+# weights and fit a 16 GB T4 with room, while each hand-over feeds the GPU a large batch; a GPU
+# under 8 GB takes half.
+CUDA_BATCH = 256
+CUDA_SMALL_MEMORY = 8 << 30
+# On a CPU a batch is cut into forwards of CPU_FORWARD_BATCH anyway; 32 is what it has measured.
+CPU_BATCH = 32
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Images per batch for the device: ``CUDA_BATCH`` on a GPU (half under ``CUDA_SMALL_MEMORY``
+    of memory), ``CPU_BATCH`` elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return CPU_BATCH
+    memory = torch.cuda.get_device_properties(device).total_memory
+    return CUDA_BATCH if memory >= CUDA_SMALL_MEMORY else CUDA_BATCH // 2
+
+
+def image_loader(
+    paths: list[str],
+    preset: str,
+    device: torch.device,
+    *,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+):
+    """A DataLoader of ``(pixels, indices, errors)`` batches for a model on ``device``: pixels
+    (B, 3, H, W) uint8, to be ``normalize``d with the model's mean and std; pinned memory and
+    worker processes where the device wants them, batch size and workers picked for the device
+    where None."""
+    p = get_preset(preset)
+    device = torch.device(device)
+    workers = default_workers(device) if num_workers is None else num_workers
     return torch.utils.data.DataLoader(
-        ImageFiles(paths, transform, shape),
-        batch_size=batch_size,
-        num_workers=default_workers(device) if num_workers is None else num_workers,
+        ImageFiles(paths, p.pixels, (3, *p.size)),
+        batch_size=default_batch_size(device) if batch_size is None else batch_size,
+        num_workers=workers,
         pin_memory=device.type == "cuda",
+        # Each worker keeps this many batches ready: enough to cover a slow file while the GPU
+        # computes. Workers are not kept between calls: one call is one pass over its files.
+        prefetch_factor=PREFETCH_BATCHES if workers else None,
     )
+
+
+PREFETCH_BATCHES = 4
