@@ -54,7 +54,7 @@ def test_same_results_as_cleanvision_with_one_decode_a_file(tmp_path, decodes, t
 
     paths = _folder(tmp_path)
     params = cv.issue_params(types, None)
-    issues, sets, broken = cv._find_issues(paths, params, 1)
+    issues, sets, broken = cv._find_issues(paths, params, 1, False)
     assert broken == []
     assert decodes == Counter({i: 1 for i in paths})
 
@@ -81,7 +81,7 @@ def test_same_results_as_cleanvision_with_one_decode_a_file(tmp_path, decodes, t
 def test_worker_processes_give_the_same_results(tmp_path):
     paths = _folder(tmp_path)
     params = cv.issue_params(None, None)
-    one = cv._find_issues(paths, params, 1)
-    two = cv._find_issues(paths, params, 2)
+    one = cv._find_issues(paths, params, 1, False)
+    two = cv._find_issues(paths, params, 2, False)
     pd.testing.assert_frame_equal(one[0], two[0])
     assert one[1:] == two[1:]

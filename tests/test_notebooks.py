@@ -394,5 +394,6 @@ def test_saved_notebooks_show_every_bar_done_and_no_warning(run, request):
                 assert "Warning" not in text, f"{path.name} cell {i}: {text}"
             lines = [line for o in c.get("outputs", []) for line in o.get("text", "").splitlines()]
             assert len(lines) == len(set(lines)), f"{path.name} cell {i}: said twice: {lines}"
-    assert "CleanVision: Computing scores" in descs and "CleanVision: Computing hashes" in descs
+    # CleanVision's property pass (its duplicate hashes come from the same decode: no hash pass).
+    assert "CleanVision: Computing scores" in descs
     assert any(d.startswith("embed dinov2_vits14__") for d in descs)
