@@ -1,6 +1,6 @@
 """Embedding benchmark: files on disk -> vectors, against model-only and the pipelines users write.
 
-Measured side by side, in interleaved rounds, on generated 224x336 JPEGs with random-weight models
+Measured side by side, in interleaved rounds, on generated 256x384 JPEGs (--size) with random-weight models
 (offline), torch limited to ``--threads`` threads:
 
 - model-only: ``pool_tokens`` on batches already decoded and transformed, split for the forward
@@ -218,8 +218,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="keep the generated images here (default: temp)")
     ap.add_argument(
         "--size",
-        default="224x336",
-        help="WxH of the generated JPEGs (default 224x336; the collection stores 256x384)",
+        default="256x384",
+        help="WxH of the generated JPEGs (default 256x384, what the collection stores; "
+        "224x336 makes crop256 upscale)",
     )
     ap.add_argument("--rss-child", nargs=3, metavar=("N", "DIR", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
