@@ -80,8 +80,6 @@ def find_lookalikes(
     emb = load_embeddings(data, setting)
     cutoff = _parse_since(since)
     wanted = _wanted(data, emb.ids, games, cutoff)
-    labels = labels_of(read_metadata(data), read_tag_names(data))
-    studios = {a: g.makers | g.franchises for a, g in labels.items() if g.makers}
     exclude = {} if include_excluded else _quality_exclusions(data)
     key = {
         **emb.made_from(),
@@ -100,6 +98,8 @@ def find_lookalikes(
             return stored  # made from these very inputs: nothing to search
         except ValueError as e:
             logger.warning("%s; searching again", e)
+    labels = labels_of(read_metadata(data), read_tag_names(data))
+    studios = {a: g.makers | g.franchises for a, g in labels.items() if g.makers}
     rows = [r for r, i in enumerate(emb.ids) if i in studios and i not in exclude]
     if unknown := sum(i not in studios for i in emb.ids):
         logger.info("lookalikes: %d games without a known developer or publisher left out", unknown)

@@ -317,9 +317,9 @@ def stored_matches(
 ) -> pd.DataFrame | None:
     """The match stage's table for ``emb`` (cut to ranks <= ``k`` when given), when it was made
     from this cache generation with these exclusions (and at least ``k`` neighbours per query,
-    when given); None when it
-    is absent or stale (then search: ``match_all``). A damaged or forged table (``read_matches``
-    refuses it, or it lists an excluded game) is a warning and None, never trusted.
+    when given); None when it is absent or stale (then search: ``match_all``). A damaged or
+    forged table (``read_matches`` refuses it, or it lists an excluded game) is a warning and
+    None, never trusted.
 
     Returns:
         DataFrame ``query_id, rank, id, score`` as ``match_all`` returns it, or None.
@@ -339,13 +339,11 @@ def stored_matches(
     if set(table["id"].tolist()) & _excluded(exclude):
         logger.warning("match table %s lists excluded games; not used: searching again", path)
         return None
-    # Files before 0.2 carry no k: their longest list is a lower bound of it.
-    made_with = made_with if isinstance(made_with, int) else int(table["rank"].max(initial=0))
     if k is None:
         return table
-    if made_with < k:
-        return None
-    return table[table["rank"] <= k].reset_index(drop=True)
+    # Files before 0.2 carry no k: their longest list is a lower bound of it.
+    made_with = made_with if isinstance(made_with, int) else int(table["rank"].max(initial=0))
+    return table[table["rank"] <= k].reset_index(drop=True) if made_with >= k else None
 
 
 def matches_made_from(emb, exclude=()) -> dict:
@@ -369,9 +367,8 @@ def read_matches(path, ids=None) -> pd.DataFrame:
         table = table.astype({"query_id": np.int64, "rank": np.int64, "id": np.int64})
         score = table["score"].to_numpy(np.float64)
     except (OSError, ValueError, TypeError, KeyError, OverflowError) as e:
-        why = (str(e).splitlines() or [type(e).__name__])[0][
-            :200
-        ]  # one line, whatever pyarrow says
+        # One line, whatever pyarrow says.
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise ValueError(f"match table {path} is unreadable ({why}): rerun `match`") from None
     why = ""
     if len(table) and (table["rank"].min() < 1 or not np.isfinite(score).all()):
