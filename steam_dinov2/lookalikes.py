@@ -27,7 +27,7 @@ from .core import files, layout
 from .core.manifest import load_names, read_manifest
 from .embedding.embed import load_embeddings
 from .embedding.setting import Setting, as_setting
-from .search import BLOCK, build_index, check_k, search_index
+from .search import BLOCK, check_k, search_vectors
 from .steam.metadata import labels_of, read_metadata, read_tag_names
 
 logger = logging.getLogger(__name__)
@@ -224,11 +224,11 @@ def _mutual_pairs(emb, rows: list[int], studios: dict, wanted, k: int) -> pd.Dat
     rows = np.asarray(rows, np.int64)
     ids = np.asarray(emb.ids, np.int64)[rows]
     label = [studios[int(i)] for i in ids]
-    index = build_index(emb.vectors[rows])
+    vectors = np.ascontiguousarray(emb.vectors[rows], dtype=np.float32)
     queries = [p for p, i in enumerate(ids) if wanted is None or int(i) in wanted]
-    top = _other_studio_top(emb.vectors[rows], index, label, queries, k)
+    top = _other_studio_top(vectors, label, queries, k)
     partners = sorted({n for q in queries for n, _ in top[q]} - top.keys())
-    top |= _other_studio_top(emb.vectors[rows], index, label, partners, k)
+    top |= _other_studio_top(vectors, label, partners, k)
     pairs = {}
     for q in queries:
         for n, score in top[q]:
@@ -244,17 +244,17 @@ def _mutual_pairs(emb, rows: list[int], studios: dict, wanted, k: int) -> pd.Dat
     return table.reset_index(drop=True).assign(rank=np.arange(1, len(table) + 1))
 
 
-def _other_studio_top(vectors, index, label, queries: list[int], k: int) -> dict[int, list]:
+def _other_studio_top(vectors, label, queries: list[int], k: int) -> dict[int, list]:
     """``{row: [(row, cosine), ...]}``: each query's ``k`` nearest rows sharing no studio name
     with it, best first. Exact: a query whose first ``depth`` neighbours hold fewer than ``k``
-    such rows is searched again four times deeper, up to the whole index."""
-    n = index.ntotal
+    such rows is searched again four times deeper, up to every row."""
+    n = len(vectors)
     depth, top, todo = min(n - 1, k * _FIRST_DEPTH + 16), {}, list(queries)
     while todo:
         again = []
         for start in range(0, len(todo), BLOCK):  # bounded result buffers, as match_all
             block = todo[start : start + BLOCK]
-            scores, hits = search_index(index, vectors[block], k=depth, self_rows=block)
+            scores, hits = search_vectors(vectors, vectors[block], k=depth, self_rows=block)
             again += _keep_top(block, scores, hits, label, k, top, last=depth >= n - 1)
         todo, depth = again, min(n - 1, depth * 4)
     return top

@@ -1,10 +1,9 @@
-"""Exact cosine k-NN with faiss: neighbours of one game, all-pairs matches, duplicate groups."""
+"""Exact cosine k-NN: neighbours of one game (faiss), all-pairs matches and duplicate groups (a
+blocked product with a two-step top-k), match tables on disk, name search."""
 
 from __future__ import annotations
 
 import functools
-
-# Writing and serving match tables lives in ``export``; these names stay importable from here.
 import hashlib
 import heapq
 import json
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .core import files, layout
 from .core.blas import import_faiss
@@ -24,7 +24,11 @@ from .embedding.setting import Setting, setting_of
 
 logger = logging.getLogger(__name__)
 
-BLOCK = 4096  # queries per faiss call: bounds the result buffers whatever N is
+BLOCK = 4096  # queries per call: bounds the result buffers whatever N is
+# All-pairs products run on tiles of TILE_ROWS queries x TILE_COLS rows (128 MiB of float32
+# scores): small enough to be read back from cache, large enough for the GEMM's full rate.
+TILE_ROWS, TILE_COLS = 1024, 32768
+GROUP = 16  # columns whose maximum stands for them in the first step of the top-k
 
 
 def build_index(vectors: np.ndarray):
@@ -58,6 +62,21 @@ def search_index(index, queries: np.ndarray, *, k: int = 10, self_rows=None):
     if want == 0 or len(queries) == 0:
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
     scores, rows = index.search(queries, want)
+    return _without_self(scores, rows, self_rows, k, want)
+
+
+def search_vectors(vectors: np.ndarray, queries: np.ndarray, *, k: int = 10, self_rows=None):
+    """``search_index`` over the rows of ``vectors`` for many queries at once (all-pairs work):
+    the same answer, at close to the cost of the matrix product alone (``top_k``)."""
+    queries = np.atleast_2d(queries)
+    want = min(k + (self_rows is not None), len(vectors))
+    if want == 0 or len(queries) == 0:
+        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    scores, rows = top_k(vectors, queries, want)
+    return _without_self(scores, rows, self_rows, k, want)
+
+
+def _without_self(scores, rows, self_rows, k: int, want: int):
     if self_rows is not None:
         is_self = rows == np.asarray(self_rows)[:, None]
         # Stable sort on the flag moves the query's own row (wherever it ranked) to the end.
@@ -68,6 +87,114 @@ def search_index(index, queries: np.ndarray, *, k: int = 10, self_rows=None):
     scores, rows = scores[:, : min(k, want)], rows[:, : min(k, want)]
     scores[rows < 0] = -np.inf
     return scores, rows
+
+
+def top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest inner products of each query with the rows of ``vectors``, best first:
+    what a flat faiss index's ``search`` returns (ties in any order), for many queries at close
+    to the cost of the product alone.
+
+    The product is computed tile by tile (``TILE_ROWS`` x ``TILE_COLS``); per tile, each run of
+    ``GROUP`` columns is first summed up by its maximum, and only the ``k`` groups with the
+    largest maxima are searched: any score above the k-th largest group maximum lies in one of
+    them, so the answer is exact. faiss instead keeps a heap per query over every score, which
+    costs 1.4-1.6x the product at 150,000 rows (``benchmarks/README.md``).
+
+    Args:
+        vectors: (N, D) float32 rows.
+        queries: (Q, D) float32.
+        k: 1 <= k <= N.
+
+    Returns:
+        ``(scores, rows)``: (Q, k) float32 and int64, best first.
+    """
+    base = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    asked = torch.from_numpy(np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32))
+    n, q_total = len(base), len(asked)
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and the {n} rows searched, got {k}")
+    scores = np.empty((q_total, k), np.float32)
+    rows = np.empty((q_total, k), np.int64)
+    width = min(n, TILE_COLS)
+    tile = torch.empty(min(q_total, TILE_ROWS) * width)
+    spread = torch.arange(GROUP)
+    for start in range(0, q_total, TILE_ROWS):
+        block = asked[start : start + TILE_ROWS]
+        found_scores, found_rows = [], []
+        for first in range(0, n, TILE_COLS):
+            part = base[first : first + TILE_COLS]
+            product = tile[: len(block) * len(part)].view(len(block), len(part))
+            torch.mm(block, part.T, out=product)
+            s, r = _tile_top(product, min(k, len(part)), spread)
+            found_scores.append(s)
+            found_rows.append(r + first)
+        s, at = torch.cat(found_scores, 1).topk(k, dim=1)
+        scores[start : start + len(block)] = s.numpy()
+        rows[start : start + len(block)] = torch.cat(found_rows, 1).gather(1, at).numpy()
+    return scores, rows
+
+
+def pairs_at_least(vectors: np.ndarray, queries: np.ndarray, threshold: float):
+    """Every (query, row) whose inner product reaches ``threshold``, by the tiles of ``top_k``:
+    a group of ``GROUP`` columns is read only when its maximum reaches the threshold.
+
+    Returns:
+        ``(queries, rows)``: int64 arrays of equal length, ordered by query.
+    """
+    base = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    asked = torch.from_numpy(np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32))
+    limit = float(np.float32(threshold))
+    width = min(len(base), TILE_COLS)
+    tile = torch.empty(min(len(asked), TILE_ROWS) * width)
+    spread = torch.arange(GROUP)
+    found_queries, found_rows = [], []
+    for start in range(0, len(asked), TILE_ROWS):
+        block = asked[start : start + TILE_ROWS]
+        for first in range(0, len(base), TILE_COLS):
+            part = base[first : first + TILE_COLS]
+            product = tile[: len(block) * len(part)].view(len(block), len(part))
+            torch.mm(block, part.T, out=product)
+            q, c = _tile_pairs(product, limit, spread)
+            found_queries.append(q + start)
+            found_rows.append(c + first)
+    if not found_queries:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    q, r = torch.cat(found_queries), torch.cat(found_rows)
+    order = torch.argsort(q, stable=True)
+    return q[order].numpy(), r[order].numpy()
+
+
+def _tile_pairs(product: torch.Tensor, limit: float, spread: torch.Tensor):
+    """(rows, columns) of one tile's scores at or above ``limit``."""
+    groups = product.shape[1] // GROUP
+    grouped = groups * GROUP
+    queries, columns = (product[:, grouped:] >= limit).nonzero(as_tuple=True)
+    columns = columns + grouped
+    if groups:
+        maxima = product[:, :grouped].reshape(len(product), GROUP, groups).amax(1)
+        row, group = (maxima >= limit).nonzero(as_tuple=True)
+        members = group[:, None] + spread * groups
+        hit = product[row[:, None], members] >= limit
+        queries = torch.cat([queries, row[:, None].expand_as(members)[hit]])
+        columns = torch.cat([columns, members[hit]])
+    return queries, columns
+
+
+def _tile_top(product: torch.Tensor, k: int, spread: torch.Tensor):
+    """Top-``k`` (unsorted) of each row of one tile of scores: ``(scores, columns)``."""
+    groups = product.shape[1] // GROUP
+    if groups < k:  # too narrow to be worth the first step
+        return product.topk(k, dim=1, sorted=False)
+    grouped = groups * GROUP
+    # Column c of group g is g + c * groups: the maxima are a strided, vectorised reduction.
+    maxima = product[:, :grouped].reshape(len(product), GROUP, groups).amax(1)
+    best = maxima.topk(k, dim=1, sorted=False).indices
+    columns = (best[:, :, None] + spread * groups).reshape(len(product), -1)
+    if grouped < product.shape[1]:  # the last few columns, outside every group
+        rest = torch.arange(grouped, product.shape[1]).expand(len(product), -1)
+        columns = torch.cat([columns, rest], 1)
+    s, at = product.gather(1, columns).topk(k, dim=1, sorted=False)
+    return s, columns.gather(1, at)
 
 
 def check_k(k) -> None:
@@ -237,7 +364,7 @@ def match_all(
     if exclude:
         logger.info("match %s: %s never neighbours", emb.setting, describe_exclusions(exclude))
     cand = _candidates(emb, exclude)
-    index = build_index(emb.vectors[cand])
+    vectors = np.ascontiguousarray(emb.vectors[cand], dtype=np.float32)
     self_rows = np.full(len(emb.ids), -1, np.int64)
     self_rows[cand] = np.arange(len(cand))
     parts = []
@@ -245,8 +372,8 @@ def match_all(
     with tqdm(total=len(emb.ids), desc=desc, unit="query", disable=not progress) as bar:
         for start in range(0, len(emb.ids), BLOCK):
             stop = min(start + BLOCK, len(emb.ids))
-            scores, rows = search_index(
-                index, emb.vectors[start:stop], k=k, self_rows=self_rows[start:stop]
+            scores, rows = search_vectors(
+                vectors, emb.vectors[start:stop], k=k, self_rows=self_rows[start:stop]
             )
             q, r = np.nonzero(rows >= 0)
             parts.append((q + start, r + 1, cand[rows[q, r]], scores[q, r]))
@@ -282,12 +409,9 @@ def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[in
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
     root = np.arange(n)  # each row's component so far, named by its smallest row
-    index = build_index(vectors)
-    # faiss's IP range search keeps scores strictly above the radius; step just below threshold.
-    radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
     for start in range(0, n, BLOCK):
-        lims, _, rows = index.range_search(vectors[start : start + BLOCK], radius)
-        queries = start + np.repeat(np.arange(len(lims) - 1), np.diff(lims).astype(np.int64))
+        queries, rows = pairs_at_least(vectors, vectors[start : start + BLOCK], threshold)
+        queries = queries + start
         # Components so far as stars (row -> root) plus this block's links: memory stays
         # N + one block's pairs, however many pairs the whole collection has.
         src, dst = np.concatenate([np.arange(n), queries]), np.concatenate([root, rows])

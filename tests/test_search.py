@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from steam_dinov2 import Embeddings, build_index, find_duplicate_groups, find_neighbors, match_all
-from steam_dinov2.search import index_collection, search_index
+from steam_dinov2.search import index_collection, pairs_at_least, search_index, top_k
 
 
 def _unit(rng, n, d):
@@ -49,6 +49,50 @@ def test_all_pairs_equals_brute_force_without_self(tmp_path, monkeypatch):
         ],
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("tile_rows, tile_cols", [(7, 50), (1024, 32768)])
+def test_tiled_top_k_and_pairs_equal_faiss(monkeypatch, tile_rows, tile_cols):
+    """The two-step top-k and the threshold scan (their own code, for speed) against faiss's
+    flat index: tiles of 7 x 50 cross rows, columns, groups and a last tile narrower than
+    k groups; the default tiles take the whole collection at once."""
+    import steam_dinov2.search as search
+
+    monkeypatch.setattr(search, "TILE_ROWS", tile_rows)
+    monkeypatch.setattr(search, "TILE_COLS", tile_cols)
+    rng = np.random.default_rng(7)
+    centres = _unit(rng, 12, 24)
+    vectors = centres[rng.integers(0, 12, 413)] + 0.3 * rng.standard_normal((413, 24))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    vectors[100:104] = vectors[5]  # exact ties
+    index = build_index(vectors)
+    exact = vectors.astype(np.float64) @ vectors.astype(np.float64).T
+    for k in (1, 5, 12, 413):
+        scores, rows = top_k(vectors, vectors, k)
+        ref_scores, _ = index.search(vectors, k)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-5)  # the same k values, in order
+        np.testing.assert_allclose(scores, np.take_along_axis(exact, rows, 1), atol=1e-5)
+        assert all(len(set(r)) == k for r in rows.tolist())  # rows behind them, none twice
+    for threshold in (0.8, 0.95):
+        queries, rows = pairs_at_least(vectors, vectors[:150], threshold)
+        lims, _, ref_rows = index.range_search(vectors[:150], threshold - 1e-6)
+        ref_queries = np.repeat(np.arange(150), np.diff(lims).astype(np.int64))
+        got, ref = set(zip(queries, rows)), set(zip(ref_queries, ref_rows))
+        on_the_line = {p for p in got ^ ref if abs(exact[p] - threshold) < 1e-5}
+        assert got ^ ref == on_the_line and len(ref) > 150  # more than each query with itself
+        assert (np.diff(queries) >= 0).all()
+
+
+def test_a_score_equal_to_the_threshold_is_kept_wherever_it_sits():
+    # Query e1 against rows (c, s): each product is exactly c in float32, whatever the GEMM's
+    # order of summation, so a row whose c is the threshold sits exactly on it.
+    rng = np.random.default_rng(8)
+    c = np.sort(rng.uniform(-1, 1, 40)).astype(np.float32)
+    base = np.stack([c, np.sqrt(1 - c.astype(np.float64) ** 2).astype(np.float32)], 1)
+    query = np.array([[1, 0]], np.float32)
+    for on_the_line in (3, 17, 35):  # in a group of 16 columns, and past the last group
+        _, rows = pairs_at_least(base, query, float(c[on_the_line]))
+        assert sorted(rows.tolist()) == list(range(on_the_line, 40))
 
 
 def test_exact_duplicates_never_return_the_query_itself():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..search import build_index, find_duplicate_groups, search_index
+from ..search import find_duplicate_groups, search_vectors
 from .cleanvision import DUPLICATE_TYPES, PROPERTY_TYPES
 
 EMBEDDING_DUPLICATES = "embedding_duplicates"
@@ -46,9 +46,7 @@ def embedding_duplicates(issues, emb, clean: list[int], threshold) -> list[list[
     issues["embedding_nearest_id"] = pd.array([pd.NA] * len(issues), dtype="Int64")
     issues["embedding_nearest_cosine"] = np.full(len(issues), np.nan, np.float32)
     if len(clean) > 1:
-        scores, nearest = search_index(
-            build_index(vectors), vectors, k=1, self_rows=np.arange(len(clean))
-        )
+        scores, nearest = search_vectors(vectors, vectors, k=1, self_rows=np.arange(len(clean)))
         row = {int(a): r for r, a in enumerate(issues["app_id"])}
         rows = [row[i] for i in clean]
         issues.loc[rows, "embedding_nearest_id"] = [clean[r] for r in nearest[:, 0]]

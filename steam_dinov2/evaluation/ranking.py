@@ -8,7 +8,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ..search import BLOCK, build_index
+from ..search import BLOCK, top_k
 
 
 def rank_rows(vectors: np.ndarray, queries: np.ndarray, k: int, self_rows=None) -> np.ndarray:
@@ -28,12 +28,11 @@ def rank_rows(vectors: np.ndarray, queries: np.ndarray, k: int, self_rows=None) 
     kk = max(0, min(k, n - excl))
     if kk == 0 or len(queries) == 0:
         return np.zeros((len(queries), kk), np.int64)
-    index = build_index(vectors)
     want = min(kk + 1 + excl, n)  # one more than kept, to see a tie across the k-th place
     out = np.empty((len(queries), kk), np.int64)
     for start in range(0, len(queries), BLOCK):
         q = np.ascontiguousarray(queries[start : start + BLOCK], dtype=np.float32)
-        scores, rows = index.search(q, want)
+        scores, rows = top_k(vectors, q, want)
         if excl:
             own = np.asarray(self_rows[start : start + BLOCK])[:, None]
             scores[rows == own] = -np.inf
@@ -57,9 +56,9 @@ def ideal_gains(tags: np.ndarray, k: int) -> np.ndarray:
     kk = max(0, min(k, n - 1))
     if kk == 0 or tags.shape[1] == 0:
         return np.zeros((n, kk), np.float64)
-    index, out = build_index(tags), np.empty((n, kk), np.float64)
+    out = np.empty((n, kk), np.float64)
     for start in range(0, n, BLOCK):
-        scores, rows = index.search(tags[start : start + BLOCK], min(kk + 1, n))
+        scores, rows = top_k(tags, tags[start : start + BLOCK], min(kk + 1, n))
         scores[rows == np.arange(start, start + len(rows))[:, None]] = -np.inf
         out[start : start + len(rows)] = -np.sort(-scores, axis=1)[:, :kk]
     return np.maximum(out, 0.0)
