@@ -92,31 +92,66 @@ def _without_self(scores, rows, self_rows, k: int, want: int):
 def top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest inner products of each query with the rows of ``vectors``, best first:
     what a flat faiss index's ``search`` returns (ties in any order), for many queries at close
-    to the cost of the product alone.
-
-    The product is computed tile by tile (``TILE_ROWS`` x ``TILE_COLS``); per tile, each run of
-    ``GROUP`` columns is first summed up by its maximum, and only the ``k`` groups with the
-    largest maxima are searched: any score above the k-th largest group maximum lies in one of
-    them, so the answer is exact. faiss instead keeps a heap per query over every score, which
-    costs 1.4-1.6x the product at 150,000 rows (``benchmarks/README.md``).
-
-    Args:
-        vectors: (N, D) float32 rows.
-        queries: (Q, D) float32.
-        k: 1 <= k <= N.
+    to the cost of the product alone (``scan``).
 
     Returns:
         ``(scores, rows)``: (Q, k) float32 and int64, best first.
     """
+    found = scan(vectors, queries, k=k)
+    return found.scores, found.rows
+
+
+def pairs_at_least(vectors: np.ndarray, queries: np.ndarray, threshold: float):
+    """Every (query, row) whose inner product reaches ``threshold`` (``scan``).
+
+    Returns:
+        ``(queries, rows)``: int64 arrays of equal length, ordered by query.
+    """
+    found = scan(vectors, queries, threshold=threshold)
+    return found.pair_queries, found.pair_rows
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What one pass of ``scan`` found: the top-k of each query, and the pairs at or above a
+    threshold (each empty when not asked)."""
+
+    scores: np.ndarray  # (Q, k) float32, best first
+    rows: np.ndarray  # (Q, k) int64
+    pair_queries: np.ndarray  # (P,) int64, ascending
+    pair_rows: np.ndarray  # (P,) int64
+
+
+def scan(vectors: np.ndarray, queries: np.ndarray, *, k: int = 0, threshold=None) -> Scan:
+    """One pass over the inner products of ``queries`` with the rows of ``vectors``: the ``k``
+    largest of each query and/or every pair at or above ``threshold``.
+
+    The product is computed tile by tile (``TILE_ROWS`` x ``TILE_COLS``) and never whole. In a
+    tile, each run of ``GROUP`` columns is first summed up by its maximum (a vectorised
+    reduction). Top-k searches only the ``k`` groups with the largest maxima: any score above
+    the k-th largest maximum lies in one of them, so the answer is exact. The threshold reads
+    only the groups whose maximum reaches it. faiss keeps a heap per query over every score
+    instead, which cost 1.4-1.6x the product alone at 150,000 rows (``benchmarks/README.md``).
+
+    Args:
+        vectors: (N, D) float32 rows.
+        queries: (Q, D) float32.
+        k: 0 <= k <= N.
+        threshold: a score, or None.
+    """
     base = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
     asked = torch.from_numpy(np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32))
     n, q_total = len(base), len(asked)
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be between 1 and the {n} rows searched, got {k}")
+    if not 0 <= k <= n:
+        raise ValueError(f"k must be between 0 and the {n} rows searched, got {k}")
+    limit = None if threshold is None else float(np.float32(threshold))
     scores = np.empty((q_total, k), np.float32)
     rows = np.empty((q_total, k), np.int64)
-    width = min(n, TILE_COLS)
-    tile = torch.empty(min(q_total, TILE_ROWS) * width)
+    pair_queries, pair_rows = (
+        [torch.zeros(0, dtype=torch.int64)],
+        [torch.zeros(0, dtype=torch.int64)],
+    )
+    tile = torch.empty(min(q_total, TILE_ROWS) * min(n, TILE_COLS))
     spread = torch.arange(GROUP)
     for start in range(0, q_total, TILE_ROWS):
         block = asked[start : start + TILE_ROWS]
@@ -125,53 +160,33 @@ def top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray,
             part = base[first : first + TILE_COLS]
             product = tile[: len(block) * len(part)].view(len(block), len(part))
             torch.mm(block, part.T, out=product)
-            s, r = _tile_top(product, min(k, len(part)), spread)
-            found_scores.append(s)
-            found_rows.append(r + first)
-        s, at = torch.cat(found_scores, 1).topk(k, dim=1)
-        scores[start : start + len(block)] = s.numpy()
-        rows[start : start + len(block)] = torch.cat(found_rows, 1).gather(1, at).numpy()
-    return scores, rows
-
-
-def pairs_at_least(vectors: np.ndarray, queries: np.ndarray, threshold: float):
-    """Every (query, row) whose inner product reaches ``threshold``, by the tiles of ``top_k``:
-    a group of ``GROUP`` columns is read only when its maximum reaches the threshold.
-
-    Returns:
-        ``(queries, rows)``: int64 arrays of equal length, ordered by query.
-    """
-    base = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-    asked = torch.from_numpy(np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32))
-    limit = float(np.float32(threshold))
-    width = min(len(base), TILE_COLS)
-    tile = torch.empty(min(len(asked), TILE_ROWS) * width)
-    spread = torch.arange(GROUP)
-    found_queries, found_rows = [], []
-    for start in range(0, len(asked), TILE_ROWS):
-        block = asked[start : start + TILE_ROWS]
-        for first in range(0, len(base), TILE_COLS):
-            part = base[first : first + TILE_COLS]
-            product = tile[: len(block) * len(part)].view(len(block), len(part))
-            torch.mm(block, part.T, out=product)
-            q, c = _tile_pairs(product, limit, spread)
-            found_queries.append(q + start)
-            found_rows.append(c + first)
-    if not found_queries:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    q, r = torch.cat(found_queries), torch.cat(found_rows)
+            groups = len(part) // GROUP
+            # Column c of group g is g + c * groups: the maxima are a strided reduction.
+            maxima = product[:, : groups * GROUP].reshape(len(block), GROUP, groups).amax(1)
+            if k:
+                s, r = _tile_top(product, maxima, min(k, len(part)), spread)
+                found_scores.append(s)
+                found_rows.append(r + first)
+            if limit is not None:
+                q, c = _tile_pairs(product, maxima, limit, spread)
+                pair_queries.append(q + start)
+                pair_rows.append(c + first)
+        if k:
+            s, at = torch.cat(found_scores, 1).topk(k, dim=1)
+            scores[start : start + len(block)] = s.numpy()
+            rows[start : start + len(block)] = torch.cat(found_rows, 1).gather(1, at).numpy()
+    q, r = torch.cat(pair_queries), torch.cat(pair_rows)
     order = torch.argsort(q, stable=True)
-    return q[order].numpy(), r[order].numpy()
+    return Scan(scores, rows, q[order].numpy(), r[order].numpy())
 
 
-def _tile_pairs(product: torch.Tensor, limit: float, spread: torch.Tensor):
+def _tile_pairs(product: torch.Tensor, maxima: torch.Tensor, limit: float, spread):
     """(rows, columns) of one tile's scores at or above ``limit``."""
-    groups = product.shape[1] // GROUP
+    groups = maxima.shape[1]
     grouped = groups * GROUP
     queries, columns = (product[:, grouped:] >= limit).nonzero(as_tuple=True)
     columns = columns + grouped
     if groups:
-        maxima = product[:, :grouped].reshape(len(product), GROUP, groups).amax(1)
         row, group = (maxima >= limit).nonzero(as_tuple=True)
         members = group[:, None] + spread * groups
         hit = product[row[:, None], members] >= limit
@@ -180,14 +195,12 @@ def _tile_pairs(product: torch.Tensor, limit: float, spread: torch.Tensor):
     return queries, columns
 
 
-def _tile_top(product: torch.Tensor, k: int, spread: torch.Tensor):
+def _tile_top(product: torch.Tensor, maxima: torch.Tensor, k: int, spread):
     """Top-``k`` (unsorted) of each row of one tile of scores: ``(scores, columns)``."""
-    groups = product.shape[1] // GROUP
-    if groups < k:  # too narrow to be worth the first step
+    groups = maxima.shape[1]
+    if groups < k:  # too narrow for the first step
         return product.topk(k, dim=1, sorted=False)
     grouped = groups * GROUP
-    # Column c of group g is g + c * groups: the maxima are a strided, vectorised reduction.
-    maxima = product[:, :grouped].reshape(len(product), GROUP, groups).amax(1)
     best = maxima.topk(k, dim=1, sorted=False).indices
     columns = (best[:, :, None] + spread * groups).reshape(len(product), -1)
     if grouped < product.shape[1]:  # the last few columns, outside every group
@@ -403,15 +416,33 @@ def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[in
     Returns:
         Groups of two or more row indices, each sorted, ordered by their first row.
     """
+    return duplicates_and_nearest(vectors, threshold, nearest=False)[0]
+
+
+def duplicates_and_nearest(vectors: np.ndarray, threshold: float, *, nearest: bool = True):
+    """``find_duplicate_groups`` and, from the same pass over the products, each row's nearest
+    other row (the audit's embedding step).
+
+    Returns:
+        ``(groups, scores, rows)``: the groups; (N,) float32 cosine and int64 row of each row's
+        nearest other row (-inf and -1 for a collection of one; empty unless ``nearest``).
+    """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vectors)
     root = np.arange(n)  # each row's component so far, named by its smallest row
+    want = min(2, n) if nearest else 0
+    scores = np.full(n if nearest else 0, -np.inf, np.float32)
+    near = np.full(n if nearest else 0, -1, np.int64)
     for start in range(0, n, BLOCK):
-        queries, rows = pairs_at_least(vectors, vectors[start : start + BLOCK], threshold)
-        queries = queries + start
+        stop = min(n, start + BLOCK)
+        found = scan(vectors, vectors[start:stop], k=want, threshold=threshold)
+        if want:
+            s, r = _without_self(found.scores, found.rows, np.arange(start, stop), 1, want)
+            scores[start:stop], near[start:stop] = s[:, 0], r[:, 0]
+        queries, rows = found.pair_queries + start, found.pair_rows
         # Components so far as stars (row -> root) plus this block's links: memory stays
         # N + one block's pairs, however many pairs the whole collection has.
         src, dst = np.concatenate([np.arange(n), queries]), np.concatenate([root, rows])
@@ -422,7 +453,7 @@ def find_duplicate_groups(vectors: np.ndarray, threshold: float) -> list[list[in
     order = np.argsort(root, kind="stable")
     bounds = np.flatnonzero(np.diff(root[order])) + 1
     groups = [g.tolist() for g in np.split(order, bounds) if len(g) > 1]
-    return sorted(groups, key=lambda g: g[0])
+    return sorted(groups, key=lambda g: g[0]), scores, near
 
 
 # --- Match tables on disk: ``neighbors.parquet`` stamped with what it was made from, and

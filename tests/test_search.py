@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 
 from steam_dinov2 import Embeddings, build_index, find_duplicate_groups, find_neighbors, match_all
-from steam_dinov2.search import index_collection, pairs_at_least, search_index, top_k
+from steam_dinov2.search import (
+    duplicates_and_nearest,
+    index_collection,
+    pairs_at_least,
+    search_index,
+    top_k,
+)
 
 
 def _unit(rng, n, d):
@@ -192,3 +198,21 @@ def test_duplicate_groups_across_blocks_equal_a_brute_force_closure(monkeypatch)
     assert [tuple(g) for g in groups] == ref
     # Not a trivial case: many groups, and some hold a pair below the threshold (a chain).
     assert len(groups) > 5 and any((vectors[g] @ vectors[g].T < threshold).any() for g in groups)
+
+
+def test_groups_and_nearest_in_one_pass_equal_the_two_apart(monkeypatch):
+    import steam_dinov2.search as search
+
+    monkeypatch.setattr(search, "BLOCK", 9)
+    monkeypatch.setattr(search, "TILE_COLS", 40)
+    rng = np.random.default_rng(9)
+    centres = _unit(rng, 10, 8)
+    vectors = centres.repeat(5, 0) + 0.2 * rng.standard_normal((50, 8)).astype(np.float32)
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    groups, scores, nearest = duplicates_and_nearest(vectors, 0.9)
+    assert groups == find_duplicate_groups(vectors, 0.9) and len(groups) > 3
+    sims = vectors.astype(np.float64) @ vectors.T.astype(np.float64)
+    np.fill_diagonal(sims, -np.inf)
+    np.testing.assert_allclose(scores, sims.max(1), atol=1e-5)
+    np.testing.assert_allclose(sims[np.arange(50), nearest], sims.max(1), atol=1e-5)
+    assert duplicates_and_nearest(vectors[:1], 0.9)[1:] == (-np.inf, -1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..search import find_duplicate_groups, search_vectors
+from ..search import duplicates_and_nearest
 from .cleanvision import DUPLICATE_TYPES, PROPERTY_TYPES
 
 EMBEDDING_DUPLICATES = "embedding_duplicates"
@@ -37,20 +37,18 @@ def embedding_duplicates(issues, emb, clean: list[int], threshold) -> list[list[
     at = {i: r for r, i in enumerate(emb.ids)}
     clean = [i for i in clean if i in at]
     vectors = emb.vectors[[at[i] for i in clean]]
-    groups = sorted_groups(
-        [[clean[r] for r in g] for g in find_duplicate_groups(vectors, threshold)]
-    )
+    found, scores, nearest = duplicates_and_nearest(vectors, threshold)
+    groups = sorted_groups([[clean[r] for r in g] for g in found])
     kept = group_column(groups, issues)
     issues[f"is_{EMBEDDING_DUPLICATES}_issue"] = kept.notna().to_numpy()
     issues[f"{EMBEDDING_DUPLICATES}_group"] = kept
     issues["embedding_nearest_id"] = pd.array([pd.NA] * len(issues), dtype="Int64")
     issues["embedding_nearest_cosine"] = np.full(len(issues), np.nan, np.float32)
     if len(clean) > 1:
-        scores, nearest = search_vectors(vectors, vectors, k=1, self_rows=np.arange(len(clean)))
         row = {int(a): r for r, a in enumerate(issues["app_id"])}
         rows = [row[i] for i in clean]
-        issues.loc[rows, "embedding_nearest_id"] = [clean[r] for r in nearest[:, 0]]
-        issues.loc[rows, "embedding_nearest_cosine"] = scores[:, 0]
+        issues.loc[rows, "embedding_nearest_id"] = [clean[r] for r in nearest]
+        issues.loc[rows, "embedding_nearest_cosine"] = scores
     return groups
 
 
