@@ -18,6 +18,7 @@ changed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import http.server
 import json
@@ -183,6 +184,11 @@ def _open_in_chromium(out: Path, n: int, clicks: int = 7) -> tuple[float, float,
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
+
+        def copyfile(self, source, outputfile):
+            # Chromium drops a connection mid-file when the page navigates away: not an error
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                super().copyfile(source, outputfile)
 
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(Quiet, directory=str(out))
