@@ -21,7 +21,9 @@ Stages (``--stages``, default all):
 * ``evaluate``: ``evaluate_settings`` of one setting, 4 truths, labels of N synthetic apps, cold;
 * ``map``: ``compute_layout`` (openTSNE, FFT gradients) of N clustered vectors;
 * ``site``: ``export_site`` cold (neighbours, map, thumbnails on ``--workers`` threads, JSON), again
-  with nothing changed (warm), its size, and Chromium: page ready, a neighbour page after a click;
+  with nothing changed (warm), its size, and Chromium: page ready, a game found by name with its
+  neighbours, and a neighbour page after a click (median and max of 7 clicks, walking to games not
+  opened before: ``bench_site._open_in_chromium``);
 * ``browse``: the ``Browser``'s step (show a game, click a neighbour) and name search.
 
 Every figure ends as ``TARGET <stage> <figure> N=<n>: <value> (target <goal>) ok|MISSED`` with the
@@ -524,15 +526,14 @@ def child_site(args) -> None:
         timed_emit("export-site warm (nothing changed)", time.perf_counter() - t, 60)
         mb = report.bytes / 1e6
         emit("site size", mb, f"{mb:.0f} MB", "< 1000 MB", mb < 1000)
-        ready, shown = bench_site._open_in_chromium(out, n)
+        ready, shown, clicks = bench_site._open_in_chromium(out, n)
         emit("page ready in Chromium", ready, f"{ready:.2f} s, {load()}", "< 2 s", ready < 2)
         emit(
-            "neighbour page after a click",
-            shown,
-            f"{shown * 1e3:.0f} ms, {load()}",
-            "< 200 ms",
-            shown < 0.2,
+            "search, pick and neighbours", shown, f"{shown * 1e3:.0f} ms, {load()}", "report", None
         )
+        med, worst = statistics.median(clicks), max(clicks)
+        text = f"median {med * 1e3:.0f} ms, max {worst * 1e3:.0f} ms of {len(clicks)}, {load()}"
+        emit("neighbour page after a click", med, text, "< 200 ms (median)", med < 0.2, "s")
 
 
 def child_browse(args) -> None:
