@@ -101,12 +101,15 @@ def _forward(model, x: torch.Tensor, pooling: str, mean, std) -> np.ndarray:
     if not len(x):
         return np.zeros((0, 0), np.float32)
     device = next(model.parameters()).device
-    # uint8 crosses to a GPU (a quarter of float32's bytes) and is normalised there, per batch.
-    x = normalize(x.to(device, non_blocking=True), mean=mean, std=std)
+    # uint8 crosses to a GPU (a quarter of float32's bytes) and is normalised there.
+    x = x.to(device, non_blocking=True)
     # On a CPU a ViT runs fastest in small batches (2 cores: 13.2 img/s at 8, 11.7 at 32;
-    # benchmarks/README.md); a GPU wants the whole batch.
+    # benchmarks/README.md); a GPU wants the whole batch. Each part is normalised just before
+    # its forward: on a CPU its float32 copy is a quarter of the batch's, still in cache when the
+    # model reads it (the same bits: normalising is per pixel).
     step = CPU_FORWARD_BATCH if device.type == "cpu" else len(x)
-    out = torch.cat([pool_tokens(model, part, pooling) for part in x.split(step)])
+    parts = x.split(step)
+    out = torch.cat([pool_tokens(model, normalize(p, mean=mean, std=std), pooling) for p in parts])
     return out.cpu().numpy()
 
 
