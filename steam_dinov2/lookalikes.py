@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 LOOKALIKE_K = 5
 COLUMNS = ("rank", "id_a", "id_b", "score", "name_a", "name_b", "studio_a", "studio_b")
 _FIRST_DEPTH = 4  # neighbours looked at per wanted one before a deeper search (same-studio ones)
+# Results per search call (queries x depth): a deep search (up to every row) asks fewer queries
+# at once, so its buffers stay ~50 MB whatever N is.
+_RESULTS = 1 << 22
 
 
 def find_lookalikes(
@@ -252,8 +255,9 @@ def _other_studio_top(vectors, label, queries: list[int], k: int) -> dict[int, l
     depth, top, todo = min(n - 1, k * _FIRST_DEPTH + 16), {}, list(queries)
     while todo:
         again = []
-        for start in range(0, len(todo), BLOCK):  # bounded result buffers, as match_all
-            block = todo[start : start + BLOCK]
+        step = max(1, min(BLOCK, _RESULTS // depth))  # bounded result buffers
+        for start in range(0, len(todo), step):
+            block = todo[start : start + step]
             scores, hits = search_vectors(vectors, vectors[block], k=depth, self_rows=block)
             again += _keep_top(block, scores, hits, label, k, top, last=depth >= n - 1)
         todo, depth = again, min(n - 1, depth * 4)

@@ -167,10 +167,15 @@ def test_bad_options_say_what_is_wrong(catalogue):
             sd.find_lookalikes(data, SETTING, **kwargs)
 
 
-def test_mutual_other_studio_pairs_match_numpy_brute_force():
+@pytest.mark.parametrize("results", [None, 100])  # 100: deeper searches in smaller blocks
+def test_mutual_other_studio_pairs_match_numpy_brute_force(monkeypatch, results):
     from types import SimpleNamespace
 
+    import steam_dinov2.lookalikes as lookalikes
     from steam_dinov2.lookalikes import _mutual_pairs
+
+    if results:
+        monkeypatch.setattr(lookalikes, "_RESULTS", results)
 
     rng = np.random.default_rng(0)
     n, big, k = 300, 200, 3
