@@ -227,7 +227,7 @@ def _mutual_pairs(emb, rows: list[int], studios: dict, wanted, k: int) -> pd.Dat
     rows = np.asarray(rows, np.int64)
     ids = np.asarray(emb.ids, np.int64)[rows]
     label = [studios[int(i)] for i in ids]
-    vectors = np.ascontiguousarray(emb.vectors[rows], dtype=np.float32)
+    vectors = emb.vectors[rows]
     queries = [p for p, i in enumerate(ids) if wanted is None or int(i) in wanted]
     top = _other_studio_top(vectors, label, queries, k)
     partners = sorted({n for q in queries for n, _ in top[q]} - top.keys())

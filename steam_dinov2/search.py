@@ -58,11 +58,7 @@ def search_index(index, queries: np.ndarray, *, k: int = 10, self_rows=None):
         rows are -1 (score -inf) where a query has fewer neighbours than k'.
     """
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-    want = min(k + (self_rows is not None), index.ntotal)
-    if want == 0 or len(queries) == 0:
-        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-    scores, rows = index.search(queries, want)
-    return _without_self(scores, rows, self_rows, k, want)
+    return _nearest(index.search, index.ntotal, queries, k, self_rows)
 
 
 def search_vectors(
@@ -71,12 +67,17 @@ def search_vectors(
     """``search_index`` over the rows of ``vectors`` for many queries at once (all-pairs work):
     the same answer, at close to the cost of the matrix product alone (``scan``); ``bar`` (a
     progress bar) counts the queries done."""
-    queries = np.atleast_2d(queries)
-    want = min(k + (self_rows is not None), len(vectors))
+    search = functools.partial(top_k, vectors, bar=bar)
+    return _nearest(search, len(vectors), np.atleast_2d(queries), k, self_rows)
+
+
+def _nearest(search, total: int, queries: np.ndarray, k: int, self_rows):
+    """``search_index``'s answer from ``search(queries, want)``, a top-``want`` over ``total`` rows."""
+    want = min(k + (self_rows is not None), total)
     if want == 0 or len(queries) == 0:
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-    found = scan(vectors, queries, k=want, bar=bar)
-    return _without_self(found.scores, found.rows, self_rows, k, want)
+    scores, rows = search(queries, want)
+    return _without_self(scores, rows, self_rows, k, want)
 
 
 def _without_self(scores, rows, self_rows, k: int, want: int):
@@ -92,7 +93,7 @@ def _without_self(scores, rows, self_rows, k: int, want: int):
     return scores, rows
 
 
-def top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *, bar=None):
     """The ``k`` largest inner products of each query with the rows of ``vectors``, best first:
     what a flat faiss index's ``search`` returns (ties in any order), for many queries at close
     to the cost of the product alone (``scan``).
@@ -100,18 +101,8 @@ def top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     Returns:
         ``(scores, rows)``: (Q, k) float32 and int64, best first.
     """
-    found = scan(vectors, queries, k=k)
+    found = scan(vectors, queries, k=k, bar=bar)
     return found.scores, found.rows
-
-
-def pairs_at_least(vectors: np.ndarray, queries: np.ndarray, threshold: float):
-    """Every (query, row) whose inner product reaches ``threshold`` (``scan``).
-
-    Returns:
-        ``(queries, rows)``: int64 arrays of equal length, ordered by query.
-    """
-    found = scan(vectors, queries, threshold=threshold)
-    return found.pair_queries, found.pair_rows
 
 
 @dataclass(frozen=True)

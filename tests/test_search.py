@@ -6,7 +6,7 @@ from steam_dinov2 import Embeddings, build_index, find_duplicate_groups, find_ne
 from steam_dinov2.search import (
     duplicates_and_nearest,
     index_collection,
-    pairs_at_least,
+    scan,
     search_index,
     top_k,
 )
@@ -80,7 +80,8 @@ def test_tiled_top_k_and_pairs_equal_faiss(monkeypatch, tile_rows, tile_cols):
         np.testing.assert_allclose(scores, np.take_along_axis(exact, rows, 1), atol=1e-5)
         assert all(len(set(r)) == k for r in rows.tolist())  # rows behind them, none twice
     for threshold in (0.8, 0.95):
-        queries, rows = pairs_at_least(vectors, vectors[:150], threshold)
+        found = scan(vectors, vectors[:150], threshold=threshold)
+        queries, rows = found.pair_queries, found.pair_rows
         lims, _, ref_rows = index.range_search(vectors[:150], threshold - 1e-6)
         ref_queries = np.repeat(np.arange(150), np.diff(lims).astype(np.int64))
         got, ref = set(zip(queries, rows)), set(zip(ref_queries, ref_rows))
@@ -97,7 +98,7 @@ def test_a_score_equal_to_the_threshold_is_kept_wherever_it_sits():
     base = np.stack([c, np.sqrt(1 - c.astype(np.float64) ** 2).astype(np.float32)], 1)
     query = np.array([[1, 0]], np.float32)
     for on_the_line in (3, 17, 35):  # in a group of 16 columns, and past the last group
-        _, rows = pairs_at_least(base, query, float(c[on_the_line]))
+        rows = scan(base, query, threshold=float(c[on_the_line])).pair_rows
         assert sorted(rows.tolist()) == list(range(on_the_line, 40))
 
 
